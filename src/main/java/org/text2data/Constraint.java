@@ -1,0 +1,362 @@
+package org.text2data;
+
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.function.Supplier;
+
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.Optimizer;
+import org.bytedeco.pytorch.OptimizerParamGroup;
+import org.bytedeco.pytorch.OptimizerParamGroupVector;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorVector;
+import org.bytedeco.pytorch.global.torch;
+import org.text2data.engine.Engines;
+import org.text2data.engine.NonFiniteGradientException;
+import org.text2data.engine.ProjectionEngine;
+
+/**
+ * Text2Data's constrained optimizer: a base optimizer (libtorch's SGD, Adam, AdamW, RMSprop or
+ * Adagrad) plus the dynamic-barrier projection that keeps the unconditional loss near
+ * {@code gConstraint} while the conditional loss is minimised.
+ *
+ * <pre>{@code
+ * try (Constraint opt = new Constraint(model.parameters(), OptimizerSpec.adam(1e-3))) {
+ *     for (...) {
+ *         try (StepResult r = Text2Data.runStep(opt, gConstraint, model, cond, data, label, Loss.MSE)) { ... }
+ *     }
+ * }
+ * }</pre>
+ *
+ * Like the Python reference it offers {@link #zeroGrad}, {@link #firstStep}, {@link #secondStep},
+ * {@link #step(Supplier, double, double)}, the base optimizer and its param groups, and the per-layer
+ * gradient-norm diagnostic. Not thread-safe; one constraint per training loop.
+ */
+public final class Constraint implements AutoCloseable {
+
+    private final Tensor[] params;
+    private final String[] names;
+    private final TensorVector paramVector;
+    private final Optimizer base;
+    private final OptimizerSpec spec;
+    private final ProjectionEngine engine;
+    private double alpha;
+    private double beta;
+    private boolean checkFinite = true;
+    private boolean closed;
+
+    /** With alpha = beta = 1 and the default engine. */
+    public Constraint(Iterable<Tensor> params, OptimizerSpec base) {
+        this(params, base, 1.0, 1.0, Engine.AUTO);
+    }
+
+    public Constraint(Iterable<Tensor> params, OptimizerSpec base, double alpha, double beta) {
+        this(params, base, alpha, beta, Engine.AUTO);
+    }
+
+    public Constraint(Iterable<Tensor> params, OptimizerSpec base, double alpha, double beta, Engine engine) {
+        this(names(params), params, base, alpha, beta, engine);
+    }
+
+    /**
+     * Parameters with names (as in a state dict), used in error messages and diagnostics. The map's
+     * iteration order is the parameter order.
+     */
+    public Constraint(Map<String, Tensor> namedParams, OptimizerSpec base, double alpha, double beta, Engine engine) {
+        this(new ArrayList<>(namedParams.keySet()), namedParams.values(), base, alpha, beta, engine);
+    }
+
+    private Constraint(List<String> names, Iterable<Tensor> params, OptimizerSpec base, double alpha,
+                       double beta, Engine engine) {
+        LibTorch.ensureLoaded();
+        if (base == null) {
+            throw new IllegalArgumentException("base optimizer spec is null");
+        }
+        if (engine == null) {
+            throw new IllegalArgumentException("engine is null");
+        }
+        this.alpha = checkCoefficient("alpha", alpha);
+        this.beta = checkCoefficient("beta", beta);
+        List<Tensor> list = new ArrayList<>();
+        for (Tensor t : params) {
+            if (t == null || !t.defined()) {
+                throw new IllegalArgumentException("parameter #" + list.size() + " is null or undefined");
+            }
+            if (!t.is_floating_point()) {
+                throw new IllegalArgumentException("parameter " + names.get(list.size())
+                        + " is not floating point: " + Tensors.describe(t));
+            }
+            list.add(t);
+        }
+        if (list.isEmpty()) {
+            throw new IllegalArgumentException("no parameters to optimize");
+        }
+        this.params = list.toArray(new Tensor[0]);
+        this.names = names.toArray(new String[0]);
+        this.paramVector = new TensorVector(this.params);
+        this.spec = base;
+        this.base = base.create(paramVector);
+        this.engine = Engines.create(engine.toString(), this.params);
+    }
+
+    private static List<String> names(Iterable<Tensor> params) {
+        List<String> n = new ArrayList<>();
+        int i = 0;
+        for (Tensor ignored : params) {
+            n.add("#" + i++);
+        }
+        return n;
+    }
+
+    /** Zeroes every existing gradient in place (PyTorch 1.13's {@code zero_grad()}, which the reference uses). */
+    public void zeroGrad() {
+        checkOpen();
+        try (PointerScope scope = new PointerScope()) {
+            for (Tensor p : params) {
+                Tensor g = p.grad();
+                if (g.defined()) {
+                    g.zero_();
+                }
+            }
+        }
+    }
+
+    /**
+     * Keeps the current gradients as constraint gradients (the gradient of the unconditional loss),
+     * and zeroes the gradients when asked.
+     */
+    public void firstStep(boolean zeroGrad) {
+        checkOpen();
+        engine.firstStep(zeroGrad);
+    }
+
+    /**
+     * Projects the current gradients (of the conditional loss) so that, to first order, the
+     * unconditional loss does not rise above the barrier. {@code gValue} is the unconditional loss
+     * read in this step, as a 0-dim tensor on the parameters' device. Does not step the base optimizer.
+     *
+     * @return how many parameter tensors were projected
+     */
+    public int secondStep(Tensor gValue, double gConstraint) {
+        checkOpen();
+        checkGConstraint(gConstraint);
+        if (gValue == null || !gValue.defined() || gValue.numel() != 1) {
+            throw new IllegalArgumentException("gValue must be a one-element tensor");
+        }
+        if (!engine.hasConstraintGrads()) {
+            throw new IllegalStateException("secondStep() before firstStep(): no constraint gradients kept");
+        }
+        try {
+            return engine.secondStep(gValue, gConstraint, alpha, beta, checkFinite);
+        } catch (NonFiniteGradientException e) {
+            throw new NonFiniteException("parameter '" + names[e.tensorIndex()] + "': " + e.getMessage()
+                    + "; nothing was updated");
+        }
+    }
+
+    /** {@link #secondStep(Tensor, double)} with the unconditional loss as a number. */
+    public int secondStep(double gValue, double gConstraint) {
+        checkOpen();
+        if (!Double.isFinite(gValue)) {
+            throw new NonFiniteException("unconditional loss gValue is " + gValue + "; nothing was updated");
+        }
+        try (PointerScope scope = new PointerScope()) {
+            return secondStep(Tensors.scalarLike(params[0], gValue), gConstraint);
+        }
+    }
+
+    /**
+     * The whole constrained update, as an optimizer's {@code step}: keeps the current gradients (of the
+     * unconditional loss {@code gValue}, already backpropagated) as constraint gradients, zeroes the
+     * gradients, runs {@code closure} (which must compute the conditional loss and call backward),
+     * projects, and steps the base optimizer. Unlike the reference's {@code step}, which leaves the base
+     * step to the caller, this one takes it, as every PyTorch optimizer's {@code step} does.
+     *
+     * @return what the closure returned
+     */
+    public Tensor step(Supplier<Tensor> closure, double gValue, double gConstraint) {
+        checkOpen();
+        if (closure == null) {
+            throw new IllegalArgumentException("step() requires a closure");
+        }
+        checkGConstraint(gConstraint);
+        if (!Double.isFinite(gValue)) {
+            throw new NonFiniteException("unconditional loss gValue is " + gValue + "; nothing was updated");
+        }
+        firstStep(true);
+        Tensor loss = closure.get();
+        secondStep(gValue, gConstraint);
+        stepBase();
+        return loss;
+    }
+
+    /** Steps the base optimizer with the current gradients. */
+    public void stepBase() {
+        checkOpen();
+        try (PointerScope scope = new PointerScope()) {
+            base.step();
+        }
+    }
+
+    /** The libtorch optimizer underneath (its state, its options). */
+    public Optimizer baseOptimizer() {
+        checkOpen();
+        return base;
+    }
+
+    /** The spec the base optimizer was built from. */
+    public OptimizerSpec spec() {
+        return spec;
+    }
+
+    /** The param groups of the base optimizer; changing a group's learning rate reaches it. */
+    public List<ParamGroup> paramGroups() {
+        checkOpen();
+        OptimizerParamGroupVector groups = base.param_groups();
+        List<ParamGroup> out = new ArrayList<>();
+        for (long i = 0; i < groups.size(); i++) {
+            out.add(new ParamGroup(groups.get(i)));
+        }
+        return Collections.unmodifiableList(out);
+    }
+
+    /** Sets the learning rate of every param group. */
+    public void setLr(double lr) {
+        for (ParamGroup g : paramGroups()) {
+            g.setLr(lr);
+        }
+    }
+
+    /** The learning rate of the first param group. */
+    public double lr() {
+        return paramGroups().get(0).lr();
+    }
+
+    /**
+     * The reference's {@code calculate_dr_grad_norm}: the L2 norm of each parameter's current
+     * gradient (0 where there is none), summed per layer, a layer being two consecutive parameters
+     * (weight and bias): key {@code i / 2}. Reads the device.
+     */
+    public Map<Integer, Double> gradNormPerLayer() {
+        checkOpen();
+        return gradNormPerLayer(java.util.Arrays.asList(params));
+    }
+
+    /** {@link #gradNormPerLayer()} over any parameter list, e.g. a model's. */
+    public static Map<Integer, Double> gradNormPerLayer(Iterable<Tensor> params) {
+        Map<Integer, Double> total = new TreeMap<>();
+        int i = 0;
+        try (PointerScope scope = new PointerScope()) {
+            for (Tensor p : params) {
+                Tensor g = p.grad();
+                double norm = g.defined() && p.requires_grad() ? g.detach().norm().item_double() : 0.0;
+                total.merge(i / 2, norm, Double::sum);
+                i++;
+            }
+        }
+        return total;
+    }
+
+    public double alpha() {
+        return alpha;
+    }
+
+    public double beta() {
+        return beta;
+    }
+
+    public void setAlpha(double alpha) {
+        this.alpha = checkCoefficient("alpha", alpha);
+    }
+
+    public void setBeta(double beta) {
+        this.beta = checkCoefficient("beta", beta);
+    }
+
+    /**
+     * Whether losses and gradients are checked for NaN and infinity before anything is updated
+     * (default true). The check reads two loss values and one flag on the host; on a GPU, turning it
+     * off leaves a step without any host sync.
+     */
+    public void setCheckFinite(boolean check) {
+        this.checkFinite = check;
+    }
+
+    public boolean checkFinite() {
+        return checkFinite;
+    }
+
+    /** The engine computing the projection: {@code plain}, {@code fused-cpu} or {@code fused-cuda}. */
+    public String engineName() {
+        return engine.name();
+    }
+
+    /** The parameters, in order. */
+    public List<Tensor> parameters() {
+        return List.of(params);
+    }
+
+    /** Parameter names (state-dict names where given, else {@code #i}). */
+    public List<String> parameterNames() {
+        return List.of(names);
+    }
+
+    boolean isClosed() {
+        return closed;
+    }
+
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        engine.close();
+        base.close();
+        paramVector.close();
+    }
+
+    void checkOpen() {
+        if (closed) {
+            throw new IllegalStateException("this Constraint is closed");
+        }
+    }
+
+    static double checkCoefficient(String what, double v) {
+        if (!Double.isFinite(v) || v < 0) {
+            throw new IllegalArgumentException(what + " must be a finite number >= 0, got " + v);
+        }
+        return v;
+    }
+
+    static void checkGConstraint(double g) {
+        if (!Double.isFinite(g) || g < 0) {
+            throw new IllegalArgumentException("gConstraint must be a finite number >= 0, got " + g);
+        }
+    }
+
+    /** One param group of the base optimizer. */
+    public static final class ParamGroup {
+        private final OptimizerParamGroup group;
+
+        ParamGroup(OptimizerParamGroup group) {
+            this.group = group;
+        }
+
+        public double lr() {
+            return group.options().get_lr();
+        }
+
+        public void setLr(double lr) {
+            OptimizerSpec.nonNegative("lr", lr);
+            group.options().set_lr(lr);
+        }
+
+        public long size() {
+            return group.params().size();
+        }
+    }
+}

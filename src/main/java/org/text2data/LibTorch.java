@@ -1,0 +1,109 @@
+package org.text2data;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.SymbolLookup;
+import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandle;
+import java.util.Map;
+import java.util.Optional;
+
+import org.bytedeco.javacpp.Loader;
+import org.bytedeco.pytorch.global.torch;
+
+/**
+ * Loads bytedeco's libtorch once, safely, and configures its thread pools.
+ *
+ * <p>Every entry point of the library calls {@link #ensureLoaded()} before touching a bytedeco class.
+ */
+public final class LibTorch {
+
+    private static volatile boolean loaded;
+    private static volatile int blasThreads = -1;
+
+    private LibTorch() {
+    }
+
+    /** Loads libtorch (idempotent, thread-safe). */
+    public static void ensureLoaded() {
+        if (loaded) {
+            return;
+        }
+        synchronized (LibTorch.class) {
+            if (loaded) {
+                return;
+            }
+            SafeLoading.apply();
+            Loader.load(torch.class);
+            configureThreads();
+            loaded = true;
+        }
+    }
+
+    /** The number of threads OpenBLAS was set to, or -1 where it was left alone. */
+    public static int blasThreads() {
+        ensureLoaded();
+        return blasThreads;
+    }
+
+    /** libtorch's intra-op thread count. */
+    public static int torchThreads() {
+        ensureLoaded();
+        return torch.get_num_threads();
+    }
+
+    /** Whether this libtorch build can use a CUDA device right now. */
+    public static boolean cudaAvailable() {
+        ensureLoaded();
+        try {
+            return torch.cuda_is_available();
+        } catch (Throwable t) {
+            return false;
+        }
+    }
+
+    /**
+     * libtorch's OpenMP pool and OpenBLAS's own pthread pool oversubscribe the cores when both run:
+     * OpenBLAS runs its GEMMs on one thread unless the user set {@code OPENBLAS_NUM_THREADS}
+     * (or the system property {@code text2data.blasThreads}). See bench/NOTES.md for the measurements.
+     */
+    private static void configureThreads() {
+        String prop = System.getProperty("text2data.blasThreads");
+        if (prop == null && System.getenv("OPENBLAS_NUM_THREADS") != null) {
+            return; // the user chose
+        }
+        int n = prop == null ? 1 : Integer.parseInt(prop.trim());
+        if (n <= 0) {
+            return;
+        }
+        findOpenBlasSetter().ifPresent(setter -> {
+            try {
+                setter.invokeExact(n);
+                blasThreads = n;
+            } catch (Throwable t) {
+                // leave OpenBLAS as it is; performance only
+            }
+        });
+    }
+
+    private static Optional<MethodHandle> findOpenBlasSetter() {
+        for (Map.Entry<String, String> e : Loader.getLoadedLibraries().entrySet()) {
+            String path = e.getValue();
+            if (path == null || !path.contains("openblas")) {
+                continue;
+            }
+            try {
+                SymbolLookup lookup = SymbolLookup.libraryLookup(java.nio.file.Path.of(path), Arena.global());
+                Optional<MethodHandle> h = lookup.find("openblas_set_num_threads").map(addr ->
+                        Linker.nativeLinker().downcallHandle(addr, FunctionDescriptor.ofVoid(ValueLayout.JAVA_INT)));
+                if (h.isPresent()) {
+                    return h;
+                }
+            } catch (RuntimeException ignored) {
+                // not a loadable path; try the next
+            }
+        }
+        return Optional.empty();
+    }
+}

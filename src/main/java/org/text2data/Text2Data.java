@@ -1,0 +1,130 @@
+package org.text2data;
+
+import java.util.Arrays;
+
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.Tensor;
+
+/** Text2Data's constrained finetuning step. */
+public final class Text2Data {
+    private Text2Data() {
+    }
+
+    /**
+     * One constrained finetuning step on a labelled batch, as the reference's {@code run_step}:
+     * <ol>
+     *   <li>zero all gradients;</li>
+     *   <li>{@code g = loss(model(data, null), label)}; backward; the constraint keeps these gradients;</li>
+     *   <li>{@code f = loss(model(data, cond), label)}; backward;</li>
+     *   <li>per tensor, add just enough of the kept gradient that the unconditional loss is not given
+     *       up beyond {@code gConstraint} (see {@link Constraint#secondStep});</li>
+     *   <li>the base optimizer steps.</li>
+     * </ol>
+     * Inputs are checked first (shapes, batch sizes, dtypes, devices); a bad input, or a NaN or infinite
+     * loss or gradient, throws before any parameter or optimizer state changes.
+     *
+     * @param cond the condition of the labelled batch ({@code [batch, ...]}); never null here
+     * @return the losses (as tensors: reading them is the caller's choice) and how many tensors were projected
+     */
+    public static StepResult runStep(Constraint optimizer, double gConstraint, ConditionalModel model,
+                                     Tensor cond, Tensor data, Tensor label, Loss loss) {
+        if (optimizer == null) {
+            throw new IllegalArgumentException("optimizer is null");
+        }
+        optimizer.checkOpen();
+        Constraint.checkGConstraint(gConstraint);
+        if (model == null || loss == null) {
+            throw new IllegalArgumentException(model == null ? "model is null" : "loss is null");
+        }
+        checkBatch(optimizer.parameters().get(0), cond, data, label);
+        boolean check = optimizer.checkFinite();
+        try (PointerScope scope = new PointerScope()) {
+            optimizer.zeroGrad();
+            Tensor g = scalarLoss("unconditional", loss.apply(forward(model, data, null), label));
+            if (check) {
+                requireFinite("unconditional", g);
+            }
+            g.backward();
+            optimizer.firstStep(true);
+            Tensor f = scalarLoss("conditional", loss.apply(forward(model, data, cond), label));
+            if (check) {
+                requireFinite("conditional", f);
+            }
+            f.backward();
+            Tensor gValue = g.detach();
+            int projected = optimizer.secondStep(gValue, gConstraint);
+            optimizer.stepBase();
+            Tensor fValue = f.detach();
+            gValue.retainReference(); // both outlive the scope: the caller owns them
+            fValue.retainReference();
+            return new StepResult(gValue, fValue, projected);
+        }
+    }
+
+    private static Tensor forward(ConditionalModel model, Tensor data, Tensor cond) {
+        Tensor out = model.forward(data, cond);
+        if (out == null || !out.defined()) {
+            throw new IllegalArgumentException("the model returned no tensor for the "
+                    + (cond == null ? "unconditional" : "conditional") + " pass");
+        }
+        return out;
+    }
+
+    private static Tensor scalarLoss(String which, Tensor l) {
+        if (l == null || !l.defined() || l.numel() != 1) {
+            throw new IllegalArgumentException("the " + which + " loss must be a one-element tensor, got "
+                    + (l == null || !l.defined() ? "nothing" : Tensors.describe(l)));
+        }
+        return l;
+    }
+
+    private static void requireFinite(String which, Tensor l) {
+        double v = l.item_double();
+        if (!Double.isFinite(v)) {
+            throw new NonFiniteException("the " + which + " loss is " + v + "; nothing was updated");
+        }
+    }
+
+    /** Batch sizes, dtypes and devices agree with each other and with the parameters. */
+    static void checkBatch(Tensor param, Tensor cond, Tensor data, Tensor label) {
+        require(data, "data");
+        require(label, "label");
+        require(cond, "cond");
+        long n = data.size(0);
+        if (label.size(0) != n) {
+            throw new IllegalArgumentException("label batch size " + label.size(0) + " does not match data batch size "
+                    + n + " (label " + Arrays.toString(label.shape()) + ", data " + Arrays.toString(data.shape()) + ")");
+        }
+        if (cond.size(0) != n) {
+            throw new IllegalArgumentException("cond batch size " + cond.size(0) + " does not match data batch size "
+                    + n + " (cond " + Arrays.toString(cond.shape()) + ", data " + Arrays.toString(data.shape()) + ")");
+        }
+        String pDevice = Tensors.device(param);
+        String pType = Tensors.dtype(param);
+        for (Object[] t : new Object[][] {{"data", data}, {"cond", cond}, {"label", label}}) {
+            String name = (String) t[0];
+            Tensor x = (Tensor) t[1];
+            if (!Tensors.device(x).equals(pDevice)) {
+                throw new IllegalArgumentException(name + " is on " + Tensors.device(x)
+                        + " but the model's parameters are on " + pDevice);
+            }
+            if (x.is_floating_point() && !Tensors.dtype(x).equals(pType)) {
+                throw new IllegalArgumentException(name + " is " + Tensors.dtype(x)
+                        + " but the model's parameters are " + pType + " (convert one to the other)");
+            }
+        }
+        if (!data.is_floating_point()) {
+            throw new IllegalArgumentException("data must be floating point, got " + Tensors.describe(data));
+        }
+    }
+
+    private static void require(Tensor t, String name) {
+        if (t == null || !t.defined()) {
+            throw new IllegalArgumentException(name + " is null" + (name.equals("cond")
+                    ? ": runStep needs the labelled batch's condition (the unconditional pass is taken for you)" : ""));
+        }
+        if (t.dim() < 1) {
+            throw new IllegalArgumentException(name + " must have a batch dimension, got a 0-dim tensor");
+        }
+    }
+}

@@ -1,0 +1,180 @@
+package org.text2data;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+import org.bytedeco.pytorch.Device;
+import org.bytedeco.pytorch.IValue;
+import org.bytedeco.pytorch.IValueVector;
+import org.bytedeco.pytorch.JitModule;
+import org.bytedeco.pytorch.NamedTensor;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.named_parameter_iterator;
+import org.bytedeco.pytorch.named_parameter_list;
+
+/**
+ * A TorchScript module trained in Python ({@code torch.jit.script(model).save(path)}) with
+ * {@code forward(data, cond: Optional[Tensor])}; a Java {@code null} condition becomes TorchScript
+ * {@code None}. Its parameters are the module's own tensors: optimizing them trains the module, and
+ * {@link #save} writes a file that Python's {@code torch.jit.load} reads.
+ */
+public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
+
+    private final JitModule module;
+    private final Path source;
+    private final Map<String, Tensor> params;
+    private boolean closed;
+
+    private TorchScriptModel(JitModule module, Path source) {
+        this.module = module;
+        this.source = source;
+        this.params = collect(module);
+    }
+
+    /** Loads a module saved by {@code torch.jit.save}; the file's problems are named in the exception. */
+    public static TorchScriptModel load(Path file) {
+        LibTorch.ensureLoaded();
+        if (file == null) {
+            throw new IllegalArgumentException("model file is null");
+        }
+        if (!Files.isRegularFile(file)) {
+            throw new IllegalArgumentException("model file not found: " + file);
+        }
+        if (!Files.isReadable(file)) {
+            throw new IllegalArgumentException("model file is not readable: " + file);
+        }
+        JitModule m;
+        try {
+            m = torch.load(file.toString());
+        } catch (RuntimeException e) {
+            throw new IllegalArgumentException("model file " + file + " is not a TorchScript module saved by "
+                    + "torch.jit.save / torch.jit.script(...).save: " + firstLine(e.getMessage()), e);
+        }
+        m.train(true);
+        TorchScriptModel model = new TorchScriptModel(m, file);
+        if (model.params.isEmpty()) {
+            model.close();
+            throw new IllegalArgumentException("model file " + file + " has no parameters to finetune");
+        }
+        return model;
+    }
+
+    @Override
+    public Tensor forward(Tensor data, Tensor condOrNull) {
+        checkOpen();
+        IValueVector inputs = new IValueVector(new IValue(data), condOrNull == null ? new IValue() : new IValue(condOrNull));
+        IValue out;
+        try {
+            out = module.forward(inputs);
+        } catch (RuntimeException e) {
+            throw new IllegalArgumentException("model forward(data, " + (condOrNull == null ? "None" : "cond")
+                    + ") failed for data " + Tensors.describe(data)
+                    + (condOrNull == null ? "" : " and cond " + Tensors.describe(condOrNull)) + ": "
+                    + firstLine(e.getMessage()), e);
+        } finally {
+            inputs.close();
+        }
+        if (!out.isTensor()) {
+            throw new IllegalArgumentException("model forward returned " + out.tagKind().getString() + ", not a Tensor");
+        }
+        return out.toTensor();
+    }
+
+    /** The module's parameters by their state-dict names, in order (live tensors, not copies). */
+    public Map<String, Tensor> namedParameters() {
+        checkOpen();
+        return params;
+    }
+
+    /** The module's parameters, in order. */
+    public List<Tensor> parameters() {
+        return new ArrayList<>(namedParameters().values());
+    }
+
+    /** The file this module was loaded from. */
+    public Path source() {
+        return source;
+    }
+
+    public void train(boolean on) {
+        checkOpen();
+        module.train(on);
+    }
+
+    /** Moves the module to a device ({@code "cpu"}, {@code "cuda"}, {@code "cuda:1"}). */
+    public void to(String device) {
+        checkOpen();
+        try (Device d = new Device(device)) {
+            module.to(d);
+        }
+        params.clear();
+        params.putAll(collect(module));
+    }
+
+    /**
+     * Writes the module (with its current parameters) to {@code file}, atomically: a temporary file in
+     * the same folder, then a rename, so a reader never sees a half-written file.
+     */
+    public void save(Path file) throws IOException {
+        checkOpen();
+        Path dir = file.toAbsolutePath().getParent();
+        if (dir == null || !Files.isDirectory(dir)) {
+            throw new IOException("output folder does not exist: " + dir);
+        }
+        Path tmp = Files.createTempFile(dir, "." + file.getFileName(), ".tmp");
+        try {
+            module.save(tmp.toString());
+            Files.move(tmp, file, java.nio.file.StandardCopyOption.REPLACE_EXISTING,
+                    java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+        } catch (RuntimeException e) {
+            throw new IOException("could not write " + file + ": " + firstLine(e.getMessage()), e);
+        } finally {
+            Files.deleteIfExists(tmp);
+        }
+    }
+
+    /** The underlying libtorch module. */
+    public JitModule module() {
+        checkOpen();
+        return module;
+    }
+
+    @Override
+    public void close() {
+        if (!closed) {
+            closed = true;
+            module.close();
+        }
+    }
+
+    private void checkOpen() {
+        if (closed) {
+            throw new IllegalStateException("this TorchScriptModel is closed");
+        }
+    }
+
+    private static Map<String, Tensor> collect(JitModule m) {
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        named_parameter_list list = m.named_parameters(true);
+        named_parameter_iterator end = list.end();
+        for (named_parameter_iterator it = list.begin(); it.notEquals(end); it.increment()) {
+            NamedTensor nt = it.access();
+            out.put(nt.name().getString(), nt.value());
+        }
+        return out;
+    }
+
+    static String firstLine(String message) {
+        if (message == null) {
+            return "(no message)";
+        }
+        int nl = message.indexOf('\n');
+        return (nl < 0 ? message : message.substring(0, nl)).trim();
+    }
+}

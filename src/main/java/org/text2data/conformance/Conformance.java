@@ -1,0 +1,286 @@
+package org.text2data.conformance;
+
+import java.io.IOException;
+import java.io.Reader;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.function.Consumer;
+
+import com.google.gson.JsonArray;
+import com.google.gson.JsonElement;
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.text2data.Batch;
+import org.text2data.ConditionalModel;
+import org.text2data.Constraint;
+import org.text2data.Denoiser;
+import org.text2data.Engine;
+import org.text2data.LibTorch;
+import org.text2data.Loss;
+import org.text2data.OptimizerSpec;
+import org.text2data.StepResult;
+import org.text2data.Text2Data;
+import org.text2data.TorchScriptModel;
+
+/**
+ * Runs the conformance fixtures made by the Python reference (the format of
+ * {@code shared/conformance/README.md}) through this library and compares with the reference's tolerances.
+ */
+public final class Conformance {
+
+    /** Which way a trajectory case is loaded. */
+    public enum Via {
+        /** The projection fixtures: gradients straight into the engine. */
+        PROJECTION,
+        /** The denoiser built in Java from the fixture's {@code init} state dict, batch from the JSON. */
+        JAVA_MODEL,
+        /** The TorchScript file and the {@code torch.save} batch beside the JSON. */
+        TORCHSCRIPT;
+
+        @Override
+        public String toString() {
+            return switch (this) {
+                case PROJECTION -> "projection";
+                case JAVA_MODEL -> "java-model";
+                case TORCHSCRIPT -> "torchscript";
+            };
+        }
+    }
+
+    /** One case run on one engine one way. */
+    public record Result(String caseName, String engine, Via via, boolean passed, double worstError, String detail) {
+        public String line() {
+            return String.format("%-4s %-28s %-11s %-12s max rel err %.2e%s", passed ? "ok" : "FAIL", caseName,
+                    engine, via, worstError, detail.isEmpty() ? "" : "  " + detail);
+        }
+    }
+
+    private final Path dir;
+
+    public Conformance(Path dir) {
+        this.dir = dir;
+    }
+
+    /** Every case of the directory on each engine; each result is also handed to {@code sink} as it comes. */
+    public List<Result> runAll(List<Engine> engines, Consumer<Result> sink) throws IOException {
+        LibTorch.ensureLoaded();
+        List<Result> all = new ArrayList<>();
+        Consumer<Result> both = r -> {
+            all.add(r);
+            sink.accept(r);
+        };
+        JsonArray projection = read("projection.json");
+        JsonArray runStep = read("run_step.json");
+        for (Engine engine : engines) {
+            for (JsonElement c : projection) {
+                both.accept(runProjection(c.getAsJsonObject(), engine));
+            }
+            for (JsonElement c : runStep) {
+                both.accept(runTrajectory(c.getAsJsonObject(), engine, Via.JAVA_MODEL));
+                both.accept(runTrajectory(c.getAsJsonObject(), engine, Via.TORCHSCRIPT));
+            }
+        }
+        return all;
+    }
+
+    private JsonArray read(String name) throws IOException {
+        Path f = dir.resolve(name);
+        if (!Files.isRegularFile(f)) {
+            throw new IOException("fixture file not found: " + f);
+        }
+        try (Reader r = Files.newBufferedReader(f)) {
+            JsonElement root = JsonParser.parseReader(r);
+            if (!root.isJsonObject() || !root.getAsJsonObject().has("cases")) {
+                throw new IOException("fixture file " + f + " has no \"cases\" list");
+            }
+            return root.getAsJsonObject().getAsJsonArray("cases");
+        } catch (com.google.gson.JsonParseException e) {
+            throw new IOException("fixture file " + f + " is not valid JSON: " + e.getMessage(), e);
+        }
+    }
+
+    /** One call of the second step, straight on the engine through the public API. */
+    public Result runProjection(JsonObject c, Engine engine) {
+        String name = c.get("name").getAsString();
+        boolean f64 = "float64".equals(c.get("dtype").getAsString());
+        double tol = f64 ? 1e-9 : 1e-5;
+        try (PointerScope scope = new PointerScope()) {
+            JsonArray ts = c.getAsJsonArray("tensors");
+            List<Tensor> params = new ArrayList<>();
+            for (JsonElement e : ts) {
+                JsonObject t = e.getAsJsonObject();
+                params.add(tensor(t.getAsJsonArray("constraint_grad"), shape(t.getAsJsonArray("shape")), f64)
+                        .mul(new org.bytedeco.pytorch.Scalar(0.0)).requires_grad_(true));
+            }
+            String engineName;
+            double worst = 0;
+            try (Constraint opt = new Constraint(params, OptimizerSpec.sgd(0.0), c.get("alpha").getAsDouble(),
+                    c.get("beta").getAsDouble(), engine)) {
+                engineName = opt.engineName();
+                for (int i = 0; i < params.size(); i++) {
+                    JsonObject t = ts.get(i).getAsJsonObject();
+                    params.get(i).mutable_grad().put(tensor(t.getAsJsonArray("constraint_grad"), shape(t.getAsJsonArray("shape")), f64));
+                }
+                opt.firstStep(true);
+                for (int i = 0; i < params.size(); i++) {
+                    JsonObject t = ts.get(i).getAsJsonObject();
+                    params.get(i).grad().copy_(tensor(t.getAsJsonArray("grad"), shape(t.getAsJsonArray("shape")), f64));
+                }
+                Tensor gValue = tensor(c.get("g_value").getAsDouble(), f64);
+                opt.secondStep(gValue, c.get("g_constraint").getAsDouble());
+                for (int i = 0; i < params.size(); i++) {
+                    JsonObject t = ts.get(i).getAsJsonObject();
+                    Tensor expected = tensor(t.getAsJsonArray("expected"), shape(t.getAsJsonArray("shape")), f64);
+                    worst = Math.max(worst, relError(params.get(i).grad(), expected));
+                }
+            }
+            return new Result(name, engineName, Via.PROJECTION, worst <= tol, worst, "");
+        } catch (RuntimeException e) {
+            if (Boolean.getBoolean("text2data.debug")) e.printStackTrace();
+            return new Result(name, engine.toString(), Via.PROJECTION, false, Double.NaN, "error: " + e.getMessage());
+        }
+    }
+
+    /** A run of {@code steps} calls of runStep, compared step by step and at the end. */
+    public Result runTrajectory(JsonObject c, Engine engine, Via via) {
+        String name = c.get("name").getAsString();
+        boolean f64 = "float64".equals(c.get("dtype").getAsString());
+        double tol = f64 ? 1e-9 : 1e-4;
+        try (PointerScope scope = new PointerScope()) {
+            JsonObject m = c.getAsJsonObject("model");
+            JsonObject b = c.getAsJsonObject("batch");
+            ConditionalModel model;
+            Map<String, Tensor> params;
+            Batch batch;
+            TorchScriptModel ts = null;
+            if (via == Via.TORCHSCRIPT) {
+                ts = TorchScriptModel.load(dir.resolve(m.get("torchscript").getAsString()));
+                model = ts;
+                params = ts.namedParameters();
+                batch = Batch.load(dir.resolve(b.get("torch_save").getAsString()));
+            } else {
+                Denoiser d = new Denoiser(m.get("d").getAsInt(), m.get("c").getAsInt(), m.get("h").getAsInt(),
+                        m.get("layers").getAsInt());
+                if (f64) {
+                    d.to(torch.ScalarType.Double, false);
+                }
+                Denoiser rebuilt = d;
+                Map<String, Tensor> init = new LinkedHashMap<>();
+                for (Map.Entry<String, JsonElement> e : m.getAsJsonObject("init").entrySet()) {
+                    init.put(e.getKey(), named(e.getValue().getAsJsonObject(), f64));
+                }
+                rebuilt.loadStateDict(init);
+                model = rebuilt;
+                params = rebuilt.namedParameters();
+                batch = new Batch(named(b.getAsJsonObject("data"), f64), named(b.getAsJsonObject("cond"), f64),
+                        named(b.getAsJsonObject("label"), f64));
+            }
+            JsonObject o = c.getAsJsonObject("optimizer");
+            OptimizerSpec spec = OptimizerSpec.of(o.get("type").getAsString(), o.get("lr").getAsDouble());
+            if (o.has("weight_decay")) {
+                spec = spec.weightDecay(o.get("weight_decay").getAsDouble());
+            }
+            if (o.has("momentum")) {
+                spec = spec.momentum(o.get("momentum").getAsDouble());
+            }
+            Loss loss = Loss.named(c.has("loss") ? c.get("loss").getAsString() : "mse");
+            double gConstraint = c.get("g_constraint").getAsDouble();
+            int steps = c.get("steps").getAsInt();
+            JsonObject expected = c.getAsJsonObject("expected");
+            JsonArray gValues = expected.getAsJsonArray("g_values");
+            JsonArray condAfter = expected.getAsJsonArray("cond_losses_after_step");
+            double worst = 0;
+            String detail = "";
+            String engineName;
+            try (Constraint opt = new Constraint(params, spec, c.get("alpha").getAsDouble(),
+                    c.get("beta").getAsDouble(), engine)) {
+                engineName = opt.engineName();
+                for (int s = 0; s < steps; s++) {
+                    try (StepResult r = Text2Data.runStep(opt, gConstraint, model, batch.cond(), batch.data(),
+                            batch.label(), loss)) {
+                        double e = rel(r.uncondLoss(), gValues.get(s).getAsDouble());
+                        if (e > worst) {
+                            worst = e;
+                            detail = "worst at g_values[" + s + "]";
+                        }
+                    }
+                    double after;
+                    try (PointerScope inner = new PointerScope(); NoGradGuard ng = new NoGradGuard()) {
+                        after = loss.apply(model.forward(batch.data(), batch.cond()), batch.label()).item_double();
+                    }
+                    double e = rel(after, condAfter.get(s).getAsDouble());
+                    if (e > worst) {
+                        worst = e;
+                        detail = "worst at cond_losses_after_step[" + s + "]";
+                    }
+                }
+                for (Map.Entry<String, JsonElement> e : expected.getAsJsonObject("final").entrySet()) {
+                    Tensor actual = params.get(e.getKey());
+                    if (actual == null) {
+                        return new Result(name, engineName, via, false, Double.NaN, "no parameter " + e.getKey());
+                    }
+                    double err = relError(actual, named(e.getValue().getAsJsonObject(), f64));
+                    if (err > worst) {
+                        worst = err;
+                        detail = "worst at final " + e.getKey();
+                    }
+                }
+            } finally {
+                if (ts != null) {
+                    ts.close();
+                }
+            }
+            return new Result(name, engineName, via, worst <= tol, worst, worst <= tol ? "" : detail);
+        } catch (RuntimeException e) {
+            return new Result(name, engine.toString(), via, false, Double.NaN, "error: " + e.getMessage());
+        }
+    }
+
+    /** max |a - b| / max(max |b|, tiny): the tensor's norm-wise relative error, in float64. */
+    static double relError(Tensor actual, Tensor expected) {
+        Tensor a = actual.detach().to(torch.ScalarType.Double);
+        Tensor b = expected.to(torch.ScalarType.Double);
+        double diff = a.sub(b).abs().max().item_double();
+        double scale = b.numel() == 0 ? 0 : b.abs().max().item_double();
+        return diff == 0 ? 0 : diff / Math.max(scale, Double.MIN_NORMAL);
+    }
+
+    private static double rel(double a, double b) {
+        double d = Math.abs(a - b);
+        return d == 0 ? 0 : d / Math.max(Math.abs(b), Double.MIN_NORMAL);
+    }
+
+    private static long[] shape(JsonArray a) {
+        long[] s = new long[a.size()];
+        for (int i = 0; i < s.length; i++) {
+            s[i] = a.get(i).getAsLong();
+        }
+        return s;
+    }
+
+    private static Tensor named(JsonObject o, boolean f64) {
+        return tensor(o.getAsJsonArray("values"), shape(o.getAsJsonArray("shape")), f64);
+    }
+
+    private static Tensor tensor(JsonArray values, long[] shape, boolean f64) {
+        double[] v = new double[values.size()];
+        for (int i = 0; i < v.length; i++) {
+            v[i] = values.get(i).getAsDouble();
+        }
+        Tensor t = Tensor.create(v, shape);
+        return f64 ? t : t.to(torch.ScalarType.Float);
+    }
+
+    private static Tensor tensor(double v, boolean f64) {
+        Tensor t = Tensor.create(new double[] {v}, new long[0]);
+        return f64 ? t : t.to(torch.ScalarType.Float);
+    }
+}

@@ -1,0 +1,58 @@
+package org.text2data.engine;
+
+import org.bytedeco.pytorch.Tensor;
+
+/**
+ * Computes Text2Data's two gradient steps over a fixed list of parameter tensors.
+ *
+ * <p>An engine belongs to one {@code Constraint}: it is created for that constraint's parameters and
+ * keeps the per-parameter constraint gradients {@code c_p} between {@link #firstStep} and
+ * {@link #secondStep}. The math, per tensor (see the conformance README):
+ *
+ * <pre>
+ *   n_p   = ||c_p||^2
+ *   phi_p = min(alpha * (gValue - gConstraint), beta * n_p)
+ *   lam_p = max(0, (phi_p - &lt;g_p, c_p&gt;) / (1e-8 + n_p))
+ *   g_p  += lam_p * c_p
+ * </pre>
+ *
+ * Engines never read a device value on the host unless the caller does; on CPU that costs nothing.
+ */
+public interface ProjectionEngine extends AutoCloseable {
+
+    /** Short name shown to users: {@code "plain"}, {@code "fused-cpu"}, {@code "fused-cuda"}. */
+    String name();
+
+    /**
+     * First step: for every parameter that has a gradient, keep that gradient as its constraint
+     * gradient. Parameters without a gradient keep none. When {@code zeroGrad} is true, every existing
+     * gradient is left defined and zero afterwards (PyTorch 1.13's {@code zero_grad()} semantics, which
+     * the reference relies on), so that the conditional backward accumulates into zeros.
+     */
+    void firstStep(boolean zeroGrad);
+
+    /**
+     * Second step: adds {@code lam_p * c_p} to every gradient {@code g_p} that has a kept {@code c_p},
+     * in place. {@code gValue} is a 0-dim tensor holding the unconditional loss, on the parameters'
+     * device. Returns the number of tensors the projection was applied to (known without a host sync).
+     *
+     * <p>When {@code checkFinite} is true the engine makes sure that, for every projected tensor,
+     * {@code n_p} and {@code <g_p, c_p>} are finite (a NaN or infinity in either gradient makes one of
+     * them non-finite) and otherwise throws {@link NonFiniteGradientException} naming the first such
+     * tensor. Gradients may then be partly projected; parameters are never touched by an engine.
+     * On CUDA the check costs one host sync; without it the step makes none.
+     */
+    default int secondStep(Tensor gValue, double gConstraint, double alpha, double beta, boolean checkFinite) {
+        return secondStep(gValue, gConstraint, alpha, beta);
+    }
+
+    /** {@link #secondStep(Tensor, double, double, double, boolean)} without the finiteness check. */
+    int secondStep(Tensor gValue, double gConstraint, double alpha, double beta);
+
+    /** Whether {@link #firstStep} has kept constraint gradients that {@link #secondStep} can use. */
+    boolean hasConstraintGrads();
+
+    /** Releases the kept constraint gradients and any native resources. Idempotent. */
+    @Override
+    void close();
+}
