@@ -61,8 +61,8 @@ public final class Denoiser extends Module implements ConditionalModel {
     }
 
     private void put(String prefix, LinearImpl l) {
-        named.put(prefix + ".weight", l.weight());
-        named.put(prefix + ".bias", l.bias());
+        named.put(prefix + ".weight", new Tensor(l.weight()));
+        named.put(prefix + ".bias", new Tensor(l.bias()));
     }
 
     @Override

@@ -129,6 +129,10 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
         }
         Path tmp = Files.createTempFile(dir, "." + file.getFileName(), ".tmp");
         try {
+            if (tmp.getFileSystem().supportedFileAttributeViews().contains("posix")) {
+                // createTempFile makes the file private; the result is an ordinary file
+                Files.setPosixFilePermissions(tmp, java.nio.file.attribute.PosixFilePermissions.fromString("rw-r--r--"));
+            }
             module.save(tmp.toString());
             Files.move(tmp, file, java.nio.file.StandardCopyOption.REPLACE_EXISTING,
                     java.nio.file.StandardCopyOption.ATOMIC_MOVE);
@@ -165,7 +169,8 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
         named_parameter_iterator end = list.end();
         for (named_parameter_iterator it = list.begin(); it.notEquals(end); it.increment()) {
             NamedTensor nt = it.access();
-            out.put(nt.name().getString(), nt.value());
+            // own handle: the entry (and the tensor reference in it) dies with the iterator
+            out.put(nt.name().getString(), new Tensor(nt.value()));
         }
         return out;
     }

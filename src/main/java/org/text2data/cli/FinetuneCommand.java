@@ -1,0 +1,205 @@
+package org.text2data.cli;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Locale;
+import java.util.Random;
+import java.util.concurrent.Callable;
+
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.Tensor;
+import org.text2data.Batch;
+import org.text2data.Constraint;
+import org.text2data.Engine;
+import org.text2data.LibTorch;
+import org.text2data.Loss;
+import org.text2data.OptimizerSpec;
+import org.text2data.StepResult;
+import org.text2data.Text2Data;
+import org.text2data.TorchScriptModel;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+@Command(name = "finetune", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Finetunes a TorchScript model on labelled data with Text2Data's constrained step, and writes "
+                + "the finetuned TorchScript module (loadable by Python's torch.jit.load).",
+                "M.pt: a module with forward(data, cond: Optional[Tensor]) saved by torch.jit.script(...).save.",
+                "D.pt: a dict of tensors 'data', 'cond', 'label' saved by torch.save."})
+final class FinetuneCommand implements Callable<Integer> {
+
+    @Option(names = "--model", required = true, paramLabel = "M.pt", description = "TorchScript model to finetune")
+    Path model;
+
+    @Option(names = "--data", required = true, paramLabel = "D.pt", description = "labelled data: dict of data, cond, label")
+    Path data;
+
+    @Option(names = "--g-constraint", required = true, paramLabel = "G",
+            description = "the unconditional loss to stay near (from pretraining; see estimate-g)")
+    double gConstraint;
+
+    @Option(names = "--steps", required = true, paramLabel = "N", description = "number of constrained steps")
+    int steps;
+
+    @Option(names = "--out", required = true, paramLabel = "OUT.pt", description = "where to write the finetuned module")
+    Path out;
+
+    @Option(names = "--optimizer", defaultValue = "adam", paramLabel = "NAME",
+            description = "adam, adamw, sgd, rmsprop or adagrad (default: ${DEFAULT-VALUE})")
+    String optimizer;
+
+    @Option(names = "--lr", defaultValue = "1e-3", description = "learning rate (default: ${DEFAULT-VALUE})")
+    double lr;
+
+    @Option(names = "--weight-decay", paramLabel = "W", description = "weight decay (default: the optimizer's, as in PyTorch)")
+    Double weightDecay;
+
+    @Option(names = "--momentum", paramLabel = "M", description = "momentum (sgd, rmsprop; default 0)")
+    Double momentum;
+
+    @Option(names = "--alpha", defaultValue = "1", description = "barrier slope alpha (default: ${DEFAULT-VALUE})")
+    double alpha;
+
+    @Option(names = "--beta", defaultValue = "1", description = "barrier cap beta (default: ${DEFAULT-VALUE})")
+    double beta;
+
+    @Option(names = "--loss", defaultValue = "mse", description = "mse, l1, smooth-l1 or cross-entropy (default: ${DEFAULT-VALUE})")
+    String loss;
+
+    @Option(names = "--batch-size", paramLabel = "B", description = "rows per step (default: all rows)")
+    Integer batchSize;
+
+    @Option(names = "--shuffle", description = "shuffle the rows each epoch (default: in order)")
+    boolean shuffle;
+
+    @Option(names = "--seed", defaultValue = "0", description = "seed for --shuffle (default: ${DEFAULT-VALUE})")
+    long seed;
+
+    @Option(names = "--device", defaultValue = "cpu", description = "cpu or cuda (default: ${DEFAULT-VALUE})")
+    String device;
+
+    @Option(names = "--engine", defaultValue = "auto", description = "auto, plain or fused (default: ${DEFAULT-VALUE})")
+    String engine;
+
+    @Override
+    public Integer call() throws Exception {
+        // Everything that can be checked before loading is checked first; nothing is written on failure.
+        if (steps <= 0) {
+            throw new IllegalArgumentException("--steps must be positive, got " + steps);
+        }
+        if (batchSize != null && batchSize <= 0) {
+            throw new IllegalArgumentException("--batch-size must be positive, got " + batchSize);
+        }
+        if (!Double.isFinite(gConstraint) || gConstraint < 0) {
+            throw new IllegalArgumentException("--g-constraint must be a finite number >= 0, got " + gConstraint);
+        }
+        if (!Double.isFinite(alpha) || alpha < 0 || !Double.isFinite(beta) || beta < 0) {
+            throw new IllegalArgumentException("--alpha and --beta must be finite numbers >= 0, got " + alpha + " and " + beta);
+        }
+        if (!device.equals("cpu") && !device.startsWith("cuda")) {
+            throw new IllegalArgumentException("--device must be cpu or cuda, got '" + device + "'");
+        }
+        Path outDir = out.toAbsolutePath().getParent();
+        if (outDir == null || !Files.isDirectory(outDir)) {
+            throw new IllegalArgumentException("--out: folder does not exist: " + outDir);
+        }
+        OptimizerSpec spec = OptimizerSpec.of(optimizer, lr);
+        if (weightDecay != null) {
+            spec = spec.weightDecay(weightDecay);
+        }
+        if (momentum != null) {
+            spec = spec.momentum(momentum);
+        }
+        Loss lossFn = Loss.named(loss);
+        Engine eng = Engine.parse(engine);
+        if (!Files.isRegularFile(model)) {
+            throw new IllegalArgumentException("--model: file not found: " + model);
+        }
+        if (!Files.isRegularFile(data)) {
+            throw new IllegalArgumentException("--data: file not found: " + data);
+        }
+        LibTorch.ensureLoaded();
+        if (device.startsWith("cuda") && !LibTorch.cudaAvailable()) {
+            throw new IllegalArgumentException("--device " + device + ": no CUDA device is usable here (this build of "
+                    + "libtorch is CPU-only, or no GPU/driver is present; see the README's GPU section)");
+        }
+
+        try (TorchScriptModel m = TorchScriptModel.load(model); Batch all = Batch.load(data)) {
+            Batch set = all;
+            if (!device.equals("cpu")) {
+                m.to(device);
+                set = all.to(device);
+            }
+            long rows = set.size();
+            int b = batchSize == null ? (int) Math.min(rows, Integer.MAX_VALUE) : (int) Math.min(batchSize, rows);
+            System.err.printf(Locale.ROOT, "finetune: %s, %d rows (batch %d), %s, alpha %s, beta %s, g_constraint %s%n",
+                    model.getFileName(), rows, b, spec, alpha, beta, gConstraint);
+            int[] order = new int[(int) rows];
+            for (int i = 0; i < order.length; i++) {
+                order[i] = i;
+            }
+            Random rnd = new Random(seed);
+            int cursor = (int) rows; // forces a (re)shuffle at the start
+            double firstG = Double.NaN;
+            double firstF = Double.NaN;
+            double lastG = Double.NaN;
+            double lastF = Double.NaN;
+            double worstRatio = 0;
+            long t0 = System.nanoTime();
+            try (Constraint opt = new Constraint(m.namedParameters(), spec, alpha, beta, eng)) {
+                ProgressBar bar = new ProgressBar("finetune (" + opt.engineName() + ")", steps);
+                for (int s = 0; s < steps; s++) {
+                    if (cursor + b > rows) {
+                        cursor = 0;
+                        if (shuffle) {
+                            shuffle(order, rnd);
+                        }
+                    }
+                    try (PointerScope scope = new PointerScope()) {
+                        Batch step = shuffle || b < rows ? rows(set, order, cursor, b) : set;
+                        cursor += b;
+                        try (StepResult r = Text2Data.runStep(opt, gConstraint, m, step.cond(), step.data(),
+                                step.label(), lossFn)) {
+                            lastG = r.uncondLoss();
+                            lastF = r.condLoss();
+                        }
+                    } catch (IllegalArgumentException e) {
+                        throw new IllegalArgumentException("--data " + data + " with --model " + model + ": "
+                                + e.getMessage(), e);
+                    }
+                    if (s == 0) {
+                        firstG = lastG;
+                        firstF = lastF;
+                    }
+                    if (gConstraint > 0) {
+                        worstRatio = Math.max(worstRatio, lastG / gConstraint);
+                    }
+                    bar.update(s + 1, String.format(Locale.ROOT, "g %.5f  f %.5f", lastG, lastF));
+                }
+            }
+            m.save(out);
+            System.out.printf(Locale.ROOT,
+                    "finetuned %d steps in %.1f s: conditional loss %.6f -> %.6f, unconditional loss %.6f -> %.6f "
+                            + "(g_constraint %s, max g/g_constraint %.4f); wrote %s%n",
+                    steps, (System.nanoTime() - t0) / 1e9, firstF, lastF, firstG, lastG, gConstraint, worstRatio, out);
+        }
+        return 0;
+    }
+
+    private static Batch rows(Batch set, int[] order, int from, int count) {
+        long[] idx = new long[count];
+        for (int i = 0; i < count; i++) {
+            idx[i] = order[from + i];
+        }
+        Tensor index = Tensor.create(idx).to(set.data().device(), org.bytedeco.pytorch.global.torch.ScalarType.Long);
+        return set.select(index);
+    }
+
+    private static void shuffle(int[] a, Random rnd) {
+        for (int i = a.length - 1; i > 0; i--) {
+            int j = rnd.nextInt(i + 1);
+            int t = a[i];
+            a[i] = a[j];
+            a[j] = t;
+        }
+    }
+}
