@@ -1,0 +1,55 @@
+package org.text2data;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+import org.bytedeco.javacpp.Loader;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The first JVM on an empty JavaCPP cache must load bytedeco's libtorch and nothing else: forks a JVM with a fresh
+ * {@code org.bytedeco.javacpp.cachedir}, which goes through {@link LibTorch#ensureLoaded()}, makes a tensor and
+ * lists any libtorch/libc10 mapped from outside that cache. It guards against a regression only where a
+ * system libtorch is installed (Debian's python3-torch / libtorch-dev; {@code .ci/run} installs it).
+ */
+class FirstRunLoadingTest {
+
+    /** Run in the forked JVM. */
+    public static void main(String[] args) throws Exception {
+        LibTorch.ensureLoaded();
+        Tensor t = torch.ones(2, 2);
+        String cache = Loader.getCacheDir().getPath();
+        List<String> foreign = Files.readAllLines(Path.of("/proc/self/maps")).stream()
+                .map(l -> l.substring(l.lastIndexOf(' ') + 1))
+                .filter(f -> f.matches(".*/lib(torch|torch_cpu|c10)\\.so.*") && !f.startsWith(cache))
+                .distinct().toList();
+        System.out.println("sum=" + t.sum().item_double() + " foreign=" + foreign);
+    }
+
+    @Test
+    void firstRunOnAnEmptyCacheLoadsOnlyBytedecosLibtorch(@TempDir Path tmp) throws Exception {
+        Path cache = Files.createDirectory(tmp.resolve("javacpp-cache"));
+        List<String> cmd = new ArrayList<>(List.of(
+                ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()),
+                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow",
+                "-XX:ErrorFile=" + tmp.resolve("hs_err_%p.log"),
+                "-Dorg.bytedeco.javacpp.cachedir=" + cache,
+                "-cp", System.getProperty("java.class.path"),
+                FirstRunLoadingTest.class.getName()));
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        byte[] out = p.getInputStream().readAllBytes();
+        assertThat(p.waitFor(5, TimeUnit.MINUTES)).isTrue();
+        String output = new String(out, StandardCharsets.UTF_8);
+        assertThat(p.exitValue()).as(output).isZero();
+        assertThat(output).contains("sum=4.0 foreign=[]");
+    }
+}
