@@ -76,7 +76,7 @@ public record Batch(Tensor data, Tensor cond, Tensor label) implements AutoClose
                     throw new IllegalArgumentException("data file " + file + ": key '" + key + "' holds a "
                             + val.tagKind().getString() + ", expected a tensor");
                 }
-                found[i] = val.toTensor();
+                found[i] = new Tensor(val.toTensor()); // own handle: the dict may go before the batch
             }
         }
         for (int i = 0; i < 3; i++) {

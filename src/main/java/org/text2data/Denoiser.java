@@ -43,7 +43,8 @@ public final class Denoiser extends Module implements ConditionalModel {
         this.d = d;
         this.c = c;
         this.h = h;
-        nullCond = register_parameter("null", torch.randn(c));
+        // own handles throughout: references into the module's tables move when it grows
+        nullCond = new Tensor(register_parameter("null", torch.randn(c)));
         cin = register_module("cin", new LinearImpl(c, h));
         inp = register_module("inp", new LinearImpl(d, h));
         hid = new LinearImpl[layers];

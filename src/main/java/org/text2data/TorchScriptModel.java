@@ -83,7 +83,7 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
         if (!out.isTensor()) {
             throw new IllegalArgumentException("model forward returned " + out.tagKind().getString() + ", not a Tensor");
         }
-        return out.toTensor();
+        return new Tensor(out.toTensor()); // own handle, independent of the IValue
     }
 
     /** The module's parameters by their state-dict names, in order (live tensors, not copies). */

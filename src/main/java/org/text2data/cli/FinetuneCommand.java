@@ -162,7 +162,7 @@ final class FinetuneCommand implements Callable<Integer> {
                             lastG = r.uncondLoss();
                             lastF = r.condLoss();
                         }
-                    } catch (IllegalArgumentException e) {
+                    } catch (IllegalArgumentException | ArithmeticException e) {
                         throw new IllegalArgumentException("--data " + data + " with --model " + model + ": "
                                 + e.getMessage(), e);
                     }
