@@ -22,15 +22,19 @@ public final class Engines {
 
     /** Whether the fused engine's native library loads on this machine. */
     public static boolean fusedAvailable() {
-        return false;
+        return NativeLibrary.isAvailable();
     }
 
     /** Why the fused engine is unavailable, or null when it is available. */
     public static String fusedUnavailableReason() {
-        return "the fused engine is not built yet";
+        return NativeLibrary.unavailableReason();
     }
 
     private static ProjectionEngine fused(Tensor[] params) {
-        throw new UnsupportedOperationException("fused engine unavailable: " + fusedUnavailableReason());
+        if (!fusedAvailable()) {
+            throw new UnsupportedOperationException("the fused engine is not available here: " + fusedUnavailableReason()
+                    + " (use Engine.PLAIN or Engine.AUTO)");
+        }
+        return new FusedEngine(params);
     }
 }

@@ -182,11 +182,6 @@ public final class FusedEngine implements ProjectionEngine {
     }
 
     @Override
-    public int secondStep(Tensor gValue, double gConstraint, double alpha, double beta) {
-        return secondStep(gValue, gConstraint, alpha, beta, false);
-    }
-
-    @Override
     public int secondStep(Tensor gValue, double gConstraint, double alpha, double beta, boolean checkFinite) {
         ensureOpen();
         int options = checkFinite ? text2data_h.T2D_CHECK_FINITE() : 0;

@@ -46,11 +46,6 @@ public final class PlainEngine implements ProjectionEngine {
     }
 
     @Override
-    public int secondStep(Tensor gValue, double gConstraint, double alpha, double beta) {
-        return secondStep(gValue, gConstraint, alpha, beta, false);
-    }
-
-    @Override
     public int secondStep(Tensor gValue, double gConstraint, double alpha, double beta, boolean checkFinite) {
         try (PointerScope scope = new PointerScope();
              Scalar a = new Scalar(alpha);

@@ -42,12 +42,7 @@ public interface ProjectionEngine extends AutoCloseable {
      * tensor. Gradients may then be partly projected; parameters are never touched by an engine.
      * On CUDA the check costs one host sync; without it the step makes none.
      */
-    default int secondStep(Tensor gValue, double gConstraint, double alpha, double beta, boolean checkFinite) {
-        return secondStep(gValue, gConstraint, alpha, beta);
-    }
-
-    /** {@link #secondStep(Tensor, double, double, double, boolean)} without the finiteness check. */
-    int secondStep(Tensor gValue, double gConstraint, double alpha, double beta);
+    int secondStep(Tensor gValue, double gConstraint, double alpha, double beta, boolean checkFinite);
 
     /** Whether {@link #firstStep} has kept constraint gradients that {@link #secondStep} can use. */
     boolean hasConstraintGrads();

@@ -1,0 +1,129 @@
+/*
+ * text2data.h - the C ABI of libtext2data, Text2Data's fused constrained-gradient step.
+ *
+ * For every tensor t of a step (all reductions per tensor):
+ *
+ *     n    = sum(c*c)
+ *     dot  = sum(g*c)
+ *     phi  = min(alpha * (g_value - g_constraint), beta * n)
+ *     lam  = max(0, (phi - dot) / (1e-8 + n))        (NaN propagates, as torch.relu)
+ *     g   += lam * c                                 (in place)
+ *
+ * Reductions accumulate in double for float64 and float32 tensors, in float32 (CUDA) or double (CPU)
+ * for bfloat16/float16. Results do not depend on the number of threads.
+ *
+ * Every entry point validates all of its input first; on any error it returns a non-zero status,
+ * sets a thread-local message (t2d_last_error, t2d_last_error_tensor) naming the offending tensor
+ * index, and writes nothing. (T2D_ERR_NONFINITE, found while computing, is the one exception: see
+ * T2D_CHECK_FINITE.)
+ * This header is plain C: it is the only interface of the library.
+ */
+#ifndef TEXT2DATA_H
+#define TEXT2DATA_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define T2D_ABI_VERSION 1
+
+#if defined(_WIN32)
+#define T2D_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define T2D_API __attribute__((visibility("default")))
+#else
+#define T2D_API
+#endif
+
+/* dtype codes */
+#define T2D_FLOAT32  0
+#define T2D_FLOAT64  1
+#define T2D_BFLOAT16 2
+#define T2D_FLOAT16  3
+
+/* status codes */
+#define T2D_OK                    0
+#define T2D_ERR_NULL_POINTER      1  /* a required pointer is NULL */
+#define T2D_ERR_BAD_COUNT         2  /* negative tensor count or numel */
+#define T2D_ERR_SIZE_MISMATCH     3  /* grad and constraint numel differ */
+#define T2D_ERR_UNSUPPORTED_DTYPE 4
+#define T2D_ERR_DTYPE_MISMATCH    5  /* grad and constraint dtype differ */
+#define T2D_ERR_WRONG_DEVICE      6  /* a tensor is not where the entry point needs it */
+#define T2D_ERR_NOT_CONTIGUOUS    7
+#define T2D_ERR_CUDA_NOT_BUILT    8  /* library built without CUDA */
+#define T2D_ERR_CUDA_UNAVAILABLE  9  /* built with CUDA, but no driver or no device */
+#define T2D_ERR_CUDA              10 /* a CUDA runtime call or kernel launch failed */
+#define T2D_ERR_OUT_OF_MEMORY     11
+#define T2D_ERR_NONFINITE         12 /* T2D_CHECK_FINITE: a tensor's n or dot is NaN or infinite */
+
+/* options of the project calls */
+#define T2D_CHECK_FINITE 1 /* fail with T2D_ERR_NONFINITE if any tensor's n = <c,c> or dot = <g,c> is not
+                              finite; such tensors are left unchanged, the others may be projected. On CUDA
+                              this costs one synchronisation of the stream. */
+
+/* t2d_tensor.device */
+#define T2D_DEVICE_HOST (-1)
+
+/* t2d_tensor.flags */
+#define T2D_GRAD_CONTIGUOUS       1
+#define T2D_CONSTRAINT_CONTIGUOUS 2
+
+/* One parameter tensor of a step: its gradient g (updated in place) and kept constraint gradient c. */
+typedef struct t2d_tensor {
+    void*       grad;              /* g: numel elements of dtype; may be NULL when numel == 0 */
+    const void* constraint;        /* c: constraint_numel elements of constraint_dtype */
+    int64_t     numel;
+    int64_t     constraint_numel;  /* must equal numel */
+    int32_t     dtype;             /* T2D_FLOAT32 ... */
+    int32_t     constraint_dtype;  /* must equal dtype */
+    int32_t     device;            /* T2D_DEVICE_HOST, or k >= 0 for CUDA device k (grad) */
+    int32_t     constraint_device; /* same convention, for c */
+    int32_t     flags;             /* T2D_GRAD_CONTIGUOUS | T2D_CONSTRAINT_CONTIGUOUS: both required */
+    int32_t     reserved;          /* set to 0 */
+} t2d_tensor;                      /* 56 bytes on LP64 */
+
+/*
+ * CPU path. Every tensor must be host memory (device == T2D_DEVICE_HOST).
+ * lambdas_out, if not NULL, receives count doubles: the lam of each tensor (written on success only).
+ */
+T2D_API int32_t t2d_project_host(const t2d_tensor* tensors, int32_t count,
+                         double g_value, double g_constraint, double alpha, double beta,
+                         int32_t options, double* lambdas_out);
+
+/*
+ * CUDA path. Every tensor must be memory of one CUDA device k (device == k, checked with
+ * cudaPointerGetAttributes). g_value_device points to one element of g_value_dtype on device k
+ * (it is read by a kernel: no host synchronisation). Work is enqueued on cuda_stream (a cudaStream_t;
+ * NULL for the legacy default stream) and the call returns without waiting for it.
+ * lambdas_out_device, if not NULL, is device memory receiving count doubles.
+ */
+T2D_API int32_t t2d_project_cuda(const t2d_tensor* tensors, int32_t count,
+                         const void* g_value_device, int32_t g_value_dtype,
+                         double g_constraint, double alpha, double beta, int32_t options,
+                         void* cuda_stream, double* lambdas_out_device);
+
+/* 1 if the library was built with CUDA and a CUDA driver and at least one device are present. */
+T2D_API int32_t t2d_cuda_available(void);
+
+/* 1 if the library was built with CUDA (whatever the machine has). */
+T2D_API int32_t t2d_cuda_built(void);
+
+/* Worker threads of the CPU path: at most n (n <= 0: hardware threads). Returns the previous limit. */
+T2D_API int32_t t2d_set_num_threads(int32_t n);
+
+/* Message of this thread's last error ("" if none). Valid until this thread's next call. */
+T2D_API const char* t2d_last_error(void);
+
+/* Index (in the tensors array) of the tensor this thread's last error is about, or -1. */
+T2D_API int32_t t2d_last_error_tensor(void);
+
+/* Library version, e.g. "0.1.0 (abi 1, cuda)". */
+T2D_API const char* t2d_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TEXT2DATA_H */

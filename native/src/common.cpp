@@ -1,0 +1,131 @@
+#include "common.h"
+
+#include <cstdarg>
+#include <cstdio>
+#include <string>
+
+namespace t2d {
+
+static thread_local std::string g_last_error;
+static thread_local int32_t g_last_error_tensor = -1;
+
+static void set_message(const char* fmt, va_list ap) {
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    try {
+        g_last_error = buf;
+    } catch (...) {
+    }
+}
+
+int32_t fail(int32_t code, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    set_message(fmt, ap);
+    va_end(ap);
+    g_last_error_tensor = -1;
+    return code;
+}
+
+int32_t fail_t(int32_t tensor, int32_t code, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    set_message(fmt, ap);
+    va_end(ap);
+    g_last_error_tensor = tensor;
+    return code;
+}
+
+void clear_error() {
+    g_last_error.clear();
+    g_last_error_tensor = -1;
+}
+
+const char* dtype_name(int32_t d) {
+    switch (d) {
+        case T2D_FLOAT32: return "float32";
+        case T2D_FLOAT64: return "float64";
+        case T2D_BFLOAT16: return "bfloat16";
+        case T2D_FLOAT16: return "float16";
+        default: return "unknown";
+    }
+}
+
+static void describe_device(char* buf, size_t len, int32_t device) {
+    if (device == T2D_DEVICE_HOST) snprintf(buf, len, "host");
+    else snprintf(buf, len, "cuda:%d", device);
+}
+
+int32_t validate(const t2d_tensor* tensors, int32_t count, bool expect_host, int32_t* device) {
+    if (count < 0) return fail(T2D_ERR_BAD_COUNT, "tensor count is negative (%d)", count);
+    if (count > 0 && tensors == nullptr) return fail(T2D_ERR_NULL_POINTER, "tensors is NULL but count is %d", count);
+    int32_t dev = expect_host ? T2D_DEVICE_HOST : -2;
+    for (int32_t i = 0; i < count; i++) {
+        const t2d_tensor& t = tensors[i];
+        if (t.numel < 0 || t.constraint_numel < 0)
+            return fail_t(i, T2D_ERR_BAD_COUNT, "tensor %d: negative numel (grad %lld, constraint %lld)", i,
+                        (long long)t.numel, (long long)t.constraint_numel);
+        if (t.numel != t.constraint_numel)
+            return fail_t(i, T2D_ERR_SIZE_MISMATCH, "tensor %d: grad has %lld elements but constraint gradient has %lld", i,
+                        (long long)t.numel, (long long)t.constraint_numel);
+        if (!valid_dtype(t.dtype))
+            return fail_t(i, T2D_ERR_UNSUPPORTED_DTYPE, "tensor %d: unsupported grad dtype code %d (float32, float64, bfloat16, float16 only)", i, t.dtype);
+        if (!valid_dtype(t.constraint_dtype))
+            return fail_t(i, T2D_ERR_UNSUPPORTED_DTYPE, "tensor %d: unsupported constraint dtype code %d", i, t.constraint_dtype);
+        if (t.dtype != t.constraint_dtype)
+            return fail_t(i, T2D_ERR_DTYPE_MISMATCH, "tensor %d: grad is %s but constraint gradient is %s", i,
+                        dtype_name(t.dtype), dtype_name(t.constraint_dtype));
+        for (int k = 0; k < 2; k++) {
+            int32_t d = k == 0 ? t.device : t.constraint_device;
+            const char* what = k == 0 ? "grad" : "constraint gradient";
+            char got[32], want[32];
+            describe_device(got, sizeof got, d);
+            if (expect_host) {
+                if (d != T2D_DEVICE_HOST)
+                    return fail_t(i, T2D_ERR_WRONG_DEVICE, "tensor %d: %s is on %s, expected host memory", i, what, got);
+            } else {
+                if (d < 0)
+                    return fail_t(i, T2D_ERR_WRONG_DEVICE, "tensor %d: %s is on %s, expected a CUDA device", i, what, got);
+                if (dev == -2) dev = d;
+                if (d != dev) {
+                    describe_device(want, sizeof want, dev);
+                    return fail_t(i, T2D_ERR_WRONG_DEVICE, "tensor %d: %s is on %s but tensor 0 is on %s", i, what, got, want);
+                }
+            }
+        }
+        if (t.numel > 0) {
+            if (t.grad == nullptr) return fail_t(i, T2D_ERR_NULL_POINTER, "tensor %d: grad pointer is NULL", i);
+            if (t.constraint == nullptr) return fail_t(i, T2D_ERR_NULL_POINTER, "tensor %d: constraint pointer is NULL", i);
+            if (t.numel > 1) {
+                if (!(t.flags & T2D_GRAD_CONTIGUOUS))
+                    return fail_t(i, T2D_ERR_NOT_CONTIGUOUS, "tensor %d: grad is not contiguous", i);
+                if (!(t.flags & T2D_CONSTRAINT_CONTIGUOUS))
+                    return fail_t(i, T2D_ERR_NOT_CONTIGUOUS, "tensor %d: constraint gradient is not contiguous", i);
+            }
+        }
+    }
+    if (device) *device = dev;
+    return T2D_OK;
+}
+
+}  // namespace t2d
+
+extern "C" const char* t2d_last_error(void) { return t2d::g_last_error.c_str(); }
+
+extern "C" int32_t t2d_last_error_tensor(void) { return t2d::g_last_error_tensor; }
+
+extern "C" const char* t2d_version(void) {
+#if defined(T2D_WITH_CUDA)
+    return "0.1.0 (abi 1, cuda)";
+#else
+    return "0.1.0 (abi 1, cpu)";
+#endif
+}
+
+extern "C" int32_t t2d_cuda_built(void) {
+#if defined(T2D_WITH_CUDA)
+    return 1;
+#else
+    return 0;
+#endif
+}

@@ -1,0 +1,35 @@
+// Internal helpers shared by the CPU and CUDA translation units.
+#ifndef T2D_COMMON_H
+#define T2D_COMMON_H
+
+#include "text2data.h"
+
+namespace t2d {
+
+// Sets this thread's error message (printf-style) and returns code.
+int32_t fail(int32_t code, const char* fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+// Same, and records the tensor index the error is about (t2d_last_error_tensor).
+int32_t fail_t(int32_t tensor, int32_t code, const char* fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+void clear_error();
+
+// Structural validation of a tensor list, shared by both paths. Checks counts, sizes, dtypes,
+// null pointers, contiguity and the declared devices: expect_host -> every device field must be
+// T2D_DEVICE_HOST; otherwise all device fields must be one CUDA device k >= 0, returned in *device.
+int32_t validate(const t2d_tensor* tensors, int32_t count, bool expect_host, int32_t* device);
+
+inline bool valid_dtype(int32_t d) { return d >= T2D_FLOAT32 && d <= T2D_FLOAT16; }
+const char* dtype_name(int32_t d);
+
+}  // namespace t2d
+
+#endif

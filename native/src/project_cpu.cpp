@@ -1,0 +1,429 @@
+// CPU path of the fused constrained step: a small persistent thread pool, chunked reductions
+// (fixed chunk size, so results are independent of the thread count), AVX2+FMA kernels chosen at
+// run time with portable fallbacks. No OpenMP: libtorch brings its own runtime.
+#include <algorithm>
+#include <cmath>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <new>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define T2D_X86 1
+#endif
+
+#include "common.h"
+#include "t2d_math.h"
+
+namespace t2d {
+namespace {
+
+// Elements per reduction chunk. Every tensor is reduced chunk by chunk and the chunk sums are added in
+// order, on every path, so the result does not depend on threads.
+constexpr int64_t kChunk = 1 << 16;
+// Below this many elements in total, the whole step runs on the calling thread.
+constexpr int64_t kParallelMin = 1 << 18;
+
+struct Sums {
+    double n = 0.0, dot = 0.0;
+};
+
+// ---------------------------------------------------------------- scalar (portable) kernels
+template <typename T>
+struct Elem;
+template <>
+struct Elem<float> {
+    static double get(const float* p, int64_t i) { return p[i]; }
+};
+template <>
+struct Elem<double> {
+    static double get(const double* p, int64_t i) { return p[i]; }
+};
+
+Sums reduce_f32_generic(const float* g, const float* c, int64_t len) {
+    double n[4] = {0, 0, 0, 0}, d[4] = {0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 4 <= len; i += 4)
+        for (int k = 0; k < 4; k++) T2dReduceOp<double>::apply(n[k], d[k], g[i + k], c[i + k]);
+    for (; i < len; i++) T2dReduceOp<double>::apply(n[0], d[0], g[i], c[i]);
+    return Sums{(n[0] + n[1]) + (n[2] + n[3]), (d[0] + d[1]) + (d[2] + d[3])};
+}
+Sums reduce_f64_generic(const double* g, const double* c, int64_t len) {
+    double n[4] = {0, 0, 0, 0}, d[4] = {0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 4 <= len; i += 4)
+        for (int k = 0; k < 4; k++) T2dReduceOp<double>::apply(n[k], d[k], g[i + k], c[i + k]);
+    for (; i < len; i++) T2dReduceOp<double>::apply(n[0], d[0], g[i], c[i]);
+    return Sums{(n[0] + n[1]) + (n[2] + n[3]), (d[0] + d[1]) + (d[2] + d[3])};
+}
+void update_f32_generic(float* g, const float* c, int64_t len, float lam) {
+    for (int64_t i = 0; i < len; i++) g[i] = T2dUpdateOp<float>::apply(g[i], c[i], lam);
+}
+void update_f64_generic(double* g, const double* c, int64_t len, double lam) {
+    for (int64_t i = 0; i < len; i++) g[i] = T2dUpdateOp<double>::apply(g[i], c[i], lam);
+}
+
+template <float (*ToF)(uint16_t), uint16_t (*FromF)(float)>
+struct HalfKernels {
+    static Sums reduce(const uint16_t* g, const uint16_t* c, int64_t len) {
+        double n[4] = {0, 0, 0, 0}, d[4] = {0, 0, 0, 0};
+        int64_t i = 0;
+        for (; i + 4 <= len; i += 4)
+            for (int k = 0; k < 4; k++) T2dReduceOp<double>::apply(n[k], d[k], ToF(g[i + k]), ToF(c[i + k]));
+        for (; i < len; i++) T2dReduceOp<double>::apply(n[0], d[0], ToF(g[i]), ToF(c[i]));
+        return Sums{(n[0] + n[1]) + (n[2] + n[3]), (d[0] + d[1]) + (d[2] + d[3])};
+    }
+    static void update(uint16_t* g, const uint16_t* c, int64_t len, float lam) {
+        for (int64_t i = 0; i < len; i++) g[i] = FromF(T2dUpdateOp<float>::apply(ToF(g[i]), ToF(c[i]), lam));
+    }
+};
+using Bf16 = HalfKernels<t2d_bf16_to_float, t2d_float_to_bf16>;
+using F16 = HalfKernels<t2d_f16_to_float, t2d_float_to_f16>;
+
+// ---------------------------------------------------------------- AVX2 + FMA kernels
+#if defined(T2D_X86)
+__attribute__((target("avx2,fma"))) Sums reduce_f32_avx2(const float* g, const float* c, int64_t len) {
+    __m256d n0 = _mm256_setzero_pd(), n1 = n0, n2 = n0, n3 = n0, d0 = n0, d1 = n0, d2 = n0, d3 = n0;
+    int64_t i = 0;
+    for (; i + 16 <= len; i += 16) {
+        __m256 ga = _mm256_loadu_ps(g + i), gb = _mm256_loadu_ps(g + i + 8);
+        __m256 ca = _mm256_loadu_ps(c + i), cb = _mm256_loadu_ps(c + i + 8);
+        __m256d g0 = _mm256_cvtps_pd(_mm256_castps256_ps128(ga)), g1 = _mm256_cvtps_pd(_mm256_extractf128_ps(ga, 1));
+        __m256d g2 = _mm256_cvtps_pd(_mm256_castps256_ps128(gb)), g3 = _mm256_cvtps_pd(_mm256_extractf128_ps(gb, 1));
+        __m256d c0 = _mm256_cvtps_pd(_mm256_castps256_ps128(ca)), c1 = _mm256_cvtps_pd(_mm256_extractf128_ps(ca, 1));
+        __m256d c2 = _mm256_cvtps_pd(_mm256_castps256_ps128(cb)), c3 = _mm256_cvtps_pd(_mm256_extractf128_ps(cb, 1));
+        n0 = _mm256_fmadd_pd(c0, c0, n0); d0 = _mm256_fmadd_pd(g0, c0, d0);
+        n1 = _mm256_fmadd_pd(c1, c1, n1); d1 = _mm256_fmadd_pd(g1, c1, d1);
+        n2 = _mm256_fmadd_pd(c2, c2, n2); d2 = _mm256_fmadd_pd(g2, c2, d2);
+        n3 = _mm256_fmadd_pd(c3, c3, n3); d3 = _mm256_fmadd_pd(g3, c3, d3);
+    }
+    __m256d n = _mm256_add_pd(_mm256_add_pd(n0, n1), _mm256_add_pd(n2, n3));
+    __m256d d = _mm256_add_pd(_mm256_add_pd(d0, d1), _mm256_add_pd(d2, d3));
+    alignas(32) double nn[4], dd[4];
+    _mm256_store_pd(nn, n);
+    _mm256_store_pd(dd, d);
+    Sums s{(nn[0] + nn[1]) + (nn[2] + nn[3]), (dd[0] + dd[1]) + (dd[2] + dd[3])};
+    for (; i < len; i++) T2dReduceOp<double>::apply(s.n, s.dot, g[i], c[i]);
+    return s;
+}
+__attribute__((target("avx2,fma"))) Sums reduce_f64_avx2(const double* g, const double* c, int64_t len) {
+    __m256d n0 = _mm256_setzero_pd(), n1 = n0, n2 = n0, n3 = n0, d0 = n0, d1 = n0, d2 = n0, d3 = n0;
+    int64_t i = 0;
+    for (; i + 16 <= len; i += 16) {
+        __m256d g0 = _mm256_loadu_pd(g + i), g1 = _mm256_loadu_pd(g + i + 4);
+        __m256d g2 = _mm256_loadu_pd(g + i + 8), g3 = _mm256_loadu_pd(g + i + 12);
+        __m256d c0 = _mm256_loadu_pd(c + i), c1 = _mm256_loadu_pd(c + i + 4);
+        __m256d c2 = _mm256_loadu_pd(c + i + 8), c3 = _mm256_loadu_pd(c + i + 12);
+        n0 = _mm256_fmadd_pd(c0, c0, n0); d0 = _mm256_fmadd_pd(g0, c0, d0);
+        n1 = _mm256_fmadd_pd(c1, c1, n1); d1 = _mm256_fmadd_pd(g1, c1, d1);
+        n2 = _mm256_fmadd_pd(c2, c2, n2); d2 = _mm256_fmadd_pd(g2, c2, d2);
+        n3 = _mm256_fmadd_pd(c3, c3, n3); d3 = _mm256_fmadd_pd(g3, c3, d3);
+    }
+    __m256d n = _mm256_add_pd(_mm256_add_pd(n0, n1), _mm256_add_pd(n2, n3));
+    __m256d d = _mm256_add_pd(_mm256_add_pd(d0, d1), _mm256_add_pd(d2, d3));
+    alignas(32) double nn[4], dd[4];
+    _mm256_store_pd(nn, n);
+    _mm256_store_pd(dd, d);
+    Sums s{(nn[0] + nn[1]) + (nn[2] + nn[3]), (dd[0] + dd[1]) + (dd[2] + dd[3])};
+    for (; i < len; i++) T2dReduceOp<double>::apply(s.n, s.dot, g[i], c[i]);
+    return s;
+}
+// The update is a plain loop; compiled for AVX2 the compiler vectorises it (no reduction involved).
+// No FMA contraction here, so the result equals the scalar path exactly.
+__attribute__((target("avx2"))) void update_f32_avx2(float* __restrict g, const float* __restrict c, int64_t len, float lam) {
+    for (int64_t i = 0; i < len; i++) g[i] = T2dUpdateOp<float>::apply(g[i], c[i], lam);
+}
+__attribute__((target("avx2"))) void update_f64_avx2(double* __restrict g, const double* __restrict c, int64_t len, double lam) {
+    for (int64_t i = 0; i < len; i++) g[i] = T2dUpdateOp<double>::apply(g[i], c[i], lam);
+}
+#endif
+
+struct Kernels {
+    Sums (*reduce_f32)(const float*, const float*, int64_t);
+    Sums (*reduce_f64)(const double*, const double*, int64_t);
+    void (*update_f32)(float*, const float*, int64_t, float);
+    void (*update_f64)(double*, const double*, int64_t, double);
+};
+
+Kernels pick_kernels() {
+    Kernels k{reduce_f32_generic, reduce_f64_generic, update_f32_generic, update_f64_generic};
+#if defined(T2D_X86)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        k = Kernels{reduce_f32_avx2, reduce_f64_avx2, update_f32_avx2, update_f64_avx2};
+#endif
+    return k;
+}
+
+const Kernels& kernels() {
+    static const Kernels k = pick_kernels();
+    return k;
+}
+
+// ---------------------------------------------------------------- per-range dispatch on dtype
+Sums reduce_range(const t2d_tensor& t, int64_t begin, int64_t len) {
+    const Kernels& k = kernels();
+    switch (t.dtype) {
+        case T2D_FLOAT32: return k.reduce_f32((const float*)t.grad + begin, (const float*)t.constraint + begin, len);
+        case T2D_FLOAT64: return k.reduce_f64((const double*)t.grad + begin, (const double*)t.constraint + begin, len);
+        case T2D_BFLOAT16: return Bf16::reduce((const uint16_t*)t.grad + begin, (const uint16_t*)t.constraint + begin, len);
+        default: return F16::reduce((const uint16_t*)t.grad + begin, (const uint16_t*)t.constraint + begin, len);
+    }
+}
+
+void update_range(const t2d_tensor& t, int64_t begin, int64_t len, double lam) {
+    const Kernels& k = kernels();
+    switch (t.dtype) {
+        case T2D_FLOAT32: k.update_f32((float*)t.grad + begin, (const float*)t.constraint + begin, len, (float)lam); break;
+        case T2D_FLOAT64: k.update_f64((double*)t.grad + begin, (const double*)t.constraint + begin, len, lam); break;
+        case T2D_BFLOAT16: Bf16::update((uint16_t*)t.grad + begin, (const uint16_t*)t.constraint + begin, len, (float)lam); break;
+        default: F16::update((uint16_t*)t.grad + begin, (const uint16_t*)t.constraint + begin, len, (float)lam); break;
+    }
+}
+
+inline int64_t num_chunks(int64_t numel) { return (numel + kChunk - 1) / kChunk; }
+
+// 0 if n and dot are finite (or not checked), 1 if n (the constraint gradient) is not, 2 if dot is not.
+inline uint8_t nonfinite_kind(bool check, const Sums& s) {
+    if (!check) return 0;
+    if (!std::isfinite(s.n)) return 1;
+    if (!std::isfinite(s.dot)) return 2;
+    return 0;
+}
+
+// Whole tensor on one thread: chunked reduction (same order as the parallel path), then update while hot.
+double project_whole(const t2d_tensor& t, double excess, double beta, bool check, uint8_t* bad) {
+    Sums s;
+    for (int64_t b = 0; b < t.numel; b += kChunk) {
+        Sums p = reduce_range(t, b, std::min(kChunk, t.numel - b));
+        s.n += p.n;
+        s.dot += p.dot;
+    }
+    double lam = t2d_lambda(s.n, s.dot, excess, beta);
+    *bad = nonfinite_kind(check, s);
+    if (t.numel > 0 && lam != 0.0 && *bad == 0) update_range(t, 0, t.numel, lam);
+    return lam;
+}
+
+// ---------------------------------------------------------------- thread pool
+class Pool {
+public:
+    ~Pool() {
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            stop_ = true;
+        }
+        cv_work_.notify_all();
+        for (auto& th : threads_) th.join();
+    }
+
+    // Runs fn(worker) for worker in [0, n): 0 on the calling thread. Returns the workers actually used.
+    int run(int n, const std::function<void(int)>& fn) {
+        n = ensure(n);
+        if (n <= 1) {
+            fn(0);
+            return 1;
+        }
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            job_ = &fn;
+            active_ = n;
+            pending_ = n - 1;
+            generation_++;
+        }
+        cv_work_.notify_all();
+        fn(0);
+        std::unique_lock<std::mutex> lk(m_);
+        cv_done_.wait(lk, [&] { return pending_ == 0; });
+        job_ = nullptr;
+        return n;
+    }
+
+    // Starts helpers so that n workers exist (if possible); returns how many can run.
+    int ensure(int n) {
+        while ((int)threads_.size() < n - 1) {
+            int index = (int)threads_.size() + 1;
+            try {
+                threads_.emplace_back([this, index] { loop(index); });
+            } catch (...) {
+                break;  // could not start a thread: use what we have
+            }
+        }
+        return std::min(n, (int)threads_.size() + 1);
+    }
+
+private:
+    void loop(int index) {
+        uint64_t seen = 0;
+        for (;;) {
+            const std::function<void(int)>* job;
+            {
+                std::unique_lock<std::mutex> lk(m_);
+                cv_work_.wait(lk, [&] { return stop_ || generation_ != seen; });
+                if (stop_) return;
+                seen = generation_;
+                if (index >= active_) continue;
+                job = job_;
+            }
+            (*job)(index);
+            {
+                std::lock_guard<std::mutex> lk(m_);
+                if (--pending_ == 0) cv_done_.notify_one();
+            }
+        }
+    }
+
+    std::mutex m_;
+    std::condition_variable cv_work_, cv_done_;
+    std::vector<std::thread> threads_;
+    const std::function<void(int)>* job_ = nullptr;
+    uint64_t generation_ = 0;
+    int active_ = 0, pending_ = 0;
+    bool stop_ = false;
+};
+
+std::atomic<int32_t> g_thread_limit{0};
+std::mutex g_pool_mutex;  // one parallel step at a time
+
+int hardware_threads() {
+    unsigned h = std::thread::hardware_concurrency();
+    return h == 0 ? 1 : (int)h;
+}
+
+int thread_budget() {
+    int hw = hardware_threads();
+    int lim = g_thread_limit.load(std::memory_order_relaxed);
+    return lim > 0 ? std::min(lim, hw) : hw;
+}
+
+Pool& pool() {
+    // Leaked on purpose: joining threads from a static destructor at exit is fragile.
+    static Pool* p = new Pool();
+    return *p;
+}
+
+// ---------------------------------------------------------------- the step
+// Computes every tensor's lam into lams and marks non-finite reductions in bad (when check).
+void project_all(const t2d_tensor* tensors, int32_t count, double excess, double beta, bool check,
+                 double* lams, uint8_t* bad) {
+    int64_t total = 0;
+    for (int32_t i = 0; i < count; i++) total += tensors[i].numel;
+    int threads = thread_budget();
+
+    if (threads <= 1 || total < kParallelMin) {
+        for (int32_t i = 0; i < count; i++) lams[i] = project_whole(tensors[i], excess, beta, check, &bad[i]);
+        return;
+    }
+
+    // Large tensors (more than one chunk) are split into chunks shared by all workers, statically, so
+    // a worker updates the chunks it reduced (still in its cache if they fit). Small ones are taken
+    // whole, dynamically, reduced and updated while hot.
+    std::vector<int32_t> small_idx, large_idx;
+    std::vector<int64_t> first_chunk;  // per large tensor, index into partials
+    int64_t large_chunks = 0;
+    for (int32_t i = 0; i < count; i++) {
+        if (tensors[i].numel > kChunk) {
+            large_idx.push_back(i);
+            first_chunk.push_back(large_chunks);
+            large_chunks += num_chunks(tensors[i].numel);
+        } else {
+            small_idx.push_back(i);
+        }
+    }
+    std::vector<Sums> partials((size_t)large_chunks);
+    // chunk range [lo, hi) -> body(large slot, chunk id, tensor, begin, len)
+    auto for_chunks = [&](int64_t lo, int64_t hi, auto&& body) {
+        if (lo >= hi) return;
+        size_t s = std::upper_bound(first_chunk.begin(), first_chunk.end(), lo) - first_chunk.begin() - 1;
+        for (int64_t k = lo; k < hi; k++) {
+            while (s + 1 < first_chunk.size() && first_chunk[s + 1] <= k) s++;
+            const t2d_tensor& t = tensors[large_idx[s]];
+            int64_t begin = (k - first_chunk[s]) * kChunk;
+            body(s, k, t, begin, std::min(kChunk, t.numel - begin));
+        }
+    };
+
+    int workers = (int)std::min<int64_t>(threads, std::max<int64_t>(1, total / (kParallelMin / 4)));
+    std::lock_guard<std::mutex> guard(g_pool_mutex);
+    int used = pool().ensure(workers);
+    std::atomic<size_t> next_small{0};
+    auto phase1 = [&](int w) {
+        int64_t lo = large_chunks * w / used, hi = large_chunks * (w + 1) / used;
+        for_chunks(lo, hi, [&](size_t, int64_t k, const t2d_tensor& t, int64_t begin, int64_t len) {
+            partials[(size_t)k] = reduce_range(t, begin, len);
+        });
+        for (size_t j; (j = next_small.fetch_add(1, std::memory_order_relaxed)) < small_idx.size();) {
+            int32_t i = small_idx[j];
+            lams[i] = project_whole(tensors[i], excess, beta, check, &bad[i]);
+        }
+    };
+    pool().run(used, phase1);
+
+    std::vector<double> lam_large(large_idx.size(), 0.0);
+    for (size_t s = 0; s < large_idx.size(); s++) {
+        int64_t end = s + 1 < first_chunk.size() ? first_chunk[s + 1] : large_chunks;
+        Sums tot;
+        for (int64_t k = first_chunk[s]; k < end; k++) {
+            tot.n += partials[(size_t)k].n;
+            tot.dot += partials[(size_t)k].dot;
+        }
+        int32_t i = large_idx[s];
+        lams[i] = t2d_lambda(tot.n, tot.dot, excess, beta);
+        bad[i] = nonfinite_kind(check, tot);
+        lam_large[s] = bad[i] ? 0.0 : lams[i];  // a non-finite tensor is left unchanged
+    }
+
+    if (large_chunks > 0) {
+        auto phase2 = [&](int w) {
+            int64_t lo = large_chunks * w / used, hi = large_chunks * (w + 1) / used;
+            for_chunks(lo, hi, [&](size_t s, int64_t, const t2d_tensor& t, int64_t begin, int64_t len) {
+                if (lam_large[s] != 0.0) update_range(t, begin, len, lam_large[s]);
+            });
+        };
+        pool().run(used, phase2);
+    }
+}
+
+int32_t project_host(const t2d_tensor* tensors, int32_t count, double excess, double beta, int32_t options,
+                     double* lambdas) {
+    bool check = (options & T2D_CHECK_FINITE) != 0;
+    std::vector<double> lams((size_t)count);
+    std::vector<uint8_t> bad((size_t)count, 0);
+    project_all(tensors, count, excess, beta, check, lams.data(), bad.data());
+    if (check) {
+        for (int32_t i = 0; i < count; i++) {
+            if (bad[i] == 1)
+                return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its constraint gradient holds a NaN or an infinity", i);
+            if (bad[i] == 2)
+                return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its gradient holds a NaN or an infinity", i);
+        }
+    }
+    if (lambdas) std::copy(lams.begin(), lams.end(), lambdas);
+    return T2D_OK;
+}
+
+}  // namespace
+}  // namespace t2d
+
+extern "C" int32_t t2d_project_host(const t2d_tensor* tensors, int32_t count, double g_value, double g_constraint,
+                                    double alpha, double beta, int32_t options, double* lambdas_out) {
+    t2d::clear_error();
+    int32_t rc = t2d::validate(tensors, count, true, nullptr);
+    if (rc != T2D_OK) return rc;
+    try {
+        return t2d::project_host(tensors, count, alpha * (g_value - g_constraint), beta, options, lambdas_out);
+    } catch (const std::bad_alloc&) {
+        return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "out of host memory");
+    } catch (...) {
+        return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "unexpected internal error");
+    }
+}
+
+extern "C" int32_t t2d_set_num_threads(int32_t n) {
+    return t2d::g_thread_limit.exchange(n > 0 ? n : 0);
+}

@@ -1,0 +1,422 @@
+// CUDA path of the fused constrained step: a multi-tensor apply in three launches whatever the number
+// of tensors. A tensor table (pointers, sizes, first chunk) goes to the device with one async copy from
+// pinned memory; blocks map to fixed-size chunks by a binary search over the first-chunk column.
+//   1. reduce: per chunk (n, dot) partial sums into a workspace;
+//   2. lambda: one warp per tensor adds its chunks' partials in a fixed order, reads g_value on the
+//      device, computes lam (and, with T2D_CHECK_FINITE, flags non-finite reductions);
+//   3. update: g += lam * c per chunk.
+// Nothing synchronises with the host unless T2D_CHECK_FINITE is asked for.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "common.h"
+#include "t2d_math.h"
+
+namespace t2d {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kCudaChunk = 16 * 1024;  // elements per block
+constexpr int kMaxDevices = 64;
+
+struct DevTensor {
+    void* grad;
+    const void* constraint;
+    int64_t numel;
+    int64_t first_chunk;  // chunks [first_chunk, first_chunk + ceil(numel / kCudaChunk))
+    int32_t dtype;
+    int32_t pad;
+};
+
+template <typename T>
+struct Acc {  // accumulation type: double for float/double, float for half types
+    using type = double;
+};
+template <>
+struct Acc<__half> {
+    using type = float;
+};
+template <>
+struct Acc<__nv_bfloat16> {
+    using type = float;
+};
+
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T>
+__device__ __forceinline__ typename Acc<T>::type load(const T* p, int64_t i) {
+    return (typename Acc<T>::type)p[i];
+}
+template <>
+__device__ __forceinline__ float load<__half>(const __half* p, int64_t i) { return __half2float(p[i]); }
+template <>
+__device__ __forceinline__ float load<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+
+__device__ __forceinline__ int find_tensor(const DevTensor* table, int count, int64_t chunk) {
+    // last t with first_chunk <= chunk (empty tensors share their successor's first_chunk)
+    int lo = 0, hi = count - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if (table[mid].first_chunk <= chunk) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+template <typename A>
+__device__ __forceinline__ A warp_sum(A v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    return v;
+}
+
+template <typename T>
+__device__ void reduce_chunk(const T* __restrict__ g, const T* __restrict__ c, int64_t begin, int64_t end,
+                             double2* out) {
+    using A = typename Acc<T>::type;
+    A n = 0, dot = 0;
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+        T2dReduceOp<A>::apply(n, dot, load(g, i), load(c, i));
+    }
+    n = warp_sum(n);
+    dot = warp_sum(dot);
+    __shared__ double sn[kThreads / 32], sd[kThreads / 32];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0) {
+        sn[warp] = (double)n;
+        sd[warp] = (double)dot;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double tn = 0, td = 0;
+        for (int w = 0; w < (int)(blockDim.x >> 5); w++) {
+            tn += sn[w];
+            td += sd[w];
+        }
+        *out = make_double2(tn, td);
+    }
+}
+
+__global__ void reduce_kernel(const DevTensor* __restrict__ table, int count, double2* __restrict__ partials) {
+    __shared__ int s_t;
+    if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
+    __syncthreads();
+    const DevTensor t = table[s_t];
+    int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
+    int64_t end = min(begin + kCudaChunk, t.numel);
+    double2* out = partials + blockIdx.x;
+    switch (t.dtype) {
+        case T2D_FLOAT32: reduce_chunk((const float*)t.grad, (const float*)t.constraint, begin, end, out); break;
+        case T2D_FLOAT64: reduce_chunk((const double*)t.grad, (const double*)t.constraint, begin, end, out); break;
+        case T2D_BFLOAT16:
+            reduce_chunk((const __nv_bfloat16*)t.grad, (const __nv_bfloat16*)t.constraint, begin, end, out);
+            break;
+        default: reduce_chunk((const __half*)t.grad, (const __half*)t.constraint, begin, end, out); break;
+    }
+}
+
+__device__ __forceinline__ double read_scalar(const void* p, int dtype) {
+    switch (dtype) {
+        case T2D_FLOAT32: return *(const float*)p;
+        case T2D_FLOAT64: return *(const double*)p;
+        case T2D_BFLOAT16: return __bfloat162float(*(const __nv_bfloat16*)p);
+        default: return __half2float(*(const __half*)p);
+    }
+}
+
+// One warp per tensor. lam[t] (and lambdas_out[t]); bad: lowest non-finite tensor index * 2 + kind.
+__global__ void lambda_kernel(const DevTensor* __restrict__ table, int count, int64_t total_chunks,
+                              const double2* __restrict__ partials, const void* g_value, int g_value_dtype,
+                              double g_constraint, double alpha, double beta, double* __restrict__ lam,
+                              double* __restrict__ lambdas_out, int check, int* __restrict__ bad) {
+    int warp = (int)((blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31;
+    if (warp >= count) return;
+    const DevTensor t = table[warp];
+    int64_t chunks = (t.numel + kCudaChunk - 1) / kCudaChunk;
+    double n = 0, dot = 0;
+    for (int64_t k = lane; k < chunks; k += 32) {
+        double2 p = partials[t.first_chunk + k];
+        n += p.x;
+        dot += p.y;
+    }
+    n = warp_sum(n);
+    dot = warp_sum(dot);
+    if (lane == 0) {
+        double excess = alpha * (read_scalar(g_value, g_value_dtype) - g_constraint);
+        double l = t2d_lambda(n, dot, excess, beta);
+        int kind = 0;
+        if (check) {
+            if (!isfinite(n)) kind = 1;
+            else if (!isfinite(dot)) kind = 2;
+        }
+        if (kind) {
+            atomicMin(bad, warp * 2 + (kind - 1));
+            l = 0.0;  // a non-finite tensor is left unchanged
+        }
+        lam[warp] = l;
+        if (lambdas_out) lambdas_out[warp] = l;
+    }
+}
+
+template <typename T>
+__device__ void update_chunk(T* __restrict__ g, const T* __restrict__ c, int64_t begin, int64_t end, double lam) {
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+        g[i] = T2dUpdateOp<T>::apply(g[i], c[i], (T)lam);
+    }
+}
+template <typename H>
+__device__ void update_chunk_half(H* __restrict__ g, const H* __restrict__ c, int64_t begin, int64_t end, float lam) {
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+        g[i] = (H)T2dUpdateOp<float>::apply(to_f(g[i]), to_f(c[i]), lam);
+    }
+}
+
+__global__ void update_kernel(const DevTensor* __restrict__ table, int count, const double* __restrict__ lam) {
+    __shared__ int s_t;
+    if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
+    __syncthreads();
+    const int ti = s_t;
+    const double l = lam[ti];
+    if (l == 0.0) return;
+    const DevTensor t = table[ti];
+    int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
+    int64_t end = min(begin + kCudaChunk, t.numel);
+    switch (t.dtype) {
+        case T2D_FLOAT32: update_chunk((float*)t.grad, (const float*)t.constraint, begin, end, l); break;
+        case T2D_FLOAT64: update_chunk((double*)t.grad, (const double*)t.constraint, begin, end, l); break;
+        case T2D_BFLOAT16:
+            update_chunk_half((__nv_bfloat16*)t.grad, (const __nv_bfloat16*)t.constraint, begin, end, (float)l);
+            break;
+        default: update_chunk_half((__half*)t.grad, (const __half*)t.constraint, begin, end, (float)l); break;
+    }
+}
+
+// Per-device cached buffers. Device buffers are stream-ordered (cudaMallocAsync/cudaFreeAsync) and
+// every call waits (on the device, not the host) for the previous call's work before reusing them.
+// The pinned host tables form a ring; a slot is rewritten only after its copy has completed.
+constexpr int kRing = 4;
+struct DeviceState {
+    std::mutex mutex;
+    bool init = false;
+    void* d_buf = nullptr;  // [table | partials | lam | bad]
+    size_t d_cap = 0;
+    cudaStream_t d_stream = nullptr;  // stream that last used d_buf
+    cudaEvent_t done = nullptr;       // recorded after the last call's kernels
+    bool has_done = false;
+    DevTensor* h_table[kRing] = {};
+    size_t h_cap[kRing] = {};
+    cudaEvent_t copied[kRing] = {};
+    bool has_copied[kRing] = {};
+    int slot = 0;
+    int* h_bad = nullptr;  // pinned, for T2D_CHECK_FINITE
+};
+DeviceState g_states[kMaxDevices];
+
+int32_t cuda_fail(cudaError_t e, const char* what) {
+    cudaGetLastError();  // clear a non-sticky error
+    return fail(T2D_ERR_CUDA, "%s: %s (%s)", what, cudaGetErrorName(e), cudaGetErrorString(e));
+}
+
+#define T2D_CU(call, what)                              \
+    do {                                                \
+        cudaError_t e_ = (call);                        \
+        if (e_ != cudaSuccess) return cuda_fail(e_, what); \
+    } while (0)
+
+size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
+
+int32_t check_pointer(const void* p, int32_t device, int32_t tensor, const char* what) {
+    cudaPointerAttributes a;
+    cudaError_t e = cudaPointerGetAttributes(&a, p);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return fail_t(tensor, T2D_ERR_WRONG_DEVICE, "tensor %d: %s is not CUDA memory (%s)", tensor, what, cudaGetErrorName(e));
+    }
+    if ((a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged) || a.device != device) {
+        if (tensor >= 0)
+            return fail_t(tensor, T2D_ERR_WRONG_DEVICE, "tensor %d: %s is not memory of cuda:%d (type %d, device %d)", tensor,
+                          what, device, (int)a.type, a.device);
+        return fail(T2D_ERR_WRONG_DEVICE, "%s is not memory of cuda:%d (type %d, device %d)", what, device, (int)a.type, a.device);
+    }
+    return T2D_OK;
+}
+
+struct DeviceGuard {
+    int prev = -1;
+    explicit DeviceGuard(int d) {
+        if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
+        if (prev != d) cudaSetDevice(d);
+    }
+    ~DeviceGuard() {
+        int cur = -1;
+        if (prev >= 0 && cudaGetDevice(&cur) == cudaSuccess && cur != prev) cudaSetDevice(prev);
+    }
+};
+
+int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, const void* g_value,
+                     int32_t g_value_dtype, double g_constraint, double alpha, double beta, int32_t options,
+                     cudaStream_t stream, double* lambdas_out) {
+    if (device >= kMaxDevices) return fail(T2D_ERR_WRONG_DEVICE, "cuda:%d is beyond the %d devices supported", device, kMaxDevices);
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess) {
+        cudaGetLastError();
+        ndev = 0;
+    }
+    if (device >= ndev) return fail(T2D_ERR_WRONG_DEVICE, "cuda:%d does not exist (%d devices)", device, ndev);
+    DeviceGuard guard(device);
+    // Device pointers: every grad, constraint and g_value on this device. Nothing is written before here.
+    for (int32_t i = 0; i < count; i++) {
+        if (tensors[i].numel == 0) continue;
+        int32_t rc = check_pointer(tensors[i].grad, device, i, "grad");
+        if (rc == T2D_OK) rc = check_pointer(tensors[i].constraint, device, i, "constraint gradient");
+        if (rc != T2D_OK) return rc;
+    }
+    int32_t rc = check_pointer(g_value, device, -1, "g_value");
+    if (rc != T2D_OK) return rc;
+    if (lambdas_out) {
+        rc = check_pointer(lambdas_out, device, -1, "lambdas_out");
+        if (rc != T2D_OK) return rc;
+    }
+    if (count == 0) return T2D_OK;
+
+    DeviceState& st = g_states[device];
+    std::lock_guard<std::mutex> lock(st.mutex);
+    if (!st.init) {
+        T2D_CU(cudaEventCreateWithFlags(&st.done, cudaEventDisableTiming), "cudaEventCreate");
+        for (int k = 0; k < kRing; k++)
+            T2D_CU(cudaEventCreateWithFlags(&st.copied[k], cudaEventDisableTiming), "cudaEventCreate");
+        T2D_CU(cudaHostAlloc((void**)&st.h_bad, sizeof(int), cudaHostAllocDefault), "cudaHostAlloc");
+        st.init = true;
+    }
+
+    // Host table in the next free ring slot (the slot's previous copy must be complete).
+    int slot = -1;
+    for (int k = 0; k < kRing; k++) {
+        int s = (st.slot + k) % kRing;
+        if (!st.has_copied[s] || cudaEventQuery(st.copied[s]) == cudaSuccess) {
+            slot = s;
+            break;
+        }
+    }
+    cudaGetLastError();  // cudaErrorNotReady from the queries
+    if (slot < 0) {  // the host is kRing steps ahead of the device: wait for the oldest copy
+        slot = st.slot;
+        T2D_CU(cudaEventSynchronize(st.copied[slot]), "cudaEventSynchronize");
+    }
+    st.slot = (slot + 1) % kRing;
+    size_t table_bytes = sizeof(DevTensor) * (size_t)count;
+    if (st.h_cap[slot] < table_bytes) {
+        if (st.h_table[slot]) cudaFreeHost(st.h_table[slot]);
+        st.h_table[slot] = nullptr;
+        st.h_cap[slot] = 0;
+        size_t cap = std::max(table_bytes * 2, (size_t)4096);
+        T2D_CU(cudaHostAlloc((void**)&st.h_table[slot], cap, cudaHostAllocDefault), "cudaHostAlloc");
+        st.h_cap[slot] = cap;
+    }
+    DevTensor* h = st.h_table[slot];
+    int64_t chunks = 0;
+    for (int32_t i = 0; i < count; i++) {
+        h[i].grad = tensors[i].grad;
+        h[i].constraint = tensors[i].constraint;
+        h[i].numel = tensors[i].numel;
+        h[i].first_chunk = chunks;
+        h[i].dtype = tensors[i].dtype;
+        h[i].pad = 0;
+        chunks += (tensors[i].numel + kCudaChunk - 1) / kCudaChunk;
+    }
+    if (chunks > INT32_MAX) return fail(T2D_ERR_BAD_COUNT, "too many elements for one step (%lld chunks)", (long long)chunks);
+
+    // Device workspace: wait for the previous call's kernels if they ran on another stream.
+    if (st.has_done && st.d_stream != stream) T2D_CU(cudaStreamWaitEvent(stream, st.done, 0), "cudaStreamWaitEvent");
+    size_t off_partials = align_up(table_bytes);
+    size_t off_lam = off_partials + align_up(sizeof(double2) * (size_t)chunks);
+    size_t off_bad = off_lam + align_up(sizeof(double) * (size_t)count);
+    size_t need = off_bad + sizeof(int);
+    if (st.d_cap < need) {
+        if (st.d_buf) T2D_CU(cudaFreeAsync(st.d_buf, stream), "cudaFreeAsync");
+        st.d_buf = nullptr;
+        st.d_cap = 0;
+        size_t cap = need + need / 2;
+        T2D_CU(cudaMallocAsync(&st.d_buf, cap, stream), "cudaMallocAsync");
+        st.d_cap = cap;
+    }
+    char* base = (char*)st.d_buf;
+    DevTensor* d_table = (DevTensor*)base;
+    double2* d_partials = (double2*)(base + off_partials);
+    double* d_lam = (double*)(base + off_lam);
+    int* d_bad = (int*)(base + off_bad);
+
+    T2D_CU(cudaMemcpyAsync(d_table, h, table_bytes, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
+    T2D_CU(cudaEventRecord(st.copied[slot], stream), "cudaEventRecord");
+    st.has_copied[slot] = true;
+    bool check = (options & T2D_CHECK_FINITE) != 0;
+    if (check) T2D_CU(cudaMemsetAsync(d_bad, 0x7f, sizeof(int), stream), "cudaMemsetAsync");
+
+    if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_partials);
+    T2D_CU(cudaGetLastError(), "reduce kernel launch");
+    unsigned warps_per_block = 4;
+    lambda_kernel<<<(unsigned)((count + warps_per_block - 1) / warps_per_block), 32 * warps_per_block, 0, stream>>>(
+        d_table, count, chunks, d_partials, g_value, g_value_dtype, g_constraint, alpha, beta, d_lam, lambdas_out,
+        check ? 1 : 0, d_bad);
+    T2D_CU(cudaGetLastError(), "lambda kernel launch");
+    if (chunks > 0) update_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam);
+    T2D_CU(cudaGetLastError(), "update kernel launch");
+    T2D_CU(cudaEventRecord(st.done, stream), "cudaEventRecord");
+    st.has_done = true;
+    st.d_stream = stream;
+
+    if (check) {  // the one host synchronisation, asked for by the caller
+        T2D_CU(cudaMemcpyAsync(st.h_bad, d_bad, sizeof(int), cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
+        T2D_CU(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+        int bad = *st.h_bad;
+        if (bad != 0x7f7f7f7f) {
+            int i = bad / 2;
+            if (bad % 2 == 0)
+                return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its constraint gradient holds a NaN or an infinity", i);
+            return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its gradient holds a NaN or an infinity", i);
+        }
+    }
+    return T2D_OK;
+}
+
+}  // namespace
+}  // namespace t2d
+
+extern "C" int32_t t2d_cuda_available(void) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n > 0 ? 1 : 0;
+}
+
+extern "C" int32_t t2d_project_cuda(const t2d_tensor* tensors, int32_t count, const void* g_value_device,
+                                    int32_t g_value_dtype, double g_constraint, double alpha, double beta,
+                                    int32_t options, void* cuda_stream, double* lambdas_out_device) {
+    t2d::clear_error();
+    int32_t device = 0;
+    int32_t rc = t2d::validate(tensors, count, false, &device);
+    if (rc != T2D_OK) return rc;
+    if (g_value_device == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "g_value_device is NULL");
+    if (!t2d::valid_dtype(g_value_dtype))
+        return t2d::fail(T2D_ERR_UNSUPPORTED_DTYPE, "unsupported g_value dtype code %d", g_value_dtype);
+    if (!t2d_cuda_available())
+        return t2d::fail(T2D_ERR_CUDA_UNAVAILABLE, "CUDA is not available (no driver or no device)");
+    if (device < 0) device = 0;  // count == 0: any device will do
+    try {
+        return t2d::project_cuda(tensors, count, device, g_value_device, g_value_dtype, g_constraint, alpha, beta,
+                                 options, (cudaStream_t)cuda_stream, lambdas_out_device);
+    } catch (...) {
+        return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "unexpected internal error");
+    }
+}

@@ -1,0 +1,326 @@
+// Native tests: the CPU path against a naive double-precision implementation, and every error code.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "t2d_math.h"
+#include "text2data.h"
+
+static int failures = 0;
+#define CHECK(cond, ...)                                                     \
+    do {                                                                     \
+        if (!(cond)) {                                                       \
+            failures++;                                                      \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                    \
+            fprintf(stderr, "\n");                                           \
+        }                                                                    \
+    } while (0)
+
+static std::mt19937_64 rng(12345);
+
+struct Buf {  // one tensor's g and c as raw bytes of some dtype
+    int32_t dtype;
+    int64_t n;
+    std::vector<unsigned char> g, c;
+    size_t es() const { return dtype == T2D_FLOAT64 ? 8 : dtype == T2D_FLOAT32 ? 4 : 2; }
+    double get(const std::vector<unsigned char>& v, int64_t i) const {
+        switch (dtype) {
+            case T2D_FLOAT32: { float f; memcpy(&f, &v[i * 4], 4); return f; }
+            case T2D_FLOAT64: { double d; memcpy(&d, &v[i * 8], 8); return d; }
+            case T2D_BFLOAT16: { uint16_t h; memcpy(&h, &v[i * 2], 2); return t2d_bf16_to_float(h); }
+            default: { uint16_t h; memcpy(&h, &v[i * 2], 2); return t2d_f16_to_float(h); }
+        }
+    }
+    void set(std::vector<unsigned char>& v, int64_t i, double x) {
+        switch (dtype) {
+            case T2D_FLOAT32: { float f = (float)x; memcpy(&v[i * 4], &f, 4); break; }
+            case T2D_FLOAT64: memcpy(&v[i * 8], &x, 8); break;
+            case T2D_BFLOAT16: { uint16_t h = t2d_float_to_bf16((float)x); memcpy(&v[i * 2], &h, 2); break; }
+            default: { uint16_t h = t2d_float_to_f16((float)x); memcpy(&v[i * 2], &h, 2); break; }
+        }
+    }
+    Buf(int32_t dt, int64_t numel, double gscale, double cscale, double corr) : dtype(dt), n(numel) {
+        g.resize(es() * n + 1);
+        c.resize(es() * n + 1);
+        std::normal_distribution<double> nd;
+        for (int64_t i = 0; i < n; i++) {
+            double ci = nd(rng) * cscale;
+            set(c, i, ci);
+            set(g, i, nd(rng) * gscale + corr * ci);
+        }
+    }
+    t2d_tensor desc() {
+        t2d_tensor t{};
+        t.grad = n ? g.data() : nullptr;
+        t.constraint = n ? c.data() : nullptr;
+        t.numel = t.constraint_numel = n;
+        t.dtype = t.constraint_dtype = dtype;
+        t.device = t.constraint_device = T2D_DEVICE_HOST;
+        t.flags = T2D_GRAD_CONTIGUOUS | T2D_CONSTRAINT_CONTIGUOUS;
+        return t;
+    }
+};
+
+// Naive reference: returns lam, and fills expected g (double).
+static double naive(const Buf& b, double excess, double beta, std::vector<double>& out) {
+    long double n = 0, dot = 0;
+    for (int64_t i = 0; i < b.n; i++) {
+        long double g = b.get(b.g, i), c = b.get(b.c, i);
+        n += c * c;
+        dot += g * c;
+    }
+    double lam = t2d_lambda((double)n, (double)dot, excess, beta);
+    out.resize(b.n);
+    for (int64_t i = 0; i < b.n; i++) out[i] = b.get(b.g, i) + lam * b.get(b.c, i);
+    return lam;
+}
+
+static double tol_for(int32_t dt) {
+    switch (dt) {
+        case T2D_FLOAT64: return 1e-11;
+        case T2D_FLOAT32: return 2e-6;
+        case T2D_BFLOAT16: return 1.6e-2;
+        default: return 2e-3;
+    }
+}
+
+static void run_case(const char* name, std::vector<Buf>& bufs, double g_value, double g_constraint, double alpha, double beta) {
+    double excess = alpha * (g_value - g_constraint);
+    std::vector<std::vector<double>> want(bufs.size());
+    std::vector<double> lam_want(bufs.size());
+    for (size_t i = 0; i < bufs.size(); i++) lam_want[i] = naive(bufs[i], excess, beta, want[i]);
+    std::vector<t2d_tensor> d;
+    for (auto& b : bufs) d.push_back(b.desc());
+    std::vector<double> lam(bufs.size(), -7.0);
+    int32_t rc = t2d_project_host(d.data(), (int32_t)d.size(), g_value, g_constraint, alpha, beta, 0, lam.data());
+    CHECK(rc == T2D_OK, "%s: rc=%d %s", name, rc, t2d_last_error());
+    int bad = 0;
+    for (size_t i = 0; i < bufs.size() && bad < 5; i++) {
+        double lt = std::fabs(lam[i] - lam_want[i]) <= 1e-9 * (1 + std::fabs(lam_want[i])) ? 0 : 1;
+        if (lt && bufs[i].dtype == T2D_FLOAT64) { CHECK(false, "%s: tensor %zu lam %.17g want %.17g", name, i, lam[i], lam_want[i]); bad++; }
+        double tol = tol_for(bufs[i].dtype);
+        for (int64_t k = 0; k < bufs[i].n; k++) {
+            double got = bufs[i].get(bufs[i].g, k);
+            double scale = std::fabs(want[i][k]) + std::fabs(lam_want[i] * bufs[i].get(bufs[i].c, k)) + 1e-30;
+            if (!(std::fabs(got - want[i][k]) <= tol * scale)) {
+                CHECK(false, "%s: tensor %zu (%s, numel %lld) elem %lld got %.17g want %.17g lam %.17g/%.17g", name, i,
+                      bufs[i].dtype == 0 ? "f32" : bufs[i].dtype == 1 ? "f64" : "half", (long long)bufs[i].n,
+                      (long long)k, got, want[i][k], lam[i], lam_want[i]);
+                bad++;
+                break;
+            }
+        }
+    }
+}
+
+static std::vector<Buf> make(int32_t dt, const std::vector<int64_t>& sizes) {
+    std::vector<Buf> v;
+    std::uniform_real_distribution<double> u(-1.0, 1.0);
+    for (int64_t s : sizes) v.emplace_back(dt, s, 1.0, 0.5 + std::fabs(u(rng)), u(rng));
+    return v;
+}
+
+static void test_math() {
+    const int32_t dts[] = {T2D_FLOAT32, T2D_FLOAT64, T2D_BFLOAT16, T2D_FLOAT16};
+    std::vector<int64_t> shapes = {0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 100, 1000, 4097, 65535, 65536, 65537, 131073, 200003};
+    for (int32_t dt : dts) {
+        for (int violated = 0; violated < 2; violated++) {
+            double gv = violated ? 5.0 : 0.1, gc = violated ? 0.5 : 3.0;
+            auto bufs = make(dt, shapes);
+            run_case("shapes", bufs, gv, gc, 1.0, 1.0);
+            auto many = make(dt, [] { std::vector<int64_t> s; std::uniform_int_distribution<int> u(0, 3000); for (int i = 0; i < 400; i++) s.push_back(u(rng)); return s; }());
+            run_case("hundreds", many, gv, gc, 0.7, 1.3);
+        }
+    }
+    // Larger than the caches, several big tensors plus small ones: exercises the parallel path.
+    for (int32_t dt : {T2D_FLOAT32, T2D_FLOAT64}) {
+        auto big = make(dt, {3 * 1024 * 1024 + 5, 1, 0, 777, 1 << 20, 65536 * 3});
+        run_case("big", big, 9.0, 1.0, 1.0, 0.5);
+        auto big2 = make(dt, {3 * 1024 * 1024 + 5, 100000});
+        run_case("big-satisfied", big2, 0.0, 1.0, 1.0, 1.0);
+    }
+    // Special values: NaN gValue propagates like torch (phi NaN -> lam NaN -> g NaN).
+    {
+        auto b = make(T2D_FLOAT64, {5});
+        t2d_tensor d = b[0].desc();
+        double lam = 0;
+        int32_t rc = t2d_project_host(&d, 1, NAN, 0.0, 1.0, 1.0, 0, &lam);
+        CHECK(rc == T2D_OK && std::isnan(lam), "NaN g_value gives lam %g", lam);
+    }
+    // Zero constraint gradient: lam = 0 when excess >= 0 (phi = beta*0 = 0, dot = 0).
+    {
+        Buf b(T2D_FLOAT32, 10, 1.0, 0.0, 0.0);
+        std::vector<unsigned char> before = b.g;
+        t2d_tensor d = b.desc();
+        double lam = -1;
+        int32_t rc = t2d_project_host(&d, 1, 2.0, 1.0, 1.0, 1.0, 0, &lam);
+        CHECK(rc == T2D_OK && lam == 0.0 && before == b.g, "zero constraint: lam %g", lam);
+    }
+}
+
+static void test_threads_deterministic() {
+    for (int32_t dt : {T2D_FLOAT32, T2D_FLOAT64}) {
+        auto a = make(dt, {2 * 1024 * 1024 + 3, 70000, 12, 300000});
+        std::vector<Buf> b = a;
+        std::vector<t2d_tensor> da, db;
+        for (auto& x : a) da.push_back(x.desc());
+        for (auto& x : b) db.push_back(x.desc());
+        int prev = t2d_set_num_threads(1);
+        CHECK(t2d_project_host(da.data(), (int)da.size(), 4, 1, 1, 1, 0, nullptr) == T2D_OK, "%s", t2d_last_error());
+        t2d_set_num_threads(0);
+        CHECK(t2d_project_host(db.data(), (int)db.size(), 4, 1, 1, 1, 0, nullptr) == T2D_OK, "%s", t2d_last_error());
+        t2d_set_num_threads(prev);
+        for (size_t i = 0; i < a.size(); i++) CHECK(a[i].g == b[i].g, "thread count changed tensor %zu", i);
+    }
+}
+
+static void expect_error(const char* name, std::vector<t2d_tensor> d, int32_t want_code, const char* want_text,
+                         std::vector<Buf>& bufs, int32_t count_override = -100) {
+    std::vector<std::vector<unsigned char>> before;
+    for (auto& b : bufs) before.push_back(b.g);
+    std::vector<double> lam(d.size() + 1, -7.0);
+    int32_t count = count_override == -100 ? (int32_t)d.size() : count_override;
+    int32_t rc = t2d_project_host(d.empty() ? nullptr : d.data(), count, 5.0, 1.0, 1.0, 1.0, 0, lam.data());
+    std::string msg = t2d_last_error();
+    CHECK(rc == want_code, "%s: rc=%d want %d (%s)", name, rc, want_code, msg.c_str());
+    CHECK(msg.find(want_text) != std::string::npos, "%s: message '%s' lacks '%s'", name, msg.c_str(), want_text);
+    int32_t at = t2d_last_error_tensor();
+    if (strncmp(want_text, "tensor ", 7) == 0) CHECK(at == atoi(want_text + 7), "%s: error tensor %d", name, at);
+    else CHECK(at == -1, "%s: error tensor %d", name, at);
+    for (size_t i = 0; i < bufs.size(); i++) CHECK(before[i] == bufs[i].g, "%s: tensor %zu written on error", name, i);
+    for (double l : lam) CHECK(l == -7.0, "%s: lambdas written on error", name);
+}
+
+static void test_nonfinite() {
+    for (int big = 0; big < 2; big++) {
+        int64_t n = big ? 300000 : 50;
+        auto bufs = make(T2D_FLOAT32, {n, n, n, n});
+        bufs[1].set(bufs[1].g, n / 2, NAN);
+        bufs[3].set(bufs[3].c, 3, INFINITY);
+        std::vector<std::vector<unsigned char>> before;
+        for (auto& b : bufs) before.push_back(b.g);
+        std::vector<t2d_tensor> d;
+        for (auto& b : bufs) d.push_back(b.desc());
+        double lam[4] = {-7, -7, -7, -7};
+        int32_t rc = t2d_project_host(d.data(), 4, 1e6, 1.0, 1.0, 1.0, T2D_CHECK_FINITE, lam); // large excess: phi = beta*n, lam ~ 1 - corr > 0
+        std::string msg = t2d_last_error();
+        CHECK(rc == T2D_ERR_NONFINITE, "nonfinite: rc=%d (%s)", rc, msg.c_str());
+        CHECK(t2d_last_error_tensor() == 1, "nonfinite: tensor %d", t2d_last_error_tensor());
+        CHECK(msg == "tensor 1: its gradient holds a NaN or an infinity", "nonfinite message '%s'", msg.c_str());
+        CHECK(bufs[1].g == before[1] && bufs[3].g == before[3], "non-finite tensors were written");
+        CHECK(bufs[0].g != before[0] && bufs[2].g != before[2], "finite tensors were not projected");
+        CHECK(lam[0] == -7 && lam[3] == -7, "lambdas written on error");
+        // constraint-gradient message
+        d.erase(d.begin() + 1);
+        rc = t2d_project_host(d.data(), 3, 9.0, 1.0, 1.0, 1.0, T2D_CHECK_FINITE, nullptr);
+        msg = t2d_last_error();
+        CHECK(rc == T2D_ERR_NONFINITE && t2d_last_error_tensor() == 2 &&
+              msg == "tensor 2: its constraint gradient holds a NaN or an infinity", "rc %d msg '%s'", rc, msg.c_str());
+        // without the check NaN propagates like torch
+        rc = t2d_project_host(d.data(), 3, 9.0, 1.0, 1.0, 1.0, 0, nullptr);
+        CHECK(rc == T2D_OK, "unchecked rc %d", rc);
+    }
+}
+
+static void test_errors() {
+    auto bufs = make(T2D_FLOAT32, {10, 20, 30});
+    auto good = [&] { std::vector<t2d_tensor> d; for (auto& b : bufs) d.push_back(b.desc()); return d; };
+    std::vector<t2d_tensor> d;
+    expect_error("negative count", good(), T2D_ERR_BAD_COUNT, "negative", bufs, -1);
+    expect_error("null tensors", {}, T2D_ERR_NULL_POINTER, "NULL", bufs, 3);
+    d = good(); d[1].numel = -5; d[1].constraint_numel = -5;
+    expect_error("negative numel", d, T2D_ERR_BAD_COUNT, "tensor 1", bufs);
+    d = good(); d[2].constraint_numel = 29;
+    expect_error("size mismatch", d, T2D_ERR_SIZE_MISMATCH, "tensor 2", bufs);
+    d = good(); d[1].dtype = 9;
+    expect_error("bad dtype", d, T2D_ERR_UNSUPPORTED_DTYPE, "tensor 1", bufs);
+    d = good(); d[2].constraint_dtype = T2D_FLOAT64;
+    expect_error("dtype mismatch", d, T2D_ERR_DTYPE_MISMATCH, "tensor 2: grad is float32 but constraint gradient is float64", bufs);
+    d = good(); d[1].device = 0;
+    expect_error("wrong device", d, T2D_ERR_WRONG_DEVICE, "tensor 1: grad is on cuda:0", bufs);
+    d = good(); d[2].constraint_device = 1;
+    expect_error("wrong device c", d, T2D_ERR_WRONG_DEVICE, "tensor 2: constraint gradient is on cuda:1", bufs);
+    d = good(); d[1].grad = nullptr;
+    expect_error("null grad", d, T2D_ERR_NULL_POINTER, "tensor 1: grad pointer is NULL", bufs);
+    d = good(); d[2].constraint = nullptr;
+    expect_error("null constraint", d, T2D_ERR_NULL_POINTER, "tensor 2: constraint pointer is NULL", bufs);
+    d = good(); d[1].flags = T2D_CONSTRAINT_CONTIGUOUS;
+    expect_error("grad not contiguous", d, T2D_ERR_NOT_CONTIGUOUS, "tensor 1: grad is not contiguous", bufs);
+    d = good(); d[0].flags = T2D_GRAD_CONTIGUOUS;
+    expect_error("constraint not contiguous", d, T2D_ERR_NOT_CONTIGUOUS, "tensor 0: constraint gradient is not contiguous", bufs);
+
+    // An empty tensor may have NULL pointers; count 0 with NULL tensors is fine.
+    d = good(); d[1].numel = d[1].constraint_numel = 0; d[1].grad = nullptr; d[1].constraint = nullptr;
+    CHECK(t2d_project_host(d.data(), 3, 1, 1, 1, 1, 0, nullptr) == T2D_OK, "empty tensor with NULL: %s", t2d_last_error());
+    CHECK(t2d_project_host(nullptr, 0, 1, 1, 1, 1, 0, nullptr) == T2D_OK, "count 0: %s", t2d_last_error());
+
+    // CUDA entry point: validation first, then a clean "not built"/"unavailable" without a device.
+    int avail = t2d_cuda_available();
+    printf("version %s, cuda built %d, cuda available %d\n", t2d_version(), t2d_cuda_built(), avail);
+    if (!t2d_cuda_built()) CHECK(avail == 0, "cuda available without CUDA build");
+    if (!avail) {
+        float gv = 1.0f;
+        d = good();
+        for (auto& t : d) t.device = t.constraint_device = 0;
+        int32_t rc = t2d_project_cuda(d.data(), 3, &gv, T2D_FLOAT32, 1, 1, 1, 0, nullptr, nullptr);
+        int32_t want = t2d_cuda_built() ? T2D_ERR_CUDA_UNAVAILABLE : T2D_ERR_CUDA_NOT_BUILT;
+        CHECK(rc == want, "cuda without device: rc=%d (%s)", rc, t2d_last_error());
+        d = good();  // host tensors given to the CUDA path
+        rc = t2d_project_cuda(d.data(), 3, &gv, T2D_FLOAT32, 1, 1, 1, 0, nullptr, nullptr);
+        CHECK(rc == T2D_ERR_WRONG_DEVICE, "host tensors to cuda: rc=%d (%s)", rc, t2d_last_error());
+        for (auto& t : d) t.device = t.constraint_device = 0;
+        rc = t2d_project_cuda(d.data(), 3, nullptr, T2D_FLOAT32, 1, 1, 1, 0, nullptr, nullptr);
+        CHECK(rc == T2D_ERR_NULL_POINTER, "null g_value: rc=%d (%s)", rc, t2d_last_error());
+    }
+}
+
+static void test_half_conversion() {
+#if defined(__FLT16_MAX__)
+    // f16 <- float: compare with the compiler's _Float16 on many floats; f16 -> float exhaustively.
+    for (uint32_t h = 0; h < 65536; h++) {
+        _Float16 x;
+        uint16_t hh = (uint16_t)h;
+        memcpy(&x, &hh, 2);
+        float a = t2d_f16_to_float(hh), b = (float)x;
+        CHECK((a != a && b != b) || memcmp(&a, &b, 4) == 0, "f16 %04x -> %g vs %g", h, a, b);
+        if (failures > 20) return;
+    }
+    std::uniform_int_distribution<uint32_t> u;
+    for (int i = 0; i < 2000000; i++) {
+        uint32_t bits = u(rng);
+        if (i < 1000000) bits = (bits & 0x87ffffffu) | 0x30000000u;  // bias towards the half range
+        float f;
+        memcpy(&f, &bits, 4);
+        _Float16 y = (_Float16)f;
+        uint16_t want, got = t2d_float_to_f16(f);
+        memcpy(&want, &y, 2);
+        bool nan = f != f;
+        CHECK(nan ? ((got & 0x7c00) == 0x7c00 && (got & 0x3ff)) : got == want, "float %08x -> f16 %04x want %04x", bits, got, want);
+        if (failures > 20) return;
+    }
+#else
+    printf("no _Float16: skipping the half conversion check\n");
+#endif
+}
+
+int main() {
+    auto t0 = std::chrono::steady_clock::now();
+    test_half_conversion();
+    test_math();
+    test_threads_deterministic();
+    test_errors();
+    test_nonfinite();
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (failures) {
+        fprintf(stderr, "%d failure(s)\n", failures);
+        return 1;
+    }
+    printf("all native tests passed (%.1f s)\n", s);
+    return 0;
+}
