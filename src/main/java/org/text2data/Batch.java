@@ -15,8 +15,8 @@ import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 
 /**
- * A labelled data set: {@code data}, {@code cond} and {@code label}, one row per example along the
- * first dimension. {@link #load} reads a dict of these three tensors saved by Python's
+ * A data set: {@code data}, {@code cond} and {@code label}, one row per example along the first
+ * dimension; {@code cond} is null for unlabelled data (pretraining). {@link #load} reads a dict of these three tensors saved by Python's
  * {@code torch.save({"data": ..., "cond": ..., "label": ...}, path)}.
  */
 public record Batch(Tensor data, Tensor cond, Tensor label) implements AutoCloseable {
@@ -24,9 +24,19 @@ public record Batch(Tensor data, Tensor cond, Tensor label) implements AutoClose
     public static final List<String> KEYS = List.of("data", "cond", "label");
 
     public Batch {
-        if (data == null || cond == null || label == null) {
-            throw new IllegalArgumentException("data, cond and label are all required");
+        if (data == null || label == null) {
+            throw new IllegalArgumentException("data and label are required");
         }
+    }
+
+    /** Data without conditions, for pretraining. */
+    public static Batch unlabelled(Tensor data, Tensor label) {
+        return new Batch(data, null, label);
+    }
+
+    /** Whether every row has a condition. */
+    public boolean labelled() {
+        return cond != null;
     }
 
     /** Number of rows. */
@@ -97,19 +107,20 @@ public record Batch(Tensor data, Tensor cond, Tensor label) implements AutoClose
 
     /** Rows {@code [from, to)}, sharing memory. */
     public Batch slice(long from, long to) {
-        return new Batch(data.narrow(0, from, to - from), cond.narrow(0, from, to - from),
+        return new Batch(data.narrow(0, from, to - from), cond == null ? null : cond.narrow(0, from, to - from),
                 label.narrow(0, from, to - from));
     }
 
     /** Rows at {@code index} (a 1-D int64 tensor), copied. */
     public Batch select(Tensor index) {
-        return new Batch(data.index_select(0, index), cond.index_select(0, index), label.index_select(0, index));
+        return new Batch(data.index_select(0, index), cond == null ? null : cond.index_select(0, index),
+                label.index_select(0, index));
     }
 
     /** This batch on another device. */
     public Batch to(String device) {
         try (org.bytedeco.pytorch.Device d = new org.bytedeco.pytorch.Device(device)) {
-            return new Batch(data.to(d, data.scalar_type()), cond.to(d, cond.scalar_type()),
+            return new Batch(data.to(d, data.scalar_type()), cond == null ? null : cond.to(d, cond.scalar_type()),
                     label.to(d, label.scalar_type()));
         }
     }
@@ -117,7 +128,9 @@ public record Batch(Tensor data, Tensor cond, Tensor label) implements AutoClose
     @Override
     public void close() {
         data.close();
-        cond.close();
+        if (cond != null) {
+            cond.close();
+        }
         label.close();
     }
 }

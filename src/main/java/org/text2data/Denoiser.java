@@ -35,12 +35,21 @@ public final class Denoiser extends Module implements ConditionalModel {
 
     /** A float32 denoiser with libtorch's default initialisation (seed it with {@code torch.manual_seed}). */
     public Denoiser(int d, int c, int h, int layers) {
+        this(d, d, c, h, layers);
+    }
+
+    /**
+     * The same network with an input of {@code dIn} features and an output of {@code dOut} (a diffusion
+     * model feeds the noisy sample and a time embedding, and predicts the noise).
+     */
+    public Denoiser(int dIn, int dOut, int c, int h, int layers) {
         LibTorch.ensureLoaded();
-        if (d <= 0 || c <= 0 || h <= 0 || layers < 0) {
-            throw new IllegalArgumentException("denoiser sizes must be positive (layers >= 0), got d=" + d
-                    + " c=" + c + " h=" + h + " layers=" + layers);
+        if (dIn <= 0 || dOut <= 0 || c <= 0 || h <= 0 || layers < 0) {
+            throw new IllegalArgumentException("denoiser sizes must be positive (layers >= 0), got dIn=" + dIn
+                    + " dOut=" + dOut + " c=" + c + " h=" + h + " layers=" + layers);
         }
-        this.d = d;
+        int d = dIn;
+        this.d = dOut;
         this.c = c;
         this.h = h;
         // own handles throughout: references into the module's tables move when it grows
@@ -51,7 +60,7 @@ public final class Denoiser extends Module implements ConditionalModel {
         for (int i = 0; i < layers; i++) {
             hid[i] = register_module("hid_" + i, new LinearImpl(h, h));
         }
-        out = register_module("out", new LinearImpl(h, d));
+        out = register_module("out", new LinearImpl(h, dOut));
         named.put("null", nullCond);
         put("cin", cin);
         put("inp", inp);
@@ -109,6 +118,7 @@ public final class Denoiser extends Module implements ConditionalModel {
         }
     }
 
+    /** Output features (the data dimension for the fixtures' denoiser). */
     public int dataDim() {
         return d;
     }

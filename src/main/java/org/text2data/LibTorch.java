@@ -69,6 +69,10 @@ public final class LibTorch {
      * (or the system property {@code text2data.blasThreads}). See bench/NOTES.md for the measurements.
      */
     private static void configureThreads() {
+        String torchProp = System.getProperty("text2data.torchThreads");
+        if (torchProp != null && Integer.parseInt(torchProp.trim()) > 0) {
+            torch.set_num_threads(Integer.parseInt(torchProp.trim()));
+        }
         String prop = System.getProperty("text2data.blasThreads");
         if (prop == null && System.getenv("OPENBLAS_NUM_THREADS") != null) {
             return; // the user chose

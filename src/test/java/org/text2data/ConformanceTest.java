@@ -7,19 +7,29 @@ import java.util.List;
 
 import org.junit.jupiter.api.Test;
 import org.text2data.conformance.Conformance;
+import org.text2data.engine.Engines;
 
-/** Every fixture case on the plain engine, through the Java denoiser and through the TorchScript files. */
+/** Every fixture case on every engine, through the Java denoiser and through the TorchScript files. */
 class ConformanceTest {
 
-    @Test
-    void plainEngineMatchesTheReferenceOnEveryCase() throws Exception {
+    private static List<Conformance.Result> run(Engine engine) throws Exception {
         List<String> lines = new ArrayList<>();
-        List<Conformance.Result> results = new Conformance(Fixtures.dir())
-                .runAll(List.of(Engine.PLAIN), r -> lines.add(r.line()));
+        List<Conformance.Result> results = new Conformance(Fixtures.dir()).runAll(List.of(engine), r -> lines.add(r.line()));
         lines.forEach(System.out::println);
         // 12 projection cases + 4 trajectories, each through the Java model and through TorchScript
         assertThat(results).hasSize(12 + 4 * 2);
         assertThat(results).allSatisfy(r -> assertThat(r.passed()).as(r.line()).isTrue());
-        assertThat(results).allSatisfy(r -> assertThat(r.engine()).isEqualTo("plain"));
+        return results;
+    }
+
+    @Test
+    void plainEngineMatchesTheReferenceOnEveryCase() throws Exception {
+        assertThat(run(Engine.PLAIN)).allSatisfy(r -> assertThat(r.engine()).isEqualTo("plain"));
+    }
+
+    @Test
+    void fusedEngineMatchesTheReferenceOnEveryCase() throws Exception {
+        assertThat(Engines.fusedAvailable()).as(String.valueOf(Engines.fusedUnavailableReason())).isTrue();
+        assertThat(run(Engine.FUSED)).allSatisfy(r -> assertThat(r.engine()).isEqualTo("fused-cpu"));
     }
 }

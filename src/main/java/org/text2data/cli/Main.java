@@ -8,7 +8,8 @@ import picocli.CommandLine.Command;
 /** {@code ./text2data SUBCOMMAND}: Text2Data's constrained finetuning from the command line. */
 @Command(name = "text2data", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = "Text2Data's constrained finetuning on libtorch, for the JVM.",
-        subcommands = {ConformanceCommand.class, FinetuneCommand.class, CommandLine.HelpCommand.class})
+        subcommands = {DemoCommand.class, FinetuneCommand.class, EstimateGCommand.class, ConformanceCommand.class,
+                CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
 
     @CommandLine.Spec

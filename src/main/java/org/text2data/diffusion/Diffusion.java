@@ -1,0 +1,127 @@
+package org.text2data.diffusion;
+
+import java.util.Random;
+
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorVector;
+import org.bytedeco.pytorch.global.torch;
+import org.text2data.Batch;
+import org.text2data.ConditionalModel;
+import org.text2data.LibTorch;
+import org.text2data.train.BatchTransform;
+
+/**
+ * A small DDPM (denoising diffusion) over fixed-length vectors, for classifier-free conditional
+ * generation: the network sees {@code [x_t | time embedding]} and predicts the noise; with a null
+ * condition it is the unconditional model that Text2Data pretrains.
+ *
+ * <p>Its {@link #transform()} noises training rows (data = clean series, label ignored) at random
+ * times: the result is a batch whose label is the noise, ready for {@code Loss.MSE} in pretraining,
+ * finetuning and {@code runStep}. Randomness: times from a seeded {@link Random}, noise from libtorch's
+ * global generator (seed it with {@code torch.manual_seed}).
+ */
+public final class Diffusion {
+    private final int steps;
+    private final int timeDim;
+    private final double[] beta;
+    private final double[] alphaBar;
+    private final Random random;
+
+    /** {@code steps} noise levels with a linear beta schedule from {@code betaStart} to {@code betaEnd}. */
+    public Diffusion(int steps, double betaStart, double betaEnd, int timeDim, long seed) {
+        LibTorch.ensureLoaded();
+        if (steps < 2 || timeDim < 2 || timeDim % 2 != 0) {
+            throw new IllegalArgumentException("diffusion needs steps >= 2 and an even timeDim >= 2");
+        }
+        if (!(betaStart > 0 && betaEnd < 1 && betaStart <= betaEnd)) {
+            throw new IllegalArgumentException("betas must satisfy 0 < betaStart <= betaEnd < 1");
+        }
+        this.steps = steps;
+        this.timeDim = timeDim;
+        this.beta = new double[steps];
+        this.alphaBar = new double[steps];
+        double prod = 1;
+        for (int t = 0; t < steps; t++) {
+            beta[t] = betaStart + (betaEnd - betaStart) * t / (steps - 1);
+            prod *= 1 - beta[t];
+            alphaBar[t] = prod;
+        }
+        this.random = new Random(seed);
+    }
+
+    /** 50 steps, the DDPM schedule rescaled to 50 steps, a 16-wide time embedding. */
+    public static Diffusion small(long seed) {
+        return new Diffusion(50, 2e-3, 0.35, 16, seed);
+    }
+
+    /** Width of the network's input for series of {@code length}. */
+    public int inputDim(int length) {
+        return length + timeDim;
+    }
+
+    public int steps() {
+        return steps;
+    }
+
+    /** Sinusoidal embedding of the times {@code t} ({@code [n, timeDim]}, float32). */
+    Tensor timeEmbedding(int[] t) {
+        int half = timeDim / 2;
+        float[] e = new float[t.length * timeDim];
+        for (int i = 0; i < t.length; i++) {
+            for (int k = 0; k < half; k++) {
+                double freq = Math.pow(steps, -(double) k / half) * Math.PI;
+                e[i * timeDim + k] = (float) Math.sin(t[i] * freq);
+                e[i * timeDim + half + k] = (float) Math.cos(t[i] * freq);
+            }
+        }
+        return Tensor.create(e, t.length, timeDim);
+    }
+
+    /** Rows noised at random times: data {@code [x_t | emb(t)]}, label the noise; cond kept. */
+    public Batch noised(Batch rows) {
+        Tensor x0 = rows.data();
+        int n = (int) x0.size(0);
+        int[] t = new int[n];
+        float[] a = new float[n];
+        float[] s = new float[n];
+        for (int i = 0; i < n; i++) {
+            t[i] = random.nextInt(steps);
+            a[i] = (float) Math.sqrt(alphaBar[t[i]]);
+            s[i] = (float) Math.sqrt(1 - alphaBar[t[i]]);
+        }
+        Tensor eps = torch.randn(x0.size(0), x0.size(1));
+        Tensor xt = x0.mul(Tensor.create(a, n, 1)).add(eps.mul(Tensor.create(s, n, 1)));
+        return new Batch(torch.cat(new TensorVector(xt, timeEmbedding(t)), 1), rows.cond(), eps);
+    }
+
+    public BatchTransform transform() {
+        return this::noised;
+    }
+
+    /**
+     * Generates {@code n} series of {@code length} by ancestral sampling, conditioned on {@code cond}
+     * ({@code [n, c]}) or unconditionally ({@code null}).
+     */
+    public Tensor sample(ConditionalModel net, Tensor cond, int n, int length) {
+        try (NoGradGuard ng = new NoGradGuard()) {
+            Tensor x = torch.randn(n, length);
+            for (int t = steps - 1; t >= 0; t--) {
+                try (PointerScope scope = new PointerScope()) {
+                    int[] ts = new int[n];
+                    java.util.Arrays.fill(ts, t);
+                    Tensor eps = net.forward(torch.cat(new TensorVector(x, timeEmbedding(ts)), 1), cond);
+                    double coef = beta[t] / Math.sqrt(1 - alphaBar[t]);
+                    Tensor mean = x.sub(eps.mul(new Scalar(coef))).div(new Scalar(Math.sqrt(1 - beta[t])));
+                    Tensor next = t > 0 ? mean.add(torch.randn(n, length).mul(new Scalar(Math.sqrt(beta[t])))) : mean;
+                    next.retainReference();
+                    x.close();
+                    x = next;
+                }
+            }
+            return x;
+        }
+    }
+}

@@ -1,0 +1,65 @@
+package org.text2data.train;
+
+import java.util.Random;
+
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.text2data.Batch;
+
+/** Draws mini-batches epoch by epoch, in order or shuffled with a seed; the last batch may be smaller. */
+final class Loader {
+    private final Batch set;
+    private final int batchSize;
+    private final boolean shuffle;
+    private final Random random;
+    private final int[] order;
+    private int cursor;
+
+    Loader(Batch set, int batchSize, boolean shuffle, long seed) {
+        long rows = set.size();
+        if (rows == 0) {
+            throw new IllegalArgumentException("the data set is empty");
+        }
+        if (rows > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("too many rows: " + rows);
+        }
+        this.set = set;
+        this.batchSize = (int) Math.min(batchSize, rows);
+        this.shuffle = shuffle;
+        this.random = new Random(seed);
+        this.order = new int[(int) rows];
+        for (int i = 0; i < order.length; i++) {
+            order[i] = i;
+        }
+        this.cursor = order.length;
+    }
+
+    /** The next batch (tensors are new; close them, or draw inside a PointerScope). */
+    Batch next() {
+        if (cursor >= order.length) {
+            cursor = 0;
+            if (shuffle) {
+                for (int i = order.length - 1; i > 0; i--) {
+                    int j = random.nextInt(i + 1);
+                    int t = order[i];
+                    order[i] = order[j];
+                    order[j] = t;
+                }
+            }
+        }
+        int n = Math.min(batchSize, order.length - cursor);
+        Batch b;
+        if (shuffle) {
+            long[] idx = new long[n];
+            for (int i = 0; i < n; i++) {
+                idx[i] = order[cursor + i];
+            }
+            Tensor index = Tensor.create(idx).to(set.data().device(), torch.ScalarType.Long);
+            b = set.select(index);
+        } else {
+            b = set.slice(cursor, cursor + n);
+        }
+        cursor += n;
+        return b;
+    }
+}

@@ -1,0 +1,62 @@
+package org.text2data.train;
+
+import java.util.Arrays;
+
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Tensor;
+import org.text2data.Batch;
+import org.text2data.ConditionalModel;
+import org.text2data.Loss;
+
+/**
+ * The unconditional loss of a model over a data set, row by row: what {@code gConstraint} should be
+ * measured against. {@link #suggestedGConstraint} is {@code relax x} the mean over rows, the data set's
+ * unconditional loss, which is what a pretrained model's minimum refers to.
+ */
+public record LossSurvey(long rows, double mean, double min, double p10, double p50, double p90, double max) {
+
+    /** Evaluates {@code loss(model(data, null), label)} for every row, in chunks of {@code chunk} rows. */
+    public static LossSurvey of(ConditionalModel model, Batch data, Loss loss, int chunk) {
+        if (data == null || data.size() == 0) {
+            throw new IllegalArgumentException("the data set is empty");
+        }
+        if (chunk <= 0) {
+            throw new IllegalArgumentException("chunk size must be positive, got " + chunk);
+        }
+        long n = data.size();
+        double[] v = new double[(int) n];
+        try (NoGradGuard ng = new NoGradGuard()) {
+            for (long from = 0; from < n; from += chunk) {
+                try (PointerScope scope = new PointerScope()) {
+                    long to = Math.min(n, from + chunk);
+                    Batch b = data.slice(from, to);
+                    Tensor pred = model.forward(b.data(), null);
+                    for (long i = 0; i < to - from; i++) {
+                        double l = loss.apply(pred.narrow(0, i, 1), b.label().narrow(0, i, 1)).item_double();
+                        if (!Double.isFinite(l)) {
+                            throw new IllegalArgumentException("the unconditional loss of row " + (from + i) + " is " + l);
+                        }
+                        v[(int) (from + i)] = l;
+                    }
+                }
+            }
+        }
+        double[] s = v.clone();
+        Arrays.sort(s);
+        double mean = Arrays.stream(v).sum() / n;
+        return new LossSurvey(n, mean, s[0], q(s, 0.1), q(s, 0.5), q(s, 0.9), s[s.length - 1]);
+    }
+
+    /** {@code relax x mean}. */
+    public double suggestedGConstraint(double relax) {
+        return Pretraining.relaxed(mean, relax);
+    }
+
+    private static double q(double[] sorted, double p) {
+        double pos = p * (sorted.length - 1);
+        int lo = (int) Math.floor(pos);
+        int hi = Math.min(lo + 1, sorted.length - 1);
+        return sorted[lo] + (pos - lo) * (sorted[hi] - sorted[lo]);
+    }
+}

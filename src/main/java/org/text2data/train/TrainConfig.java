@@ -1,0 +1,115 @@
+package org.text2data.train;
+
+/**
+ * How a training loop runs: epochs, batch size, shuffling, learning-rate schedule, periodic evaluation
+ * and early stopping. Fluent and checked: {@code new TrainConfig().epochs(20).batchSize(64).seed(1)}.
+ */
+public final class TrainConfig {
+    private int epochs = 1;
+    private int batchSize = 64;
+    private boolean shuffle = true;
+    private long seed = 0;
+    private LrSchedule schedule = LrSchedule.constant();
+    private int evalEvery = 0;
+    private int patience = 0;
+    private long maxSteps = Long.MAX_VALUE;
+
+    public TrainConfig epochs(int n) {
+        if (n <= 0) {
+            throw new IllegalArgumentException("epochs must be positive, got " + n);
+        }
+        epochs = n;
+        return this;
+    }
+
+    public TrainConfig batchSize(int n) {
+        if (n <= 0) {
+            throw new IllegalArgumentException("batch size must be positive, got " + n);
+        }
+        batchSize = n;
+        return this;
+    }
+
+    public TrainConfig shuffle(boolean on) {
+        shuffle = on;
+        return this;
+    }
+
+    public TrainConfig seed(long s) {
+        seed = s;
+        return this;
+    }
+
+    public TrainConfig schedule(LrSchedule s) {
+        if (s == null) {
+            throw new IllegalArgumentException("schedule is null");
+        }
+        schedule = s;
+        return this;
+    }
+
+    /** Evaluate every {@code steps} steps (0: never). */
+    public TrainConfig evalEvery(int steps) {
+        if (steps < 0) {
+            throw new IllegalArgumentException("evalEvery must be >= 0, got " + steps);
+        }
+        evalEvery = steps;
+        return this;
+    }
+
+    /** Stop after {@code evaluations} evaluations without improvement (0: never stop early). */
+    public TrainConfig patience(int evaluations) {
+        if (evaluations < 0) {
+            throw new IllegalArgumentException("patience must be >= 0, got " + evaluations);
+        }
+        patience = evaluations;
+        return this;
+    }
+
+    /** At most this many steps, whatever the epochs say. */
+    public TrainConfig maxSteps(long n) {
+        if (n <= 0) {
+            throw new IllegalArgumentException("maxSteps must be positive, got " + n);
+        }
+        maxSteps = n;
+        return this;
+    }
+
+    public int epochs() {
+        return epochs;
+    }
+
+    public int batchSize() {
+        return batchSize;
+    }
+
+    public boolean shuffle() {
+        return shuffle;
+    }
+
+    public long seed() {
+        return seed;
+    }
+
+    public LrSchedule schedule() {
+        return schedule;
+    }
+
+    public int evalEvery() {
+        return evalEvery;
+    }
+
+    public int patience() {
+        return patience;
+    }
+
+    public long maxSteps() {
+        return maxSteps;
+    }
+
+    /** Steps this config takes over {@code rows} rows. */
+    public long totalSteps(long rows) {
+        long perEpoch = (rows + batchSize - 1) / batchSize;
+        return Math.min(maxSteps, perEpoch * epochs);
+    }
+}
