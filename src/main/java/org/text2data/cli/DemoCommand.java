@@ -44,6 +44,10 @@ final class DemoCommand implements Callable<Integer> {
             description = "fraction of series that keep their description (default: ${DEFAULT-VALUE})")
     double labelled;
 
+    @Option(names = "--guidance", paramLabel = "W", defaultValue = "1.0",
+            description = "classifier-free guidance scale when sampling; 1 = plain conditional (default: ${DEFAULT-VALUE})")
+    double guidance;
+
     @Option(names = "--out", paramLabel = "DIR", defaultValue = "demo-output",
             description = "folder for the plots and, unless --report says otherwise, report.json (default: ${DEFAULT-VALUE})")
     Path out;
@@ -58,7 +62,7 @@ final class DemoCommand implements Callable<Integer> {
         if (seed != null) {
             cfg = cfg.withSeed(seed);
         }
-        cfg = cfg.withRelax(relax).withLabelledFraction(labelled); // both checked there
+        cfg = cfg.withRelax(relax).withLabelledFraction(labelled).withGuidance(guidance); // all checked there
         Path reportFile = report != null ? report : out.resolve("report.json");
         Map<String, ProgressBar> bars = new HashMap<>();
         TrainingListener progress = (stage, step, total, g, f) -> {

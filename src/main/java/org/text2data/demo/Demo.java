@@ -125,7 +125,8 @@ public final class Demo {
         long budget = new TrainConfig().epochs(cfg.pretrainEpochs()).batchSize(cfg.batchSize()).totalSteps(train.size())
                 + ft.totalSteps(nLabelled);
         TrainConfig condOnly = new TrainConfig().epochs(Integer.MAX_VALUE / 4).maxSteps(budget)
-                .batchSize(Math.min(cfg.batchSize(), 32)).seed(cfg.seed() + 2).schedule(LrSchedule.cosine(0.1));
+                .batchSize(Math.min(cfg.batchSize(), 32)).seed(cfg.seed() + 2).schedule(LrSchedule.cosine(0.1))
+                .condDropout(0.1); // classifier-free training, so that guidance has an unconditional branch to use
         results.add(finetuneAndScore("conditional_only", scratch, 0, condOnly, Finetuning.Mode.PLAIN, cfg.lr(),
                 labelled, diffusion, encoder, prompts, testValues, curves, samples, false));
 
@@ -177,7 +178,7 @@ public final class Demo {
                 for (int k = 0; k < cfg.samplesPerPrompt(); k++) {
                     texts.add(prompts.get(p).text());
                 }
-                Tensor x = diffusion.sample(model, encoder.encode(texts), cfg.samplesPerPrompt(), cfg.length());
+                Tensor x = diffusion.sample(model, encoder.encode(texts), cfg.samplesPerPrompt(), cfg.length(), cfg.guidance());
                 gen.add(rows(x));
             }
             listener.onStep(name + " sampling", p + 1, prompts.size(), Double.NaN, Double.NaN);

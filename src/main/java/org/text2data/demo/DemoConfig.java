@@ -4,7 +4,7 @@ package org.text2data.demo;
 public record DemoConfig(String name, int trainSeries, int testSeries, int length, double labelledFraction,
                          int hidden, int layers, int batchSize, int pretrainEpochs, int finetuneEpochs,
                          double lr, double finetuneLr, double relax, double alpha, double beta,
-                         int prompts, int samplesPerPrompt, long seed) {
+                         int prompts, int samplesPerPrompt, double guidance, long seed) {
 
     public DemoConfig {
         if (trainSeries < 10 || testSeries < 10) {
@@ -20,6 +20,9 @@ public record DemoConfig(String name, int trainSeries, int testSeries, int lengt
         if (!Double.isFinite(relax) || relax <= 0) {
             throw new IllegalArgumentException("relax factor must be a positive finite number, got " + relax);
         }
+        if (!Double.isFinite(guidance) || guidance < 0) {
+            throw new IllegalArgumentException("guidance scale must be a finite number >= 0, got " + guidance);
+        }
         if (prompts < 1 || prompts > 36 || samplesPerPrompt < 1) {
             throw new IllegalArgumentException("prompts must lie in 1..36 and samples per prompt be positive");
         }
@@ -27,34 +30,39 @@ public record DemoConfig(String name, int trainSeries, int testSeries, int lengt
 
     /** Seconds on a 2-core machine: for tests. */
     public static DemoConfig quick() {
-        return new DemoConfig("quick", 400, 120, 32, 0.1, 64, 2, 64, 6, 30, 2e-3, 1e-3, 1.0, 1.0, 1.0, 12, 4, 7);
+        return new DemoConfig("quick", 400, 120, 32, 0.1, 64, 2, 64, 6, 30, 2e-3, 1e-3, 1.0, 1.0, 1.0, 12, 4, 1.0, 7);
     }
 
     /** The default: about a minute or two on a 2-core machine. */
     public static DemoConfig standard() {
-        return new DemoConfig("standard", 3000, 400, 32, 0.1, 128, 3, 64, 40, 150, 2e-3, 1e-3, 1.0, 1.0, 1.0, 36,
-                8, 7);
+        return new DemoConfig("standard", 3000, 400, 32, 0.1, 128, 3, 64, 40, 300, 2e-3, 2e-3, 1.0, 1.0, 1.0, 36,
+                8, 1.0, 7);
     }
 
     /** Longer and larger, for better numbers. */
     public static DemoConfig full() {
-        return new DemoConfig("full", 8000, 800, 32, 0.1, 256, 3, 64, 60, 300, 2e-3, 1e-3, 1.0, 1.0, 1.0, 36,
-                16, 7);
+        return new DemoConfig("full", 8000, 800, 32, 0.1, 256, 3, 64, 60, 200, 2e-3, 2e-3, 1.0, 1.0, 1.0, 36,
+                16, 1.0, 7);
     }
 
     public DemoConfig withSeed(long s) {
         return new DemoConfig(name, trainSeries, testSeries, length, labelledFraction, hidden, layers, batchSize,
-                pretrainEpochs, finetuneEpochs, lr, finetuneLr, relax, alpha, beta, prompts, samplesPerPrompt, s);
+                pretrainEpochs, finetuneEpochs, lr, finetuneLr, relax, alpha, beta, prompts, samplesPerPrompt, guidance, s);
     }
 
     public DemoConfig withRelax(double r) {
         return new DemoConfig(name, trainSeries, testSeries, length, labelledFraction, hidden, layers, batchSize,
-                pretrainEpochs, finetuneEpochs, lr, finetuneLr, r, alpha, beta, prompts, samplesPerPrompt, seed);
+                pretrainEpochs, finetuneEpochs, lr, finetuneLr, r, alpha, beta, prompts, samplesPerPrompt, guidance, seed);
     }
 
     public DemoConfig withLabelledFraction(double f) {
         return new DemoConfig(name, trainSeries, testSeries, length, f, hidden, layers, batchSize,
-                pretrainEpochs, finetuneEpochs, lr, finetuneLr, relax, alpha, beta, prompts, samplesPerPrompt, seed);
+                pretrainEpochs, finetuneEpochs, lr, finetuneLr, relax, alpha, beta, prompts, samplesPerPrompt, guidance, seed);
+    }
+
+    public DemoConfig withGuidance(double w) {
+        return new DemoConfig(name, trainSeries, testSeries, length, labelledFraction, hidden, layers, batchSize,
+                pretrainEpochs, finetuneEpochs, lr, finetuneLr, relax, alpha, beta, prompts, samplesPerPrompt, w, seed);
     }
 
     public int labelled() {

@@ -106,13 +106,29 @@ public final class Diffusion {
      * ({@code [n, c]}) or unconditionally ({@code null}).
      */
     public Tensor sample(ConditionalModel net, Tensor cond, int n, int length) {
+        return sample(net, cond, n, length, 1.0);
+    }
+
+    /**
+     * The same with classifier-free guidance of scale {@code w}: the noise estimate is
+     * {@code eps(x, null) + w * (eps(x, cond) - eps(x, null))}; {@code w = 1} is plain conditional sampling.
+     */
+    public Tensor sample(ConditionalModel net, Tensor cond, int n, int length, double w) {
+        if (!Double.isFinite(w) || w < 0) {
+            throw new IllegalArgumentException("guidance scale must be a finite number >= 0, got " + w);
+        }
         try (NoGradGuard ng = new NoGradGuard()) {
             Tensor x = torch.randn(n, length);
             for (int t = steps - 1; t >= 0; t--) {
                 try (PointerScope scope = new PointerScope()) {
                     int[] ts = new int[n];
                     java.util.Arrays.fill(ts, t);
-                    Tensor eps = net.forward(torch.cat(new TensorVector(x, timeEmbedding(ts)), 1), cond);
+                    Tensor in = torch.cat(new TensorVector(x, timeEmbedding(ts)), 1);
+                    Tensor eps = net.forward(in, cond);
+                    if (cond != null && w != 1.0) {
+                        Tensor u = net.forward(in, null);
+                        eps = u.add(eps.sub(u).mul(new Scalar(w)));
+                    }
                     double coef = beta[t] / Math.sqrt(1 - alphaBar[t]);
                     Tensor mean = x.sub(eps.mul(new Scalar(coef))).div(new Scalar(Math.sqrt(1 - beta[t])));
                     Tensor next = t > 0 ? mean.add(torch.randn(n, length).mul(new Scalar(Math.sqrt(beta[t])))) : mean;

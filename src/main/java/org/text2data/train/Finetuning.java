@@ -68,6 +68,7 @@ public final class Finetuning {
         int sinceBest = 0;
         boolean stopped = false;
         String stage = mode == Mode.TEXT2DATA ? "text2data" : "finetune";
+        java.util.Random dropout = new java.util.Random(cfg.seed() ^ 0x5DEECE66DL);
         for (long step = 0; step < total && !stopped; step++) {
             double lr = cfg.schedule().lr(baseLr, step, total);
             opt.setLr(lr);
@@ -85,7 +86,8 @@ public final class Finetuning {
                         g = loss.apply(model.forward(b.data(), null), b.label()).item_double();
                     }
                     opt.zeroGrad();
-                    Tensor l = loss.apply(model.forward(b.data(), b.cond()), b.label());
+                    boolean drop = cfg.condDropout() > 0 && dropout.nextDouble() < cfg.condDropout();
+                    Tensor l = loss.apply(model.forward(b.data(), drop ? null : b.cond()), b.label());
                     f = l.item_double();
                     if (!Double.isFinite(f)) {
                         throw new NonFiniteException("finetuning loss is " + f + " at step " + step);

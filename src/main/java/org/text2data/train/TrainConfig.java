@@ -13,6 +13,7 @@ public final class TrainConfig {
     private int evalEvery = 0;
     private int patience = 0;
     private long maxSteps = Long.MAX_VALUE;
+    private double condDropout = 0;
 
     public TrainConfig epochs(int n) {
         if (n <= 0) {
@@ -73,6 +74,22 @@ public final class TrainConfig {
         }
         maxSteps = n;
         return this;
+    }
+
+    /**
+     * Plain (conditional) training only: the fraction of batches trained with a null condition, as
+     * classifier-free guidance training does, so that the model keeps an unconditional branch.
+     */
+    public TrainConfig condDropout(double p) {
+        if (!(p >= 0 && p < 1)) {
+            throw new IllegalArgumentException("condDropout must lie in [0, 1), got " + p);
+        }
+        condDropout = p;
+        return this;
+    }
+
+    public double condDropout() {
+        return condDropout;
     }
 
     public int epochs() {
