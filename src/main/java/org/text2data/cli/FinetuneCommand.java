@@ -3,20 +3,18 @@ package org.text2data.cli;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Locale;
-import java.util.Random;
 import java.util.concurrent.Callable;
 
-import org.bytedeco.javacpp.PointerScope;
-import org.bytedeco.pytorch.Tensor;
 import org.text2data.Batch;
 import org.text2data.Constraint;
 import org.text2data.Engine;
 import org.text2data.LibTorch;
 import org.text2data.Loss;
 import org.text2data.OptimizerSpec;
-import org.text2data.StepResult;
-import org.text2data.Text2Data;
 import org.text2data.TorchScriptModel;
+import org.text2data.train.BatchTransform;
+import org.text2data.train.Finetuning;
+import org.text2data.train.TrainConfig;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -133,73 +131,27 @@ final class FinetuneCommand implements Callable<Integer> {
             int b = batchSize == null ? (int) Math.min(rows, Integer.MAX_VALUE) : (int) Math.min(batchSize, rows);
             System.err.printf(Locale.ROOT, "finetune: %s, %d rows (batch %d), %s, alpha %s, beta %s, g_constraint %s%n",
                     model.getFileName(), rows, b, spec, alpha, beta, gConstraint);
-            int[] order = new int[(int) rows];
-            for (int i = 0; i < order.length; i++) {
-                order[i] = i;
-            }
-            Random rnd = new Random(seed);
-            int cursor = (int) rows; // forces a (re)shuffle at the start
-            double firstG = Double.NaN;
-            double firstF = Double.NaN;
-            double lastG = Double.NaN;
-            double lastF = Double.NaN;
-            double worstRatio = 0;
+            TrainConfig cfg = new TrainConfig().epochs(Integer.MAX_VALUE / 4).maxSteps(steps).batchSize(b)
+                    .shuffle(shuffle).seed(seed);
             long t0 = System.nanoTime();
+            Finetuning.Result r;
             try (Constraint opt = new Constraint(m.namedParameters(), spec, alpha, beta, eng)) {
                 ProgressBar bar = new ProgressBar("finetune (" + opt.engineName() + ")", steps);
-                for (int s = 0; s < steps; s++) {
-                    if (cursor + b > rows) {
-                        cursor = 0;
-                        if (shuffle) {
-                            shuffle(order, rnd);
-                        }
-                    }
-                    try (PointerScope scope = new PointerScope()) {
-                        Batch step = shuffle || b < rows ? rows(set, order, cursor, b) : set;
-                        cursor += b;
-                        try (StepResult r = Text2Data.runStep(opt, gConstraint, m, step.cond(), step.data(),
-                                step.label(), lossFn)) {
-                            lastG = r.uncondLoss();
-                            lastF = r.condLoss();
-                        }
-                    } catch (IllegalArgumentException | ArithmeticException e) {
-                        throw new IllegalArgumentException("--data " + data + " with --model " + model + ": "
-                                + e.getMessage(), e);
-                    }
-                    if (s == 0) {
-                        firstG = lastG;
-                        firstF = lastF;
-                    }
-                    if (gConstraint > 0) {
-                        worstRatio = Math.max(worstRatio, lastG / gConstraint);
-                    }
-                    bar.update(s + 1, String.format(Locale.ROOT, "g %.5f  f %.5f", lastG, lastF));
-                }
+                r = Finetuning.run(opt, gConstraint, m, set, lossFn, cfg, Finetuning.Mode.TEXT2DATA,
+                        BatchTransform.identity(), null, (stage, step, total, g, f) ->
+                                bar.update(step, String.format(Locale.ROOT, "g %.5f  f %.5f", g, f)));
+            } catch (IllegalArgumentException | ArithmeticException e) {
+                throw new IllegalArgumentException("--data " + data + " with --model " + model + ": " + e.getMessage(), e);
             }
+            Finetuning.Step first = r.steps().get(0);
+            Finetuning.Step last = r.steps().get(r.steps().size() - 1);
             m.save(out);
             System.out.printf(Locale.ROOT,
                     "finetuned %d steps in %.1f s: conditional loss %.6f -> %.6f, unconditional loss %.6f -> %.6f "
                             + "(g_constraint %s, max g/g_constraint %.4f); wrote %s%n",
-                    steps, (System.nanoTime() - t0) / 1e9, firstF, lastF, firstG, lastG, gConstraint, worstRatio, out);
+                    steps, (System.nanoTime() - t0) / 1e9, first.f(), last.f(), first.g(), last.g(), gConstraint,
+                    gConstraint > 0 ? r.maxGRatio() : 0.0, out);
         }
         return 0;
-    }
-
-    private static Batch rows(Batch set, int[] order, int from, int count) {
-        long[] idx = new long[count];
-        for (int i = 0; i < count; i++) {
-            idx[i] = order[from + i];
-        }
-        Tensor index = Tensor.create(idx).to(set.data().device(), org.bytedeco.pytorch.global.torch.ScalarType.Long);
-        return set.select(index);
-    }
-
-    private static void shuffle(int[] a, Random rnd) {
-        for (int i = a.length - 1; i > 0; i--) {
-            int j = rnd.nextInt(i + 1);
-            int t = a[i];
-            a[i] = a[j];
-            a[j] = t;
-        }
     }
 }
