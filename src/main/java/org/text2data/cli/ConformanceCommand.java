@@ -7,6 +7,7 @@ import java.util.List;
 import java.util.concurrent.Callable;
 
 import org.text2data.Engine;
+import org.text2data.LibTorch;
 import org.text2data.conformance.Conformance;
 import org.text2data.engine.Engines;
 import picocli.CommandLine.Command;
@@ -36,7 +37,12 @@ final class ConformanceCommand implements Callable<Integer> {
             System.out.println("note: fused engine not available here (" + Engines.fusedUnavailableReason() + ")");
         }
         System.out.println("fixtures: " + d.toAbsolutePath().normalize());
-        List<Conformance.Result> results = new Conformance(d).runAll(engines, r -> System.out.println(r.line()));
+        List<Conformance.Result> results = new ArrayList<>(new Conformance(d).runAll(engines, r -> System.out.println(r.line())));
+        if (LibTorch.cudaAvailable()) {
+            results.addAll(new Conformance(d, "cuda").runAll(engines, r -> System.out.println(r.line())));
+        } else {
+            System.out.println("note: no CUDA device here; the cases ran on the CPU only");
+        }
         long failed = results.stream().filter(r -> !r.passed()).count();
         System.out.println((results.size() - failed) + " passed, " + failed + " failed");
         return failed == 0 ? 0 : 1;

@@ -64,9 +64,17 @@ public final class Conformance {
     }
 
     private final Path dir;
+    private final String device;
 
+    /** The fixtures of {@code dir}, run on the CPU. */
     public Conformance(Path dir) {
+        this(dir, "cpu");
+    }
+
+    /** The fixtures of {@code dir}, with every tensor and model on {@code device} ({@code cpu}, {@code cuda}). */
+    public Conformance(Path dir, String device) {
         this.dir = dir;
+        this.device = device;
     }
 
     /** Every case of the directory on each engine; each result is also handed to {@code sink} as it comes. */
@@ -124,7 +132,7 @@ public final class Conformance {
             double worst = 0;
             try (Constraint opt = new Constraint(params, OptimizerSpec.sgd(0.0), c.get("alpha").getAsDouble(),
                     c.get("beta").getAsDouble(), engine)) {
-                engineName = opt.engineName();
+                engineName = label(opt.engineName());
                 for (int i = 0; i < params.size(); i++) {
                     JsonObject t = ts.get(i).getAsJsonObject();
                     params.get(i).mutable_grad().put(tensor(t.getAsJsonArray("constraint_grad"), shape(t.getAsJsonArray("shape")), f64));
@@ -163,14 +171,18 @@ public final class Conformance {
             TorchScriptModel ts = null;
             if (via == Via.TORCHSCRIPT) {
                 ts = TorchScriptModel.load(dir.resolve(m.get("torchscript").getAsString()));
+                batch = Batch.load(dir.resolve(b.get("torch_save").getAsString()));
+                if (!device.equals("cpu")) {
+                    ts.to(device);
+                    batch = batch.to(device);
+                }
                 model = ts;
                 params = ts.namedParameters();
-                batch = Batch.load(dir.resolve(b.get("torch_save").getAsString()));
             } else {
                 Denoiser d = new Denoiser(m.get("d").getAsInt(), m.get("c").getAsInt(), m.get("h").getAsInt(),
                         m.get("layers").getAsInt());
-                if (f64) {
-                    d.to(torch.ScalarType.Double, false);
+                try (org.bytedeco.pytorch.Device dev = new org.bytedeco.pytorch.Device(device)) {
+                    d.to(dev, f64 ? torch.ScalarType.Double : torch.ScalarType.Float, false);
                 }
                 Denoiser rebuilt = d;
                 Map<String, Tensor> init = new LinkedHashMap<>();
@@ -202,7 +214,7 @@ public final class Conformance {
             String engineName;
             try (Constraint opt = new Constraint(params, spec, c.get("alpha").getAsDouble(),
                     c.get("beta").getAsDouble(), engine)) {
-                engineName = opt.engineName();
+                engineName = label(opt.engineName());
                 for (int s = 0; s < steps; s++) {
                     try (StepResult r = Text2Data.runStep(opt, gConstraint, model, batch.cond(), batch.data(),
                             batch.label(), loss)) {
@@ -244,6 +256,11 @@ public final class Conformance {
         }
     }
 
+    /** The engine's name, with the device where the name does not already say it ({@code plain-cuda}). */
+    private String label(String engine) {
+        return device.equals("cpu") || engine.endsWith(device) ? engine : engine + "-" + device;
+    }
+
     /** max |a - b| / max(max |b|, tiny): the tensor's norm-wise relative error, in float64. */
     static double relError(Tensor actual, Tensor expected) {
         Tensor a = actual.detach().to(torch.ScalarType.Double);
@@ -266,21 +283,29 @@ public final class Conformance {
         return s;
     }
 
-    private static Tensor named(JsonObject o, boolean f64) {
+    private Tensor named(JsonObject o, boolean f64) {
         return tensor(o.getAsJsonArray("values"), shape(o.getAsJsonArray("shape")), f64);
     }
 
-    private static Tensor tensor(JsonArray values, long[] shape, boolean f64) {
+    private Tensor tensor(JsonArray values, long[] shape, boolean f64) {
         double[] v = new double[values.size()];
         for (int i = 0; i < v.length; i++) {
             v[i] = values.get(i).getAsDouble();
         }
-        Tensor t = Tensor.create(v, shape);
-        return f64 ? t : t.to(torch.ScalarType.Float);
+        return placed(Tensor.create(v, shape), f64);
     }
 
-    private static Tensor tensor(double v, boolean f64) {
-        Tensor t = Tensor.create(new double[] {v}, new long[0]);
-        return f64 ? t : t.to(torch.ScalarType.Float);
+    private Tensor tensor(double v, boolean f64) {
+        return placed(Tensor.create(new double[] {v}, new long[0]), f64);
+    }
+
+    private Tensor placed(Tensor t, boolean f64) {
+        torch.ScalarType type = f64 ? torch.ScalarType.Double : torch.ScalarType.Float;
+        if (device.equals("cpu")) {
+            return f64 ? t : t.to(type);
+        }
+        try (org.bytedeco.pytorch.Device d = new org.bytedeco.pytorch.Device(device)) {
+            return t.to(d, type);
+        }
     }
 }
