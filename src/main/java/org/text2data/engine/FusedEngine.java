@@ -48,6 +48,20 @@ public final class FusedEngine implements ProjectionEngine {
     private final Tensor[] kept;
     /** Buffers of released c_p, reused as the next zeroed gradient or copy target (owned handles). */
     private final Tensor[] spare;
+    /** Data address, dtype code and element count of each spare buffer (known from when it was kept). */
+    private final long[] spareAddress;
+    private final int[] spareDtype;
+    private final long[] spareNumel;
+    /**
+     * The gradient buffer firstStep installed for each parameter (0: none) and whether it is contiguous:
+     * when secondStep finds that very buffer still in place (backward accumulates into it), its dtype,
+     * size and device are known and need no asking.
+     */
+    private final long[] installedAddress;
+    /** Our handle on each installed buffer: while we hold it, no other tensor can come to live at its address. */
+    private final Tensor[] installed;
+    private final long[] installedNumel;
+    private final int[] installedDtype;
     /** Data address and element count of each kept c_p (they do not move while kept). */
     private final long[] keptAddress;
     private final int[] keptDtype;
@@ -74,6 +88,13 @@ public final class FusedEngine implements ProjectionEngine {
         int n = params.length;
         this.kept = new Tensor[n];
         this.spare = new Tensor[n];
+        this.spareAddress = new long[n];
+        this.spareDtype = new int[n];
+        this.spareNumel = new long[n];
+        this.installedAddress = new long[n];
+        this.installed = new Tensor[n];
+        this.installedNumel = new long[n];
+        this.installedDtype = new int[n];
         this.keptAddress = new long[n];
         this.keptDtype = new int[n];
         this.keptNumel = new long[n];
@@ -121,6 +142,12 @@ public final class FusedEngine implements ProjectionEngine {
         return device;
     }
 
+    /**
+     * In the steady state this only moves handles: the gradient is the buffer installed by the last
+     * call (backward accumulated into it), so it becomes {@code c_p} under the handle we already hold,
+     * and the previous {@code c_p}, zeroed, is installed in its place. No tensor is allocated, no
+     * wrapper created (a bytedeco {@code new Tensor(t)} costs microseconds), no libtorch op dispatched.
+     */
     @Override
     public void firstStep(boolean zeroGrad) {
         ensureOpen();
@@ -129,56 +156,85 @@ public final class FusedEngine implements ProjectionEngine {
             for (int i = 0; i < params.length; i++) {
                 Tensor g = params[i].grad();
                 if (!g.defined()) {
+                    forgetInstalled(i);
                     continue;
                 }
+                long address = dataAddress(g);
+                long numel = g.numel();
+                boolean ours = installed[i] != null && address != 0 && address == installedAddress[i]
+                        && numel == installedNumel[i];
+                int dtype = ours ? installedDtype[i] : dtypeCode(g.scalar_type());
+                boolean contiguous = ours || g.is_contiguous();
+                Tensor s = spare[i];
+                boolean reuse = s != null && spareDtype[i] == dtype && spareNumel[i] == numel && contiguous
+                        && s.is_same_size(g);
                 Tensor c;
                 if (zeroGrad) {
-                    // Swap: the current gradient becomes c_p (a new owning handle on the same tensor,
-                    // no copy); the parameter gets a zeroed buffer that the next backward accumulates into.
-                    c = new Tensor(g);
-                    c.retainReference();
-                    Tensor reuse = reusable(spare[i], g);
-                    if (reuse != null) {
-                        spare[i] = null;
-                        reuse.zero_();
-                        params[i].mutable_grad().put(reuse);
-                        reuse.releaseReference(); // the gradient field holds the buffer now
+                    if (ours) {
+                        c = installed[i]; // our handle on the gradient becomes c_p's
+                        installed[i] = null;
                     } else {
-                        params[i].mutable_grad().put(torch.zeros_like(g)); // handle freed with the scope
-                    }
-                } else {
-                    Tensor buf = reusable(spare[i], g);
-                    if (buf != null) {
-                        spare[i] = null;
-                        buf.copy_(g);
-                        c = buf;
-                    } else {
-                        c = g.detach().clone();
+                        forgetInstalled(i);
+                        c = new Tensor(g); // an owning handle on the same tensor: no copy
                         c.retainReference();
                     }
+                    Tensor z;
+                    long zAddress;
+                    if (reuse) {
+                        z = s;
+                        zAddress = spareAddress[i];
+                        spare[i] = null;
+                        zero(z, zAddress, numel, dtype);
+                    } else {
+                        z = torch.zeros_like(g);
+                        z.retainReference();
+                        zAddress = dataAddress(z);
+                    }
+                    params[i].mutable_grad().put(z); // the next backward accumulates into z
+                    installed[i] = z;
+                    installedAddress[i] = zAddress;
+                    installedNumel[i] = numel;
+                    installedDtype[i] = dtype;
+                } else if (reuse) {
+                    s.copy_(g);
+                    c = s;
+                    spare[i] = null;
+                    address = spareAddress[i];
+                } else {
+                    c = g.detach().clone();
+                    c.retainReference();
+                    address = dataAddress(c);
+                    contiguous = c.is_contiguous();
                 }
-                keep(i, c);
+                kept[i] = c;
+                keptAddress[i] = address;
+                keptDtype[i] = dtype;
+                keptNumel[i] = numel;
+                keptContiguous[i] = contiguous;
             }
         }
         hasKept = true;
     }
 
-    /** A spare buffer usable for g (same dtype, size, device, contiguous), or null. */
-    private static Tensor reusable(Tensor buffer, Tensor g) {
-        if (buffer == null) {
-            return null;
+    private void forgetInstalled(int i) {
+        if (installed[i] != null) {
+            installed[i].releaseReference();
+            installed[i] = null;
         }
-        boolean ok = buffer.scalar_type().value == g.scalar_type().value && buffer.is_same_size(g) && buffer.is_cuda() == g.is_cuda()
-                && buffer.is_contiguous() && g.is_contiguous();
-        return ok ? buffer : null;
+        installedAddress[i] = 0;
     }
 
-    private void keep(int i, Tensor c) {
-        kept[i] = c;
-        keptAddress[i] = dataAddress(c);
-        keptDtype[i] = dtypeCode(c.scalar_type());
-        keptNumel[i] = c.numel();
-        keptContiguous[i] = c.is_contiguous();
+    /** Zeroes a contiguous buffer: on the host straight through its memory, on CUDA with libtorch. */
+    private void zero(Tensor t, long address, long numel, int dtype) {
+        if (device < 0 && address != 0) {
+            MemorySegment.ofAddress(address).reinterpret(numel * elementSize(dtype)).fill((byte) 0);
+        } else {
+            t.zero_();
+        }
+    }
+
+    private static long elementSize(int dtype) {
+        return dtype == text2data_h.T2D_FLOAT64() ? 8 : dtype == text2data_h.T2D_FLOAT32() ? 4 : 2;
     }
 
     @Override
@@ -197,17 +253,32 @@ public final class FusedEngine implements ProjectionEngine {
                 }
                 long base = DESC_SIZE * count;
                 long gAddress = dataAddress(g);
-                int gDevice = g.is_cuda() ? Math.max(device, 0) : -1;
                 int cDevice = device < 0 ? -1 : device;
+                int gDevice;
+                long gNumel;
+                int gDtype;
+                boolean gContiguous;
+                if (gAddress != 0 && gAddress == installedAddress[i] && g.numel() == installedNumel[i]) {
+                    // the buffer firstStep installed, accumulated into in place: its metadata is known
+                    gDevice = cDevice;
+                    gNumel = installedNumel[i];
+                    gDtype = installedDtype[i];
+                    gContiguous = true;
+                } else {
+                    gDevice = g.is_cuda() ? Math.max(device, 0) : -1;
+                    gNumel = g.numel();
+                    gDtype = dtypeCode(g.scalar_type());
+                    gContiguous = g.is_contiguous();
+                }
                 table.set(ValueLayout.JAVA_LONG, base + OFF_GRAD, gAddress);
                 table.set(ValueLayout.JAVA_LONG, base + OFF_CONSTRAINT, keptAddress[i]);
-                table.set(ValueLayout.JAVA_LONG, base + OFF_NUMEL, g.numel());
+                table.set(ValueLayout.JAVA_LONG, base + OFF_NUMEL, gNumel);
                 table.set(ValueLayout.JAVA_LONG, base + OFF_CNUMEL, keptNumel[i]);
-                table.set(ValueLayout.JAVA_INT, base + OFF_DTYPE, dtypeCode(g.scalar_type()));
+                table.set(ValueLayout.JAVA_INT, base + OFF_DTYPE, gDtype);
                 table.set(ValueLayout.JAVA_INT, base + OFF_CDTYPE, keptDtype[i]);
                 table.set(ValueLayout.JAVA_INT, base + OFF_DEVICE, gDevice);
                 table.set(ValueLayout.JAVA_INT, base + OFF_CDEVICE, cDevice);
-                int flags = (g.is_contiguous() ? text2data_h.T2D_GRAD_CONTIGUOUS() : 0)
+                int flags = (gContiguous ? text2data_h.T2D_GRAD_CONTIGUOUS() : 0)
                         | (keptContiguous[i] ? text2data_h.T2D_CONSTRAINT_CONTIGUOUS() : 0);
                 table.set(ValueLayout.JAVA_INT, base + OFF_FLAGS, flags);
                 table.set(ValueLayout.JAVA_INT, base + OFF_RESERVED, 0);
@@ -307,6 +378,9 @@ public final class FusedEngine implements ProjectionEngine {
                     spare[i].releaseReference();
                 }
                 spare[i] = kept[i];
+                spareAddress[i] = keptContiguous[i] ? keptAddress[i] : 0;
+                spareDtype[i] = keptContiguous[i] ? keptDtype[i] : -1; // a non-contiguous buffer is never reused
+                spareNumel[i] = keptNumel[i];
                 kept[i] = null;
             }
         }
@@ -320,6 +394,9 @@ public final class FusedEngine implements ProjectionEngine {
         }
         closed = true;
         releaseKept();
+        for (int i = 0; i < installed.length; i++) {
+            forgetInstalled(i);
+        }
         for (int i = 0; i < spare.length; i++) {
             if (spare[i] != null) {
                 spare[i].releaseReference();
