@@ -66,7 +66,9 @@ public final class LibTorch {
     /**
      * libtorch's OpenMP pool and OpenBLAS's own pthread pool oversubscribe the cores when both run:
      * OpenBLAS runs its GEMMs on one thread unless the user set {@code OPENBLAS_NUM_THREADS}
-     * (or the system property {@code text2data.blasThreads}). See bench/NOTES.md for the measurements.
+     * (or the system property {@code text2data.blasThreads}; 0 leaves OpenBLAS alone). libtorch's intra-op
+     * count stays at its default (physical cores) unless {@code -Dtext2data.torchThreads=N} is set: two
+     * libtorch threads on 2 vCPUs were the worst configuration measured. See bench/NOTES.md ("Threads").
      */
     private static void configureThreads() {
         String torchProp = System.getProperty("text2data.torchThreads");

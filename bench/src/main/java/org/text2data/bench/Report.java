@@ -1,0 +1,491 @@
+package org.text2data.bench;
+
+import java.awt.BasicStroke;
+import java.awt.Color;
+import java.awt.Font;
+import java.awt.FontMetrics;
+import java.awt.Graphics2D;
+import java.awt.RenderingHints;
+import java.awt.image.BufferedImage;
+import java.io.IOException;
+import java.io.Reader;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+
+import javax.imageio.ImageIO;
+
+import com.google.gson.GsonBuilder;
+import com.google.gson.JsonArray;
+import com.google.gson.JsonElement;
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
+
+import org.bytedeco.javacpp.Loader;
+import org.text2data.LibTorch;
+
+/**
+ * Reads the raw results of one {@code bench/compare} run (JMH JSON and bench_ref.py JSON, one file per
+ * side, workload and round) and writes the Markdown table, the JSON summary and the PNG chart.
+ *
+ * <p>Per side, workload and mode, each round gives one median of the per-call times; the reported value
+ * is the median of the rounds' medians and the spread is their range (min to max). A difference smaller
+ * than the spread is reported as noise.
+ *
+ * <p>Usage: {@code Report RAW_DIR OUT_DIR STAMP WORKLOADS ROUNDS JMH_OPTS PY_OPTS}
+ */
+public final class Report {
+
+    /** Per-round medians of one measurement. */
+    record Series(List<Double> rounds) {
+        double median() {
+            List<Double> s = new ArrayList<>(rounds);
+            Collections.sort(s);
+            int n = s.size();
+            return n == 0 ? Double.NaN : n % 2 == 1 ? s.get(n / 2) : (s.get(n / 2 - 1) + s.get(n / 2)) / 2;
+        }
+
+        double min() {
+            return rounds.stream().mapToDouble(Double::doubleValue).min().orElse(Double.NaN);
+        }
+
+        double max() {
+            return rounds.stream().mapToDouble(Double::doubleValue).max().orElse(Double.NaN);
+        }
+
+        /** Range over median, in percent. */
+        double spreadPct() {
+            return 100 * (max() - min()) / median();
+        }
+    }
+
+    private final Map<String, Series> series = new LinkedHashMap<>(); // key: side/workload/mode[/engine]
+    private final Set<String> engines = new LinkedHashSet<>();
+    private final Map<String, JsonObject> pyMeta = new LinkedHashMap<>();
+
+    private Series s(String key) {
+        return series.computeIfAbsent(key, k -> new Series(new ArrayList<>()));
+    }
+
+    private Series get(String key) {
+        return series.getOrDefault(key, new Series(List.of()));
+    }
+
+    public static void main(String[] args) throws IOException {
+        Path raw = Path.of(args[0]);
+        Path out = Path.of(args[1]);
+        String stamp = args[2];
+        List<String> workloads = List.of(args[3].split(","));
+        int rounds = Integer.parseInt(args[4]);
+        new Report().run(raw, out, stamp, workloads, rounds, args.length > 5 ? args[5] : "",
+                args.length > 6 ? args[6] : "");
+    }
+
+    private void run(Path raw, Path out, String stamp, List<String> workloads, int rounds, String jmhOpts,
+                     String pyOpts) throws IOException {
+        for (String w : workloads) {
+            for (int r = 1; r <= rounds; r++) {
+                readJava(raw.resolve("java-" + w + "-r" + r + ".json"), w);
+                readPython(raw.resolve("python-" + w + "-r" + r + ".json"), w);
+            }
+        }
+        Map<String, Object> env = environment(raw, jmhOpts, pyOpts, rounds);
+        JsonObject json = json(workloads, env, stamp);
+        String md = markdown(workloads, env, stamp);
+        BufferedImage png = chart(workloads, env);
+
+        Files.createDirectories(out);
+        write(out.resolve("compare-" + stamp + ".md"), md);
+        write(out.resolve("compare-" + stamp + ".json"), new GsonBuilder().setPrettyPrinting().create().toJson(json));
+        ImageIO.write(png, "png", out.resolve("compare-" + stamp + ".png").toFile());
+        for (String ext : List.of("md", "json", "png")) {
+            Files.copy(out.resolve("compare-" + stamp + "." + ext), out.resolve("latest." + ext),
+                    StandardCopyOption.REPLACE_EXISTING);
+        }
+        System.out.println(md);
+        System.out.println("wrote " + out.resolve("compare-" + stamp + ".{md,json,png}") + " and latest.{md,json,png}");
+    }
+
+    private static void write(Path p, String s) throws IOException {
+        Files.writeString(p, s);
+    }
+
+    private static JsonElement parse(Path p) throws IOException {
+        try (Reader r = Files.newBufferedReader(p)) {
+            return JsonParser.parseReader(r);
+        }
+    }
+
+    private void readJava(Path p, String w) throws IOException {
+        if (!Files.exists(p)) {
+            return;
+        }
+        for (JsonElement el : parse(p).getAsJsonArray()) {
+            JsonObject b = el.getAsJsonObject();
+            String bench = b.get("benchmark").getAsString();
+            String mode = bench.substring(bench.lastIndexOf('.') + 1);
+            JsonObject params = b.getAsJsonObject("params");
+            String engine = params.has("engine") ? params.get("engine").getAsString() : null;
+            double median = b.getAsJsonObject("primaryMetric").getAsJsonObject("scorePercentiles").get("50.0").getAsDouble();
+            if (engine != null) {
+                engines.add(engine);
+                s("java/" + w + "/" + mode + "/" + engine).rounds().add(median);
+            } else {
+                s("java/" + w + "/" + mode).rounds().add(median);
+            }
+        }
+    }
+
+    private void readPython(Path p, String w) throws IOException {
+        if (!Files.exists(p)) {
+            return;
+        }
+        JsonObject o = parse(p).getAsJsonObject();
+        pyMeta.putIfAbsent("meta", o);
+        JsonObject r = o.getAsJsonObject("workloads").getAsJsonObject(w);
+        for (String mode : List.of("constrained", "baseline", "projection")) {
+            s("python/" + w + "/" + mode).rounds().add(r.getAsJsonObject(mode).get("median_ms").getAsDouble());
+        }
+        pyMeta.putIfAbsent("tensors/" + w, r);
+    }
+
+    private Map<String, Object> environment(Path raw, String jmhOpts, String pyOpts, int rounds) throws IOException {
+        Map<String, Object> env = new LinkedHashMap<>();
+        String cpu = "unknown";
+        try {
+            for (String l : Files.readAllLines(Path.of("/proc/cpuinfo"))) {
+                if (l.startsWith("model name")) {
+                    cpu = l.substring(l.indexOf(':') + 1).trim();
+                    break;
+                }
+            }
+        } catch (IOException ignored) {
+            // not Linux
+        }
+        env.put("cpu", cpu);
+        env.put("cores", Runtime.getRuntime().availableProcessors());
+        env.put("os", System.getProperty("os.name") + " " + System.getProperty("os.version"));
+        env.put("jdk", System.getProperty("java.vm.name") + " " + System.getProperty("java.runtime.version"));
+        env.put("libtorch", "bytedeco pytorch " + Loader.getVersion("org.bytedeco", "pytorch"));
+        env.put("java_torch_threads", LibTorch.torchThreads());
+        env.put("java_openblas_threads", LibTorch.blasThreads());
+        List<String> blas = new ArrayList<>();
+        for (Map.Entry<String, String> e : Loader.getLoadedLibraries().entrySet()) {
+            if (e.getValue() != null && e.getValue().matches(".*/lib(openblas|mkl)[^/]*")) {
+                blas.add(Path.of(e.getValue()).getFileName().toString());
+            }
+        }
+        env.put("java_blas", String.join(", ", blas) + " (bytedeco openblas preset)");
+        JsonObject meta = pyMeta.get("meta");
+        if (meta != null) {
+            env.put("pytorch", meta.get("torch").getAsString());
+            env.put("python_torch_threads", meta.get("threads").getAsInt());
+            env.put("python_openblas_threads", meta.get("openblas_threads").isJsonNull() ? "n/a"
+                    : meta.get("openblas_threads").getAsString());
+        }
+        Path blasTxt = raw.resolve("python-blas.txt");
+        if (Files.exists(blasTxt)) {
+            List<String> loaded = new ArrayList<>();
+            for (String l : Files.readAllLines(blasTxt)) {
+                if (l.contains("loaded:")) {
+                    loaded.add(l.substring(l.indexOf("->") + 2).trim());
+                } else if (l.contains("BLAS_INFO")) {
+                    env.put("python_blas_info", l.replace("- Build settings:", "").trim());
+                }
+            }
+            env.put("python_blas", String.join(", ", loaded));
+        }
+        env.put("rounds", rounds);
+        env.put("jmh_options", jmhOpts);
+        env.put("python_options", pyOpts);
+        return env;
+    }
+
+    /** The engine a default Constraint (Engine.AUTO) uses: fused where measured, else plain. */
+    private String autoEngine() {
+        return engines.contains("fused") ? "fused" : "plain";
+    }
+
+    private JsonObject json(List<String> workloads, Map<String, Object> env, String stamp) {
+        JsonObject root = new JsonObject();
+        root.addProperty("generated", Instant.now().toString());
+        root.addProperty("run", stamp);
+        JsonObject e = new JsonObject();
+        env.forEach((k, v) -> {
+            if (v instanceof Number n) {
+                e.addProperty(k, n);
+            } else {
+                e.addProperty(k, String.valueOf(v));
+            }
+        });
+        root.add("environment", e);
+        root.addProperty("method", "per side, workload and mode: the median of per-call times in each round; "
+                + "value = median over rounds, spread = [min, max] over rounds; a difference within the spread is noise");
+        JsonObject ws = new JsonObject();
+        for (String w : workloads) {
+            JsonObject o = entry(w, autoEngine());
+            JsonObject byEngine = new JsonObject();
+            for (String eng : engines) {
+                byEngine.add(eng, entry(w, eng));
+            }
+            o.add("engines", byEngine);
+            ws.add(w, o);
+        }
+        root.add("workloads", ws);
+        return root;
+    }
+
+    private JsonObject entry(String w, String engine) {
+        JsonObject o = new JsonObject();
+        o.addProperty("name", w);
+        o.addProperty("engine", engine);
+        Series j = get("java/" + w + "/runStep/" + engine);
+        Series p = get("python/" + w + "/constrained");
+        Series jp = get("java/" + w + "/plain");
+        Series pp = get("python/" + w + "/baseline");
+        o.addProperty("java_ms", round(j.median()));
+        o.addProperty("python_ms", round(p.median()));
+        o.addProperty("java_plain_ms", round(jp.median()));
+        o.addProperty("python_plain_ms", round(pp.median()));
+        o.addProperty("java_projection_ms", round(get("java/" + w + "/projection/" + engine).median()));
+        o.addProperty("python_projection_ms", round(get("python/" + w + "/projection").median()));
+        o.addProperty("java_over_python", round(j.median() / p.median()));
+        o.addProperty("java_over_plain", round(j.median() / jp.median()));
+        o.addProperty("python_over_plain", round(p.median() / pp.median()));
+        o.addProperty("java_faster", verdictFaster(j, p));
+        o.addProperty("java_overhead_verdict", verdictOverhead(j, jp));
+        JsonObject spread = new JsonObject();
+        for (String[] k : new String[][] {{"java_ms", "java/" + w + "/runStep/" + engine}, {"python_ms", "python/" + w + "/constrained"},
+                {"java_plain_ms", "java/" + w + "/plain"}, {"python_plain_ms", "python/" + w + "/baseline"}}) {
+            JsonArray a = new JsonArray();
+            Series x = get(k[1]);
+            a.add(round(x.min()));
+            a.add(round(x.max()));
+            spread.add(k[0], a);
+            JsonArray all = new JsonArray();
+            x.rounds().forEach(v -> all.add(round(v)));
+            spread.add(k[0] + "_rounds", all);
+        }
+        o.add("spread", spread);
+        return o;
+    }
+
+    private static double round(double v) {
+        return Double.isFinite(v) ? Math.round(v * 1000) / 1000.0 : Double.NaN;
+    }
+
+    /** "yes" when every round of Java beat every round of Python, "no" when the reverse, else "noise". */
+    private static String verdictFaster(Series j, Series p) {
+        if (j.rounds().isEmpty() || p.rounds().isEmpty()) {
+            return "n/a";
+        }
+        if (j.max() < p.min()) {
+            return "yes";
+        }
+        if (j.min() > p.max()) {
+            return "no";
+        }
+        return j.median() < p.median() ? "yes (within noise)" : "no (within noise)";
+    }
+
+    /** Whether runStep <= 1.05 x plain, with the rounds' spread of both taken into account. */
+    private static String verdictOverhead(Series step, Series plain) {
+        if (step.rounds().isEmpty() || plain.rounds().isEmpty()) {
+            return "n/a";
+        }
+        double ratio = step.median() / plain.median();
+        if (ratio <= 1.05) {
+            return "holds";
+        }
+        double spread = Math.max(step.max() - step.min(), plain.max() - plain.min());
+        return step.median() - 1.05 * plain.median() <= spread ? "above 1.05, within noise" : "fails";
+    }
+
+    private static String ms(Series s) {
+        if (s.rounds().isEmpty()) {
+            return "n/a";
+        }
+        return String.format(Locale.ROOT, "%s (%s–%s)", fmt(s.median()), fmt(s.min()), fmt(s.max()));
+    }
+
+    private static String fmt(double v) {
+        return String.format(Locale.ROOT, v >= 100 ? "%.0f" : v >= 10 ? "%.1f" : "%.2f", v);
+    }
+
+    private String markdown(List<String> workloads, Map<String, Object> env, String stamp) {
+        StringBuilder b = new StringBuilder();
+        b.append("### Java (text2data-jvm) against the Python reference, run ").append(stamp).append("\n\n");
+        b.append("Milliseconds per step: the median over ").append(env.get("rounds"))
+                .append(" rounds of each round's median, and in brackets the lowest and highest round (the spread). "
+                        + "A difference inside the spread is noise.\n\n");
+        b.append("| workload | engine | Java `runStep` | Python `run_step` | Java / Python | Java faster? "
+                + "| Java plain | Java `runStep` / plain | Python plain | Python `run_step` / plain "
+                + "| Java projection | Python projection |\n");
+        b.append("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for (String w : workloads) {
+            for (String eng : engines) {
+                Series j = get("java/" + w + "/runStep/" + eng);
+                Series p = get("python/" + w + "/constrained");
+                Series jp = get("java/" + w + "/plain");
+                Series pp = get("python/" + w + "/baseline");
+                b.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %.2f | %s | %s | %.3f (%s) | %s | %.3f | %s | %s |%n",
+                        w, eng, ms(j), ms(p), j.median() / p.median(), verdictFaster(j, p), ms(jp),
+                        j.median() / jp.median(), verdictOverhead(j, jp), ms(pp), p.median() / pp.median(),
+                        ms(get("java/" + w + "/projection/" + eng)), ms(get("python/" + w + "/projection"))));
+            }
+        }
+        b.append("\nSpread (highest round minus lowest, over the median) per measurement: ");
+        List<String> spreads = new ArrayList<>();
+        for (Map.Entry<String, Series> e : series.entrySet()) {
+            spreads.add(e.getKey().replace('/', ' ') + String.format(Locale.ROOT, " %.0f%%", e.getValue().spreadPct()));
+        }
+        b.append(String.join("; ", spreads)).append(".\n\n");
+        b.append("Machine: ").append(env.get("cpu")).append(", ").append(env.get("cores")).append(" cores, ")
+                .append(env.get("os")).append(". JDK: ").append(env.get("jdk")).append(". libtorch: ")
+                .append(env.get("libtorch")).append(", ").append(env.get("java_torch_threads"))
+                .append(" intra-op thread(s), OpenBLAS ").append(env.get("java_openblas_threads"))
+                .append(" thread(s) (").append(env.get("java_blas")).append("). PyTorch: ")
+                .append(env.getOrDefault("pytorch", "?")).append(", ").append(env.getOrDefault("python_torch_threads", "?"))
+                .append(" thread(s), OpenBLAS ").append(env.getOrDefault("python_openblas_threads", "?"))
+                .append(" thread(s) (").append(env.getOrDefault("python_blas_info", "")).append("; loaded: ")
+                .append(env.getOrDefault("python_blas", "?")).append(").\n\n");
+        b.append("Options: JMH `").append(env.get("jmh_options")).append("` (sample time, 1 fork per benchmark); bench_ref.py `")
+                .append(env.get("python_options")).append("`.\n");
+        return b.toString();
+    }
+
+    // ---------------------------------------------------------------- chart
+
+    private static final Color[] COLORS = {new Color(0x1f77b4), new Color(0xaec7e8), new Color(0xd62728), new Color(0xff9896)};
+
+    private BufferedImage chart(List<String> workloads, Map<String, Object> env) {
+        int cols = 2;
+        int rows = (workloads.size() + 1) / 2;
+        int pw = 620;
+        int ph = 330;
+        int top = 70;
+        int width = cols * pw;
+        int height = top + rows * ph + 40;
+        BufferedImage img = new BufferedImage(width, height, BufferedImage.TYPE_INT_RGB);
+        Graphics2D g = img.createGraphics();
+        g.setRenderingHint(RenderingHints.KEY_ANTIALIASING, RenderingHints.VALUE_ANTIALIAS_ON);
+        g.setRenderingHint(RenderingHints.KEY_TEXT_ANTIALIASING, RenderingHints.VALUE_TEXT_ANTIALIAS_ON);
+        g.setColor(Color.WHITE);
+        g.fillRect(0, 0, width, height);
+        g.setColor(Color.BLACK);
+        g.setFont(new Font(Font.SANS_SERIF, Font.BOLD, 18));
+        g.drawString("text2data: Java runStep vs Python run_step, ms per step (lower is better)", 20, 28);
+        g.setFont(new Font(Font.SANS_SERIF, Font.PLAIN, 13));
+        g.drawString("bars: median of round medians; whiskers: lowest to highest round. Java engine: " + autoEngine()
+                + ". " + env.get("cores") + " cores, " + env.get("rounds") + " rounds.", 20, 50);
+        String eng = autoEngine();
+        String[] labels = {"Java runStep", "Java plain", "Python run_step", "Python plain"};
+        for (int i = 0; i < workloads.size(); i++) {
+            String w = workloads.get(i);
+            Series[] bars = {get("java/" + w + "/runStep/" + eng), get("java/" + w + "/plain"),
+                    get("python/" + w + "/constrained"), get("python/" + w + "/baseline")};
+            panel(g, (i % cols) * pw, top + (i / cols) * ph, pw, ph, w, bars, labels);
+        }
+        // legend
+        int lx = 20;
+        int ly = height - 22;
+        g.setFont(new Font(Font.SANS_SERIF, Font.PLAIN, 13));
+        for (int k = 0; k < labels.length; k++) {
+            g.setColor(COLORS[k]);
+            g.fillRect(lx, ly - 11, 14, 14);
+            g.setColor(Color.BLACK);
+            g.drawString(labels[k], lx + 20, ly + 1);
+            lx += 40 + g.getFontMetrics().stringWidth(labels[k]);
+        }
+        g.dispose();
+        return img;
+    }
+
+    private static void panel(Graphics2D g, int x0, int y0, int w, int h, String title, Series[] bars, String[] labels) {
+        int left = x0 + 70;
+        int right = x0 + w - 20;
+        int top = y0 + 30;
+        int bottom = y0 + h - 40;
+        double max = 0;
+        for (Series s : bars) {
+            if (!s.rounds().isEmpty()) {
+                max = Math.max(max, s.max());
+            }
+        }
+        double step = niceStep(max / 5);
+        double axisMax = Math.ceil(max / step) * step;
+        if (axisMax <= 0) {
+            axisMax = 1;
+        }
+        g.setColor(Color.BLACK);
+        g.setFont(new Font(Font.SANS_SERIF, Font.BOLD, 15));
+        g.drawString(title, x0 + 70, y0 + 18);
+        g.setFont(new Font(Font.SANS_SERIF, Font.PLAIN, 12));
+        FontMetrics fm = g.getFontMetrics();
+        for (double v = 0; v <= axisMax + 1e-9; v += step) {
+            int y = bottom - (int) Math.round((bottom - top) * v / axisMax);
+            g.setColor(new Color(0xe0e0e0));
+            g.drawLine(left, y, right, y);
+            g.setColor(Color.DARK_GRAY);
+            String s = fmt(v);
+            g.drawString(s, left - 8 - fm.stringWidth(s), y + 4);
+        }
+        g.drawString("ms", x0 + 10, top - 5);
+        int n = bars.length;
+        int slot = (right - left) / n;
+        int bw = (int) (slot * 0.6);
+        for (int k = 0; k < n; k++) {
+            Series s = bars[k];
+            int cx = left + slot * k + slot / 2;
+            if (s.rounds().isEmpty()) {
+                g.setColor(Color.GRAY);
+                g.drawString("n/a", cx - fm.stringWidth("n/a") / 2, bottom - 5);
+                continue;
+            }
+            int y = bottom - (int) Math.round((bottom - top) * s.median() / axisMax);
+            g.setColor(COLORS[k]);
+            g.fillRect(cx - bw / 2, y, bw, bottom - y);
+            g.setColor(Color.BLACK);
+            g.setStroke(new BasicStroke(1.5f));
+            int ylo = bottom - (int) Math.round((bottom - top) * s.min() / axisMax);
+            int yhi = bottom - (int) Math.round((bottom - top) * s.max() / axisMax);
+            g.drawLine(cx, ylo, cx, yhi);
+            g.drawLine(cx - 6, ylo, cx + 6, ylo);
+            g.drawLine(cx - 6, yhi, cx + 6, yhi);
+            g.setStroke(new BasicStroke(1f));
+            String v = fmt(s.median());
+            g.drawString(v, cx - fm.stringWidth(v) / 2, Math.min(y, yhi) - 5);
+            String lab = labels[k];
+            g.setColor(Color.DARK_GRAY);
+            g.drawString(lab, cx - fm.stringWidth(lab) / 2, bottom + 16);
+        }
+        g.setColor(Color.BLACK);
+        g.drawLine(left, bottom, right, bottom);
+        g.drawLine(left, top, left, bottom);
+        // ratios under the panel
+        if (!bars[0].rounds().isEmpty() && !bars[2].rounds().isEmpty()) {
+            String r = String.format(Locale.ROOT, "Java/Python %.2f   Java runStep/plain %.3f   Python run_step/plain %.3f",
+                    bars[0].median() / bars[2].median(), bars[0].median() / bars[1].median(),
+                    bars[2].median() / bars[3].median());
+            g.drawString(r, left, bottom + 33);
+        }
+    }
+
+    private static double niceStep(double raw) {
+        if (raw <= 0) {
+            return 1;
+        }
+        double mag = Math.pow(10, Math.floor(Math.log10(raw)));
+        double f = raw / mag;
+        return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * mag;
+    }
+}
