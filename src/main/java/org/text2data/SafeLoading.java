@@ -25,6 +25,14 @@ final class SafeLoading {
     }
 
     static void apply() {
+        // JavaCPP checks the process's resident size on every native allocation it tracks while
+        // maxPhysicalBytes > 0 (a guard for code that leaves freeing to the GC); that check costs
+        // microseconds per tensor a libtorch call returns. This library frees deterministically, so the
+        // guard is off unless the user set it. Takes effect only if no JavaCPP Pointer was used before.
+        if (System.getProperty("org.bytedeco.javacpp.maxPhysicalBytes") == null
+                && System.getProperty("org.bytedeco.javacpp.maxphysicalbytes") == null) {
+            System.setProperty("org.bytedeco.javacpp.maxPhysicalBytes", "0");
+        }
         if (!Loader.isLoadLibraries()) {
             return;
         }
