@@ -123,24 +123,13 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
      */
     public void save(Path file) throws IOException {
         checkOpen();
-        Path dir = file.toAbsolutePath().getParent();
-        if (dir == null || !Files.isDirectory(dir)) {
-            throw new IOException("output folder does not exist: " + dir);
-        }
-        Path tmp = Files.createTempFile(dir, "." + file.getFileName(), ".tmp");
-        try {
-            if (tmp.getFileSystem().supportedFileAttributeViews().contains("posix")) {
-                // createTempFile makes the file private; the result is an ordinary file
-                Files.setPosixFilePermissions(tmp, java.nio.file.attribute.PosixFilePermissions.fromString("rw-r--r--"));
+        AtomicFile.write(file, tmp -> {
+            try {
+                module.save(tmp.toString());
+            } catch (RuntimeException e) {
+                throw new IOException("could not write " + file + ": " + firstLine(e.getMessage()), e);
             }
-            module.save(tmp.toString());
-            Files.move(tmp, file, java.nio.file.StandardCopyOption.REPLACE_EXISTING,
-                    java.nio.file.StandardCopyOption.ATOMIC_MOVE);
-        } catch (RuntimeException e) {
-            throw new IOException("could not write " + file + ": " + firstLine(e.getMessage()), e);
-        } finally {
-            Files.deleteIfExists(tmp);
-        }
+        });
     }
 
     /** The underlying libtorch module. */
