@@ -61,6 +61,16 @@ public final class Constraint implements AutoCloseable {
         this(names(params), params, base, alpha, beta, engine);
     }
 
+    /** Named parameters (see below) with alpha = beta = 1 and the default engine. */
+    public Constraint(Map<String, Tensor> namedParams, OptimizerSpec base) {
+        this(namedParams, base, 1.0, 1.0, Engine.AUTO);
+    }
+
+    /** Named parameters (see below) with the default engine. */
+    public Constraint(Map<String, Tensor> namedParams, OptimizerSpec base, double alpha, double beta) {
+        this(namedParams, base, alpha, beta, Engine.AUTO);
+    }
+
     /**
      * Parameters with names (as in a state dict), used in error messages and diagnostics. The map's
      * iteration order is the parameter order.
