@@ -64,11 +64,13 @@ public final class LibTorch {
     }
 
     /**
-     * libtorch's OpenMP pool and OpenBLAS's own pthread pool oversubscribe the cores when both run:
-     * OpenBLAS runs its GEMMs on one thread unless the user set {@code OPENBLAS_NUM_THREADS}
-     * (or the system property {@code text2data.blasThreads}; 0 leaves OpenBLAS alone). libtorch's intra-op
-     * count stays at its default (physical cores) unless {@code -Dtext2data.torchThreads=N} is set: two
-     * libtorch threads on 2 vCPUs were the worst configuration measured. See bench/NOTES.md ("Threads").
+     * libtorch's OpenMP pool and OpenBLAS's own pthread pool oversubscribe the cores when both run
+     * wide: OpenBLAS's workers spin between GEMMs while libtorch's want the same cores. So one of the two
+     * gets the cores: where libtorch's intra-op pool has one thread (its default is the number of
+     * physical cores: one on a 2-vCPU machine), OpenBLAS gets every core, since the GEMMs dominate a
+     * training step; where libtorch runs several threads, OpenBLAS runs on one. The user's choice wins:
+     * {@code OPENBLAS_NUM_THREADS}, {@code -Dtext2data.blasThreads=N} (0 leaves OpenBLAS alone),
+     * {@code -Dtext2data.torchThreads=N}. Measurements: bench/NOTES.md ("Threads").
      */
     private static void configureThreads() {
         String torchProp = System.getProperty("text2data.torchThreads");
@@ -79,7 +81,8 @@ public final class LibTorch {
         if (prop == null && System.getenv("OPENBLAS_NUM_THREADS") != null) {
             return; // the user chose
         }
-        int n = prop == null ? 1 : Integer.parseInt(prop.trim());
+        int n = prop != null ? Integer.parseInt(prop.trim())
+                : torch.get_num_threads() <= 1 ? Runtime.getRuntime().availableProcessors() : 1;
         if (n <= 0) {
             return;
         }
