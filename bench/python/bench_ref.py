@@ -129,6 +129,10 @@ def main():
     ap.add_argument("--weights-dir", default=None)
     args = ap.parse_args()
 
+    # Both sides flush denormal floats to zero: the fixed-batch training these timings run drifts into
+    # denormals at different points on each side and for each mode, which would time the CPU's slow
+    # path rather than the step (see bench/NOTES.md, "Denormals").
+    torch.set_flush_denormal(True)
     ob = openblas()
     if args.threads:
         torch.set_num_threads(args.threads)

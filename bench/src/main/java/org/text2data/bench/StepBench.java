@@ -59,6 +59,9 @@ public class StepBench {
         Workloads.Workload w;
 
         void load() {
+            // as bench_ref.py does: denormals flushed to zero on both sides, or each mode's timing depends
+            // on when its fixed-batch training drifts into them (bench/NOTES.md, "Denormals")
+            org.bytedeco.pytorch.global.torch.globalContext().setFlushDenormal(true);
             w = Workloads.load(workload);
         }
 
