@@ -99,22 +99,28 @@ public final class Text2Data {
             throw new IllegalArgumentException("cond batch size " + cond.size(0) + " does not match data batch size "
                     + n + " (cond " + Arrays.toString(cond.shape()) + ", data " + Arrays.toString(data.shape()) + ")");
         }
-        String pDevice = Tensors.device(param);
-        String pType = Tensors.dtype(param);
-        for (Object[] t : new Object[][] {{"data", data}, {"cond", cond}, {"label", label}}) {
-            String name = (String) t[0];
-            Tensor x = (Tensor) t[1];
-            if (!Tensors.device(x).equals(pDevice)) {
-                throw new IllegalArgumentException(name + " is on " + Tensors.device(x)
-                        + " but the model's parameters are on " + pDevice);
-            }
-            if (x.is_floating_point() && !Tensors.dtype(x).equals(pType)) {
-                throw new IllegalArgumentException(name + " is " + Tensors.dtype(x)
-                        + " but the model's parameters are " + pType + " (convert one to the other)");
-            }
-        }
+        requireLike(param, data, "data");
+        requireLike(param, cond, "cond");
+        requireLike(param, label, "label");
         if (!data.is_floating_point()) {
             throw new IllegalArgumentException("data must be floating point, got " + Tensors.describe(data));
+        }
+    }
+
+    /**
+     * Same device as the parameters, and, when floating point, the same dtype. Runs every step, so it
+     * compares flags and codes and builds strings only for the message.
+     */
+    private static void requireLike(Tensor param, Tensor x, String name) {
+        boolean sameDevice = x.is_cpu() == param.is_cpu() && x.is_cuda() == param.is_cuda()
+                && x.is_meta() == param.is_meta() && (!x.is_cuda() || Tensors.device(x).equals(Tensors.device(param)));
+        if (!sameDevice) {
+            throw new IllegalArgumentException(name + " is on " + Tensors.device(x)
+                    + " but the model's parameters are on " + Tensors.device(param));
+        }
+        if (x.is_floating_point() && x.scalar_type().value != param.scalar_type().value) {
+            throw new IllegalArgumentException(name + " is " + Tensors.dtype(x)
+                    + " but the model's parameters are " + Tensors.dtype(param) + " (convert one to the other)");
         }
     }
 
