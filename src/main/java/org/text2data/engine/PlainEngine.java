@@ -63,8 +63,9 @@ public final class PlainEngine implements ProjectionEngine {
              Scalar gc = new Scalar(gConstraint);
              Scalar two = new Scalar(2.0);
              Scalar eps = new Scalar(1e-8)) {
-            // alpha * (gValue - gConstraint): one 0-dim tensor, shared by every parameter.
-            Tensor excess = gValue.detach().sub(gc).mul(a);
+            // alpha * (gValue - gConstraint): one 0-dim tensor, shared by every parameter, in float64 (as
+            // the fused engine computes it), whatever gValue's dtype: parameters of several dtypes share it
+            Tensor excess = gValue.detach().to(torch.ScalarType.Double).sub(gc).mul(a);
             int[] index = new int[params.length];
             Tensor[] grads = new Tensor[params.length];
             Tensor[] norms = new Tensor[params.length];
