@@ -274,17 +274,28 @@ public final class Constraint implements AutoCloseable {
 
     /** Copies of the float16 parameters (null where a parameter is not float16), or null if there are none. */
     private Tensor[] copyOverflowProne() {
-        Tensor[] saved = null;
+        if (halfParams == null) { // once: a step costs no dtype queries
+            halfParams = new boolean[params.length];
+            for (int i = 0; i < params.length; i++) {
+                halfParams[i] = params[i].scalar_type().value == HALF;
+                anyHalf |= halfParams[i];
+            }
+        }
+        if (!anyHalf) {
+            return null;
+        }
+        Tensor[] saved = new Tensor[params.length];
         for (int i = 0; i < params.length; i++) {
-            if (params[i].scalar_type().value == HALF) {
-                if (saved == null) {
-                    saved = new Tensor[params.length];
-                }
+            if (halfParams[i]) {
                 saved[i] = params[i].detach().clone();
             }
         }
         return saved;
     }
+
+    /** Which parameters are float16 (found at the first base step), and whether any is. */
+    private boolean[] halfParams;
+    private boolean anyHalf;
 
     private static final int HALF = torch.ScalarType.Half.value;
 
