@@ -1,10 +1,14 @@
 package org.text2data;
 
+import java.lang.ref.WeakReference;
 import java.util.ArrayList;
 import java.util.Collections;
+import java.util.ConcurrentModificationException;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Supplier;
 
 import org.bytedeco.javacpp.PointerScope;
@@ -33,7 +37,13 @@ import org.text2data.engine.ProjectionEngine;
  *
  * Like the Python reference it offers {@link #zeroGrad}, {@link #firstStep}, {@link #secondStep},
  * {@link #step(Supplier, double, double)}, the base optimizer and its param groups, and the per-layer
- * gradient-norm diagnostic. Not thread-safe; one constraint per training loop.
+ * gradient-norm diagnostic.
+ *
+ * <p>One training loop per constraint: a step (and every other call that touches the base optimizer
+ * or the gradients) made while another thread is inside one is refused with a
+ * {@link ConcurrentModificationException} naming that thread, before anything is read or written. A
+ * constraint may move between threads from one step to the next. {@link #close()} from another thread
+ * while a step runs lets that step finish and releases the native resources when it returns.
  */
 public final class Constraint implements AutoCloseable {
 
@@ -46,7 +56,17 @@ public final class Constraint implements AutoCloseable {
     private double alpha;
     private double beta;
     private boolean checkFinite = true;
-    private boolean closed;
+    /** Set by close(); the native resources are released by whoever holds (or next takes) the guard. */
+    private volatile boolean closed;
+    private volatile boolean released;
+    /** The thread inside a call that touches native state, or null (see {@link #enter()}). */
+    private final AtomicReference<Thread> user = new AtomicReference<>();
+    /** Nesting depth of the user thread's calls (step() calls firstStep() ...); only the user touches it. */
+    private int depth;
+    /** Steps taken by the base optimizer, for messages. */
+    private long steps;
+    /** The last model runStep found to reach these parameters (see Text2Data.runStep). */
+    private WeakReference<Object> verifiedModel = new WeakReference<>(null);
 
     /** With alpha = beta = 1 and the default engine. */
     public Constraint(Iterable<Tensor> params, OptimizerSpec base) {
@@ -106,10 +126,11 @@ public final class Constraint implements AutoCloseable {
         }
         this.params = list.toArray(new Tensor[0]);
         this.names = names.toArray(new String[0]);
+        checkDistinct(this.names, this.params);
         this.paramVector = new TensorVector(this.params);
         this.spec = base;
         this.base = base.create(paramVector);
-        this.engine = Engines.create(engine.toString(), this.params);
+        this.engine = Engines.create(engine.toString(), this.params, this.names);
     }
 
     private static List<String> names(Iterable<Tensor> params) {
@@ -123,7 +144,7 @@ public final class Constraint implements AutoCloseable {
 
     /** Zeroes every existing gradient in place (PyTorch 1.13's {@code zero_grad()}, which the reference uses). */
     public void zeroGrad() {
-        checkOpen();
+        enter();
         try (PointerScope scope = new PointerScope()) {
             for (Tensor p : params) {
                 Tensor g = p.grad();
@@ -131,6 +152,8 @@ public final class Constraint implements AutoCloseable {
                     g.zero_();
                 }
             }
+        } finally {
+            exit();
         }
     }
 
@@ -139,42 +162,54 @@ public final class Constraint implements AutoCloseable {
      * and zeroes the gradients when asked.
      */
     public void firstStep(boolean zeroGrad) {
-        checkOpen();
-        engine.firstStep(zeroGrad);
+        enter();
+        try {
+            engine.firstStep(zeroGrad);
+        } finally {
+            exit();
+        }
     }
 
     /**
      * Projects the current gradients (of the conditional loss) so that, to first order, the
      * unconditional loss does not rise above the barrier. {@code gValue} is the unconditional loss
      * read in this step, as a 0-dim tensor on the parameters' device. Does not step the base optimizer.
+     * With the finiteness check on, every gradient the base optimizer will use is checked, projected or
+     * not (a parameter without an unconditional gradient is not projected, but its gradient is still used).
      *
      * @return how many parameter tensors were projected
      */
     public int secondStep(Tensor gValue, double gConstraint) {
-        checkOpen();
-        checkGConstraint(gConstraint);
-        if (gValue == null || !gValue.defined() || gValue.numel() != 1) {
-            throw new IllegalArgumentException("gValue must be a one-element tensor");
-        }
-        if (!engine.hasConstraintGrads()) {
-            throw new IllegalStateException("secondStep() before firstStep(): no constraint gradients kept");
-        }
+        enter();
         try {
-            return engine.secondStep(gValue, gConstraint, alpha, beta, checkFinite);
-        } catch (NonFiniteGradientException e) {
-            throw new NonFiniteException("parameter '" + names[e.tensorIndex()] + "': " + e.getMessage()
-                    + "; nothing was updated");
+            checkGConstraint(gConstraint);
+            if (gValue == null || !gValue.defined() || gValue.numel() != 1) {
+                throw new IllegalArgumentException("gValue must be a one-element tensor");
+            }
+            if (!engine.hasConstraintGrads()) {
+                throw new IllegalStateException("secondStep() before firstStep(): no constraint gradients kept");
+            }
+            try {
+                return engine.secondStep(gValue, gConstraint, alpha, beta, checkFinite);
+            } catch (NonFiniteGradientException e) {
+                throw new NonFiniteException("parameter '" + names[e.tensorIndex()] + "': " + e.getMessage()
+                        + "; step " + (steps + 1) + " was refused, nothing was updated");
+            }
+        } finally {
+            exit();
         }
     }
 
     /** {@link #secondStep(Tensor, double)} with the unconditional loss as a number. */
     public int secondStep(double gValue, double gConstraint) {
-        checkOpen();
-        if (!Double.isFinite(gValue)) {
-            throw new NonFiniteException("unconditional loss gValue is " + gValue + "; nothing was updated");
-        }
+        enter();
         try (PointerScope scope = new PointerScope()) {
+            if (!Double.isFinite(gValue)) {
+                throw new NonFiniteException("unconditional loss gValue is " + gValue + "; nothing was updated");
+            }
             return secondStep(Tensors.scalarLike(params[0], gValue), gConstraint);
+        } finally {
+            exit();
         }
     }
 
@@ -188,32 +223,110 @@ public final class Constraint implements AutoCloseable {
      * @return what the closure returned
      */
     public Tensor step(Supplier<Tensor> closure, double gValue, double gConstraint) {
-        checkOpen();
-        if (closure == null) {
-            throw new IllegalArgumentException("step() requires a closure");
+        enter();
+        try {
+            if (closure == null) {
+                throw new IllegalArgumentException("step() requires a closure");
+            }
+            checkGConstraint(gConstraint);
+            if (!Double.isFinite(gValue)) {
+                throw new NonFiniteException("unconditional loss gValue is " + gValue + "; nothing was updated");
+            }
+            firstStep(true);
+            Tensor loss = closure.get();
+            secondStep(gValue, gConstraint);
+            stepBase();
+            return loss;
+        } finally {
+            exit();
         }
-        checkGConstraint(gConstraint);
-        if (!Double.isFinite(gValue)) {
-            throw new NonFiniteException("unconditional loss gValue is " + gValue + "; nothing was updated");
-        }
-        firstStep(true);
-        Tensor loss = closure.get();
-        secondStep(gValue, gConstraint);
-        stepBase();
-        return loss;
     }
 
-    /** Steps the base optimizer with the current gradients. */
+    /**
+     * Steps the base optimizer with the current gradients.
+     *
+     * <p>With the finiteness check on, a step that makes a float16 parameter non-finite is refused:
+     * libtorch's optimizers compute in the parameter's dtype, and in float16 their own arithmetic
+     * overflows where the gradients are finite (Adam's {@code eps = 1e-8} rounds to 0, so a moment
+     * over a squared gradient that underflowed to 0 divides by 0; squares of gradients above 256
+     * overflow). The float16 parameters are copied before the step and checked after it (one host
+     * read); if one is NaN or infinite, all of them are copied back and a {@link NonFiniteException}
+     * names the step and the parameter. The optimizer's own state (moments, step count) is not copied:
+     * snapshotting it would mean serialising it every step, as libtorch gives no other access to it;
+     * the message says that it has advanced. In float32 and float64 the updates of Adam, AdamW, RMSprop
+     * and Adagrad are bounded by a small multiple of the learning rate, and SGD's by {@code lr} times a
+     * gradient that the check found finite, so they cannot overflow at any sensible learning rate, and
+     * no copy is taken: the check costs nothing there.
+     */
     public void stepBase() {
-        checkOpen();
+        enter();
         try (PointerScope scope = new PointerScope()) {
+            Tensor[] saved = checkFinite ? copyOverflowProne() : null;
             base.step();
+            steps++;
+            if (saved != null) {
+                restoreIfNonFinite(saved);
+            }
+        } finally {
+            exit();
         }
+    }
+
+    /** Copies of the float16 parameters (null where a parameter is not float16), or null if there are none. */
+    private Tensor[] copyOverflowProne() {
+        if (halfParams == null) { // once: a step costs no dtype queries
+            halfParams = new boolean[params.length];
+            for (int i = 0; i < params.length; i++) {
+                halfParams[i] = params[i].scalar_type().value == HALF;
+                anyHalf |= halfParams[i];
+            }
+        }
+        if (!anyHalf) {
+            return null;
+        }
+        Tensor[] saved = new Tensor[params.length];
+        for (int i = 0; i < params.length; i++) {
+            if (halfParams[i]) {
+                saved[i] = params[i].detach().clone();
+            }
+        }
+        return saved;
+    }
+
+    /** Which parameters are float16 (found at the first base step), and whether any is. */
+    private boolean[] halfParams;
+    private boolean anyHalf;
+
+    private static final int HALF = torch.ScalarType.Half.value;
+
+    private void restoreIfNonFinite(Tensor[] saved) {
+        TensorVector checks = new TensorVector();
+        for (int i = 0; i < params.length; i++) {
+            if (saved[i] != null) {
+                checks.push_back(torch.isfinite(params[i].detach()).all());
+            }
+        }
+        if (torch.stack(checks).all().item_bool()) {
+            return;
+        }
+        String first = null;
+        for (int i = 0; i < params.length; i++) {
+            if (saved[i] != null) {
+                if (first == null && !torch.isfinite(params[i].detach()).all().item_bool()) {
+                    first = names[i];
+                }
+                params[i].detach().copy_(saved[i]);
+            }
+        }
+        throw new NonFiniteException("step " + steps + ": the base optimizer (" + spec.type()
+                + ") made float16 parameter '" + first + "' NaN or infinite (its update overflowed in float16; "
+                + "train in float32, or lower the learning rate or raise eps); the parameters were restored, "
+                + "but the optimizer's state has advanced by this step");
     }
 
     /** The libtorch optimizer underneath (its state, its options). */
     public Optimizer baseOptimizer() {
-        checkOpen();
+        checkOpen(); // handed out: calls on it are the caller's to keep to one thread
         return base;
     }
 
@@ -224,13 +337,17 @@ public final class Constraint implements AutoCloseable {
 
     /** The param groups of the base optimizer; changing a group's learning rate reaches it. */
     public List<ParamGroup> paramGroups() {
-        checkOpen();
-        OptimizerParamGroupVector groups = base.param_groups();
-        List<ParamGroup> out = new ArrayList<>();
-        for (long i = 0; i < groups.size(); i++) {
-            out.add(new ParamGroup(groups.get(i)));
+        enter();
+        try {
+            OptimizerParamGroupVector groups = base.param_groups();
+            List<ParamGroup> out = new ArrayList<>();
+            for (long i = 0; i < groups.size(); i++) {
+                out.add(new ParamGroup(this, groups.get(i)));
+            }
+            return Collections.unmodifiableList(out);
+        } finally {
+            exit();
         }
-        return Collections.unmodifiableList(out);
     }
 
     /** Sets the learning rate of every param group. */
@@ -251,8 +368,12 @@ public final class Constraint implements AutoCloseable {
      * (weight and bias): key {@code i / 2}. Reads the device.
      */
     public Map<Integer, Double> gradNormPerLayer() {
-        checkOpen();
-        return gradNormPerLayer(java.util.Arrays.asList(params));
+        enter();
+        try {
+            return gradNormPerLayer(java.util.Arrays.asList(params));
+        } finally {
+            exit();
+        }
     }
 
     /** {@link #gradNormPerLayer()} over any parameter list, e.g. a model's. */
@@ -318,20 +439,149 @@ public final class Constraint implements AutoCloseable {
         return closed;
     }
 
+    /**
+     * Releases the base optimizer and the engine's buffers. Idempotent. Called while another thread is
+     * inside a step, it lets that step finish and the resources are released when it returns; every
+     * later call is refused.
+     */
     @Override
     public void close() {
-        if (closed) {
-            return;
-        }
         closed = true;
-        engine.close();
-        base.close();
-        paramVector.close();
+        releaseIfClosed();
+    }
+
+    /** Releases the native resources once, if closed, unless another thread is inside a call. */
+    private void releaseIfClosed() {
+        Thread me = Thread.currentThread();
+        while (closed && !released && user.compareAndSet(null, me)) {
+            try {
+                if (!released) {
+                    released = true;
+                    engine.close();
+                    base.close();
+                    paramVector.close();
+                }
+            } finally {
+                user.set(null);
+            }
+        }
     }
 
     void checkOpen() {
         if (closed) {
             throw new IllegalStateException("this Constraint is closed");
+        }
+    }
+
+    /**
+     * Enters a call that touches native state: refuses a second thread while one is inside (a step
+     * from two threads at once crashes libtorch or interleaves two steps), and a closed constraint.
+     * Re-entrant for the thread inside. Every {@code enter()} is paired with {@link #exit()} in a
+     * {@code finally}.
+     */
+    void enter() {
+        Thread me = Thread.currentThread();
+        if (user.get() == me) {
+            depth++;
+            return;
+        }
+        if (closed) {
+            throw new IllegalStateException("this Constraint is closed");
+        }
+        if (!user.compareAndSet(null, me)) {
+            Thread other = user.get();
+            throw new ConcurrentModificationException("this Constraint is in use by thread '"
+                    + (other == null ? "another thread" : other.getName()) + "' (thread '" + me.getName()
+                    + "' was refused and nothing was changed): one training loop per Constraint,"
+                    + " a step at a time");
+        }
+        depth = 1;
+        if (closed) {
+            exit();
+            throw new IllegalStateException("this Constraint is closed");
+        }
+    }
+
+    /** Leaves a call entered with {@link #enter()}; the outermost exit releases a constraint closed meanwhile. */
+    void exit() {
+        if (--depth > 0) {
+            return;
+        }
+        user.set(null);
+        if (closed) {
+            releaseIfClosed();
+        }
+    }
+
+    /** The number of steps the base optimizer has taken. */
+    long steps() {
+        return steps;
+    }
+
+    /** Whether runStep has already found that this model's passes reach these parameters. */
+    boolean verified(Object model) {
+        return verifiedModel.get() == model;
+    }
+
+    void setVerified(Object model) {
+        verifiedModel = new WeakReference<>(model);
+    }
+
+    /**
+     * For each parameter, the version of its gradient and the gradient's data address (or -1, 0 when
+     * it has none): a backward that reaches the parameter changes one of them (it accumulates in place,
+     * which bumps the version, or installs a new gradient).
+     */
+    long[] gradStamps() {
+        long[] stamps = new long[2 * params.length];
+        try (PointerScope scope = new PointerScope()) {
+            for (int i = 0; i < params.length; i++) {
+                Tensor g = params[i].grad();
+                if (g.defined()) {
+                    stamps[2 * i] = g.__dispatch__version();
+                    stamps[2 * i + 1] = Tensors.address(g);
+                } else {
+                    stamps[2 * i] = -1;
+                }
+            }
+        }
+        return stamps;
+    }
+
+    /**
+     * Refuses the same tensor given twice (it would be stepped twice): the same data, shape, strides and
+     * dtype, or contiguous tensors whose memory overlaps.
+     */
+    static void checkDistinct(String[] names, Tensor[] params) {
+        Map<String, Integer> seen = new HashMap<>();
+        List<long[]> spans = new ArrayList<>(); // start, end, index: contiguous tensors only
+        try (PointerScope scope = new PointerScope()) {
+            for (int i = 0; i < params.length; i++) {
+                Tensor t = params[i];
+                long address = t.numel() == 0 ? 0 : Tensors.address(t);
+                if (address == 0) {
+                    continue;
+                }
+                String key = address + " " + java.util.Arrays.toString(t.shape()) + " "
+                        + java.util.Arrays.toString(Tensors.strides(t)) + " " + t.scalar_type().value;
+                Integer j = seen.putIfAbsent(key, i);
+                if (j != null) {
+                    throw new IllegalArgumentException("parameters '" + names[j] + "' and '" + names[i]
+                            + "' are the same tensor: it would be stepped twice (give each parameter once)");
+                }
+                if (t.is_contiguous()) {
+                    spans.add(new long[] {address, address + t.numel() * t.element_size(), i});
+                }
+            }
+        }
+        spans.sort((a, b) -> Long.compare(a[0], b[0]));
+        for (int k = 1; k < spans.size(); k++) {
+            long[] prev = spans.get(k - 1);
+            long[] cur = spans.get(k);
+            if (cur[0] < prev[1]) {
+                throw new IllegalArgumentException("parameters '" + names[(int) prev[2]] + "' and '"
+                        + names[(int) cur[2]] + "' share memory: it would be stepped twice (give each parameter once)");
+            }
         }
     }
 
@@ -350,23 +600,43 @@ public final class Constraint implements AutoCloseable {
 
     /** One param group of the base optimizer. */
     public static final class ParamGroup {
+        private final Constraint owner;
         private final OptimizerParamGroup group;
 
-        ParamGroup(OptimizerParamGroup group) {
+        ParamGroup(Constraint owner, OptimizerParamGroup group) {
+            this.owner = owner;
             this.group = group;
         }
 
+        /** The group's learning rate. */
         public double lr() {
-            return group.options().get_lr();
+            owner.enter();
+            try {
+                return group.options().get_lr();
+            } finally {
+                owner.exit();
+            }
         }
 
+        /** Sets the group's learning rate (checked: finite and >= 0). */
         public void setLr(double lr) {
             OptimizerSpec.nonNegative("lr", lr);
-            group.options().set_lr(lr);
+            owner.enter();
+            try {
+                group.options().set_lr(lr);
+            } finally {
+                owner.exit();
+            }
         }
 
+        /** How many parameters the group holds. */
         public long size() {
-            return group.params().size();
+            owner.enter();
+            try {
+                return group.params().size();
+            } finally {
+                owner.exit();
+            }
         }
     }
 }

@@ -45,4 +45,19 @@ final class Tensors {
     static String describe(Tensor t) {
         return dtype(t) + Arrays.toString(t.shape()) + " on " + device(t);
     }
+
+    /** The tensor's data address (0 for a tensor without storage). */
+    static long address(Tensor t) {
+        try (org.bytedeco.javacpp.Pointer p = t.data_ptr()) {
+            return p == null ? 0L : p.address();
+        }
+    }
+
+    static long[] strides(Tensor t) {
+        long[] s = new long[(int) t.dim()];
+        for (int d = 0; d < s.length; d++) {
+            s[d] = t.stride(d);
+        }
+        return s;
+    }
 }

@@ -1,6 +1,7 @@
 package org.text2data;
 
 import java.util.Arrays;
+import java.util.List;
 
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Tensor;
@@ -31,33 +32,55 @@ public final class Text2Data {
         if (optimizer == null) {
             throw new IllegalArgumentException("optimizer is null");
         }
-        optimizer.checkOpen();
-        Constraint.checkGConstraint(gConstraint);
-        if (model == null || loss == null) {
-            throw new IllegalArgumentException(model == null ? "model is null" : "loss is null");
-        }
-        checkBatch(optimizer.parameters().get(0), cond, data, label);
-        boolean check = optimizer.checkFinite();
-        try (PointerScope scope = new PointerScope()) {
-            optimizer.zeroGrad();
-            Tensor g = scalarLoss("unconditional", loss.apply(forward(model, data, null), label));
-            if (check) {
-                requireFinite("unconditional", g);
+        optimizer.enter(); // one step at a time: another thread inside this Constraint is refused here
+        try {
+            Constraint.checkGConstraint(gConstraint);
+            if (model == null || loss == null) {
+                throw new IllegalArgumentException(model == null ? "model is null" : "loss is null");
             }
-            g.backward();
-            optimizer.firstStep(true);
-            Tensor f = scalarLoss("conditional", loss.apply(forward(model, data, cond), label));
-            if (check) {
-                requireFinite("conditional", f);
+            checkBatch(optimizer.parameters().get(0), cond, data, label);
+            boolean check = optimizer.checkFinite();
+            // Once per model: do its passes reach the parameters this Constraint steps? (Another model's
+            // would train nothing here, silently, while its own gradients accumulated.)
+            boolean verify = !optimizer.verified(model);
+            try (PointerScope scope = new PointerScope()) {
+                optimizer.zeroGrad();
+                long[] stamps = verify ? optimizer.gradStamps() : null;
+                Tensor g = scalarLoss("unconditional", loss.apply(forward(model, data, null), label));
+                if (check) {
+                    requireFinite("unconditional", g);
+                }
+                g.backward();
+                boolean reached = verify && !java.util.Arrays.equals(stamps, optimizer.gradStamps());
+                optimizer.firstStep(true);
+                if (verify && !reached) {
+                    stamps = optimizer.gradStamps();
+                }
+                Tensor f = scalarLoss("conditional", loss.apply(forward(model, data, cond), label));
+                if (check) {
+                    requireFinite("conditional", f);
+                }
+                f.backward();
+                if (verify) {
+                    if (!reached && java.util.Arrays.equals(stamps, optimizer.gradStamps())) {
+                        List<String> names = optimizer.parameterNames();
+                        throw new IllegalArgumentException("no parameter of this Constraint received a gradient from "
+                                + "the model's unconditional or conditional pass: the model's parameters are not the ones "
+                                + "this Constraint optimizes (its " + names.size() + " parameters begin with '" + names.get(0)
+                                + "'); build the Constraint from this model's parameters. Nothing was updated.");
+                    }
+                    optimizer.setVerified(model);
+                }
+                Tensor gValue = g.detach();
+                int projected = optimizer.secondStep(gValue, gConstraint);
+                optimizer.stepBase();
+                Tensor fValue = f.detach();
+                gValue.retainReference(); // both outlive the scope: the caller owns them
+                fValue.retainReference();
+                return new StepResult(gValue, fValue, projected);
             }
-            f.backward();
-            Tensor gValue = g.detach();
-            int projected = optimizer.secondStep(gValue, gConstraint);
-            optimizer.stepBase();
-            Tensor fValue = f.detach();
-            gValue.retainReference(); // both outlive the scope: the caller owns them
-            fValue.retainReference();
-            return new StepResult(gValue, fValue, projected);
+        } finally {
+            optimizer.exit();
         }
     }
 

@@ -7,15 +7,24 @@ public final class Engines {
     private Engines() {
     }
 
+    /** {@link #create(String, Tensor[], String[])} with parameters named {@code #0}, {@code #1}, ... */
+    public static ProjectionEngine create(String kind, Tensor[] params) {
+        return create(kind, params, defaultNames(params.length));
+    }
+
     /**
      * {@code "plain"}: libtorch ops; {@code "fused"}: the native kernel, or an exception saying why it
-     * cannot load; {@code "auto"}: fused when available, else plain.
+     * cannot load; {@code "auto"}: fused when available, else plain. {@code names} (one per parameter)
+     * name the parameters in the engine's error messages.
      */
-    public static ProjectionEngine create(String kind, Tensor[] params) {
+    public static ProjectionEngine create(String kind, Tensor[] params, String[] names) {
+        if (names.length != params.length) {
+            throw new IllegalArgumentException(names.length + " names for " + params.length + " parameters");
+        }
         return switch (kind) {
-            case "plain" -> new PlainEngine(params);
-            case "fused" -> fused(params);
-            case "auto" -> fusedAvailable() ? fused(params) : new PlainEngine(params);
+            case "plain" -> new PlainEngine(params, names);
+            case "fused" -> fused(params, names);
+            case "auto" -> fusedAvailable() ? fused(params, names) : new PlainEngine(params, names);
             default -> throw new IllegalArgumentException("unknown engine '" + kind + "'");
         };
     }
@@ -30,11 +39,20 @@ public final class Engines {
         return NativeLibrary.unavailableReason();
     }
 
-    private static ProjectionEngine fused(Tensor[] params) {
+    /** {@code #0}, {@code #1}, ...: the names of parameters given without names. */
+    static String[] defaultNames(int n) {
+        String[] names = new String[n];
+        for (int i = 0; i < n; i++) {
+            names[i] = "#" + i;
+        }
+        return names;
+    }
+
+    private static ProjectionEngine fused(Tensor[] params, String[] names) {
         if (!fusedAvailable()) {
             throw new UnsupportedOperationException("the fused engine is not available here: " + fusedUnavailableReason()
                     + " (use Engine.PLAIN or Engine.AUTO)");
         }
-        return new FusedEngine(params);
+        return new FusedEngine(params, names);
     }
 }

@@ -44,6 +44,7 @@ public final class FusedEngine implements ProjectionEngine {
     private static final Pattern TENSOR_INDEX = Pattern.compile("^tensor (\\d+): ");
 
     private final Tensor[] params;
+    private final String[] names;
     /** Kept constraint gradients c_p (owned handles), null where the parameter had no gradient. */
     private final Tensor[] kept;
     /** Buffers of released c_p, reused as the next zeroed gradient or copy target (owned handles). */
@@ -83,8 +84,14 @@ public final class FusedEngine implements ProjectionEngine {
      * @throws IllegalArgumentException if the parameters are on several devices or an unsupported one
      */
     public FusedEngine(Tensor[] params) {
+        this(params, Engines.defaultNames(params.length));
+    }
+
+    /** {@link #FusedEngine(Tensor[])} with the parameters' names, used in error messages. */
+    public FusedEngine(Tensor[] params, String[] names) {
         NativeLibrary.require();
         this.params = params.clone();
+        this.names = names.clone();
         int n = params.length;
         this.kept = new Tensor[n];
         this.spare = new Tensor[n];
@@ -100,12 +107,12 @@ public final class FusedEngine implements ProjectionEngine {
         this.keptNumel = new long[n];
         this.keptContiguous = new boolean[n];
         this.slotParam = new int[n];
-        this.device = commonDevice(this.params);
+        this.device = commonDevice(this.params, this.names);
         this.arena = Arena.ofShared();
         this.table = arena.allocate(DESC_SIZE * Math.max(1, n), 16);
     }
 
-    private static int commonDevice(Tensor[] params) {
+    private static int commonDevice(Tensor[] params, String[] names) {
         int common = Integer.MIN_VALUE;
         for (int i = 0; i < params.length; i++) {
             int d;
@@ -115,14 +122,15 @@ public final class FusedEngine implements ProjectionEngine {
                 } else if (dev.is_cuda()) {
                     d = dev.has_index() ? dev.index() : 0;
                 } else {
-                    throw new IllegalArgumentException("parameter " + i + " is on an unsupported device for the fused engine");
+                    throw new IllegalArgumentException("parameter '" + names[i] + "' is on " + dev.str().getString()
+                            + ", a device the fused engine does not support (use Engine.PLAIN)");
                 }
             }
             if (common == Integer.MIN_VALUE) {
                 common = d;
             } else if (common != d) {
-                throw new IllegalArgumentException("parameters are on several devices (parameter " + i + " is on "
-                        + deviceName(d) + ", parameter 0 on " + deviceName(common) + ")");
+                throw new IllegalArgumentException("parameters are on several devices (parameter '" + names[i] + "' is on "
+                        + deviceName(d) + ", parameter '" + names[0] + "' on " + deviceName(common) + ")");
             }
         }
         return common == Integer.MIN_VALUE ? -1 : common;
@@ -165,6 +173,22 @@ public final class FusedEngine implements ProjectionEngine {
                         && numel == installedNumel[i];
                 int dtype = ours ? installedDtype[i] : dtypeCode(g.scalar_type());
                 boolean contiguous = ours || g.is_contiguous();
+                if (!contiguous) {
+                    // A strided gradient (a non-contiguous parameter's gradient has its strides): the kernel
+                    // reads contiguous memory, so c_p is a contiguous copy, and the gradient is zeroed in place.
+                    forgetInstalled(i);
+                    Tensor c = g.detach().contiguous();
+                    c.retainReference();
+                    if (zeroGrad) {
+                        g.zero_();
+                    }
+                    kept[i] = c;
+                    keptAddress[i] = dataAddress(c);
+                    keptDtype[i] = dtype;
+                    keptNumel[i] = numel;
+                    keptContiguous[i] = true;
+                    continue;
+                }
                 Tensor s = spare[i];
                 boolean reuse = s != null && spareDtype[i] == dtype && spareNumel[i] == numel && contiguous
                         && s.is_same_size(g);
@@ -243,9 +267,16 @@ public final class FusedEngine implements ProjectionEngine {
         int options = checkFinite ? text2data_h.T2D_CHECK_FINITE() : 0;
         int count = 0;
         try (PointerScope scope = new PointerScope()) {
+            // strided gradients are projected in a contiguous copy, copied back after the kernel: rare
+            Tensor[] copied = null;
             for (int i = 0; i < params.length; i++) {
                 if (kept[i] == null) {
-                    continue; // no unconditional gradient: c_p = 0, g_p unchanged (documented deviation)
+                    // no unconditional gradient: c_p = 0, g_p unchanged (documented deviation); the base
+                    // optimizer still uses g_p, so it is checked here (one host read, only for such tensors)
+                    if (checkFinite) {
+                        requireFiniteUnprojected(i);
+                    }
+                    continue;
                 }
                 Tensor g = params[i].grad();
                 if (!g.defined()) {
@@ -269,6 +300,14 @@ public final class FusedEngine implements ProjectionEngine {
                     gNumel = g.numel();
                     gDtype = dtypeCode(g.scalar_type());
                     gContiguous = g.is_contiguous();
+                    if (!gContiguous && g.is_same_size(kept[i])) {
+                        if (copied == null) {
+                            copied = new Tensor[params.length];
+                        }
+                        copied[count] = g.detach().contiguous();
+                        gAddress = dataAddress(copied[count]);
+                        gContiguous = true;
+                    }
                 }
                 table.set(ValueLayout.JAVA_LONG, base + OFF_GRAD, gAddress);
                 table.set(ValueLayout.JAVA_LONG, base + OFF_CONSTRAINT, keptAddress[i]);
@@ -307,8 +346,23 @@ public final class FusedEngine implements ProjectionEngine {
             if (rc != text2data_h.T2D_OK()) {
                 throw failure(rc);
             }
+            if (copied != null) {
+                for (int k = 0; k < count; k++) {
+                    if (copied[k] != null) {
+                        params[slotParam[k]].grad().copy_(copied[k]);
+                    }
+                }
+            }
         }
         return count;
+    }
+
+    /** Throws if parameter i has a gradient holding a NaN or an infinity. */
+    private void requireFiniteUnprojected(int i) {
+        Tensor g = params[i].grad();
+        if (g.defined() && g.numel() > 0 && !torch.isfinite(g.detach()).all().item_bool()) {
+            throw new NonFiniteGradientException(i, "its gradient holds a NaN or an infinity");
+        }
     }
 
     private RuntimeException failure(int rc) {
@@ -320,7 +374,7 @@ public final class FusedEngine implements ProjectionEngine {
         if (rc == text2data_h.T2D_ERR_NONFINITE() && param >= 0) {
             return new NonFiniteGradientException(param, detail);
         }
-        message = "fused projection failed (code " + rc + "): " + (param >= 0 ? "parameter " + param + ": " + detail : message);
+        message = "fused projection failed (code " + rc + "): " + (param >= 0 ? "parameter '" + names[param] + "': " + detail : message);
         if (rc == text2data_h.T2D_ERR_CUDA_NOT_BUILT() || rc == text2data_h.T2D_ERR_CUDA_UNAVAILABLE()
                 || rc == text2data_h.T2D_ERR_CUDA() || rc == text2data_h.T2D_ERR_OUT_OF_MEMORY()) {
             return new IllegalStateException(message);

@@ -1,5 +1,7 @@
 package org.text2data.engine;
 
+import java.util.Arrays;
+
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
@@ -13,11 +15,19 @@ import org.bytedeco.pytorch.global.torch;
 public final class PlainEngine implements ProjectionEngine {
 
     private final Tensor[] params;
+    private final String[] names;
     private final Tensor[] constraintGrads;
     private boolean kept;
 
+    /** An engine for these parameters, named {@code #0}, {@code #1}, ... in messages. */
     public PlainEngine(Tensor[] params) {
+        this(params, Engines.defaultNames(params.length));
+    }
+
+    /** An engine for these parameters, with their names (for messages). */
+    public PlainEngine(Tensor[] params, String[] names) {
         this.params = params.clone();
+        this.names = names.clone();
         this.constraintGrads = new Tensor[params.length];
     }
 
@@ -53,30 +63,47 @@ public final class PlainEngine implements ProjectionEngine {
              Scalar gc = new Scalar(gConstraint);
              Scalar two = new Scalar(2.0);
              Scalar eps = new Scalar(1e-8)) {
-            // alpha * (gValue - gConstraint): one 0-dim tensor, shared by every parameter.
-            Tensor excess = gValue.detach().sub(gc).mul(a);
+            // alpha * (gValue - gConstraint): one 0-dim tensor, shared by every parameter, in float64 (as
+            // the fused engine computes it), whatever gValue's dtype: parameters of several dtypes share it
+            Tensor excess = gValue.detach().to(torch.ScalarType.Double).sub(gc).mul(a);
             int[] index = new int[params.length];
             Tensor[] grads = new Tensor[params.length];
             Tensor[] norms = new Tensor[params.length];
             Tensor[] dots = new Tensor[params.length];
             int m = 0;
+            int[] unprojected = new int[params.length];
+            Tensor[] unprojectedGrads = new Tensor[params.length];
+            int u = 0;
             for (int i = 0; i < params.length; i++) {
-                Tensor c = constraintGrads[i];
-                if (c == null) {
-                    continue; // documented deviation: no unconditional gradient, no projection
-                }
                 Tensor g = params[i].grad();
                 if (!g.defined()) {
                     continue;
                 }
+                Tensor c = constraintGrads[i];
+                if (c == null) {
+                    // documented deviation: no unconditional gradient, no projection; the base optimizer
+                    // still uses g, so it is still checked
+                    unprojected[u] = i;
+                    unprojectedGrads[u++] = g;
+                    continue;
+                }
                 index[m] = i;
                 grads[m] = g;
-                norms[m] = c.norm().pow(two);
-                dots[m] = g.mul(c).sum();
+                // float16 and bfloat16 reduce in float32: in float16, |c|^2 overflows above 65504 and
+                // 1e-8 + n rounds to n, so a zero c would give lam = 0 / 0
+                try {
+                    Tensor cr = reduced(c);
+                    norms[m] = cr.norm().pow(two);
+                    dots[m] = reduced(g).mul(cr).sum();
+                } catch (RuntimeException e) { // e.g. a gradient replaced by one of another shape
+                    throw new IllegalArgumentException("parameter '" + names[i] + "': its gradient "
+                            + Arrays.toString(g.shape()) + " " + g.scalar_type() + " does not fit its unconditional gradient "
+                            + Arrays.toString(c.shape()) + " " + c.scalar_type() + ": " + firstLine(e.getMessage()), e);
+                }
                 m++;
             }
-            if (checkFinite && m > 0) {
-                requireFinite(index, norms, dots, m);
+            if (checkFinite && m + u > 0) {
+                requireFinite(index, norms, dots, m, unprojected, unprojectedGrads, u);
             }
             for (int k = 0; k < m; k++) {
                 Tensor c = constraintGrads[index[k]];
@@ -89,24 +116,52 @@ public final class PlainEngine implements ProjectionEngine {
         }
     }
 
+    private static String firstLine(String s) {
+        return s == null ? "" : s.lines().findFirst().orElse("");
+    }
+
+    private static final int HALF = torch.ScalarType.Half.value;
+    private static final int BFLOAT16 = torch.ScalarType.BFloat16.value;
+
+    /** The tensor itself, or in float32 when it is float16 or bfloat16. */
+    private static Tensor reduced(Tensor t) {
+        int type = t.scalar_type().value;
+        return type == HALF || type == BFLOAT16 ? t.to(torch.ScalarType.Float) : t;
+    }
+
     /** One host read for all tensors; only on failure a second pass finds the first offender. */
-    private static void requireFinite(int[] index, Tensor[] norms, Tensor[] dots, int m) {
+    private void requireFinite(int[] index, Tensor[] norms, Tensor[] dots, int m, int[] unprojected,
+                               Tensor[] unprojectedGrads, int u) {
         TensorVector all = new TensorVector();
         for (int k = 0; k < m; k++) {
-            all.push_back(norms[k]);
-            all.push_back(dots[k]);
+            all.push_back(torch.isfinite(norms[k]));
+            all.push_back(torch.isfinite(dots[k]));
         }
-        if (torch.isfinite(torch.stack(all)).all().item_bool()) {
+        for (int k = 0; k < u; k++) {
+            all.push_back(torch.isfinite(unprojectedGrads[k]).all());
+        }
+        if (torch.stack(all).all().item_bool()) {
             return;
         }
+        int first = Integer.MAX_VALUE;
+        String why = null;
         for (int k = 0; k < m; k++) {
             boolean cOk = torch.isfinite(norms[k]).item_bool();
             if (!cOk || !torch.isfinite(dots[k]).item_bool()) {
-                throw new NonFiniteGradientException(index[k], cOk
-                        ? "its gradient holds a NaN or an infinity"
-                        : "its unconditional (constraint) gradient holds a NaN or an infinity");
+                first = index[k];
+                why = cOk ? "its gradient holds a NaN or an infinity"
+                        : "its unconditional (constraint) gradient holds a NaN or an infinity";
+                break;
             }
         }
+        for (int k = 0; k < u && unprojected[k] < first; k++) {
+            if (!torch.isfinite(unprojectedGrads[k]).all().item_bool()) {
+                first = unprojected[k];
+                why = "its gradient holds a NaN or an infinity";
+                break;
+            }
+        }
+        throw new NonFiniteGradientException(first, why);
     }
 
     @Override

@@ -38,9 +38,12 @@ public interface ProjectionEngine extends AutoCloseable {
      *
      * <p>When {@code checkFinite} is true the engine makes sure that, for every projected tensor,
      * {@code n_p} and {@code <g_p, c_p>} are finite (a NaN or infinity in either gradient makes one of
-     * them non-finite) and otherwise throws {@link NonFiniteGradientException} naming the first such
-     * tensor. Gradients may then be partly projected; parameters are never touched by an engine.
-     * On CUDA the check costs one host sync; without it the step makes none.
+     * them non-finite), and that every gradient it does not project (a parameter without a kept
+     * {@code c_p}) holds no NaN or infinity, since the base optimizer uses it too; otherwise it throws
+     * {@link NonFiniteGradientException} naming such a tensor. Gradients may then be partly projected;
+     * parameters are never touched by an engine. Strided (non-contiguous) gradients are accepted.
+     * On CUDA the check costs one host sync (two when a gradient is not projected); without it the
+     * step makes none.
      */
     int secondStep(Tensor gValue, double gConstraint, double alpha, double beta, boolean checkFinite);
 

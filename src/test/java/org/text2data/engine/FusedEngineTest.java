@@ -439,27 +439,80 @@ class FusedEngineTest {
     }
 
     @Test
-    void nonContiguousGradientIsRejected() {
-        expectRejected(ps -> setGrad(ps[1], torch.randn(5, 4).to(ScalarType.Float).t()),
-                IllegalArgumentException.class, "parameter 1", "not contiguous");
+    void nonContiguousGradientsAreProjectedLikeThePlainEngine() {
+        try (PointerScope scope = new PointerScope()) {
+            Tensor[] pa = {param(new long[] {4, 5}, ScalarType.Double), param(new long[] {3}, ScalarType.Double)};
+            Tensor[] pb = {param(new long[] {4, 5}, ScalarType.Double), param(new long[] {3}, ScalarType.Double)};
+            Tensor c0 = torch.randn(5, 4).to(ScalarType.Double).t(); // strided, as a strided parameter's gradient is
+            Tensor c1 = torch.randn(3).to(ScalarType.Double);
+            Tensor g0 = torch.randn(5, 4).to(ScalarType.Double).t();
+            Tensor g1 = torch.randn(3).to(ScalarType.Double);
+            try (PlainEngine plain = new PlainEngine(pa); FusedEngine fused = new FusedEngine(pb)) {
+                for (int k = 0; k < 2; k++) { // the second round finds the first round's buffers in place
+                    Tensor[][] sets = {pa, pb};
+                    for (Tensor[] ps : sets) {
+                        setGrad(ps[0], c0.clone());
+                        setGrad(ps[1], c1.clone());
+                    }
+                    assertThat(pb[0].grad().is_contiguous()).isFalse();
+                    plain.firstStep(true);
+                    fused.firstStep(true);
+                    for (Tensor[] ps : sets) {
+                        ps[0].grad().add_(g0);
+                        ps[1].grad().add_(g1);
+                    }
+                    assertThat(pb[0].grad().is_contiguous()).isFalse();
+                    assertThat(plain.secondStep(scalar(100, ScalarType.Double), 0, 1, 1, true)).isEqualTo(2);
+                    assertThat(fused.secondStep(scalar(100, ScalarType.Double), 0, 1, 1, true)).isEqualTo(2);
+                    for (int i = 0; i < 2; i++) {
+                        assertClose(values(pb[i].grad()), values(pa[i].grad()), 1e-12, "parameter " + i);
+                    }
+                    assertThat(values(pb[0].grad())).isNotEqualTo(values(g0)); // projected, not left alone
+                }
+            }
+            for (int i = 0; i < 2; i++) {
+                pa[i].releaseReference();
+                pb[i].releaseReference();
+            }
+        }
+    }
+
+    @Test
+    void errorsNameTheParameter() {
+        try (PointerScope scope = new PointerScope()) {
+            Tensor[] ps = {param(new long[] {3}, ScalarType.Float), param(new long[] {3}, ScalarType.Float)};
+            for (Tensor p : ps) {
+                setGrad(p, torch.randn(3).to(ScalarType.Float));
+            }
+            try (FusedEngine fused = new FusedEngine(ps, new String[] {"enc.weight", "enc.bias"})) {
+                fused.firstStep(true);
+                setGrad(ps[1], torch.randn(3).to(ScalarType.Double));
+                assertThatThrownBy(() -> fused.secondStep(scalar(1, ScalarType.Float), 0, 1, 1, true))
+                        .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("parameter 'enc.bias'")
+                        .hasMessageContaining("float64");
+            }
+            for (Tensor p : ps) {
+                p.releaseReference();
+            }
+        }
     }
 
     @Test
     void gradientOfAnotherDtypeIsRejected() {
         expectRejected(ps -> setGrad(ps[2], torch.randn(3).to(ScalarType.Double)),
-                IllegalArgumentException.class, "parameter 2", "float64", "float32");
+                IllegalArgumentException.class, "parameter '#2'", "float64", "float32");
     }
 
     @Test
     void gradientOfAnotherSizeIsRejected() {
         expectRejected(ps -> setGrad(ps[1], torch.randn(7).to(ScalarType.Float)),
-                IllegalArgumentException.class, "parameter 1", "7 elements");
+                IllegalArgumentException.class, "parameter '#1'", "7 elements");
     }
 
     @Test
     void unsupportedDtypeIsRejected() {
         expectRejected(ps -> setGrad(ps[2], torch.ones(3).to(ScalarType.Long)),
-                IllegalArgumentException.class, "parameter 2", "unsupported");
+                IllegalArgumentException.class, "parameter '#2'", "unsupported");
     }
 
     @Test

@@ -1,0 +1,343 @@
+package org.text2data;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import java.util.ArrayList;
+import java.util.ConcurrentModificationException;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicReference;
+
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+/**
+ * Misuse of the API is refused with a clear message and changes nothing: two threads on one
+ * Constraint, close() from another thread, another model's forward, a parameter given twice, a NaN
+ * gradient on a parameter the projection skips, a float16 update that overflows, a strided parameter.
+ */
+class MisuseTest {
+    private static final double G = 1.241462456078726;
+
+    /** The fixture model and a Constraint over it. */
+    private static Constraint adam(TorchScriptModel m, Engine engine) {
+        return new Constraint(m.namedParameters(), OptimizerSpec.adam(0.01), 1, 1, engine);
+    }
+
+    private static void step(Constraint opt, ConditionalModel m, Batch b) {
+        Text2Data.runStep(opt, G, m, b.cond(), b.data(), b.label(), Loss.MSE).close();
+    }
+
+    /** A twin that took {@code steps} good steps has the same parameters as {@code model}, and so does the next step of each. */
+    private static void assertSameAsTwinAfter(int steps, TorchScriptModel model, Constraint opt, Engine engine, Batch b) {
+        try (TorchScriptModel twin = TestModels.model(); Constraint twinOpt = adam(twin, engine)) {
+            for (int i = 0; i < steps; i++) {
+                step(twinOpt, twin, b);
+            }
+            TestModels.assertUnchanged(model.namedParameters(), twin.namedParameters());
+            step(twinOpt, twin, b);
+            step(opt, model, b);
+            TestModels.assertUnchanged(model.namedParameters(), twin.namedParameters());
+        }
+    }
+
+    // ------------------------------------------------------------------ item 1: threads
+
+    /** A model whose forward blocks (once) until released, so that another thread finds the Constraint busy. */
+    private static final class BlockingModel implements ConditionalModel {
+        final TorchScriptModel inner;
+        final CountDownLatch entered = new CountDownLatch(1);
+        final CountDownLatch release = new CountDownLatch(1);
+        volatile boolean block = true;
+
+        BlockingModel(TorchScriptModel inner) {
+            this.inner = inner;
+        }
+
+        @Override
+        public Tensor forward(Tensor data, Tensor cond) {
+            if (block) {
+                block = false;
+                entered.countDown();
+                try {
+                    release.await(60, TimeUnit.SECONDS);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+            return inner.forward(data, cond);
+        }
+    }
+
+    @ParameterizedTest
+    @EnumSource(value = Engine.class, names = {"PLAIN", "FUSED"})
+    void aSecondThreadIsRefusedWhileAStepRuns(Engine engine) throws Exception {
+        try (TorchScriptModel model = TestModels.model(); Batch b = TestModels.batch(); Constraint opt = adam(model, engine)) {
+            step(opt, model, b);
+            BlockingModel blocking = new BlockingModel(model);
+            AtomicReference<Throwable> failure = new AtomicReference<>();
+            Thread trainer = new Thread(() -> {
+                try {
+                    step(opt, blocking, b);
+                } catch (Throwable t) {
+                    failure.set(t);
+                }
+            }, "trainer-1");
+            trainer.start();
+            assertThat(blocking.entered.await(60, TimeUnit.SECONDS)).isTrue();
+            Map<String, Tensor> before = TestModels.snapshot(model.namedParameters());
+            assertThatThrownBy(() -> step(opt, model, b)).isInstanceOf(ConcurrentModificationException.class)
+                    .hasMessageContaining("in use by thread 'trainer-1'").hasMessageContaining("one training loop per Constraint");
+            assertThatThrownBy(opt::zeroGrad).isInstanceOf(ConcurrentModificationException.class);
+            assertThatThrownBy(() -> opt.firstStep(true)).isInstanceOf(ConcurrentModificationException.class);
+            assertThatThrownBy(opt::stepBase).isInstanceOf(ConcurrentModificationException.class);
+            assertThatThrownBy(() -> opt.setLr(1)).isInstanceOf(ConcurrentModificationException.class);
+            assertThatThrownBy(opt::gradNormPerLayer).isInstanceOf(ConcurrentModificationException.class);
+            TestModels.assertUnchanged(model.namedParameters(), before);
+            blocking.release.countDown();
+            trainer.join(60_000);
+            assertThat(failure.get()).isNull();
+            assertThat(opt.lr()).isEqualTo(0.01);
+            assertSameAsTwinAfter(2, model, opt, engine, b);
+        }
+    }
+
+    @ParameterizedTest
+    @EnumSource(value = Engine.class, names = {"PLAIN", "FUSED"})
+    void twoThreadsSteppingFreelyNeverCrashOrInterleave(Engine engine) throws Exception {
+        try (TorchScriptModel model = TestModels.model(); Batch b = TestModels.batch(); Constraint opt = adam(model, engine)) {
+            AtomicInteger done = new AtomicInteger();
+            AtomicInteger refused = new AtomicInteger();
+            List<Throwable> other = java.util.Collections.synchronizedList(new ArrayList<>());
+            CountDownLatch start = new CountDownLatch(1);
+            Thread[] threads = new Thread[2];
+            for (int t = 0; t < threads.length; t++) {
+                threads[t] = new Thread(() -> {
+                    try {
+                        start.await();
+                        for (int s = 0; s < 150; s++) {
+                            try {
+                                step(opt, model, b);
+                                done.incrementAndGet();
+                            } catch (ConcurrentModificationException e) {
+                                refused.incrementAndGet();
+                            }
+                        }
+                    } catch (Throwable e) {
+                        other.add(e);
+                    }
+                }, "stepper-" + t);
+                threads[t].start();
+            }
+            start.countDown();
+            for (Thread t : threads) {
+                t.join(300_000);
+            }
+            assertThat(other).isEmpty();
+            assertThat(done.get() + refused.get()).isEqualTo(300);
+            System.out.println(engine + ": " + done.get() + " steps taken, " + refused.get() + " refused");
+            // the steps taken were whole steps, one after the other: a twin taking as many lands on the same bits
+            assertSameAsTwinAfter(done.get(), model, opt, engine, b);
+        }
+    }
+
+    @ParameterizedTest
+    @EnumSource(value = Engine.class, names = {"PLAIN", "FUSED"})
+    void closeFromAnotherThreadLetsTheRunningStepFinish(Engine engine) throws Exception {
+        try (TorchScriptModel model = TestModels.model(); Batch b = TestModels.batch()) {
+            Constraint opt = adam(model, engine);
+            BlockingModel blocking = new BlockingModel(model);
+            AtomicReference<Throwable> failure = new AtomicReference<>();
+            Thread trainer = new Thread(() -> {
+                try {
+                    step(opt, blocking, b);
+                } catch (Throwable t) {
+                    failure.set(t);
+                }
+            }, "trainer-2");
+            trainer.start();
+            assertThat(blocking.entered.await(60, TimeUnit.SECONDS)).isTrue();
+            opt.close(); // returns at once; the step in flight keeps its optimizer until it is done
+            assertThatThrownBy(() -> step(opt, model, b)).isInstanceOf(IllegalStateException.class).hasMessageContaining("closed");
+            blocking.release.countDown();
+            trainer.join(60_000);
+            assertThat(failure.get()).isNull();
+            assertThatThrownBy(() -> step(opt, model, b)).isInstanceOf(IllegalStateException.class).hasMessageContaining("closed");
+            assertThatThrownBy(opt::lr).isInstanceOf(IllegalStateException.class).hasMessageContaining("closed");
+            opt.close();
+            // the step that ran is a whole step: it equals a twin's first step
+            try (TorchScriptModel twin = TestModels.model(); Constraint twinOpt = adam(twin, engine)) {
+                step(twinOpt, twin, b);
+                TestModels.assertUnchanged(model.namedParameters(), twin.namedParameters());
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ item 9: another model, a parameter twice
+
+    @ParameterizedTest
+    @EnumSource(value = Engine.class, names = {"PLAIN", "FUSED"})
+    void anotherModelIsRefused(Engine engine) {
+        try (TorchScriptModel model = TestModels.model(); TorchScriptModel other = TestModels.model(); Batch b = TestModels.batch();
+             Constraint opt = adam(model, engine)) {
+            for (int round = 0; round < 2; round++) { // before any step (no gradients yet), and after one
+                Map<String, Tensor> before = TestModels.snapshot(model.namedParameters());
+                assertThatThrownBy(() -> step(opt, other, b)).isInstanceOf(IllegalArgumentException.class)
+                        .hasMessageContaining("not the ones this Constraint optimizes")
+                        .hasMessageContaining("Nothing was updated");
+                TestModels.assertUnchanged(model.namedParameters(), before);
+                if (round == 0) {
+                    step(opt, model, b);
+                }
+            }
+            assertSameAsTwinAfter(1, model, opt, engine, b);
+        }
+    }
+
+    @ParameterizedTest
+    @EnumSource(value = Engine.class, names = {"PLAIN", "FUSED"})
+    void aParameterGivenTwiceIsRefused(Engine engine) {
+        Tensor w = torch.randn(3, 4).requires_grad_(true);
+        Tensor v = torch.randn(5).requires_grad_(true);
+        Map<String, Tensor> twice = new LinkedHashMap<>();
+        twice.put("enc.w", w);
+        twice.put("bias", v);
+        twice.put("dec.w", w);
+        assertThatThrownBy(() -> new Constraint(twice, OptimizerSpec.sgd(0.1), 1, 1, engine))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("'enc.w' and 'dec.w' are the same tensor");
+        Map<String, Tensor> alias = new LinkedHashMap<>();
+        alias.put("w", w);
+        alias.put("w.detached", w.detach());
+        assertThatThrownBy(() -> new Constraint(alias, OptimizerSpec.sgd(0.1), 1, 1, engine))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("'w' and 'w.detached'");
+        Map<String, Tensor> view = new LinkedHashMap<>();
+        view.put("w", w);
+        view.put("w.row", w.detach().select(0, 1));
+        assertThatThrownBy(() -> new Constraint(view, OptimizerSpec.sgd(0.1), 1, 1, engine))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("'w' and 'w.row' share memory");
+        // disjoint views of one buffer are distinct parameters
+        Tensor flat = torch.randn(10);
+        Map<String, Tensor> split = new LinkedHashMap<>();
+        split.put("a", flat.narrow(0, 0, 4).detach().requires_grad_(true));
+        split.put("b", flat.narrow(0, 4, 6).detach().requires_grad_(true));
+        new Constraint(split, OptimizerSpec.sgd(0.1), 1, 1, engine).close();
+    }
+
+    // ------------------------------------------------------------------ item 2: NaN where nothing is projected
+
+    /**
+     * {@code out = data * w + sqrt(v * 0)}, v used only in the conditional pass: the output is finite,
+     * but v's gradient is NaN (0 * infinity) when {@code poison}.
+     */
+    private static ConditionalModel condOnlyNaN(Tensor w, Tensor v, boolean[] poison) {
+        return (data, cond) -> {
+            Tensor out = data.mul(w);
+            if (cond != null) {
+                Tensor extra = poison[0] ? torch.sqrt(v.mul(new Scalar(0.0))) : v.mul(new Scalar(0.0));
+                out = out.add(extra.sum());
+            }
+            return out;
+        };
+    }
+
+    @ParameterizedTest
+    @EnumSource(value = Engine.class, names = {"PLAIN", "FUSED"})
+    void aNaNGradientOfAParameterWithoutUnconditionalGradientIsRefused(Engine engine) {
+        Tensor data = torch.randn(8, 3).to(torch.ScalarType.Double);
+        Tensor label = torch.randn(8, 3).to(torch.ScalarType.Double);
+        Tensor cond = torch.randn(8, 2).to(torch.ScalarType.Double);
+        Tensor w = torch.ones(3).to(torch.ScalarType.Double).requires_grad_(true);
+        Tensor v = torch.ones(2).to(torch.ScalarType.Double).requires_grad_(true);
+        Tensor w2 = w.detach().clone().requires_grad_(true);
+        Tensor v2 = v.detach().clone().requires_grad_(true);
+        boolean[] poison = {true};
+        Map<String, Tensor> named = new LinkedHashMap<>();
+        named.put("w", w);
+        named.put("cond_only.v", v);
+        Map<String, Tensor> twinNamed = new LinkedHashMap<>();
+        twinNamed.put("w", w2);
+        twinNamed.put("cond_only.v", v2);
+        try (Constraint opt = new Constraint(named, OptimizerSpec.adam(0.1), 1, 1, engine);
+             Constraint twin = new Constraint(twinNamed, OptimizerSpec.adam(0.1), 1, 1, engine)) {
+            Map<String, Tensor> before = TestModels.snapshot(named);
+            assertThatThrownBy(() -> Text2Data.runStep(opt, 0.1, condOnlyNaN(w, v, poison), cond, data, label, Loss.MSE))
+                    .isInstanceOf(NonFiniteException.class).hasMessageContaining("parameter 'cond_only.v'")
+                    .hasMessageContaining("NaN");
+            TestModels.assertUnchanged(named, before);
+            // the optimizer state is untouched: the next good step equals a twin's first step
+            poison[0] = false;
+            Text2Data.runStep(opt, 0.1, condOnlyNaN(w, v, poison), cond, data, label, Loss.MSE).close();
+            Text2Data.runStep(twin, 0.1, condOnlyNaN(w2, v2, poison), cond, data, label, Loss.MSE).close();
+            TestModels.assertUnchanged(named, twinNamed);
+        }
+    }
+
+    // ------------------------------------------------------------------ item 3: float16 update overflow
+
+    @ParameterizedTest
+    @EnumSource(value = Engine.class, names = {"PLAIN", "FUSED"})
+    void aFloat16UpdateThatOverflowsIsRefusedAndTheParametersRestored(Engine engine) {
+        TensorOptions half = new TensorOptions(torch.ScalarType.Half);
+        Tensor w = torch.ones(4).to(torch.ScalarType.Half).requires_grad_(true);
+        Map<String, Tensor> named = Map.of("head.w", w);
+        try (Constraint opt = new Constraint(named, OptimizerSpec.adam(0.1), 1, 1, engine)) {
+            Map<String, Tensor> before = TestModels.snapshot(named);
+            // a gradient of 1e-4: Adam's squared moment underflows to 0 in float16, and eps 1e-8 rounds
+            // to 0, so the update is 1e-5 / 0
+            w.mutable_grad().put(torch.full(new long[] {4}, new Scalar(1e-4), half));
+            assertThatThrownBy(() -> opt.step(() -> {
+                w.grad().add_(torch.full(new long[] {4}, new Scalar(1e-4), half));
+                return w.grad().sum();
+            }, 1.0, 1.0)).isInstanceOf(NonFiniteException.class).hasMessageContaining("step 1")
+                    .hasMessageContaining("'head.w'").hasMessageContaining("float16").hasMessageContaining("restored");
+            TestModels.assertUnchanged(named, before);
+            assertThat(torch.isfinite(w.detach()).all().item_bool()).isTrue();
+        }
+    }
+
+    // ------------------------------------------------------------------ item 5: a strided parameter
+
+    @org.junit.jupiter.api.Test
+    void aNonContiguousParameterTrainsAlikeOnBothEngines() {
+        Map<String, Map<String, Tensor>> results = new LinkedHashMap<>();
+        for (Engine engine : new Engine[] {Engine.PLAIN, Engine.FUSED}) {
+            torch.manual_seed(3);
+            Tensor data = torch.randn(8, 5).to(torch.ScalarType.Double);
+            Tensor label = torch.randn(8, 4).to(torch.ScalarType.Double);
+            Tensor cond = torch.randn(8, 4).to(torch.ScalarType.Double);
+            Tensor wt = torch.randn(4, 5).to(torch.ScalarType.Double).t().detach().requires_grad_(true); // [5, 4], strided
+            Tensor bias = torch.randn(4).to(torch.ScalarType.Double).requires_grad_(true);
+            assertThat(wt.is_contiguous()).isFalse();
+            Map<String, Tensor> named = new LinkedHashMap<>();
+            named.put("proj.weight_t", wt);
+            named.put("proj.bias", bias);
+            ConditionalModel m = (d, c) -> {
+                Tensor out = d.matmul(wt).add(bias);
+                return c == null ? out : out.add(c.mul(bias));
+            };
+            try (Constraint opt = new Constraint(named, OptimizerSpec.adam(0.05), 1, 1, engine)) {
+                assertThat(opt.engineName()).startsWith(engine == Engine.PLAIN ? "plain" : "fused");
+                for (int s = 0; s < 4; s++) {
+                    try (StepResult r = Text2Data.runStep(opt, 0.5, m, cond, data, label, Loss.MSE)) {
+                        assertThat(r.projectedTensors()).isEqualTo(2);
+                    }
+                }
+            }
+            assertThat(wt.is_contiguous()).isFalse();
+            results.put(engine.name(), named);
+        }
+        Map<String, Tensor> plain = results.get("PLAIN");
+        Map<String, Tensor> fused = results.get("FUSED");
+        plain.forEach((k, v) -> assertThat(torch.allclose(v.detach(), fused.get(k).detach(), 1e-12, 1e-12, false))
+                .as("parameter %s", k).isTrue());
+    }
+}
