@@ -12,9 +12,12 @@ import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Supplier;
 
 import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.Module;
 import org.bytedeco.pytorch.Optimizer;
 import org.bytedeco.pytorch.OptimizerParamGroup;
 import org.bytedeco.pytorch.OptimizerParamGroupVector;
+import org.bytedeco.pytorch.StringTensorDict;
+import org.bytedeco.pytorch.StringTensorDictItem;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
@@ -28,12 +31,23 @@ import org.text2data.engine.ProjectionEngine;
  * {@code gConstraint} while the conditional loss is minimised.
  *
  * <pre>{@code
- * try (Constraint opt = new Constraint(model.parameters(), OptimizerSpec.adam(1e-3))) {
+ * try (Constraint opt = new Constraint(net, OptimizerSpec.adam(1e-3))) {   // net: a bytedeco Module
  *     for (...) {
- *         try (StepResult r = Text2Data.runStep(opt, gConstraint, model, cond, data, label, Loss.MSE)) { ... }
+ *         try (StepResult r = Text2Data.runStep(opt, gConstraint, net::forward, cond, data, label, Loss.MSE)) { ... }
  *     }
  * }
  * }</pre>
+ *
+ * <p>Parameters can be given as a bytedeco {@link Module} (its {@code named_parameters()}, those that
+ * require grad), a {@link TensorVector} or {@link StringTensorDict} (e.g. {@code net.parameters()},
+ * {@code net.named_parameters()}; those that require grad), a {@code Map<String, Tensor>} or any
+ * {@code Iterable<Tensor>} (taken as they are). Whatever the form, the constraint takes its own
+ * (owning) handle of each tensor while the constructor runs: the tensors it updates are the caller's
+ * (same storage, same autograd leaf), and what was passed in (a {@code TensorVector} and the views its
+ * {@code get(i)} returns, say) may be closed or collected afterwards. {@link #close()} releases those
+ * handles, the base optimizer's state and the engine's buffers; the parameters themselves stay with
+ * their owner. Letting a constraint go without closing it leaves that native memory to the garbage
+ * collector, which does not see its size: close it (try-with-resources).
  *
  * Like the Python reference it offers {@link #zeroGrad}, {@link #firstStep}, {@link #secondStep},
  * {@link #step(Supplier, double, double)}, the base optimizer and its param groups, and the per-layer
@@ -68,17 +82,101 @@ public final class Constraint implements AutoCloseable {
     /** The last model runStep found to reach these parameters (see Text2Data.runStep). */
     private WeakReference<Object> verifiedModel = new WeakReference<>(null);
 
-    /** With alpha = beta = 1 and the default engine. */
+    /**
+     * The parameters of a bytedeco module that require grad, named as in its {@code named_parameters()},
+     * with alpha = beta = 1 and the default engine.
+     */
+    public Constraint(Module module, OptimizerSpec base) {
+        this(module, base, 1.0, 1.0, Engine.AUTO);
+    }
+
+    /** The parameters of a bytedeco module that require grad (see above), with the default engine. */
+    public Constraint(Module module, OptimizerSpec base, double alpha, double beta) {
+        this(module, base, alpha, beta, Engine.AUTO);
+    }
+
+    /**
+     * The parameters of a bytedeco module that require grad, in the order and with the names of its
+     * {@code named_parameters()} (recursive); parameters that do not require grad (frozen layers) are
+     * left out, as PyTorch users leave them out of an optimizer.
+     *
+     * @param module the model; its parameters are updated in place
+     * @param base the base optimizer
+     * @param alpha the barrier's alpha (finite, &gt;= 0)
+     * @param beta the barrier's beta (finite, &gt;= 0)
+     * @param engine the projection engine
+     */
+    public Constraint(Module module, OptimizerSpec base, double alpha, double beta, Engine engine) {
+        this(Taken.of(module), base, alpha, beta, engine);
+    }
+
+    /**
+     * A bytedeco {@code TensorVector} (e.g. {@code module.parameters()}): the tensors that require grad,
+     * named {@code #i} by their position in the vector; alpha = beta = 1 and the default engine. The
+     * vector may be closed or collected afterwards.
+     */
+    public Constraint(TensorVector params, OptimizerSpec base) {
+        this(params, base, 1.0, 1.0, Engine.AUTO);
+    }
+
+    /**
+     * A bytedeco {@code TensorVector} (e.g. {@code module.parameters()}): the tensors that require grad,
+     * named {@code #i} by their position in the vector.
+     *
+     * @param params the parameters; the vector may be closed or collected afterwards
+     * @param base the base optimizer
+     * @param alpha the barrier's alpha (finite, &gt;= 0)
+     * @param beta the barrier's beta (finite, &gt;= 0)
+     * @param engine the projection engine
+     */
+    public Constraint(TensorVector params, OptimizerSpec base, double alpha, double beta, Engine engine) {
+        this(Taken.of(params), base, alpha, beta, engine);
+    }
+
+    /**
+     * A bytedeco {@code StringTensorDict} (e.g. {@code module.named_parameters()}): the tensors that
+     * require grad, with their names; alpha = beta = 1 and the default engine. The dict may be closed or
+     * collected afterwards.
+     */
+    public Constraint(StringTensorDict namedParams, OptimizerSpec base) {
+        this(namedParams, base, 1.0, 1.0, Engine.AUTO);
+    }
+
+    /**
+     * A bytedeco {@code StringTensorDict} (e.g. {@code module.named_parameters()}): the tensors that
+     * require grad, with their names, in the dict's order.
+     *
+     * @param namedParams the parameters; the dict may be closed or collected afterwards
+     * @param base the base optimizer
+     * @param alpha the barrier's alpha (finite, &gt;= 0)
+     * @param beta the barrier's beta (finite, &gt;= 0)
+     * @param engine the projection engine
+     */
+    public Constraint(StringTensorDict namedParams, OptimizerSpec base, double alpha, double beta, Engine engine) {
+        this(Taken.of(namedParams), base, alpha, beta, engine);
+    }
+
+    /** Any parameter list (taken as it is, named {@code #i}), with alpha = beta = 1 and the default engine. */
     public Constraint(Iterable<Tensor> params, OptimizerSpec base) {
         this(params, base, 1.0, 1.0, Engine.AUTO);
     }
 
+    /** Any parameter list (taken as it is, named {@code #i}), with the default engine. */
     public Constraint(Iterable<Tensor> params, OptimizerSpec base, double alpha, double beta) {
         this(params, base, alpha, beta, Engine.AUTO);
     }
 
+    /**
+     * Any parameter list, taken as it is (frozen tensors included), named {@code #i} by position.
+     *
+     * @param params the parameters; the list and its handles may be closed or collected afterwards
+     * @param base the base optimizer
+     * @param alpha the barrier's alpha (finite, &gt;= 0)
+     * @param beta the barrier's beta (finite, &gt;= 0)
+     * @param engine the projection engine
+     */
     public Constraint(Iterable<Tensor> params, OptimizerSpec base, double alpha, double beta, Engine engine) {
-        this(names(params), params, base, alpha, beta, engine);
+        this(Taken.of(params), base, alpha, beta, engine);
     }
 
     /** Named parameters (see below) with alpha = beta = 1 and the default engine. */
@@ -93,53 +191,167 @@ public final class Constraint implements AutoCloseable {
 
     /**
      * Parameters with names (as in a state dict), used in error messages and diagnostics. The map's
-     * iteration order is the parameter order.
+     * iteration order is the parameter order; the tensors are taken as they are (frozen ones included).
+     *
+     * @param namedParams the parameters by name; the map and its handles may be closed or collected afterwards
+     * @param base the base optimizer
+     * @param alpha the barrier's alpha (finite, &gt;= 0)
+     * @param beta the barrier's beta (finite, &gt;= 0)
+     * @param engine the projection engine
      */
     public Constraint(Map<String, Tensor> namedParams, OptimizerSpec base, double alpha, double beta, Engine engine) {
-        this(new ArrayList<>(namedParams.keySet()), namedParams.values(), base, alpha, beta, engine);
+        this(Taken.of(namedParams), base, alpha, beta, engine);
     }
 
-    private Constraint(List<String> names, Iterable<Tensor> params, OptimizerSpec base, double alpha,
-                       double beta, Engine engine) {
-        LibTorch.ensureLoaded();
-        if (base == null) {
-            throw new IllegalArgumentException("base optimizer spec is null");
-        }
-        if (engine == null) {
-            throw new IllegalArgumentException("engine is null");
-        }
-        this.alpha = checkCoefficient("alpha", alpha);
-        this.beta = checkCoefficient("beta", beta);
-        List<Tensor> list = new ArrayList<>();
-        for (Tensor t : params) {
-            if (t == null || !t.defined()) {
-                throw new IllegalArgumentException("parameter #" + list.size() + " is null or undefined");
+    private Constraint(Taken taken, OptimizerSpec base, double alpha, double beta, Engine engine) {
+        boolean ok = false;
+        try {
+            if (base == null) {
+                throw new IllegalArgumentException("base optimizer spec is null");
             }
-            if (!t.is_floating_point()) {
-                throw new IllegalArgumentException("parameter " + names.get(list.size())
-                        + " is not floating point: " + Tensors.describe(t));
+            if (engine == null) {
+                throw new IllegalArgumentException("engine is null");
             }
-            list.add(t);
+            this.alpha = checkCoefficient("alpha", alpha);
+            this.beta = checkCoefficient("beta", beta);
+            for (int i = 0; i < taken.params.size(); i++) {
+                Tensor t = taken.params.get(i);
+                if (!t.is_floating_point()) {
+                    throw new IllegalArgumentException("parameter " + taken.names.get(i)
+                            + " is not floating point: " + Tensors.describe(t));
+                }
+            }
+            if (taken.params.isEmpty()) {
+                throw new IllegalArgumentException(taken.skipped > 0
+                        ? "no parameters to optimize: all " + taken.skipped + " have requires_grad = false"
+                        : "no parameters to optimize");
+            }
+            this.params = taken.params.toArray(new Tensor[0]);
+            this.names = taken.names.toArray(new String[0]);
+            checkDistinct(this.names, this.params);
+            this.paramVector = new TensorVector(this.params);
+            this.spec = base;
+            this.base = base.create(paramVector);
+            this.engine = Engines.create(engine.toString(), this.params, this.names);
+            ok = true;
+        } finally {
+            if (!ok) {
+                taken.release();
+            }
         }
-        if (list.isEmpty()) {
-            throw new IllegalArgumentException("no parameters to optimize");
-        }
-        this.params = list.toArray(new Tensor[0]);
-        this.names = names.toArray(new String[0]);
-        checkDistinct(this.names, this.params);
-        this.paramVector = new TensorVector(this.params);
-        this.spec = base;
-        this.base = base.create(paramVector);
-        this.engine = Engines.create(engine.toString(), this.params, this.names);
     }
 
-    private static List<String> names(Iterable<Tensor> params) {
-        List<String> n = new ArrayList<>();
-        int i = 0;
-        for (Tensor ignored : params) {
-            n.add("#" + i++);
+    /**
+     * The parameters as the constructor takes them: an owning handle of each (a new libtorch
+     * {@code Tensor} on the same {@code TensorImpl}, so the same storage and autograd leaf), made while
+     * whatever the caller passed is still alive; so nothing the constraint keeps points into the caller's
+     * containers ({@code TensorVector.get(i)} and {@code StringTensorDict} items are views into them).
+     */
+    private static final class Taken {
+        final List<Tensor> params = new ArrayList<>();
+        final List<String> names = new ArrayList<>();
+        int skipped;
+
+        static Taken of(Module module) {
+            if (module == null) {
+                throw new IllegalArgumentException("module is null");
+            }
+            LibTorch.ensureLoaded();
+            try (StringTensorDict dict = module.named_parameters(true)) {
+                return of(dict);
+            }
         }
-        return n;
+
+        static Taken of(StringTensorDict dict) {
+            if (dict == null || dict.isNull()) {
+                throw new IllegalArgumentException("named parameters are null");
+            }
+            LibTorch.ensureLoaded();
+            Taken t = new Taken();
+            try {
+                for (long i = 0; i < dict.size(); i++) {
+                    StringTensorDictItem item = dict.get(i);
+                    t.add(item.key().getString(), item.value(), true);
+                }
+            } catch (RuntimeException e) {
+                t.release();
+                throw e;
+            }
+            return t;
+        }
+
+        static Taken of(TensorVector vector) {
+            if (vector == null || vector.isNull()) {
+                throw new IllegalArgumentException("parameter vector is null");
+            }
+            LibTorch.ensureLoaded();
+            Taken t = new Taken();
+            try {
+                for (long i = 0; i < vector.size(); i++) {
+                    t.add("#" + i, vector.get(i), true);
+                }
+            } catch (RuntimeException e) {
+                t.release();
+                throw e;
+            }
+            return t;
+        }
+
+        static Taken of(Iterable<Tensor> params) {
+            if (params == null) {
+                throw new IllegalArgumentException("parameters are null");
+            }
+            LibTorch.ensureLoaded();
+            Taken t = new Taken();
+            try {
+                int i = 0;
+                for (Tensor p : params) {
+                    t.add("#" + i++, p, false);
+                }
+            } catch (RuntimeException e) {
+                t.release();
+                throw e;
+            }
+            return t;
+        }
+
+        static Taken of(Map<String, Tensor> named) {
+            if (named == null) {
+                throw new IllegalArgumentException("named parameters are null");
+            }
+            LibTorch.ensureLoaded();
+            Taken t = new Taken();
+            try {
+                for (Map.Entry<String, Tensor> e : named.entrySet()) {
+                    t.add(e.getKey(), e.getValue(), false);
+                }
+            } catch (RuntimeException e) {
+                t.release();
+                throw e;
+            }
+            return t;
+        }
+
+        private void add(String name, Tensor p, boolean skipFrozen) {
+            if (p == null || p.isNull() || !p.defined()) {
+                throw new IllegalArgumentException("parameter " + (name.startsWith("#") ? name : "'" + name + "'")
+                        + " is null or undefined");
+            }
+            if (skipFrozen && !p.requires_grad()) {
+                skipped++;
+                return;
+            }
+            Tensor own = new Tensor(p); // libtorch's copy constructor: a new reference to the same tensor
+            params.add(own);
+            names.add(name);
+        }
+
+        void release() {
+            for (Tensor p : params) {
+                p.close();
+            }
+            params.clear();
+        }
     }
 
     /** Zeroes every existing gradient in place (PyTorch 1.13's {@code zero_grad()}, which the reference uses). */
@@ -425,7 +637,10 @@ public final class Constraint implements AutoCloseable {
         return engine.name();
     }
 
-    /** The parameters, in order. */
+    /**
+     * The parameters, in order: the constraint's own handles of the caller's tensors (same storage),
+     * valid until {@link #close()}.
+     */
     public List<Tensor> parameters() {
         return List.of(params);
     }
@@ -460,6 +675,9 @@ public final class Constraint implements AutoCloseable {
                     engine.close();
                     base.close();
                     paramVector.close();
+                    for (Tensor p : params) {
+                        p.close(); // the constraint's own handles; the parameters stay with their owner
+                    }
                 }
             } finally {
                 user.set(null);

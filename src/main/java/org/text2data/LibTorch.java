@@ -15,7 +15,26 @@ import org.bytedeco.pytorch.global.torch;
 /**
  * Loads bytedeco's libtorch once, safely, and configures its thread pools.
  *
- * <p>Every entry point of the library calls {@link #ensureLoaded()} before touching a bytedeco class.
+ * <p>Every entry point of the library calls {@link #ensureLoaded()} before touching a bytedeco class. An
+ * application that touches bytedeco classes itself must make sure this runs first (bytedeco's own loading
+ * crashes on an empty JavaCPP cache beside a system libtorch: docs/upstream-bytedeco-first-load.md): call it
+ * in the main class's static initialiser, or run the JVM with {@code -javaagent:} the library's jar
+ * ({@link Preload}).
+ *
+ * <p>What {@link #ensureLoaded()} changes for the whole process, and how to keep it from doing so:
+ * <ul>
+ * <li>JavaCPP's {@code maxPhysicalBytes} guard is set to 0 (off) unless
+ *     {@code -Dorg.bytedeco.javacpp.maxPhysicalBytes} (or {@code maxphysicalbytes}) is set; set it to keep the
+ *     guard. The guard reads the process's resident size on every native allocation JavaCPP tracks, a cost of
+ *     microseconds per tensor; this library frees deterministically. Takes effect only if no JavaCPP
+ *     {@code Pointer} was used before.</li>
+ * <li>Thread pools: OpenBLAS's thread count is set (every core where libtorch's intra-op pool has one thread,
+ *     else one), and libtorch's with {@code -Dtext2data.torchThreads=N}. {@code -Dtext2data.configureThreads=false}
+ *     leaves both pools alone; {@code -Dtext2data.blasThreads=N} (0: leave OpenBLAS alone) or the
+ *     {@code OPENBLAS_NUM_THREADS} environment variable choose OpenBLAS's count.</li>
+ * <li>bytedeco's libtorch, OpenBLAS and libgomp are loaded from the JavaCPP cache (extracted there, all of
+ *     them, on first use).</li>
+ * </ul>
  */
 public final class LibTorch {
 
@@ -25,7 +44,9 @@ public final class LibTorch {
     private LibTorch() {
     }
 
-    /** Loads libtorch (idempotent, thread-safe). */
+    /**
+     * Loads libtorch (idempotent, thread-safe), with the process-wide settings listed in the class comment.
+     */
     public static void ensureLoaded() {
         if (loaded) {
             return;
@@ -70,9 +91,13 @@ public final class LibTorch {
      * physical cores: one on a 2-vCPU machine), OpenBLAS gets every core, since the GEMMs dominate a
      * training step; where libtorch runs several threads, OpenBLAS runs on one. The user's choice wins:
      * {@code OPENBLAS_NUM_THREADS}, {@code -Dtext2data.blasThreads=N} (0 leaves OpenBLAS alone),
-     * {@code -Dtext2data.torchThreads=N}. Measurements: bench/NOTES.md ("Threads").
+     * {@code -Dtext2data.torchThreads=N}, {@code -Dtext2data.configureThreads=false} (leaves both alone).
+     * Measurements: bench/NOTES.md ("Threads").
      */
     private static void configureThreads() {
+        if ("false".equalsIgnoreCase(System.getProperty("text2data.configureThreads", "true").trim())) {
+            return; // the user keeps libtorch's and OpenBLAS's own settings
+        }
         String torchProp = System.getProperty("text2data.torchThreads");
         if (torchProp != null && Integer.parseInt(torchProp.trim()) > 0) {
             torch.set_num_threads(Integer.parseInt(torchProp.trim()));

@@ -7,8 +7,16 @@ import org.bytedeco.pytorch.Tensor;
  * the conditional loss {@code f}, and how many parameter tensors were projected.
  *
  * <p>The losses stay tensors on the model's device: reading them ({@link #uncondLoss()},
- * {@link #condLoss()}) is the only host sync, and it is the caller's choice. Close the result (or let it
- * go) to free the two scalars.
+ * {@link #condLoss()}) is the only host sync, and it is the caller's choice.
+ *
+ * <p>Close it (try-with-resources): it holds two native tensors, and a result that is let go is freed
+ * only when the garbage collector happens to collect it, which it is not pressed to do (the Java objects
+ * are small, the native memory is invisible to it; JavaCPP's own guard, {@code maxPhysicalBytes}, is off,
+ * see {@link LibTorch}). Measured over 1000 steps of a small denoiser: +8 MB resident closed, +16 MB
+ * let go; a user's larger loop grew from 289 MB to 1124 MB. With
+ * {@code -Dorg.bytedeco.javacpp.nopointergc=true} a result let go is never freed. The tensors returned by
+ * {@link #uncondLossTensor()} and {@link #condLossTensor()} belong to the result: they are invalid once it
+ * is closed ({@code detach().clone()} one to keep it).
  */
 public final class StepResult implements AutoCloseable {
     private final Tensor uncond;
@@ -21,12 +29,12 @@ public final class StepResult implements AutoCloseable {
         this.projected = projected;
     }
 
-    /** The unconditional loss g as a 0-dim tensor (no host sync). */
+    /** The unconditional loss g as a 0-dim tensor (no host sync), owned by this result. */
     public Tensor uncondLossTensor() {
         return uncond;
     }
 
-    /** The conditional loss f as a 0-dim tensor (no host sync). */
+    /** The conditional loss f as a 0-dim tensor (no host sync), owned by this result. */
     public Tensor condLossTensor() {
         return cond;
     }
@@ -46,6 +54,7 @@ public final class StepResult implements AutoCloseable {
         return projected;
     }
 
+    /** Frees the two loss tensors. */
     @Override
     public void close() {
         uncond.close();

@@ -3,25 +3,40 @@ package org.text2data.demo;
 import java.awt.BasicStroke;
 import java.awt.Color;
 import java.awt.Font;
-import java.awt.FontMetrics;
 import java.awt.Graphics2D;
 import java.awt.Rectangle;
 import java.awt.RenderingHints;
+import java.awt.geom.Rectangle2D;
 import java.awt.image.BufferedImage;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.List;
-import java.util.Locale;
 
 import javax.imageio.ImageIO;
 
-/** Minimal line charts drawn with Java2D (headless), for the demo's PNGs. */
+import org.jfree.chart.ChartFactory;
+import org.jfree.chart.JFreeChart;
+import org.jfree.chart.axis.NumberAxis;
+import org.jfree.chart.block.BlockBorder;
+import org.jfree.chart.plot.PlotOrientation;
+import org.jfree.chart.plot.XYPlot;
+import org.jfree.chart.renderer.xy.XYLineAndShapeRenderer;
+import org.jfree.chart.title.TextTitle;
+import org.jfree.chart.ui.RectangleInsets;
+import org.jfree.data.xy.XYSeries;
+import org.jfree.data.xy.XYSeriesCollection;
+
+/**
+ * The demo's PNGs: line charts drawn by JFreeChart (headless) into panels of one image. JFreeChart stays on
+ * the demo's side: nothing of the library's API, engines or training code uses it.
+ */
 final class Charts {
     static final Color BLUE = new Color(31, 119, 180);
     static final Color ORANGE = new Color(255, 127, 14);
     static final Color GREEN = new Color(44, 160, 44);
     static final Color GRAY = new Color(120, 120, 120);
     static final Color BLACK = Color.BLACK;
+    static final Color GRID = new Color(225, 225, 225);
 
     /** One line: y over x (x null: 0, 1, 2, ...). */
     record Line(String label, double[] x, double[] y, Color color, boolean dashed) {
@@ -50,117 +65,77 @@ final class Charts {
         return g;
     }
 
-    /** A framed panel with a title, axis labels, ticks and a legend, in {@code r}. */
+    /**
+     * A chart with a title, axis labels, ticks and a legend, drawn by JFreeChart into {@code r} of
+     * {@code g}. Non-finite values break a line; lines without a label stay out of the legend.
+     */
     static void panel(Graphics2D g, Rectangle r, String title, String xLabel, String yLabel, List<Line> lines,
                       boolean legend) {
-        double xmin = Double.POSITIVE_INFINITY;
-        double xmax = Double.NEGATIVE_INFINITY;
-        double ymin = Double.POSITIVE_INFINITY;
-        double ymax = Double.NEGATIVE_INFINITY;
-        for (Line l : lines) {
+        XYSeriesCollection data = new XYSeriesCollection();
+        for (int k = 0; k < lines.size(); k++) {
+            Line l = lines.get(k);
+            XYSeries s = new XYSeries(l.label() != null ? l.label() : "#" + k, false, true);
             for (int i = 0; i < l.y().length; i++) {
-                double x = l.x() == null ? i : l.x()[i];
                 double y = l.y()[i];
-                if (!Double.isFinite(y)) {
-                    continue;
-                }
-                xmin = Math.min(xmin, x);
-                xmax = Math.max(xmax, x);
-                ymin = Math.min(ymin, y);
-                ymax = Math.max(ymax, y);
+                s.add(l.x() == null ? i : l.x()[i], Double.isFinite(y) ? Double.valueOf(y) : null);
             }
+            data.addSeries(s);
         }
-        if (!(xmax > xmin)) {
-            xmax = xmin + 1;
-        }
-        if (!(ymax > ymin)) {
-            ymax = ymin + 1;
-        }
-        double pad = (ymax - ymin) * 0.05;
-        ymin -= pad;
-        ymax += pad;
-        int left = r.x + (yLabel == null ? 34 : 58);
-        int right = r.x + r.width - 8;
-        int top = r.y + (title == null ? 8 : 24);
-        int bottom = r.y + r.height - (xLabel == null ? 20 : 36);
-        g.setColor(BLACK);
-        FontMetrics fm = g.getFontMetrics();
+        JFreeChart chart = ChartFactory.createXYLineChart(null, xLabel, yLabel, data, PlotOrientation.VERTICAL,
+                legend, false, false);
+        chart.setAntiAlias(true);
+        chart.setBackgroundPaint(Color.WHITE);
+        chart.setPadding(new RectangleInsets(2, 2, 2, 6));
         if (title != null) {
-            g.setFont(g.getFont().deriveFont(Font.BOLD));
-            g.drawString(fit(title, fm, r.width - 8), r.x + 4, r.y + 16);
-            g.setFont(g.getFont().deriveFont(Font.PLAIN));
+            chart.setTitle(new TextTitle(title, new Font(Font.SANS_SERIF, Font.BOLD, 13)));
         }
-        g.setColor(new Color(235, 235, 235));
-        for (int k = 0; k <= 4; k++) {
-            int yy = bottom - (bottom - top) * k / 4;
-            g.drawLine(left, yy, right, yy);
+        XYPlot plot = chart.getXYPlot();
+        plot.setBackgroundPaint(Color.WHITE);
+        plot.setOutlinePaint(BLACK);
+        plot.setDomainGridlinePaint(GRID);
+        plot.setRangeGridlinePaint(GRID);
+        plot.setDomainGridlineStroke(new BasicStroke(1f));
+        plot.setRangeGridlineStroke(new BasicStroke(1f));
+        plot.setAxisOffset(RectangleInsets.ZERO_INSETS);
+        Font tickFont = new Font(Font.SANS_SERIF, Font.PLAIN, 10);
+        Font labelFont = new Font(Font.SANS_SERIF, Font.PLAIN, 11);
+        for (NumberAxis axis : new NumberAxis[] {(NumberAxis) plot.getDomainAxis(), (NumberAxis) plot.getRangeAxis()}) {
+            axis.setAutoRangeIncludesZero(false);
+            axis.setTickLabelFont(tickFont);
+            axis.setLabelFont(labelFont);
+            axis.setTickLabelPaint(BLACK);
         }
-        g.setColor(BLACK);
-        g.drawRect(left, top, right - left, bottom - top);
-        g.setFont(g.getFont().deriveFont(10f));
-        fm = g.getFontMetrics();
-        for (int k = 0; k <= 4; k++) {
-            double v = ymin + (ymax - ymin) * k / 4;
-            int yy = bottom - (bottom - top) * k / 4;
-            String s = tick(v);
-            g.drawString(s, left - 4 - fm.stringWidth(s), yy + 4);
-        }
-        for (int k = 0; k <= 4; k++) {
-            double v = xmin + (xmax - xmin) * k / 4;
-            int xx = left + (right - left) * k / 4;
-            String s = tick(v);
-            g.drawString(s, xx - fm.stringWidth(s) / 2, bottom + 13);
-        }
-        g.setFont(g.getFont().deriveFont(11f));
-        fm = g.getFontMetrics();
-        if (xLabel != null) {
-            g.drawString(xLabel, (left + right - fm.stringWidth(xLabel)) / 2, r.y + r.height - 6);
-        }
-        if (yLabel != null) {
-            Graphics2D gv = (Graphics2D) g.create();
-            gv.rotate(-Math.PI / 2);
-            gv.drawString(yLabel, -(top + bottom + fm.stringWidth(yLabel)) / 2, r.x + 12);
-            gv.dispose();
-        }
-        java.awt.Shape clip = g.getClip();
-        g.clipRect(left + 1, top + 1, right - left - 1, bottom - top - 1);
+        double lo = Double.POSITIVE_INFINITY;
+        double hi = Double.NEGATIVE_INFINITY;
         for (Line l : lines) {
-            g.setColor(l.color());
-            g.setStroke(l.dashed() ? new BasicStroke(1.5f, BasicStroke.CAP_BUTT, BasicStroke.JOIN_MITER, 10,
-                    new float[] {6, 4}, 0) : new BasicStroke(1.4f));
-            int px = Integer.MIN_VALUE;
-            int py = 0;
-            for (int i = 0; i < l.y().length; i++) {
-                double y = l.y()[i];
-                if (!Double.isFinite(y)) {
-                    px = Integer.MIN_VALUE;
-                    continue;
+            for (double y : l.y()) {
+                if (Double.isFinite(y)) {
+                    lo = Math.min(lo, y);
+                    hi = Math.max(hi, y);
                 }
-                double x = l.x() == null ? i : l.x()[i];
-                int xx = left + (int) Math.round((x - xmin) / (xmax - xmin) * (right - left));
-                int yy = bottom - (int) Math.round((y - ymin) / (ymax - ymin) * (bottom - top));
-                if (px != Integer.MIN_VALUE) {
-                    g.drawLine(px, py, xx, yy);
-                }
-                px = xx;
-                py = yy;
             }
         }
-        g.setClip(clip);
-        g.setStroke(new BasicStroke(1));
-        if (legend) {
-            int ly = top + 6;
-            for (Line l : lines) {
-                if (l.label() == null) {
-                    continue;
-                }
-                g.setColor(l.color());
-                g.fillRect(right - 150, ly, 14, 3);
-                g.setColor(BLACK);
-                g.drawString(l.label(), right - 132, ly + 6);
-                ly += 15;
-            }
+        if (lo == hi) { // a flat line (or an empty panel): a unit range around it, not 1e-9 ticks
+            plot.getRangeAxis().setRange(lo - 1, hi + 1);
         }
+        ((NumberAxis) plot.getDomainAxis()).setLowerMargin(0);
+        ((NumberAxis) plot.getDomainAxis()).setUpperMargin(0);
+        XYLineAndShapeRenderer renderer = new XYLineAndShapeRenderer(true, false);
+        for (int k = 0; k < lines.size(); k++) {
+            Line l = lines.get(k);
+            renderer.setSeriesPaint(k, l.color());
+            renderer.setSeriesStroke(k, l.dashed()
+                    ? new BasicStroke(1.5f, BasicStroke.CAP_BUTT, BasicStroke.JOIN_MITER, 10, new float[] {6, 4}, 0)
+                    : new BasicStroke(1.4f));
+            renderer.setSeriesVisibleInLegend(k, l.label() != null);
+        }
+        renderer.setDrawSeriesLineAsPath(false);
+        plot.setRenderer(renderer);
+        if (legend && chart.getLegend() != null) {
+            chart.getLegend().setItemFont(labelFont);
+            chart.getLegend().setFrame(BlockBorder.NONE);
+        }
+        chart.draw(g, new Rectangle2D.Double(r.x, r.y, r.width, r.height));
     }
 
     /** Writes a PNG atomically (temporary file, then rename). */
@@ -180,23 +155,5 @@ final class Charts {
             out[i] = s / Math.min(i + 1, w);
         }
         return out;
-    }
-
-    private static String tick(double v) {
-        double a = Math.abs(v);
-        if (a != 0 && (a < 0.01 || a >= 10000)) {
-            return String.format(Locale.ROOT, "%.1e", v);
-        }
-        return a >= 100 ? String.format(Locale.ROOT, "%.0f", v) : String.format(Locale.ROOT, "%.2f", v);
-    }
-
-    static String fit(String s, FontMetrics fm, int width) {
-        if (fm.stringWidth(s) <= width) {
-            return s;
-        }
-        while (s.length() > 3 && fm.stringWidth(s + "...") > width) {
-            s = s.substring(0, s.length() - 1);
-        }
-        return s + "...";
     }
 }

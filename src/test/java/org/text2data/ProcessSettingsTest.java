@@ -1,0 +1,64 @@
+package org.text2data;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.pytorch.global.torch;
+import org.junit.jupiter.api.Test;
+
+/**
+ * What {@link LibTorch#ensureLoaded()} changes for the whole process, and the documented opt-outs, each in a
+ * forked JVM (these settings are process-wide and happen once).
+ */
+class ProcessSettingsTest {
+
+    /** Run in the forked JVM: prints the settings after loading. */
+    public static void main(String[] args) {
+        LibTorch.ensureLoaded();
+        System.out.println("blas=" + LibTorch.blasThreads() + " torch=" + torch.get_num_threads()
+                + " maxPhysicalBytes=" + Pointer.maxPhysicalBytes() + " .");
+    }
+
+    static String run(String... props) throws Exception {
+        List<String> cmd = new ArrayList<>(List.of(
+                ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()),
+                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow"));
+        cmd.addAll(List.of(props));
+        cmd.addAll(List.of("-cp", System.getProperty("java.class.path"), ProcessSettingsTest.class.getName()));
+        ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true);
+        pb.environment().remove("OPENBLAS_NUM_THREADS");
+        Process p = pb.start();
+        byte[] out = p.getInputStream().readAllBytes();
+        assertThat(p.waitFor(5, TimeUnit.MINUTES)).isTrue();
+        String output = new String(out, StandardCharsets.UTF_8);
+        assertThat(p.exitValue()).as(output).isZero();
+        return output.lines().filter(l -> l.startsWith("blas=")).findFirst().orElseThrow();
+    }
+
+    @Test
+    void byDefaultOpenBlasIsSetAndJavaCppsRssGuardIsOff() throws Exception {
+        assertThat(run()).matches("blas=[1-9][0-9]* torch=[0-9]+ maxPhysicalBytes=0 .*");
+    }
+
+    @Test
+    void theUsersSettingsWin() throws Exception {
+        assertThat(run("-Dtext2data.blasThreads=1", "-Dtext2data.torchThreads=2", "-Dorg.bytedeco.javacpp.maxPhysicalBytes=8g"))
+                .startsWith("blas=1 torch=2 maxPhysicalBytes=" + (8L << 30) + " ");
+    }
+
+    @Test
+    void configureThreadsFalseLeavesBothPoolsAlone() throws Exception {
+        String untouched = run("-Dtext2data.configureThreads=false");
+        assertThat(untouched).startsWith("blas=-1 ");
+        int torchDefault = Integer.parseInt(untouched.replaceAll(".* torch=([0-9]+) .*", "$1"));
+        // asked for another count, but told to leave the pools alone: nothing changes
+        assertThat(run("-Dtext2data.configureThreads=false", "-Dtext2data.torchThreads=" + (torchDefault + 1),
+                "-Dtext2data.blasThreads=1")).startsWith("blas=-1 torch=" + torchDefault + " ");
+    }
+}
