@@ -180,7 +180,8 @@ public record Batch(Tensor data, Tensor cond, Tensor label) implements AutoClose
     /**
      * The storage of a {@code std::vector<char>} of {@code size} bytes as a memory segment. bytedeco's ByteVector
      * has no {@code data()}; its {@code begin()} iterator is a heap copy of libstdc++'s {@code __normal_iterator},
-     * whose one field is the element pointer. Checked on the first and last byte before use.
+     * whose one field is the element pointer. Checked on the first and last byte (flipped and
+     * restored) before use.
      */
     static MemorySegment contents(ByteVector v, long size) {
         if (size == 0) {
@@ -191,9 +192,14 @@ public record Batch(Tensor data, Tensor cond, Tensor label) implements AutoClose
             address = MemorySegment.ofAddress(it.address()).reinterpret(Long.BYTES).get(ValueLayout.JAVA_LONG, 0);
         }
         MemorySegment seg = MemorySegment.ofAddress(address).reinterpret(size);
-        v.put(0, (byte) 0x5a);
-        v.put(size - 1, (byte) 0xa5);
-        if (seg.get(ValueLayout.JAVA_BYTE, 0) != 0x5a || seg.get(ValueLayout.JAVA_BYTE, size - 1) != (byte) 0xa5) {
+        byte first = v.get(0);
+        byte last = v.get(size - 1);
+        v.put(0, (byte) ~first);
+        v.put(size - 1, (byte) ~last);
+        boolean ok = seg.get(ValueLayout.JAVA_BYTE, 0) == (byte) ~first && seg.get(ValueLayout.JAVA_BYTE, size - 1) == (byte) ~last;
+        v.put(0, first);
+        v.put(size - 1, last);
+        if (!ok) {
             throw new IllegalStateException("unexpected std::vector layout in bytedeco's ByteVector");
         }
         return seg;

@@ -54,8 +54,13 @@ final class TestModels {
             dictMaker = unit.get_function(new org.bytedeco.pytorch.QualifiedName("f"));
         }
         try (var args = new org.bytedeco.pytorch.IValueVector(iv(data), iv(cond), iv(label))) {
-            savePickled(file, dictMaker.apply(args));
+            savePickled(file, dictOf(args));
         }
+    }
+
+    /** The dict {@link #saveDict} writes, from its three (optional) tensors; call saveDict once before. */
+    static synchronized org.bytedeco.pytorch.IValue dictOf(org.bytedeco.pytorch.IValueVector args) {
+        return dictMaker.apply(args);
     }
 
     /** Writes any value as torch.save would (a dict of ints, a list, ...). */
