@@ -292,6 +292,22 @@ class CliTest {
     }
 
     @Test
+    void aFailureAfterSomeStepsNamesItsStep(@TempDir Path tmp) throws Exception {
+        Path[] in = copies(tmp);
+        Path late = tmp.resolve("nan-in-row-12.pt");
+        try (Batch b = TestModels.batch()) {
+            org.bytedeco.pytorch.Tensor label = b.label().clone();
+            label.narrow(0, 12, 1).fill_(new org.bytedeco.pytorch.Scalar(Double.NaN));
+            TestModels.saveDict(late, b.data(), b.cond(), label);
+        }
+        Path out = tmp.resolve("o.pt");
+        Run r = cli(finetuneOn(in[0], late, out.toString(), "--batch-size", "8"));
+        assertThat(r.code()).isEqualTo(1);
+        assertThat(r.err()).contains("error: --data " + late + " with --model " + in[0] + ", step 2 of 3: ");
+        assertThat(out).doesNotExist();
+    }
+
+    @Test
     void aRunawayUnconditionalLossIsWarnedAbout(@TempDir Path tmp) throws Exception {
         Path out = tmp.resolve("o.pt");
         Run r = cli(finetune(out, "--lr", "1000", "--steps", "20"));
