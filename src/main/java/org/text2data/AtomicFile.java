@@ -1,38 +1,153 @@
 package org.text2data;
 
 import java.io.IOException;
+import java.nio.file.AccessDeniedException;
+import java.nio.file.DirectoryNotEmptyException;
+import java.nio.file.FileAlreadyExistsException;
+import java.nio.file.FileSystemException;
 import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.NotDirectoryException;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.attribute.PosixFilePermissions;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ThreadLocalRandom;
 
-/** Writes a file atomically: into a temporary file beside it, then a rename, so no reader sees half of it. */
+/**
+ * Writes a file atomically: into a temporary file beside it, then a rename, so no reader sees half of it.
+ * A temporary file still being written when the JVM shuts down (Ctrl-C, SIGTERM, {@code System.exit}) is
+ * deleted by a shutdown hook, so an interrupted save leaves nothing behind.
+ */
 public final class AtomicFile {
     private AtomicFile() {
     }
 
+    /** Temporary files being written now; the shutdown hook deletes what is left of them. */
+    private static final Set<Path> IN_FLIGHT = ConcurrentHashMap.newKeySet();
+    private static boolean hookInstalled;
+
     /** What writes the content, to the path it is given. */
     @FunctionalInterface
     public interface Writer {
+        /** Writes the whole content to {@code tmp}. */
         void write(Path tmp) throws IOException;
     }
 
-    /** Runs {@code writer} on a temporary file in {@code target}'s folder, then renames it to {@code target}. */
+    /**
+     * Runs {@code writer} on a temporary file in {@code target}'s folder, then renames it to {@code target}.
+     * Failures name {@code target} and the reason (permission denied, read-only file system, disk full, ...).
+     */
     public static void write(Path target, Writer writer) throws IOException {
-        Path dir = target.toAbsolutePath().getParent();
-        if (dir == null || !Files.isDirectory(dir)) {
-            throw new IOException("output folder does not exist: " + dir);
-        }
-        Path tmp = Files.createTempFile(dir, "." + target.getFileName(), ".tmp");
+        Path dir = checkTarget(target);
+        installHook();
+        Path tmp = dir.resolve("." + target.getFileName() + "." + Long.toUnsignedString(ThreadLocalRandom.current().nextLong(), 36)
+                + ".tmp");
+        IN_FLIGHT.add(tmp); // before it exists: a shutdown from here on deletes it
         try {
+            Files.createFile(tmp);
             if (tmp.getFileSystem().supportedFileAttributeViews().contains("posix")) {
-                // createTempFile makes the file private; the result is an ordinary file
                 Files.setPosixFilePermissions(tmp, PosixFilePermissions.fromString("rw-r--r--"));
             }
             writer.write(tmp);
             Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        } catch (IOException e) {
+            throw new IOException("could not write " + target + ": " + reason(e), e);
         } finally {
-            Files.deleteIfExists(tmp);
+            try {
+                Files.deleteIfExists(tmp);
+            } finally {
+                IN_FLIGHT.remove(tmp);
+            }
+        }
+    }
+
+    /**
+     * Checks, before any work, that {@link #write} could write {@code target}: it is not a folder or a special
+     * file, its folder exists, and a file can be created (and is then deleted) in that folder. Nothing on disk
+     * changes. Throws an {@link IOException} saying why not.
+     */
+    public static void checkWritable(Path target) throws IOException {
+        Path dir = checkTarget(target);
+        Path probe;
+        try {
+            probe = Files.createTempFile(dir, ".text2data-write-check", ".tmp");
+        } catch (IOException e) {
+            throw new IOException("cannot write " + target + ": cannot create a file in " + dir + ": " + reason(e), e);
+        }
+        Files.deleteIfExists(probe);
+    }
+
+    /** The target's folder, after checking that the target can be a file there. */
+    private static Path checkTarget(Path target) throws IOException {
+        if (target == null) {
+            throw new IOException("no output file given");
+        }
+        if (Files.isDirectory(target)) {
+            throw new IOException("cannot write " + target + ": it is a folder, not a file");
+        }
+        if (Files.exists(target) && !Files.isRegularFile(target)) {
+            throw new IOException("cannot write " + target + ": it is not a regular file (a device, FIFO or socket)");
+        }
+        Path dir = target.toAbsolutePath().getParent();
+        if (dir == null) {
+            throw new IOException("cannot write " + target + ": it has no parent folder");
+        }
+        if (!Files.exists(dir)) {
+            throw new IOException("cannot write " + target + ": folder does not exist: " + dir);
+        }
+        if (!Files.isDirectory(dir)) {
+            throw new IOException("cannot write " + target + ": not a folder: " + dir);
+        }
+        return dir;
+    }
+
+    /**
+     * Why an I/O operation failed, in words and without the paths the exception names (which may be a hidden
+     * temporary file): "permission denied", "Read-only file system", "No space left on device", ...
+     */
+    public static String reason(IOException e) {
+        if (e instanceof AccessDeniedException) {
+            return "permission denied";
+        }
+        if (e instanceof NoSuchFileException) {
+            return "no such file or folder";
+        }
+        if (e instanceof NotDirectoryException) {
+            return "not a folder";
+        }
+        if (e instanceof FileAlreadyExistsException) {
+            return "a file of that name already exists";
+        }
+        if (e instanceof DirectoryNotEmptyException) {
+            return "it is a folder that is not empty";
+        }
+        if (e instanceof FileSystemException fse && fse.getReason() != null) {
+            return fse.getReason();
+        }
+        return ErrorMessages.of(e);
+    }
+
+    private static synchronized void installHook() {
+        if (hookInstalled) {
+            return;
+        }
+        try {
+            Runtime.getRuntime().addShutdownHook(new Thread(AtomicFile::deleteInFlight, "text2data-atomic-file-cleanup"));
+            hookInstalled = true;
+        } catch (IllegalStateException shuttingDown) {
+            // the JVM is already shutting down: nothing left to install the hook for
+        }
+    }
+
+    private static void deleteInFlight() {
+        for (Path p : IN_FLIGHT) {
+            try {
+                Files.deleteIfExists(p);
+            } catch (IOException | RuntimeException ignored) {
+                // best effort: the JVM is going away
+            }
         }
     }
 }

@@ -1,8 +1,12 @@
 package org.text2data;
 
 import java.io.IOException;
-import java.nio.file.Files;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
 import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -44,24 +48,19 @@ public record Batch(Tensor data, Tensor cond, Tensor label) implements AutoClose
         return data.size(0);
     }
 
-    /** Loads a {@code torch.save} dict with keys data, cond, label; problems name the file and key. */
+    /**
+     * Loads a {@code torch.save} dict with keys data, cond, label; problems name the file and key. The file is
+     * read in chunks straight into native memory, so files of 2 GiB and more load (given the memory).
+     */
     public static Batch load(Path file) {
         LibTorch.ensureLoaded();
-        if (file == null || !Files.isRegularFile(file)) {
-            throw new IllegalArgumentException("data file not found: " + file);
-        }
-        byte[] bytes;
-        try {
-            bytes = Files.readAllBytes(file);
-        } catch (IOException e) {
-            throw new IllegalArgumentException("data file " + file + " cannot be read: " + e.getMessage(), e);
-        }
+        InputFile.checkReadable(file, "data file");
         IValue root;
-        try (ByteVector v = new ByteVector(bytes)) {
+        try (ByteVector v = readZip(file)) {
             root = torch.pickle_load(v);
         } catch (RuntimeException e) {
-            throw new IllegalArgumentException("data file " + file + " is not a torch.save file: "
-                    + TorchScriptModel.firstLine(e.getMessage()), e);
+            throw new IllegalArgumentException("data file " + file + " cannot be loaded as a torch.save file: "
+                    + ErrorMessages.of(e), e);
         }
         if (!root.isGenericDict()) {
             throw new IllegalArgumentException("data file " + file + " holds a " + root.tagKind().getString()
@@ -96,13 +95,114 @@ public record Batch(Tensor data, Tensor cond, Tensor label) implements AutoClose
             }
         }
         for (int i = 0; i < 3; i++) {
-            if (found[i].dim() < 1 || found[i].size(0) != found[0].size(0)) {
+            if (found[i].dim() < 1) {
+                throw new IllegalArgumentException("data file " + file + ": '" + KEYS.get(i) + "' is a 0-dim tensor "
+                        + "(a single number); expected one row per example along the first dimension");
+            }
+        }
+        for (int i = 0; i < 3; i++) {
+            if (found[i].size(0) != found[0].size(0)) {
                 throw new IllegalArgumentException("data file " + file + ": '" + KEYS.get(i) + "' has shape "
                         + java.util.Arrays.toString(found[i].shape()) + " but 'data' has "
                         + found[0].size(0) + " rows");
             }
         }
         return new Batch(found[0], found[1], found[2]);
+    }
+
+    /** Bytes read per call when loading (a test lowers it to exercise the chunking on small files). */
+    static int readChunk = 64 << 20;
+
+    private static final byte[] ZIP = {'P', 'K', 3, 4};
+    /** The start of PyTorch's legacy (before 1.6) torch.save format: a pickled magic number. */
+    private static final byte[] LEGACY = {(byte) 0x80, 2, (byte) 0x8a, 0x0a, 0x6c, (byte) 0xfc, (byte) 0x9c, 0x46,
+            (byte) 0xf9, 0x20, 0x6a, (byte) 0xa8, 0x50, 0x19};
+
+    /** The whole file in a native byte vector, after checking that it is a zip archive as torch.save writes. */
+    private static ByteVector readZip(Path file) {
+        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
+            long size = ch.size();
+            ByteBuffer head = ByteBuffer.allocate(LEGACY.length);
+            while (head.hasRemaining() && ch.read(head, head.position()) > 0) {
+                // a short file gives a short head
+            }
+            byte[] h = java.util.Arrays.copyOf(head.array(), head.position());
+            if (!startsWith(h, ZIP)) {
+                if (startsWith(h, LEGACY)) {
+                    throw new IllegalArgumentException("data file " + file + " is in PyTorch's legacy serialization "
+                            + "format (torch.save before PyTorch 1.6, or _use_new_zipfile_serialization=False), which "
+                            + "libtorch cannot read; load it in Python and save it again with torch.save(obj, path)");
+                }
+                throw new IllegalArgumentException("data file " + file + " is not a torch.save file: "
+                        + (size == 0 ? "it is empty" : h.length > 0 && h[0] == (byte) 0x80
+                        ? "it is a plain Python pickle, not the zip archive torch.save writes"
+                        : "it does not start with the zip header torch.save writes"));
+            }
+            ByteVector v;
+            try {
+                v = new ByteVector(size);
+            } catch (RuntimeException | OutOfMemoryError e) {
+                throw new IllegalArgumentException("data file " + file + " (" + size + " bytes) does not fit in memory: "
+                        + ErrorMessages.of(e), e);
+            }
+            try {
+                fill(v, size, ch);
+            } catch (IOException | RuntimeException e) {
+                v.close();
+                throw e;
+            }
+            return v;
+        } catch (IOException e) {
+            throw new IllegalArgumentException("data file " + file + " cannot be read: " + AtomicFile.reason(e), e);
+        }
+    }
+
+    private static boolean startsWith(byte[] bytes, byte[] prefix) {
+        return bytes.length >= prefix.length && java.util.Arrays.equals(bytes, 0, prefix.length, prefix, 0, prefix.length);
+    }
+
+    /** Reads {@code size} bytes of {@code ch} into {@code v}'s storage, chunk by chunk (no Java array of the whole). */
+    private static void fill(ByteVector v, long size, FileChannel ch) throws IOException {
+        MemorySegment dst = contents(v, size);
+        for (long off = 0; off < size; ) {
+            int n = (int) Math.min(readChunk, size - off);
+            ByteBuffer buf = dst.asSlice(off, n).asByteBuffer();
+            while (buf.hasRemaining()) {
+                if (ch.read(buf, off + buf.position()) < 0) {
+                    throw new IOException("the file got shorter while being read (" + (off + buf.position()) + " of "
+                            + size + " bytes)");
+                }
+            }
+            off += n;
+        }
+    }
+
+    /**
+     * The storage of a {@code std::vector<char>} of {@code size} bytes as a memory segment. bytedeco's ByteVector
+     * has no {@code data()}; its {@code begin()} iterator is a heap copy of libstdc++'s {@code __normal_iterator},
+     * whose one field is the element pointer. Checked on the first and last byte (flipped and
+     * restored) before use.
+     */
+    static MemorySegment contents(ByteVector v, long size) {
+        if (size == 0) {
+            return MemorySegment.NULL;
+        }
+        long address;
+        try (ByteVector.Iterator it = v.begin()) {
+            address = MemorySegment.ofAddress(it.address()).reinterpret(Long.BYTES).get(ValueLayout.JAVA_LONG, 0);
+        }
+        MemorySegment seg = MemorySegment.ofAddress(address).reinterpret(size);
+        byte first = v.get(0);
+        byte last = v.get(size - 1);
+        v.put(0, (byte) ~first);
+        v.put(size - 1, (byte) ~last);
+        boolean ok = seg.get(ValueLayout.JAVA_BYTE, 0) == (byte) ~first && seg.get(ValueLayout.JAVA_BYTE, size - 1) == (byte) ~last;
+        v.put(0, first);
+        v.put(size - 1, last);
+        if (!ok) {
+            throw new IllegalStateException("unexpected std::vector layout in bytedeco's ByteVector");
+        }
+        return seg;
     }
 
     /** Rows {@code [from, to)}, sharing memory. */

@@ -1,7 +1,6 @@
 package org.text2data;
 
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -40,21 +39,13 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
     /** Loads a module saved by {@code torch.jit.save}; the file's problems are named in the exception. */
     public static TorchScriptModel load(Path file) {
         LibTorch.ensureLoaded();
-        if (file == null) {
-            throw new IllegalArgumentException("model file is null");
-        }
-        if (!Files.isRegularFile(file)) {
-            throw new IllegalArgumentException("model file not found: " + file);
-        }
-        if (!Files.isReadable(file)) {
-            throw new IllegalArgumentException("model file is not readable: " + file);
-        }
+        InputFile.checkReadable(file, "model file");
         JitModule m;
         try {
             m = torch.load(file.toString());
         } catch (RuntimeException e) {
             throw new IllegalArgumentException("model file " + file + " is not a TorchScript module saved by "
-                    + "torch.jit.save / torch.jit.script(...).save: " + firstLine(e.getMessage()), e);
+                    + "torch.jit.save / torch.jit.script(...).save: " + ErrorMessages.of(e), e);
         }
         m.train(true);
         TorchScriptModel model = new TorchScriptModel(m, file);
@@ -76,7 +67,7 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
             throw new IllegalArgumentException("model forward(data, " + (condOrNull == null ? "None" : "cond")
                     + ") failed for data " + Tensors.describe(data)
                     + (condOrNull == null ? "" : " and cond " + Tensors.describe(condOrNull)) + ": "
-                    + firstLine(e.getMessage()), e);
+                    + ErrorMessages.of(e), e);
         } finally {
             inputs.close();
         }
@@ -127,7 +118,7 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
             try {
                 module.save(tmp.toString());
             } catch (RuntimeException e) {
-                throw new IOException("could not write " + file + ": " + firstLine(e.getMessage()), e);
+                throw new IOException(ErrorMessages.of(e), e); // AtomicFile names the file
             }
         });
     }
@@ -164,11 +155,8 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
         return out;
     }
 
+    /** {@link ErrorMessages#clean}: one line naming the cause, without libtorch's C++ stack trace. */
     static String firstLine(String message) {
-        if (message == null) {
-            return "(no message)";
-        }
-        int nl = message.indexOf('\n');
-        return (nl < 0 ? message : message.substring(0, nl)).trim();
+        return ErrorMessages.clean(message);
     }
 }

@@ -6,6 +6,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.Map;
 
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
@@ -64,6 +65,37 @@ class DemoTest {
                 .contains("relax factor must be a positive finite number, got 0.0");
         assertThat(CliTest.cli("demo", "--labelled", "0.0001", "--out", out.toString()).err())
                 .contains("zero labelled examples");
+    }
+
+    @Test
+    void unwritableOrCollidingDemoOutputsAreRefusedBeforeTraining(@TempDir Path tmp) throws Exception {
+        Path file = Files.writeString(tmp.resolve("a-file"), "keep");
+        Path dir = Files.createDirectory(tmp.resolve("out"));
+        Map<String[], String> cases = new java.util.LinkedHashMap<>();
+        cases.put(new String[] {"--out", file.toString()}, "--out " + file + " is a file, not a folder");
+        cases.put(new String[] {"--out", file.resolve("sub").toString()}, "cannot create it, " + file + " is a file, not a folder");
+        cases.put(new String[] {"--out", "/proc/t2d-demo"}, "--out /proc/t2d-demo: cannot write in /proc: ");
+        cases.put(new String[] {"--out", dir.toString(), "--report", dir.resolve("training.png").toString()},
+                "--report " + dir.resolve("training.png") + " is the file the demo writes its plot training.png to");
+        cases.put(new String[] {"--out", dir.toString(), "--report", dir.toString()}, "cannot write " + dir + ": it is a folder");
+        cases.put(new String[] {"--out", dir.toString(), "--report", "/dev/null"}, "cannot write /dev/null: it is not a regular file");
+        for (Map.Entry<String[], String> c : cases.entrySet()) {
+            String[] args = new String[c.getKey().length + 2];
+            args[0] = "demo";
+            args[1] = "--quick";
+            System.arraycopy(c.getKey(), 0, args, 2, c.getKey().length);
+            CliTest.Run r = CliTest.cli(args);
+            assertThat(r.code()).as(String.join(" ", args)).isEqualTo(1);
+            assertThat(r.err()).as(String.join(" ", args)).contains("error: ").contains(c.getValue())
+                    .doesNotContain("pretrain"); // refused before any training
+            assertThat(Files.readString(file)).isEqualTo("keep");
+            try (var files = Files.list(tmp)) {
+                assertThat(files.toList()).containsExactlyInAnyOrder(file, dir);
+            }
+            try (var files = Files.list(dir)) {
+                assertThat(files.toList()).isEmpty();
+            }
+        }
     }
 
     @Test

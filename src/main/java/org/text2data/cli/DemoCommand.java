@@ -1,11 +1,14 @@
 package org.text2data.cli;
 
+import java.io.IOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashMap;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
 
+import org.text2data.AtomicFile;
 import org.text2data.demo.Demo;
 import org.text2data.demo.DemoConfig;
 import org.text2data.train.TrainingListener;
@@ -15,9 +18,9 @@ import picocli.CommandLine.Option;
 
 @Command(name = "demo", mixinStandardHelpOptions = true, sortOptions = false,
         description = {"Text2Data end to end on a generated low-resource time-series set (seeded, nothing downloaded): "
-                + "series with a trend, frequency, amplitude and noise level, described in words; only 10% keep "
+                + "series with a trend, frequency, amplitude and noise level, described in words; only 10%% keep "
                 + "their description.",
-                "Trains a small conditional diffusion model three ways (conditional-only on the labelled 10%; "
+                "Trains a small conditional diffusion model three ways (conditional-only on the labelled 10%%; "
                         + "pretrain on all + plain finetune; pretrain on all + Text2Data finetune), scores "
                         + "controllability and quality, prints a table, and writes a JSON report and PNG plots."})
 final class DemoCommand implements Callable<Integer> {
@@ -55,6 +58,30 @@ final class DemoCommand implements Callable<Integer> {
     @Option(names = "--report", paramLabel = "FILE", description = "where to write the JSON report (default: DIR/report.json)")
     Path report;
 
+    /** Everything the demo will write must be writable, and distinct, before the minutes of training start. */
+    private void checkOutputs(Path reportFile) throws IOException {
+        Outputs.checkFolder("--out", out);
+        Path reportDir = reportFile.toAbsolutePath().getParent();
+        if (reportDir == null) {
+            throw new IOException("--report " + reportFile + " has no parent folder");
+        }
+        if (Files.isDirectory(reportDir)) {
+            AtomicFile.checkWritable(reportFile);
+        } else {
+            Outputs.checkFolder("--report's folder", reportDir);
+        }
+        for (String plot : new String[] {"training.png", "samples.png"}) {
+            Path p = out.resolve(plot);
+            if (p.toAbsolutePath().normalize().equals(reportFile.toAbsolutePath().normalize()) || Outputs.sameFile(p, reportFile)) {
+                throw new IllegalArgumentException("--report " + reportFile + " is the file the demo writes its plot "
+                        + plot + " to; choose another report file");
+            }
+            if (Files.isDirectory(out)) {
+                AtomicFile.checkWritable(p);
+            }
+        }
+    }
+
     @Override
     public Integer call() throws Exception {
         DemoConfig cfg = size != null && size.quick ? DemoConfig.quick()
@@ -64,6 +91,7 @@ final class DemoCommand implements Callable<Integer> {
         }
         cfg = cfg.withRelax(relax).withLabelledFraction(labelled).withGuidance(guidance); // all checked there
         Path reportFile = report != null ? report : out.resolve("report.json");
+        checkOutputs(reportFile);
         Map<String, ProgressBar> bars = new HashMap<>();
         TrainingListener progress = (stage, step, total, g, f) -> {
             ProgressBar bar = bars.computeIfAbsent(stage, s -> new ProgressBar(String.format("%-28s", s), total));

@@ -5,6 +5,7 @@ import java.util.Locale;
 import java.util.concurrent.Callable;
 
 import org.text2data.Batch;
+import org.text2data.ErrorMessages;
 import org.text2data.LibTorch;
 import org.text2data.Loss;
 import org.text2data.TorchScriptModel;
@@ -44,11 +45,20 @@ final class EstimateGCommand implements Callable<Integer> {
         LibTorch.ensureLoaded();
         try (TorchScriptModel m = TorchScriptModel.load(model); Batch b = Batch.load(data)) {
             m.train(false);
+            if (b.size() == 0) {
+                throw new IllegalArgumentException("--data " + data + " has no rows ('data' has shape "
+                        + java.util.Arrays.toString(b.data().shape()) + "): nothing to measure");
+            }
             LossSurvey s;
             try {
                 s = LossSurvey.of(m, b, l, chunk);
-            } catch (IllegalArgumentException e) {
-                throw new IllegalArgumentException("--data " + data + " with --model " + model + ": " + e.getMessage(), e);
+            } catch (IllegalArgumentException | ArithmeticException e) {
+                throw new IllegalArgumentException("--data " + data + " with --model " + model + ": " + ErrorMessages.of(e), e);
+            } catch (RuntimeException e) {
+                if (e.getClass() != RuntimeException.class) {
+                    throw e;
+                }
+                throw new IllegalArgumentException("--data " + data + " with --model " + model + ": " + ErrorMessages.of(e), e);
             }
             System.out.printf(Locale.ROOT, "unconditional %s loss of %s over %d rows of %s:%n", loss, model.getFileName(),
                     s.rows(), data.getFileName());

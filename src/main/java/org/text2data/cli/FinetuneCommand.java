@@ -1,13 +1,16 @@
 package org.text2data.cli;
 
-import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Arrays;
 import java.util.Locale;
+import java.util.Map;
 import java.util.concurrent.Callable;
 
 import org.text2data.Batch;
 import org.text2data.Constraint;
 import org.text2data.Engine;
+import org.text2data.ErrorMessages;
+import org.text2data.InputFile;
 import org.text2data.LibTorch;
 import org.text2data.Loss;
 import org.text2data.OptimizerSpec;
@@ -15,6 +18,7 @@ import org.text2data.TorchScriptModel;
 import org.text2data.train.BatchTransform;
 import org.text2data.train.Finetuning;
 import org.text2data.train.TrainConfig;
+import org.text2data.train.TrainingListener;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -78,6 +82,14 @@ final class FinetuneCommand implements Callable<Integer> {
     @Option(names = "--engine", defaultValue = "auto", description = "auto, plain or fused (default: ${DEFAULT-VALUE})")
     String engine;
 
+    private static void checkInput(String flag, Path file, String what) {
+        try {
+            InputFile.checkReadable(file, what);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(flag + ": " + e.getMessage(), e);
+        }
+    }
+
     @Override
     public Integer call() throws Exception {
         // Everything that can be checked before loading is checked first; nothing is written on failure.
@@ -96,10 +108,6 @@ final class FinetuneCommand implements Callable<Integer> {
         if (!device.equals("cpu") && !device.startsWith("cuda")) {
             throw new IllegalArgumentException("--device must be cpu or cuda, got '" + device + "'");
         }
-        Path outDir = out.toAbsolutePath().getParent();
-        if (outDir == null || !Files.isDirectory(outDir)) {
-            throw new IllegalArgumentException("--out: folder does not exist: " + outDir);
-        }
         OptimizerSpec spec = OptimizerSpec.of(optimizer, lr);
         if (weightDecay != null) {
             spec = spec.weightDecay(weightDecay);
@@ -109,12 +117,9 @@ final class FinetuneCommand implements Callable<Integer> {
         }
         Loss lossFn = Loss.named(loss);
         Engine eng = Engine.parse(engine);
-        if (!Files.isRegularFile(model)) {
-            throw new IllegalArgumentException("--model: file not found: " + model);
-        }
-        if (!Files.isRegularFile(data)) {
-            throw new IllegalArgumentException("--data: file not found: " + data);
-        }
+        checkInput("--model", model, "model file");
+        checkInput("--data", data, "data file");
+        Outputs.check("--out", out, Map.of("--model", model, "--data", data));
         LibTorch.ensureLoaded();
         if (device.startsWith("cuda") && !LibTorch.cudaAvailable()) {
             throw new IllegalArgumentException("--device " + device + ": no CUDA device is usable here (this build of "
@@ -128,6 +133,10 @@ final class FinetuneCommand implements Callable<Integer> {
                 set = all.to(device);
             }
             long rows = set.size();
+            if (rows == 0) {
+                throw new IllegalArgumentException("--data " + data + " has no rows ('data' has shape "
+                        + Arrays.toString(set.data().shape()) + "): nothing to finetune on");
+            }
             int b = batchSize == null ? (int) Math.min(rows, Integer.MAX_VALUE) : (int) Math.min(batchSize, rows);
             System.err.printf(Locale.ROOT, "finetune: %s, %d rows (batch %d), %s, alpha %s, beta %s, g_constraint %s%n",
                     model.getFileName(), rows, b, spec, alpha, beta, gConstraint);
@@ -135,13 +144,34 @@ final class FinetuneCommand implements Callable<Integer> {
                     .shuffle(shuffle).seed(seed);
             long t0 = System.nanoTime();
             Finetuning.Result r;
+            long[] done = {-1}; // steps completed; -1 until training starts
             try (Constraint opt = new Constraint(m.namedParameters(), spec, alpha, beta, eng)) {
                 ProgressBar bar = new ProgressBar("finetune (" + opt.engineName() + ")", steps);
+                done[0] = 0;
                 r = Finetuning.run(opt, gConstraint, m, set, lossFn, cfg, Finetuning.Mode.TEXT2DATA,
-                        BatchTransform.identity(), null, (stage, step, total, g, f) ->
-                                bar.update(step, String.format(Locale.ROOT, "g %.5f  f %.5f", g, f)));
-            } catch (IllegalArgumentException | ArithmeticException e) {
-                throw new IllegalArgumentException("--data " + data + " with --model " + model + ": " + e.getMessage(), e);
+                        BatchTransform.identity(), null, new TrainingListener() {
+                            @Override
+                            public void onStep(String stage, long step, long total, double g, double f) {
+                                done[0] = step;
+                                bar.update(step, String.format(Locale.ROOT, "g %.5f  f %.5f", g, f));
+                            }
+
+                            @Override
+                            public void onWarning(String stage, long step, String message) {
+                                System.err.println((System.console() != null ? "\n" : "") + "warning: " + message);
+                            }
+                        });
+            } catch (RuntimeException e) {
+                String where = "--data " + data + " with --model " + model
+                        + (done[0] >= 0 ? ", step " + (done[0] + 1) + " of " + steps : "") + ": " + ErrorMessages.of(e);
+                if (e instanceof IllegalStateException) {
+                    throw new IllegalStateException(where, e);
+                }
+                if (e instanceof IllegalArgumentException || e instanceof ArithmeticException
+                        || e.getClass() == RuntimeException.class) { // libtorch's errors: the data or model
+                    throw new IllegalArgumentException(where, e);
+                }
+                throw e;
             }
             Finetuning.Step first = r.steps().get(0);
             Finetuning.Step last = r.steps().get(r.steps().size() - 1);
@@ -151,6 +181,12 @@ final class FinetuneCommand implements Callable<Integer> {
                             + "(g_constraint %s, max g/g_constraint %.4f); wrote %s%n",
                     steps, (System.nanoTime() - t0) / 1e9, first.f(), last.f(), first.g(), last.g(), gConstraint,
                     gConstraint > 0 ? r.maxGRatio() : 0.0, out);
+            if (r.gRanAway()) {
+                System.err.printf(Locale.ROOT, "warning: the unconditional loss ran away from g_constraint (max "
+                        + "g/g_constraint %.3g, above %.0fx for %d steps in a row); the model was written, but the "
+                        + "constraint did not hold: try a lower --lr%n", r.maxGRatio(), Finetuning.RUNAWAY_RATIO,
+                        Finetuning.RUNAWAY_STEPS);
+            }
         }
         return 0;
     }

@@ -3,7 +3,9 @@ package org.text2data.cli;
 import java.io.PrintWriter;
 
 import picocli.CommandLine;
+import org.text2data.ErrorMessages;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
 
 /** {@code ./text2data SUBCOMMAND}: Text2Data's constrained finetuning from the command line. */
 @Command(name = "text2data", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
@@ -15,30 +17,64 @@ public final class Main implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
 
+    /** Accepted before or after the subcommand's name; read from the parse result by the error handler. */
+    @Option(names = "--verbose", scope = CommandLine.ScopeType.INHERIT,
+            description = "on an error, print the full message and stack trace (libtorch's C++ frames included)")
+    boolean verbose;
+
     @Override
     public void run() {
         spec.commandLine().usage(spec.commandLine().getOut());
     }
 
+    /** Runs the command line and exits with its code. */
     public static void main(String[] args) {
         System.exit(run(args));
     }
 
-    /** Runs the command line and returns the exit code (0 success, 1 failure, 2 bad usage). */
+    /**
+     * Runs the command line and returns the exit code (0 success, 1 failure, 2 bad usage). A failure prints one
+     * line, {@code error: <cause>} (libtorch's C++ stack trace and TorchScript traceback left out); with
+     * {@code --verbose} the full message and stack trace follow.
+     */
     public static int run(String... args) {
         CommandLine cl = new CommandLine(new Main());
         cl.setExecutionExceptionHandler((ex, commandLine, parseResult) -> {
             PrintWriter err = commandLine.getErr();
             boolean badInput = ex instanceof IllegalArgumentException || ex instanceof java.io.IOException
-                    || ex instanceof IllegalStateException || ex instanceof ArithmeticException;
-            err.println("error: " + (ex.getMessage() == null ? ex.toString() : ex.getMessage()));
-            if (!badInput || Boolean.getBoolean("text2data.debug")) {
+                    || ex instanceof IllegalStateException || ex instanceof ArithmeticException
+                    || ex.getClass() == RuntimeException.class; // what libtorch throws: bad data or model
+            boolean verbose = verbose(parseResult) || Boolean.getBoolean("text2data.debug");
+            String message = ErrorMessages.of(ex);
+            if (!badInput) {
+                message = "internal error: " + ex.getClass().getName() + ": " + message;
+            }
+            err.println("error: " + message);
+            if (verbose) {
                 ex.printStackTrace(err);
+            } else if (!badInput) {
+                err.println("(run with --verbose for the full stack trace)");
             }
             err.flush();
             return 1;
         });
-        return cl.execute(args);
+        try {
+            return cl.execute(args);
+        } catch (OutOfMemoryError e) {
+            cl.getErr().println("error: out of Java heap memory (" + ErrorMessages.of(e) + "); give the JVM more with "
+                    + "JAVA_TOOL_OPTIONS=-Xmx<size>, or use a smaller data set");
+            cl.getErr().flush();
+            return 1;
+        }
+    }
+
+    private static boolean verbose(CommandLine.ParseResult pr) {
+        for (CommandLine.ParseResult r = pr; r != null; r = r.subcommand()) {
+            if (r.hasMatchedOption("--verbose")) {
+                return true;
+            }
+        }
+        return false;
     }
 
     static final class Version implements CommandLine.IVersionProvider {

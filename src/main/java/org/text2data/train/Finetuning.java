@@ -39,12 +39,48 @@ public final class Finetuning {
     public record Eval(long step, double score) {
     }
 
+    /**
+     * {@code g} above this multiple of {@code gConstraint}, and of the first step's {@code g}, for
+     * {@link #RUNAWAY_STEPS} steps in a row (or for every step of a shorter run) counts as running away: the constraint has lost hold (typically a learning rate far too
+     * high). A barrier that works keeps {@code g} within a few times {@code gConstraint}; the demo's largest per-batch
+     * ratio is about 3, and plain finetuning's about 20.
+     */
+    public static final double RUNAWAY_RATIO = 100;
+
+    /** How many consecutive steps above {@link #RUNAWAY_RATIO} make a run away (fewer only if the run is shorter). */
+    public static final int RUNAWAY_STEPS = 5;
+
     /** What finetuning did. */
     public record Result(List<Step> steps, List<Eval> evals, boolean stoppedEarly, double gConstraint) {
         /** The largest {@code g / gConstraint} seen. */
         public double maxGRatio() {
             return steps.stream().mapToDouble(s -> s.g() / gConstraint).max().orElse(Double.NaN);
         }
+
+        /**
+         * Whether {@code g} ran away: above {@link #RUNAWAY_RATIO} times both {@code gConstraint} and the first g for
+         * {@link #RUNAWAY_STEPS} steps in a row (or all steps of a shorter run). Never with {@code gConstraint} 0.
+         */
+        public boolean gRanAway() {
+            int need = Math.min(RUNAWAY_STEPS, steps.size());
+            int run = 0;
+            for (Step s : steps) {
+                run = runsAway(s.g(), gConstraint, steps.get(0).g()) ? run + 1 : 0;
+                if (need > 0 && run >= need) {
+                    return true;
+                }
+            }
+            return false;
+        }
+    }
+
+    /**
+     * {@code g} more than {@link #RUNAWAY_RATIO} times above both {@code gConstraint} and the first step's {@code g}:
+     * grown by orders of magnitude, not merely started far above a low {@code gConstraint}. NaN counts as away.
+     */
+    private static boolean runsAway(double g, double gConstraint, double firstG) {
+        double ref = Double.isFinite(firstG) ? Math.max(gConstraint, firstG) : gConstraint;
+        return gConstraint > 0 && !(g <= RUNAWAY_RATIO * ref);
     }
 
     public static Result run(Constraint opt, double gConstraint, ConditionalModel model, Batch labelled, Loss loss,
@@ -69,6 +105,8 @@ public final class Finetuning {
         boolean stopped = false;
         String stage = mode == Mode.TEXT2DATA ? "text2data" : "finetune";
         java.util.Random dropout = new java.util.Random(cfg.seed() ^ 0x5DEECE66DL);
+        int awayFor = 0; // consecutive steps with g above RUNAWAY_RATIO x gConstraint (and x the first g)
+        double firstG = Double.NaN;
         for (long step = 0; step < total && !stopped; step++) {
             double lr = cfg.schedule().lr(baseLr, step, total);
             opt.setLr(lr);
@@ -98,6 +136,16 @@ public final class Finetuning {
             }
             steps.add(new Step(step + 1, g, f, lr));
             listener.onStep(stage, step + 1, total, g, f);
+            if (step == 0) {
+                firstG = g;
+            }
+            awayFor = runsAway(g, gConstraint, firstG) ? awayFor + 1 : 0;
+            if (awayFor == Math.min(RUNAWAY_STEPS, total)) {
+                listener.onWarning(stage, step + 1, String.format(java.util.Locale.ROOT, "g has been above %.0f x "
+                        + "g_constraint (and x its first value) for %d step(s) in a row (step %d: g %.4g, g_constraint %.4g, ratio %.3g): "
+                        + "the constraint is not holding; lower the learning rate, or check g_constraint",
+                        RUNAWAY_RATIO, awayFor, step + 1, g, gConstraint, g / gConstraint));
+            }
             if (evaluator != null && cfg.evalEvery() > 0 && ((step + 1) % cfg.evalEvery() == 0 || step == total - 1)) {
                 double score = evaluator.applyAsDouble(model);
                 evals.add(new Eval(step + 1, score));

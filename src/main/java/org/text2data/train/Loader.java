@@ -12,31 +12,38 @@ final class Loader {
     private final int batchSize;
     private final boolean shuffle;
     private final Random random;
-    private final int[] order;
-    private int cursor;
+    private final long rows;
+    private final int[] order; // only when shuffling: in order, rows may exceed an int and need no array
+    private long cursor;
 
     Loader(Batch set, int batchSize, boolean shuffle, long seed) {
         long rows = set.size();
         if (rows == 0) {
             throw new IllegalArgumentException("the data set is empty");
         }
-        if (rows > Integer.MAX_VALUE) {
-            throw new IllegalArgumentException("too many rows: " + rows);
+        if (shuffle && rows > Integer.MAX_VALUE - 8) {
+            throw new IllegalArgumentException("shuffling supports up to " + (Integer.MAX_VALUE - 8) + " rows, the data "
+                    + "set has " + rows + "; draw in order (no shuffle) or split the data set");
         }
         this.set = set;
+        this.rows = rows;
         this.batchSize = (int) Math.min(batchSize, rows);
         this.shuffle = shuffle;
         this.random = new Random(seed);
-        this.order = new int[(int) rows];
-        for (int i = 0; i < order.length; i++) {
-            order[i] = i;
+        if (shuffle) {
+            this.order = new int[(int) rows];
+            for (int i = 0; i < order.length; i++) {
+                order[i] = i;
+            }
+        } else {
+            this.order = null;
         }
-        this.cursor = order.length;
+        this.cursor = rows;
     }
 
     /** The next batch (tensors are new; close them, or draw inside a PointerScope). */
     Batch next() {
-        if (cursor >= order.length) {
+        if (cursor >= rows) {
             cursor = 0;
             if (shuffle) {
                 for (int i = order.length - 1; i > 0; i--) {
@@ -47,12 +54,12 @@ final class Loader {
                 }
             }
         }
-        int n = Math.min(batchSize, order.length - cursor);
+        int n = (int) Math.min(batchSize, rows - cursor);
         Batch b;
         if (shuffle) {
             long[] idx = new long[n];
             for (int i = 0; i < n; i++) {
-                idx[i] = order[cursor + i];
+                idx[i] = order[(int) cursor + i];
             }
             Tensor index = Tensor.create(idx).to(set.data().device(), torch.ScalarType.Long);
             b = set.select(index);

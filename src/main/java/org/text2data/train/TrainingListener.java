@@ -14,5 +14,9 @@ public interface TrainingListener {
     default void onEval(String stage, long step, double score) {
     }
 
+    /** Called when training looks wrong but goes on (for example {@code g} running away from {@code gConstraint}). */
+    default void onWarning(String stage, long step, String message) {
+    }
+
     TrainingListener NONE = (stage, step, total, g, f) -> { };
 }
