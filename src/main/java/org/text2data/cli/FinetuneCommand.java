@@ -22,7 +22,12 @@ import picocli.CommandLine.Option;
         description = {"Finetunes a TorchScript model on labelled data with Text2Data's constrained step, and writes "
                 + "the finetuned TorchScript module (loadable by Python's torch.jit.load).",
                 "M.pt: a module with forward(data, cond: Optional[Tensor]) saved by torch.jit.script(...).save.",
-                "D.pt: a dict of tensors 'data', 'cond', 'label' saved by torch.save."})
+                "D.pt: a dict of tensors 'data', 'cond', 'label' saved by torch.save.",
+                "Checkpoint and resume: --checkpoint CK.t2d writes the parameters, the optimizer's state, the "
+                        + "constraint's settings and the position in the data (atomically) every --checkpoint-every "
+                        + "steps and at the end; after a stop or a crash, the same command with --resume CK.t2d "
+                        + "continues from there and ends exactly where an uninterrupted run would have (--steps is "
+                        + "the run's total)."})
 final class FinetuneCommand implements Callable<Integer> {
 
     @Option(names = "--model", required = true, paramLabel = "M.pt", description = "TorchScript model to finetune")
@@ -35,7 +40,8 @@ final class FinetuneCommand implements Callable<Integer> {
             description = "the unconditional loss to stay near (from pretraining; see estimate-g)")
     double gConstraint;
 
-    @Option(names = "--steps", required = true, paramLabel = "N", description = "number of constrained steps")
+    @Option(names = "--steps", required = true, paramLabel = "N",
+            description = "number of constrained steps in the whole run (a resumed run counts the steps taken before)")
     int steps;
 
     @Option(names = "--out", required = true, paramLabel = "OUT.pt", description = "where to write the finetuned module")
@@ -78,6 +84,22 @@ final class FinetuneCommand implements Callable<Integer> {
     @Option(names = "--engine", defaultValue = "auto", description = "auto, plain or fused (default: ${DEFAULT-VALUE})")
     String engine;
 
+    @Option(names = "--checkpoint", paramLabel = "CK.t2d",
+            description = "write a checkpoint (parameters, optimizer and constraint state, data position) to this file, "
+                    + "atomically, every --checkpoint-every steps and at the end")
+    Path checkpoint;
+
+    @Option(names = "--checkpoint-every", paramLabel = "N",
+            description = "steps between checkpoints (default: 100; needs --checkpoint)")
+    Long checkpointEvery;
+
+    @Option(names = "--resume", paramLabel = "CK.t2d",
+            description = "continue the run saved in this checkpoint (same model, data and flags; it may be the "
+                    + "--checkpoint file)")
+    Path resume;
+
+    private long resumedAt = -1;
+
     @Override
     public Integer call() throws Exception {
         // Everything that can be checked before loading is checked first; nothing is written on failure.
@@ -95,6 +117,19 @@ final class FinetuneCommand implements Callable<Integer> {
         }
         if (!device.equals("cpu") && !device.startsWith("cuda")) {
             throw new IllegalArgumentException("--device must be cpu or cuda, got '" + device + "'");
+        }
+        if (checkpointEvery != null && checkpoint == null) {
+            throw new IllegalArgumentException("--checkpoint-every needs --checkpoint FILE");
+        }
+        if (checkpointEvery != null && checkpointEvery <= 0) {
+            throw new IllegalArgumentException("--checkpoint-every must be positive, got " + checkpointEvery);
+        }
+        if (checkpoint != null && (checkpoint.toAbsolutePath().getParent() == null
+                || !Files.isDirectory(checkpoint.toAbsolutePath().getParent()))) {
+            throw new IllegalArgumentException("--checkpoint: folder does not exist: " + checkpoint.toAbsolutePath().getParent());
+        }
+        if (resume != null && !Files.isRegularFile(resume)) {
+            throw new IllegalArgumentException("--resume: checkpoint file not found: " + resume);
         }
         Path outDir = out.toAbsolutePath().getParent();
         if (outDir == null || !Files.isDirectory(outDir)) {
@@ -132,15 +167,27 @@ final class FinetuneCommand implements Callable<Integer> {
             System.err.printf(Locale.ROOT, "finetune: %s, %d rows (batch %d), %s, alpha %s, beta %s, g_constraint %s%n",
                     model.getFileName(), rows, b, spec, alpha, beta, gConstraint);
             TrainConfig cfg = new TrainConfig().epochs(Integer.MAX_VALUE / 4).maxSteps(steps).batchSize(b)
-                    .shuffle(shuffle).seed(seed);
+                    .shuffle(shuffle).seed(seed).resumeFrom(resume);
+            if (checkpoint != null) {
+                cfg.checkpoint(checkpoint, checkpointEvery == null ? 100 : checkpointEvery);
+            }
             long t0 = System.nanoTime();
             Finetuning.Result r;
             try (Constraint opt = new Constraint(m.namedParameters(), spec, alpha, beta, eng)) {
                 ProgressBar bar = new ProgressBar("finetune (" + opt.engineName() + ")", steps);
                 r = Finetuning.run(opt, gConstraint, m, set, lossFn, cfg, Finetuning.Mode.TEXT2DATA,
-                        BatchTransform.identity(), null, (stage, step, total, g, f) ->
-                                bar.update(step, String.format(Locale.ROOT, "g %.5f  f %.5f", g, f)));
+                        BatchTransform.identity(), null, (stage, step, total, g, f) -> {
+                            if (resumedAt < 0) {
+                                resumedAt = step - 1;
+                            }
+                            bar.update(step, String.format(Locale.ROOT, "g %.5f  f %.5f", g, f));
+                        });
+            } catch (java.io.UncheckedIOException e) {
+                throw e.getCause(); // a checkpoint could not be written
             } catch (IllegalArgumentException | ArithmeticException e) {
+                if (resume != null && e.getMessage() != null && e.getMessage().startsWith("checkpoint ")) {
+                    throw new IllegalArgumentException("--resume: " + e.getMessage(), e);
+                }
                 throw new IllegalArgumentException("--data " + data + " with --model " + model + ": " + e.getMessage(), e);
             }
             Finetuning.Step first = r.steps().get(0);
@@ -148,9 +195,11 @@ final class FinetuneCommand implements Callable<Integer> {
             m.save(out);
             System.out.printf(Locale.ROOT,
                     "finetuned %d steps in %.1f s: conditional loss %.6f -> %.6f, unconditional loss %.6f -> %.6f "
-                            + "(g_constraint %s, max g/g_constraint %.4f); wrote %s%n",
+                            + "(g_constraint %s, max g/g_constraint %.4f)%s; wrote %s%n",
                     steps, (System.nanoTime() - t0) / 1e9, first.f(), last.f(), first.g(), last.g(), gConstraint,
-                    gConstraint > 0 ? r.maxGRatio() : 0.0, out);
+                    gConstraint > 0 ? r.maxGRatio() : 0.0,
+                    resume == null ? "" : ", resumed from " + resume + " at step " + (resumedAt < 0 ? steps : resumedAt),
+                    out);
         }
         return 0;
     }

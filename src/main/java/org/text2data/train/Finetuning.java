@@ -1,6 +1,5 @@
 package org.text2data.train;
 
-import java.util.ArrayList;
 import java.util.List;
 import java.util.function.ToDoubleFunction;
 
@@ -61,15 +60,17 @@ public final class Finetuning {
         }
         Loader loader = new Loader(labelled, cfg.batchSize(), cfg.shuffle(), cfg.seed());
         long total = cfg.totalSteps(labelled.size());
-        double baseLr = opt.lr();
-        List<Step> steps = new ArrayList<>();
-        List<Eval> evals = new ArrayList<>();
-        double best = Double.POSITIVE_INFINITY;
-        int sinceBest = 0;
-        boolean stopped = false;
         String stage = mode == Mode.TEXT2DATA ? "text2data" : "finetune";
-        java.util.Random dropout = new java.util.Random(cfg.seed() ^ 0x5DEECE66DL);
-        for (long step = 0; step < total && !stopped; step++) {
+        SavedRandom dropout = new SavedRandom(cfg.seed() ^ 0x5DEECE66DL);
+        TrainState st = cfg.resumeFrom() == null ? new TrainState(stage, opt.lr())
+                : TrainState.resume(cfg.resumeFrom(), opt, stage, s -> {
+                    loader.restore(s.loader);
+                    if (s.dropout != null) {
+                        dropout.restore(s.dropout);
+                    }
+                });
+        double baseLr = st.baseLr;
+        for (long step = st.step; step < total && !st.stopped; step++) {
             double lr = cfg.schedule().lr(baseLr, step, total);
             opt.setLr(lr);
             double g;
@@ -96,21 +97,23 @@ public final class Finetuning {
                     opt.stepBase();
                 }
             }
-            steps.add(new Step(step + 1, g, f, lr));
+            st.steps.add(new Step(step + 1, g, f, lr));
+            st.step = step + 1;
             listener.onStep(stage, step + 1, total, g, f);
             if (evaluator != null && cfg.evalEvery() > 0 && ((step + 1) % cfg.evalEvery() == 0 || step == total - 1)) {
                 double score = evaluator.applyAsDouble(model);
-                evals.add(new Eval(step + 1, score));
+                st.evals.add(new Eval(step + 1, score));
                 listener.onEval(stage, step + 1, score);
-                if (score < best) {
-                    best = score;
-                    sinceBest = 0;
-                } else if (cfg.patience() > 0 && ++sinceBest >= cfg.patience()) {
-                    stopped = true;
+                if (score < st.best) {
+                    st.best = score;
+                    st.sinceBest = 0;
+                } else if (cfg.patience() > 0 && ++st.sinceBest >= cfg.patience()) {
+                    st.stopped = true;
                 }
             }
+            st.checkpointIfDue(cfg, opt, loader, dropout, step == total - 1 || st.stopped);
         }
         opt.setLr(baseLr);
-        return new Result(List.copyOf(steps), List.copyOf(evals), stopped, gConstraint);
+        return new Result(List.copyOf(st.steps), List.copyOf(st.evals), st.stopped, gConstraint);
     }
 }
