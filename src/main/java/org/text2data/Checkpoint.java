@@ -170,6 +170,7 @@ public final class Checkpoint implements AutoCloseable {
                 o.addProperty("name", names.get(i));
                 o.add("shape", shape(p));
                 o.addProperty("dtype", Tensors.dtype(p));
+                o.addProperty("grad", p.grad().defined());
                 ps.add(o);
                 keys.add(names.get(i));
                 values.add(p.detach().cpu());
@@ -543,9 +544,23 @@ public final class Checkpoint implements AutoCloseable {
                     }
                 }
             }
+            JsonArray savedParams = header.getAsJsonArray("parameters");
             try (NoGradGuard ng = new NoGradGuard()) {
                 for (int i = 0; i < live.size(); i++) {
-                    live.get(i).detach().copy_(params.get(names.get(i)));
+                    Tensor p = live.get(i);
+                    p.detach().copy_(params.get(names.get(i)));
+                    // Whether a gradient exists is state: zero_grad keeps gradients (PyTorch 1.13), and a kept
+                    // zero unconditional gradient projects where a missing one does not.
+                    JsonElement grad = savedParams.get(i).getAsJsonObject().get("grad");
+                    if (grad != null && grad.getAsBoolean()) {
+                        if (p.grad().defined()) {
+                            p.grad().zero_();
+                        } else {
+                            p.mutable_grad().put(torch.zeros_like(p));
+                        }
+                    } else if (grad != null && p.grad().defined()) {
+                        p.mutable_grad().put(new Tensor());
+                    }
                 }
             }
             for (int g = 0; g < groups.size(); g++) {

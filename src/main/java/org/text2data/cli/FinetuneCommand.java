@@ -15,6 +15,7 @@ import org.text2data.TorchScriptModel;
 import org.text2data.train.BatchTransform;
 import org.text2data.train.Finetuning;
 import org.text2data.train.TrainConfig;
+import org.bytedeco.pytorch.global.torch;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -155,7 +156,19 @@ final class FinetuneCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--device " + device + ": no CUDA device is usable here (this build of "
                     + "libtorch is CPU-only, or no GPU/driver is present; see the README's GPU section)");
         }
+        // TorchScript's graph executor re-optimizes a module after its first runs, which changes the last bits of its
+        // gradients from then on; unoptimized, every step computes the same way in every process, so that a resumed
+        // run ends bit for bit where an uninterrupted one does.
+        boolean optimize = torch.getGraphExecutorOptimize();
+        torch.setGraphExecutorOptimize(false);
+        try {
+            return finetune(spec, lossFn, eng);
+        } finally {
+            torch.setGraphExecutorOptimize(optimize);
+        }
+    }
 
+    private int finetune(OptimizerSpec spec, Loss lossFn, Engine eng) throws Exception {
         try (TorchScriptModel m = TorchScriptModel.load(model); Batch all = Batch.load(data)) {
             Batch set = all;
             if (!device.equals("cpu")) {
