@@ -36,7 +36,6 @@ import org.bytedeco.pytorch.Function;
 import org.bytedeco.pytorch.GenericDict;
 import org.bytedeco.pytorch.GenericDictEntryRef;
 import org.bytedeco.pytorch.GenericDictIterator;
-import org.bytedeco.pytorch.GenericList;
 import org.bytedeco.pytorch.IValue;
 import org.bytedeco.pytorch.IValueVector;
 import org.bytedeco.pytorch.InputArchive;
@@ -45,13 +44,10 @@ import org.bytedeco.pytorch.Optimizer;
 import org.bytedeco.pytorch.OutputArchive;
 import org.bytedeco.pytorch.QualifiedName;
 import org.bytedeco.pytorch.Scalar;
-import org.bytedeco.pytorch.StringType;
 import org.bytedeco.pytorch.StringVector;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorOptions;
-import org.bytedeco.pytorch.TensorType;
 import org.bytedeco.pytorch.TensorVector;
-import org.bytedeco.pytorch.Type;
 import org.bytedeco.pytorch.global.torch;
 
 /**
@@ -95,8 +91,8 @@ public final class Checkpoint implements AutoCloseable {
 
     private static final Gson GSON = new GsonBuilder().serializeSpecialFloatingPointValues().disableHtmlEscaping()
             .create();
-    private static CompilationUnit dictMakerUnit;
-    private static Function dictMaker;
+    private static CompilationUnit dictUnit;
+    private static Function[] dictFunctions;
 
     private final Path source;
     private final JsonObject header;
@@ -889,38 +885,44 @@ public final class Checkpoint implements AutoCloseable {
 
     // ---------------------------------------------------------------- torch.save dicts
 
-    /** {@code torch.save}'s format for a {@code Dict[str, Tensor]} (built by a two-line TorchScript function). */
+    /**
+     * {@code torch.save}'s format for a {@code Dict[str, Tensor]}, built by two small TorchScript functions (the
+     * bindings offer no typed dict constructor): {@code empty()}, then {@code put(d, key, value)} per entry.
+     */
     private static byte[] pickleDict(List<String> keys, List<Tensor> values) {
+        Function[] f = dictFunctions();
         try (PointerScope scope = new PointerScope()) {
-            GenericList k = new GenericList(new Type.TypePtr(StringType.get()));
-            GenericList v = new GenericList(new Type.TypePtr(TensorType.get()));
+            // a copy: TorchScript may hand out one shared dict for the literal {}, which put must not fill
+            IValue dict = new IValue(f[0].apply(new IValueVector()).toGenericDict().copy());
             for (int i = 0; i < keys.size(); i++) {
-                k.push_back(new IValue(keys.get(i)));
-                v.push_back(new IValue(values.get(i)));
+                dict = f[1].apply(new IValueVector(dict, new IValue(keys.get(i)), new IValue(values.get(i))));
             }
-            IValue dict = dictMaker().apply(new IValueVector(new IValue(k), new IValue(v)));
             ByteVector bytes = torch.pickle_save(dict);
             return bytes.get();
         }
     }
 
-    private static synchronized Function dictMaker() {
-        if (dictMaker == null) {
+    private static synchronized Function[] dictFunctions() {
+        if (dictFunctions == null) {
             CompilationUnit cu = torch.compile("""
-                    def make(keys: List[str], values: List[Tensor]) -> Dict[str, Tensor]:
+                    def empty() -> Dict[str, Tensor]:
                         d: Dict[str, Tensor] = {}
-                        for i in range(len(keys)):
-                            d[keys[i]] = values[i]
+                        return d
+
+                    def put(d: Dict[str, Tensor], key: str, value: Tensor) -> Dict[str, Tensor]:
+                        d[key] = value
                         return d
                     """);
-            Function f = cu.get_function(new QualifiedName("make"));
             // kept for the JVM's lifetime, whatever PointerScope the first call runs in
             cu.retainReference();
-            f.retainReference();
-            dictMakerUnit = cu;
-            dictMaker = f;
+            dictUnit = cu;
+            Function empty = cu.get_function(new QualifiedName("empty"));
+            Function put = cu.get_function(new QualifiedName("put"));
+            empty.retainReference();
+            put.retainReference();
+            dictFunctions = new Function[] {empty, put};
         }
-        return dictMaker;
+        return dictFunctions;
     }
 
     private static Map<String, Tensor> unpickleDict(byte[] bytes, Path file, String entry) {
