@@ -650,6 +650,28 @@ public final class Constraint implements AutoCloseable {
         return List.of(names);
     }
 
+    // ------------------------------------------------------------------ checkpoints (see Checkpoint)
+
+    /**
+     * Writes this constraint's parameters, base-optimizer state (moments, step counts, momentum buffers, every
+     * group's learning rate) and alpha, beta and finiteness-check flag to {@code file}, atomically
+     * ({@link Checkpoint#save(Path, Constraint)}).
+     */
+    public void saveCheckpoint(java.nio.file.Path file) throws java.io.IOException {
+        Checkpoint.save(file, this);
+    }
+
+    /**
+     * Restores what {@link #saveCheckpoint} wrote, all or nothing: a file that is damaged or does not fit these
+     * parameters and this optimizer is refused with a message saying why, and nothing changes
+     * ({@link Checkpoint#restore(Constraint)}).
+     */
+    public void loadCheckpoint(java.nio.file.Path file) {
+        try (Checkpoint c = Checkpoint.read(file)) {
+            c.restore(this);
+        }
+    }
+
     boolean isClosed() {
         return closed;
     }

@@ -19,6 +19,7 @@ import org.text2data.train.BatchTransform;
 import org.text2data.train.Finetuning;
 import org.text2data.train.TrainConfig;
 import org.text2data.train.TrainingListener;
+import org.bytedeco.pytorch.global.torch;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -26,7 +27,12 @@ import picocli.CommandLine.Option;
         description = {"Finetunes a TorchScript model on labelled data with Text2Data's constrained step, and writes "
                 + "the finetuned TorchScript module (loadable by Python's torch.jit.load).",
                 "M.pt: a module with forward(data, cond: Optional[Tensor]) saved by torch.jit.script(...).save.",
-                "D.pt: a dict of tensors 'data', 'cond', 'label' saved by torch.save."})
+                "D.pt: a dict of tensors 'data', 'cond', 'label' saved by torch.save.",
+                "Checkpoint and resume: --checkpoint CK.t2d writes the parameters, the optimizer's state, the "
+                        + "constraint's settings and the position in the data (atomically) every --checkpoint-every "
+                        + "steps and at the end; after a stop or a crash, the same command with --resume CK.t2d "
+                        + "continues from there and ends exactly where an uninterrupted run would have (--steps is "
+                        + "the run's total)."})
 final class FinetuneCommand implements Callable<Integer> {
 
     @Option(names = "--model", required = true, paramLabel = "M.pt", description = "TorchScript model to finetune")
@@ -39,7 +45,8 @@ final class FinetuneCommand implements Callable<Integer> {
             description = "the unconditional loss to stay near (from pretraining; see estimate-g)")
     double gConstraint;
 
-    @Option(names = "--steps", required = true, paramLabel = "N", description = "number of constrained steps")
+    @Option(names = "--steps", required = true, paramLabel = "N",
+            description = "number of constrained steps in the whole run (a resumed run counts the steps taken before)")
     int steps;
 
     @Option(names = "--out", required = true, paramLabel = "OUT.pt", description = "where to write the finetuned module")
@@ -82,6 +89,22 @@ final class FinetuneCommand implements Callable<Integer> {
     @Option(names = "--engine", defaultValue = "auto", description = "auto, plain or fused (default: ${DEFAULT-VALUE})")
     String engine;
 
+    @Option(names = "--checkpoint", paramLabel = "CK.t2d",
+            description = "write a checkpoint (parameters, optimizer and constraint state, data position) to this file, "
+                    + "atomically, every --checkpoint-every steps and at the end")
+    Path checkpoint;
+
+    @Option(names = "--checkpoint-every", paramLabel = "N",
+            description = "steps between checkpoints (default: 100; needs --checkpoint)")
+    Long checkpointEvery;
+
+    @Option(names = "--resume", paramLabel = "CK.t2d",
+            description = "continue the run saved in this checkpoint (same model, data and flags; it may be the "
+                    + "--checkpoint file)")
+    Path resume;
+
+    private long resumedAt = -1;
+
     private static void checkInput(String flag, Path file, String what) {
         try {
             InputFile.checkReadable(file, what);
@@ -108,6 +131,12 @@ final class FinetuneCommand implements Callable<Integer> {
         if (!device.equals("cpu") && !device.startsWith("cuda")) {
             throw new IllegalArgumentException("--device must be cpu or cuda, got '" + device + "'");
         }
+        if (checkpointEvery != null && checkpoint == null) {
+            throw new IllegalArgumentException("--checkpoint-every needs --checkpoint FILE");
+        }
+        if (checkpointEvery != null && checkpointEvery <= 0) {
+            throw new IllegalArgumentException("--checkpoint-every must be positive, got " + checkpointEvery);
+        }
         OptimizerSpec spec = OptimizerSpec.of(optimizer, lr);
         if (weightDecay != null) {
             spec = spec.weightDecay(weightDecay);
@@ -120,12 +149,30 @@ final class FinetuneCommand implements Callable<Integer> {
         checkInput("--model", model, "model file");
         checkInput("--data", data, "data file");
         Outputs.check("--out", out, Map.of("--model", model, "--data", data));
+        if (checkpoint != null) {
+            Outputs.check("--checkpoint", checkpoint, Map.of("--model", model, "--data", data, "--out", out));
+        }
+        if (resume != null) {
+            checkInput("--resume", resume, "checkpoint file");
+        }
         LibTorch.ensureLoaded();
         if (device.startsWith("cuda") && !LibTorch.cudaAvailable()) {
             throw new IllegalArgumentException("--device " + device + ": no CUDA device is usable here (this build of "
                     + "libtorch is CPU-only, or no GPU/driver is present; see the README's GPU section)");
         }
+        // TorchScript's graph executor re-optimizes a module after its first runs, which changes the last bits of its
+        // gradients from then on; unoptimized, every step computes the same way in every process, so that a resumed
+        // run ends bit for bit where an uninterrupted one does.
+        boolean optimize = torch.getGraphExecutorOptimize();
+        torch.setGraphExecutorOptimize(false);
+        try {
+            return finetune(spec, lossFn, eng);
+        } finally {
+            torch.setGraphExecutorOptimize(optimize);
+        }
+    }
 
+    private int finetune(OptimizerSpec spec, Loss lossFn, Engine eng) throws Exception {
         try (TorchScriptModel m = TorchScriptModel.load(model); Batch all = Batch.load(data)) {
             Batch set = all;
             if (!device.equals("cpu")) {
@@ -141,7 +188,10 @@ final class FinetuneCommand implements Callable<Integer> {
             System.err.printf(Locale.ROOT, "finetune: %s, %d rows (batch %d), %s, alpha %s, beta %s, g_constraint %s%n",
                     model.getFileName(), rows, b, spec, alpha, beta, gConstraint);
             TrainConfig cfg = new TrainConfig().epochs(Integer.MAX_VALUE / 4).maxSteps(steps).batchSize(b)
-                    .shuffle(shuffle).seed(seed);
+                    .shuffle(shuffle).seed(seed).resumeFrom(resume);
+            if (checkpoint != null) {
+                cfg.checkpoint(checkpoint, checkpointEvery == null ? 100 : checkpointEvery);
+            }
             long t0 = System.nanoTime();
             Finetuning.Result r;
             long[] done = {-1}; // steps completed; -1 until training starts
@@ -153,6 +203,9 @@ final class FinetuneCommand implements Callable<Integer> {
                             @Override
                             public void onStep(String stage, long step, long total, double g, double f) {
                                 done[0] = step;
+                                if (resumedAt < 0) {
+                                    resumedAt = step - 1;
+                                }
                                 bar.update(step, String.format(Locale.ROOT, "g %.5f  f %.5f", g, f));
                             }
 
@@ -161,7 +214,13 @@ final class FinetuneCommand implements Callable<Integer> {
                                 System.err.println((System.console() != null ? "\n" : "") + "warning: " + message);
                             }
                         });
+            } catch (java.io.UncheckedIOException e) {
+                throw e.getCause(); // a checkpoint could not be written
             } catch (RuntimeException e) {
+                if (resume != null && e instanceof IllegalArgumentException && e.getMessage() != null
+                        && e.getMessage().startsWith("checkpoint ")) {
+                    throw new IllegalArgumentException("--resume " + resume + ": " + ErrorMessages.of(e), e);
+                }
                 String where = "--data " + data + " with --model " + model
                         + (done[0] >= 0 ? ", step " + (done[0] + 1) + " of " + steps : "") + ": " + ErrorMessages.of(e);
                 if (e instanceof IllegalStateException) {
@@ -178,9 +237,11 @@ final class FinetuneCommand implements Callable<Integer> {
             m.save(out);
             System.out.printf(Locale.ROOT,
                     "finetuned %d steps in %.1f s: conditional loss %.6f -> %.6f, unconditional loss %.6f -> %.6f "
-                            + "(g_constraint %s, max g/g_constraint %.4f); wrote %s%n",
+                            + "(g_constraint %s, max g/g_constraint %.4f)%s; wrote %s%n",
                     steps, (System.nanoTime() - t0) / 1e9, first.f(), last.f(), first.g(), last.g(), gConstraint,
-                    gConstraint > 0 ? r.maxGRatio() : 0.0, out);
+                    gConstraint > 0 ? r.maxGRatio() : 0.0,
+                    resume == null ? "" : ", resumed from " + resume + " at step " + (resumedAt < 0 ? steps : resumedAt),
+                    out);
             if (r.gRanAway()) {
                 System.err.printf(Locale.ROOT, "warning: the unconditional loss ran away from g_constraint (max "
                         + "g/g_constraint %.3g, above %.0fx for %d steps in a row); the model was written, but the "

@@ -1,6 +1,5 @@
 package org.text2data.train;
 
-import java.util.ArrayList;
 import java.util.List;
 import java.util.function.ToDoubleFunction;
 
@@ -97,17 +96,19 @@ public final class Finetuning {
         }
         Loader loader = new Loader(labelled, cfg.batchSize(), cfg.shuffle(), cfg.seed());
         long total = cfg.totalSteps(labelled.size());
-        double baseLr = opt.lr();
-        List<Step> steps = new ArrayList<>();
-        List<Eval> evals = new ArrayList<>();
-        double best = Double.POSITIVE_INFINITY;
-        int sinceBest = 0;
-        boolean stopped = false;
         String stage = mode == Mode.TEXT2DATA ? "text2data" : "finetune";
-        java.util.Random dropout = new java.util.Random(cfg.seed() ^ 0x5DEECE66DL);
+        SavedRandom dropout = new SavedRandom(cfg.seed() ^ 0x5DEECE66DL);
+        TrainState st = cfg.resumeFrom() == null ? new TrainState(stage, opt.lr())
+                : TrainState.resume(cfg.resumeFrom(), opt, stage, s -> {
+                    loader.restore(s.loader);
+                    if (s.dropout != null) {
+                        dropout.restore(s.dropout);
+                    }
+                });
+        double baseLr = st.baseLr;
+        for (long step = st.step; step < total && !st.stopped; step++) {
         int awayFor = 0; // consecutive steps with g above RUNAWAY_RATIO x gConstraint (and x the first g)
-        double firstG = Double.NaN;
-        for (long step = 0; step < total && !stopped; step++) {
+        double firstG = st.steps.isEmpty() ? Double.NaN : st.steps.get(0).g();
             double lr = cfg.schedule().lr(baseLr, step, total);
             opt.setLr(lr);
             double g;
@@ -134,7 +135,8 @@ public final class Finetuning {
                     opt.stepBase();
                 }
             }
-            steps.add(new Step(step + 1, g, f, lr));
+            st.steps.add(new Step(step + 1, g, f, lr));
+            st.step = step + 1;
             listener.onStep(stage, step + 1, total, g, f);
             if (step == 0) {
                 firstG = g;
@@ -148,17 +150,18 @@ public final class Finetuning {
             }
             if (evaluator != null && cfg.evalEvery() > 0 && ((step + 1) % cfg.evalEvery() == 0 || step == total - 1)) {
                 double score = evaluator.applyAsDouble(model);
-                evals.add(new Eval(step + 1, score));
+                st.evals.add(new Eval(step + 1, score));
                 listener.onEval(stage, step + 1, score);
-                if (score < best) {
-                    best = score;
-                    sinceBest = 0;
-                } else if (cfg.patience() > 0 && ++sinceBest >= cfg.patience()) {
-                    stopped = true;
+                if (score < st.best) {
+                    st.best = score;
+                    st.sinceBest = 0;
+                } else if (cfg.patience() > 0 && ++st.sinceBest >= cfg.patience()) {
+                    st.stopped = true;
                 }
             }
+            st.checkpointIfDue(cfg, opt, loader, dropout, step == total - 1 || st.stopped);
         }
         opt.setLr(baseLr);
-        return new Result(List.copyOf(steps), List.copyOf(evals), stopped, gConstraint);
+        return new Result(List.copyOf(st.steps), List.copyOf(st.evals), st.stopped, gConstraint);
     }
 }

@@ -1,7 +1,5 @@
 package org.text2data.train;
 
-import java.util.Random;
-
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 import org.text2data.Batch;
@@ -11,7 +9,7 @@ final class Loader {
     private final Batch set;
     private final int batchSize;
     private final boolean shuffle;
-    private final Random random;
+    private final SavedRandom random;
     private final long rows;
     private final int[] order; // only when shuffling: in order, rows may exceed an int and need no array
     private long cursor;
@@ -29,7 +27,7 @@ final class Loader {
         this.rows = rows;
         this.batchSize = (int) Math.min(batchSize, rows);
         this.shuffle = shuffle;
-        this.random = new Random(seed);
+        this.random = new SavedRandom(seed);
         if (shuffle) {
             this.order = new int[(int) rows];
             for (int i = 0; i < order.length; i++) {
@@ -68,5 +66,42 @@ final class Loader {
         }
         cursor += n;
         return b;
+    }
+
+    /** Where the loader stands: enough to draw, after {@link #restore}, exactly the batches it would draw next. */
+    TrainState.LoaderState state() {
+        return new TrainState.LoaderState(rows, batchSize, shuffle, cursor, shuffle ? order.clone() : null,
+                random.state());
+    }
+
+    /** Continues from {@link #state()} of a loader over the same rows with the same batch size and shuffling. */
+    void restore(TrainState.LoaderState s) {
+        if (s.rows() != rows || s.batchSize() != batchSize || s.shuffle() != shuffle) {
+            throw new IllegalArgumentException("the checkpoint's loader drew batches of " + s.batchSize() + " from "
+                    + s.rows() + " rows" + (s.shuffle() ? ", shuffled" : ", in order") + "; this run draws batches of "
+                    + batchSize + " from " + rows + " rows" + (shuffle ? ", shuffled" : ", in order")
+                    + ": resume with the same data, batch size and shuffling");
+        }
+        if (s.cursor() < 0 || s.cursor() > rows) {
+            throw new IllegalArgumentException("the checkpoint's loader position " + s.cursor() + " is out of range");
+        }
+        if (shuffle) {
+            int[] o = s.order();
+            boolean[] seen = new boolean[order.length];
+            if (o == null || o.length != order.length) {
+                throw new IllegalArgumentException("the checkpoint's row order does not cover the " + order.length + " rows");
+            }
+            for (int i : o) {
+                if (i < 0 || i >= seen.length || seen[i]) {
+                    throw new IllegalArgumentException("the checkpoint's row order is not a permutation of the rows");
+                }
+                seen[i] = true;
+            }
+        }
+        random.restore(s.random());
+        if (shuffle) {
+            System.arraycopy(s.order(), 0, order, 0, order.length);
+        }
+        cursor = s.cursor();
     }
 }

@@ -1,6 +1,5 @@
 package org.text2data.train;
 
-import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
 
@@ -54,12 +53,10 @@ public final class Pretraining {
         Loader loader = new Loader(data, cfg.batchSize(), cfg.shuffle(), cfg.seed());
         long total = cfg.totalSteps(data.size());
         long perEpoch = (data.size() + cfg.batchSize() - 1) / cfg.batchSize();
-        double baseLr = opt.lr();
-        List<Double> epochLosses = new ArrayList<>();
-        List<Double> stepLosses = new ArrayList<>();
-        double sum = 0;
-        int inEpoch = 0;
-        for (long step = 0; step < total; step++) {
+        TrainState st = cfg.resumeFrom() == null ? new TrainState("pretrain", opt.lr())
+                : TrainState.resume(cfg.resumeFrom(), opt, "pretrain", s -> loader.restore(s.loader));
+        double baseLr = st.baseLr;
+        for (long step = st.step; step < total; step++) {
             opt.setLr(cfg.schedule().lr(baseLr, step, total));
             double g;
             try (PointerScope scope = new PointerScope()) {
@@ -74,17 +71,21 @@ public final class Pretraining {
                 l.backward();
                 opt.stepBase();
             }
-            stepLosses.add(g);
-            sum += g;
-            inEpoch++;
-            if (inEpoch == perEpoch || step == total - 1) {
-                epochLosses.add(sum / inEpoch);
-                sum = 0;
-                inEpoch = 0;
+            st.stepLosses.add(g);
+            st.epochSum += g;
+            st.inEpoch++;
+            if (st.inEpoch == perEpoch || step == total - 1) {
+                st.epochLosses.add(st.epochSum / st.inEpoch);
+                st.epochSum = 0;
+                st.inEpoch = 0;
             }
+            st.step = step + 1;
             listener.onStep("pretrain", step + 1, total, g, Double.NaN);
+            st.checkpointIfDue(cfg, opt, loader, null, step == total - 1);
         }
         opt.setLr(baseLr);
+        List<Double> epochLosses = st.epochLosses;
+        List<Double> stepLosses = st.stepLosses;
         return new Result(List.copyOf(epochLosses), List.copyOf(stepLosses));
     }
 }

@@ -14,6 +14,9 @@ public final class TrainConfig {
     private int patience = 0;
     private long maxSteps = Long.MAX_VALUE;
     private double condDropout = 0;
+    private java.nio.file.Path checkpointFile;
+    private long checkpointEvery;
+    private java.nio.file.Path resumeFrom;
 
     public TrainConfig epochs(int n) {
         if (n <= 0) {
@@ -86,6 +89,49 @@ public final class TrainConfig {
         }
         condDropout = p;
         return this;
+    }
+
+    /**
+     * Writes a checkpoint ({@link org.text2data.Checkpoint}: parameters, optimizer and constraint state, the loop's
+     * position) to {@code file} every {@code everySteps} steps and when the loop ends, atomically, replacing the
+     * previous one. A run given {@link #resumeFrom} that file continues where it stood.
+     */
+    public TrainConfig checkpoint(java.nio.file.Path file, long everySteps) {
+        if (file == null) {
+            throw new IllegalArgumentException("checkpoint file is null");
+        }
+        if (everySteps <= 0) {
+            throw new IllegalArgumentException("checkpoint interval must be positive, got " + everySteps);
+        }
+        checkpointFile = file;
+        checkpointEvery = everySteps;
+        return this;
+    }
+
+    /**
+     * Continues the run saved in the checkpoint {@code file} (see {@link #checkpoint}): restores the parameters,
+     * the optimizer's and constraint's state and the loop's position (steps taken, data order, generators, what was
+     * recorded), then takes the remaining steps. Given the same model, data and configuration, the run ends
+     * exactly where the uninterrupted one would have, bit for bit. Null: start afresh.
+     */
+    public TrainConfig resumeFrom(java.nio.file.Path file) {
+        resumeFrom = file;
+        return this;
+    }
+
+    /** The checkpoint file, or null. */
+    public java.nio.file.Path checkpointFile() {
+        return checkpointFile;
+    }
+
+    /** Steps between checkpoints (0 when there is no checkpoint file). */
+    public long checkpointEvery() {
+        return checkpointEvery;
+    }
+
+    /** The checkpoint to resume from, or null. */
+    public java.nio.file.Path resumeFrom() {
+        return resumeFrom;
     }
 
     public double condDropout() {

@@ -1,0 +1,983 @@
+package org.text2data;
+
+import java.io.FileOutputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HexFormat;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.TreeMap;
+import java.util.zip.CRC32;
+import java.util.zip.ZipEntry;
+import java.util.zip.ZipException;
+import java.util.zip.ZipFile;
+import java.util.zip.ZipOutputStream;
+
+import com.google.gson.Gson;
+import com.google.gson.GsonBuilder;
+import com.google.gson.JsonArray;
+import com.google.gson.JsonElement;
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
+import com.google.gson.JsonPrimitive;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.ByteVector;
+import org.bytedeco.pytorch.CompilationUnit;
+import org.bytedeco.pytorch.Function;
+import org.bytedeco.pytorch.GenericDict;
+import org.bytedeco.pytorch.GenericDictEntryRef;
+import org.bytedeco.pytorch.GenericDictIterator;
+import org.bytedeco.pytorch.IValue;
+import org.bytedeco.pytorch.IValueVector;
+import org.bytedeco.pytorch.InputArchive;
+import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Optimizer;
+import org.bytedeco.pytorch.OutputArchive;
+import org.bytedeco.pytorch.QualifiedName;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.StringVector;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.TensorVector;
+import org.bytedeco.pytorch.global.torch;
+
+/**
+ * A checkpoint of a {@link Constraint}: the parameters, the base optimizer's state (Adam's moments, step counts,
+ * momentum buffers, ...) and options, the learning rate of every param group, the constraint's {@code alpha},
+ * {@code beta} and finiteness-check flag, and optionally where a training loop stands ({@link #loopState()}), in
+ * one file written atomically.
+ *
+ * <p>The file is a zip archive with uncompressed entries:
+ * <ul>
+ *   <li>{@code header.json}: {@code "format": "text2data-checkpoint"}, {@code "version": 1}, the parameters'
+ *       names, shapes and dtypes, the optimizer's kind, options and param groups, the constraint's settings, which
+ *       parameters have optimizer state (and its integer fields, such as {@code step}), and the size and SHA-256
+ *       of every other entry;</li>
+ *   <li>{@code model.pt}: the parameters, a {@code Dict[str, Tensor]} saved in {@code torch.save}'s format: a
+ *       state dict Python reads with {@code torch.load(io.BytesIO(zipfile.ZipFile(path).read("model.pt")))};</li>
+ *   <li>{@code optimizer.pt}: the optimizer's state tensors, a {@code Dict[str, Tensor]} keyed
+ *       {@code "<parameter name>/<field>"} ({@code exp_avg}, {@code exp_avg_sq}, {@code momentum_buffer},
+ *       {@code square_avg}, {@code sum}, ...), in the same format;</li>
+ *   <li>{@code loop.json} (when a training loop wrote the checkpoint): the loop's position.</li>
+ * </ul>
+ *
+ * {@link #read} checks every entry's CRC and checksum before anything is parsed, so a truncated or damaged file is
+ * refused with a message saying so; {@link #restore} checks that the checkpoint fits the constraint (parameter
+ * names, shapes and dtypes, optimizer kind and options other than the learning rate) and applies it all or not at
+ * all. The projection engines hold no state between steps (the kept gradients live from {@code firstStep} to
+ * {@code secondStep}), so there is nothing of theirs to save. Tensors are saved on the CPU and restored onto the
+ * parameters' device.
+ */
+public final class Checkpoint implements AutoCloseable {
+
+    /** The value of {@code "format"} in the header. */
+    public static final String FORMAT = "text2data-checkpoint";
+    /** The format version this library writes and reads. */
+    public static final int VERSION = 1;
+
+    static final String HEADER = "header.json";
+    static final String MODEL = "model.pt";
+    static final String OPTIMIZER = "optimizer.pt";
+    static final String LOOP = "loop.json";
+
+    private static final Gson GSON = new GsonBuilder().serializeSpecialFloatingPointValues().disableHtmlEscaping()
+            .create();
+    private static CompilationUnit dictUnit;
+    private static Function[] dictFunctions;
+
+    private final Path source;
+    private final JsonObject header;
+    private final Map<String, Tensor> params;
+    private final List<ParamState> optimizerState;
+    private final String loopState;
+    private boolean closed;
+
+    private Checkpoint(Path source, JsonObject header, Map<String, Tensor> params, List<ParamState> optimizerState,
+                       String loopState) {
+        this.source = source;
+        this.header = header;
+        this.params = params;
+        this.optimizerState = optimizerState;
+        this.loopState = loopState;
+    }
+
+    /** The base optimizer's state for one parameter: integer fields (such as {@code step}) and tensors. */
+    record ParamState(Map<String, Long> ints, Map<String, Tensor> tensors) {
+    }
+
+    /** One param group of the base optimizer: its learning rate, size and other options. */
+    record Group(double lr, long size, JsonObject options) {
+    }
+
+    /** The base optimizer's state and groups, read from libtorch. */
+    record OptimizerState(List<ParamState> perParam, List<Group> groups) implements AutoCloseable {
+        @Override
+        public void close() {
+            for (ParamState s : perParam) {
+                if (s != null) {
+                    s.tensors().values().forEach(Tensor::close);
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- writing
+
+    /** Writes {@code opt}'s parameters and state to {@code file}, atomically (see the class comment). */
+    public static void save(Path file, Constraint opt) throws IOException {
+        save(file, opt, null);
+    }
+
+    /**
+     * Writes {@code opt}'s parameters and state, with a training loop's position ({@code loopState}, JSON text, or
+     * null), to {@code file}, atomically: a reader, or a run killed while writing, sees the old file or the new one,
+     * never a mix.
+     */
+    public static void save(Path file, Constraint opt, String loopState) throws IOException {
+        if (file == null || opt == null) {
+            throw new IllegalArgumentException(file == null ? "checkpoint file is null" : "constraint is null");
+        }
+        opt.checkOpen();
+        LibTorch.ensureLoaded();
+        List<String> names = opt.parameterNames();
+        List<Tensor> live = opt.parameters();
+        Map<String, byte[]> entries = new LinkedHashMap<>();
+        JsonObject h = new JsonObject();
+        h.addProperty("format", FORMAT);
+        h.addProperty("version", VERSION);
+        h.addProperty("library", "text2data-jvm");
+        try (PointerScope scope = new PointerScope();
+             OptimizerState state = readOptimizer(opt.baseOptimizer(), live.size())) {
+            JsonArray ps = new JsonArray();
+            List<String> keys = new ArrayList<>();
+            List<Tensor> values = new ArrayList<>();
+            for (int i = 0; i < live.size(); i++) {
+                Tensor p = live.get(i);
+                JsonObject o = new JsonObject();
+                o.addProperty("name", names.get(i));
+                o.add("shape", shape(p));
+                o.addProperty("dtype", Tensors.dtype(p));
+                o.addProperty("grad", p.grad().defined());
+                ps.add(o);
+                keys.add(names.get(i));
+                values.add(p.detach().cpu());
+            }
+            h.add("parameters", ps);
+            entries.put(MODEL, pickleDict(keys, values));
+
+            JsonObject o = new JsonObject();
+            o.addProperty("kind", opt.spec().type().toString());
+            JsonArray groups = new JsonArray();
+            for (Group g : state.groups()) {
+                JsonObject go = new JsonObject();
+                go.addProperty("lr", g.lr());
+                go.addProperty("size", g.size());
+                go.add("options", g.options());
+                groups.add(go);
+            }
+            o.add("groups", groups);
+            JsonArray st = new JsonArray();
+            keys.clear();
+            values.clear();
+            for (int i = 0; i < live.size(); i++) {
+                ParamState s = state.perParam().get(i);
+                if (s == null) {
+                    continue;
+                }
+                JsonObject so = new JsonObject();
+                so.addProperty("parameter", names.get(i));
+                JsonObject ints = new JsonObject();
+                s.ints().forEach(ints::addProperty);
+                so.add("ints", ints);
+                JsonArray ts = new JsonArray();
+                for (Map.Entry<String, Tensor> e : s.tensors().entrySet()) {
+                    ts.add(e.getKey());
+                    keys.add(names.get(i) + "/" + e.getKey());
+                    values.add(e.getValue().detach().cpu());
+                }
+                so.add("tensors", ts);
+                st.add(so);
+            }
+            o.add("state", st);
+            h.add("optimizer", o);
+            entries.put(OPTIMIZER, pickleDict(keys, values));
+        }
+        JsonObject c = new JsonObject();
+        c.addProperty("alpha", opt.alpha());
+        c.addProperty("beta", opt.beta());
+        c.addProperty("check_finite", opt.checkFinite());
+        c.addProperty("engine", opt.engineName());
+        h.add("constraint", c);
+        if (loopState != null) {
+            entries.put(LOOP, loopState.getBytes(StandardCharsets.UTF_8));
+        }
+        JsonObject sums = new JsonObject();
+        for (Map.Entry<String, byte[]> e : entries.entrySet()) {
+            JsonObject s = new JsonObject();
+            s.addProperty("size", e.getValue().length);
+            s.addProperty("sha256", sha256(e.getValue()));
+            sums.add(e.getKey(), s);
+        }
+        h.add("entries", sums);
+        byte[] headerBytes = GSON.toJson(h).getBytes(StandardCharsets.UTF_8);
+        AtomicFile.write(file, tmp -> {
+            try (FileOutputStream fos = new FileOutputStream(tmp.toFile());
+                 ZipOutputStream zip = new ZipOutputStream(fos)) {
+                putStored(zip, HEADER, headerBytes);
+                for (Map.Entry<String, byte[]> e : entries.entrySet()) {
+                    putStored(zip, e.getKey(), e.getValue());
+                }
+                zip.finish();
+                fos.flush();
+                fos.getFD().sync(); // on disk before the rename makes it the checkpoint
+            }
+        });
+    }
+
+    private static void putStored(ZipOutputStream zip, String name, byte[] bytes) throws IOException {
+        ZipEntry e = new ZipEntry(name);
+        e.setMethod(ZipEntry.STORED);
+        e.setSize(bytes.length);
+        e.setCompressedSize(bytes.length);
+        CRC32 crc = new CRC32();
+        crc.update(bytes);
+        e.setCrc(crc.getValue());
+        e.setTime(0); // the same content gives the same file
+        zip.putNextEntry(e);
+        zip.write(bytes);
+        zip.closeEntry();
+    }
+
+    // ---------------------------------------------------------------- reading
+
+    /**
+     * Reads and checks a checkpoint: the archive, every entry's CRC and SHA-256, the format version, and that the
+     * tensors match the header. Nothing is applied; {@link #restore} does that. A missing, truncated, damaged or
+     * foreign file throws {@link IllegalArgumentException} naming the file and what is wrong with it.
+     */
+    public static Checkpoint read(Path file) {
+        LibTorch.ensureLoaded();
+        if (file == null) {
+            throw new IllegalArgumentException("checkpoint file is null");
+        }
+        if (!Files.isRegularFile(file)) {
+            throw new IllegalArgumentException("checkpoint file not found: " + file);
+        }
+        Map<String, byte[]> entries = new LinkedHashMap<>();
+        try (ZipFile zip = new ZipFile(file.toFile())) {
+            var it = zip.entries();
+            while (it.hasMoreElements()) {
+                ZipEntry e = it.nextElement();
+                byte[] bytes;
+                try (InputStream in = zip.getInputStream(e)) {
+                    bytes = in.readAllBytes();
+                }
+                CRC32 crc = new CRC32();
+                crc.update(bytes);
+                if (e.getCrc() != -1 && crc.getValue() != e.getCrc()) {
+                    throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + e.getName()
+                            + " does not match its CRC; nothing was loaded");
+                }
+                entries.put(e.getName(), bytes);
+            }
+        } catch (ZipException e) {
+            throw new IllegalArgumentException("checkpoint " + file + " is truncated or damaged, or not a checkpoint "
+                    + "(not a readable zip archive: " + e.getMessage() + "); nothing was loaded", e);
+        } catch (IOException e) {
+            throw new IllegalArgumentException("checkpoint " + file + " cannot be read: " + e.getMessage(), e);
+        }
+        byte[] headerBytes = entries.get(HEADER);
+        if (headerBytes == null) {
+            throw new IllegalArgumentException("checkpoint " + file + " has no " + HEADER
+                    + ": not a text2data checkpoint (entries: " + entries.keySet() + ")");
+        }
+        JsonObject h;
+        try {
+            h = JsonParser.parseString(new String(headerBytes, StandardCharsets.UTF_8)).getAsJsonObject();
+        } catch (RuntimeException e) {
+            throw new IllegalArgumentException("checkpoint " + file + ": " + HEADER + " is not valid JSON: "
+                    + e.getMessage(), e);
+        }
+        if (!h.has("format") || !FORMAT.equals(h.get("format").getAsString())) {
+            throw new IllegalArgumentException("checkpoint " + file + " is not a text2data checkpoint (format "
+                    + h.get("format") + ")");
+        }
+        int version = h.get("version").getAsInt();
+        if (version != VERSION) {
+            throw new IllegalArgumentException("checkpoint " + file + " has format version " + version
+                    + "; this library reads version " + VERSION);
+        }
+        JsonObject sums = h.getAsJsonObject("entries");
+        for (String name : List.of(MODEL, OPTIMIZER)) {
+            if (!sums.has(name)) {
+                throw new IllegalArgumentException("checkpoint " + file + ": the header lists no " + name);
+            }
+        }
+        for (Map.Entry<String, JsonElement> e : sums.entrySet()) {
+            byte[] bytes = entries.get(e.getKey());
+            JsonObject s = e.getValue().getAsJsonObject();
+            if (bytes == null) {
+                throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + e.getKey()
+                        + " is missing; nothing was loaded");
+            }
+            if (bytes.length != s.get("size").getAsLong() || !sha256(bytes).equals(s.get("sha256").getAsString())) {
+                throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + e.getKey()
+                        + " does not match its checksum (size " + bytes.length + ", expected "
+                        + s.get("size").getAsLong() + "); nothing was loaded");
+            }
+        }
+        Map<String, Tensor> tensors = null;
+        Map<String, Tensor> state = null;
+        try {
+            tensors = unpickleDict(entries.get(MODEL), file, MODEL);
+            state = unpickleDict(entries.get(OPTIMIZER), file, OPTIMIZER);
+            Map<String, Tensor> params = new LinkedHashMap<>();
+            for (JsonElement pe : h.getAsJsonArray("parameters")) {
+                JsonObject p = pe.getAsJsonObject();
+                String name = p.get("name").getAsString();
+                Tensor t = tensors.get(name);
+                if (t == null || !Arrays.equals(t.shape(), longs(p.getAsJsonArray("shape")))
+                        || !Tensors.dtype(t).equals(p.get("dtype").getAsString())) {
+                    throw new IllegalArgumentException("checkpoint " + file + ": parameter '" + name + "' in "
+                            + MODEL + " is " + (t == null ? "missing" : Tensors.describe(t))
+                            + ", the header says " + p.get("dtype").getAsString() + p.get("shape"));
+                }
+                params.put(name, t);
+            }
+            if (params.size() != tensors.size()) {
+                throw new IllegalArgumentException("checkpoint " + file + ": " + MODEL + " holds " + tensors.size()
+                        + " tensors, the header lists " + params.size());
+            }
+            List<ParamState> perParam = new ArrayList<>();
+            List<String> names = new ArrayList<>(params.keySet());
+            for (int i = 0; i < names.size(); i++) {
+                perParam.add(null);
+            }
+            int used = 0;
+            for (JsonElement se : h.getAsJsonObject("optimizer").getAsJsonArray("state")) {
+                JsonObject s = se.getAsJsonObject();
+                String name = s.get("parameter").getAsString();
+                int i = names.indexOf(name);
+                if (i < 0) {
+                    throw new IllegalArgumentException("checkpoint " + file + ": optimizer state for unknown parameter '"
+                            + name + "'");
+                }
+                Map<String, Long> ints = new TreeMap<>();
+                for (Map.Entry<String, JsonElement> e : s.getAsJsonObject("ints").entrySet()) {
+                    ints.put(e.getKey(), e.getValue().getAsLong());
+                }
+                Map<String, Tensor> ts = new LinkedHashMap<>();
+                for (JsonElement te : s.getAsJsonArray("tensors")) {
+                    String key = name + "/" + te.getAsString();
+                    Tensor t = state.get(key);
+                    if (t == null) {
+                        throw new IllegalArgumentException("checkpoint " + file + ": " + OPTIMIZER + " has no tensor '"
+                                + key + "'");
+                    }
+                    ts.put(te.getAsString(), t);
+                    used++;
+                }
+                perParam.set(i, new ParamState(ints, ts));
+            }
+            if (used != state.size()) {
+                throw new IllegalArgumentException("checkpoint " + file + ": " + OPTIMIZER + " holds " + state.size()
+                        + " tensors, the header lists " + used);
+            }
+            byte[] loop = entries.get(LOOP);
+            return new Checkpoint(file, h, params, perParam,
+                    loop == null ? null : new String(loop, StandardCharsets.UTF_8));
+        } catch (RuntimeException e) {
+            closeAll(tensors);
+            closeAll(state);
+            if (e instanceof IllegalArgumentException) {
+                throw e;
+            }
+            throw new IllegalArgumentException("checkpoint " + file + " is malformed: " + e.getMessage(), e);
+        }
+    }
+
+    private static void closeAll(Map<String, Tensor> m) {
+        if (m != null) {
+            m.values().forEach(Tensor::close);
+        }
+    }
+
+    // ---------------------------------------------------------------- restoring
+
+    /**
+     * Copies this checkpoint into {@code opt}: parameters, the base optimizer's state and every group's learning
+     * rate, and the constraint's alpha, beta and finiteness-check flag. First checks that it fits (parameter names,
+     * shapes and dtypes; optimizer kind, param groups and options other than the learning rate; no optimizer state
+     * in {@code opt} that the checkpoint would leave stale) and refuses with a message listing what does not; on
+     * refusal nothing in {@code opt} has changed.
+     */
+    public void restore(Constraint opt) {
+        checkOpen();
+        if (opt == null) {
+            throw new IllegalArgumentException("constraint is null");
+        }
+        opt.checkOpen();
+        List<String> problems = new ArrayList<>();
+        List<String> names = opt.parameterNames();
+        List<Tensor> live = opt.parameters();
+        List<String> saved = new ArrayList<>(params.keySet());
+        if (!saved.equals(names)) {
+            problems.add("parameter names differ: the checkpoint has " + abbreviate(saved) + ", the model "
+                    + abbreviate(names));
+        } else {
+            for (int i = 0; i < live.size(); i++) {
+                Tensor s = params.get(saved.get(i));
+                Tensor p = live.get(i);
+                if (!Arrays.equals(s.shape(), p.shape()) || !Tensors.dtype(s).equals(Tensors.dtype(p))) {
+                    problems.add("parameter '" + names.get(i) + "' is " + Tensors.dtype(s) + Arrays.toString(s.shape())
+                            + " in the checkpoint, " + Tensors.dtype(p) + Arrays.toString(p.shape()) + " in the model");
+                }
+            }
+        }
+        JsonObject o = header.getAsJsonObject("optimizer");
+        String kind = o.get("kind").getAsString();
+        if (!kind.equals(opt.spec().type().toString())) {
+            problems.add("the checkpoint's optimizer is " + kind + ", this one is " + opt.spec().type());
+        }
+        if (!problems.isEmpty()) {
+            throw refused(problems);
+        }
+        try (PointerScope scope = new PointerScope();
+             OptimizerState current = readOptimizer(opt.baseOptimizer(), live.size())) {
+            JsonArray groups = o.getAsJsonArray("groups");
+            if (groups.size() != current.groups().size()) {
+                problems.add("the checkpoint's optimizer has " + groups.size() + " param groups, this one "
+                        + current.groups().size());
+            } else {
+                for (int g = 0; g < groups.size(); g++) {
+                    JsonObject sg = groups.get(g).getAsJsonObject();
+                    Group cg = current.groups().get(g);
+                    if (sg.get("size").getAsLong() != cg.size()) {
+                        problems.add("param group " + g + " has " + sg.get("size").getAsLong()
+                                + " parameters in the checkpoint, " + cg.size() + " here");
+                    }
+                    JsonObject so = sg.getAsJsonObject("options");
+                    for (String key : union(so.keySet(), cg.options().keySet())) {
+                        if (key.equals("lr")) {
+                            continue; // a learning rate is state: schedules change it
+                        }
+                        if (!Objects.equals(so.get(key), cg.options().get(key))) {
+                            problems.add("optimizer option '" + key + "' is " + so.get(key) + " in the checkpoint, "
+                                    + cg.options().get(key) + " here");
+                        }
+                    }
+                }
+            }
+            for (int i = 0; i < live.size() && problems.isEmpty(); i++) {
+                ParamState s = optimizerState.get(i);
+                if (s == null) {
+                    if (current.perParam().get(i) != null) {
+                        problems.add("the optimizer has state for parameter '" + names.get(i) + "' and the checkpoint "
+                                + "has none: restore into a fresh Constraint");
+                    }
+                    continue;
+                }
+                for (Map.Entry<String, Tensor> e : s.tensors().entrySet()) {
+                    Tensor t = e.getValue();
+                    Tensor p = live.get(i);
+                    if (!Arrays.equals(t.shape(), p.shape()) || !Tensors.dtype(t).equals(Tensors.dtype(p))) {
+                        problems.add("optimizer state '" + e.getKey() + "' of parameter '" + names.get(i) + "' is "
+                                + Tensors.dtype(t) + Arrays.toString(t.shape()) + ", the parameter "
+                                + Tensors.dtype(p) + Arrays.toString(p.shape()));
+                    }
+                }
+            }
+            JsonObject c = header.getAsJsonObject("constraint");
+            double alpha = c.get("alpha").getAsDouble();
+            double beta = c.get("beta").getAsDouble();
+            if (!Double.isFinite(alpha) || alpha < 0 || !Double.isFinite(beta) || beta < 0) {
+                problems.add("the checkpoint's alpha and beta (" + alpha + ", " + beta + ") are not finite numbers >= 0");
+            }
+            if (!problems.isEmpty()) {
+                throw refused(problems);
+            }
+            Path archive = null;
+            try {
+                archive = Files.createTempFile("text2data-optimizer", ".pt");
+                writeArchive(archive, opt.baseOptimizer(), live);
+                // Rehearse on a scratch optimizer over copies of the parameters: whatever libtorch objects to
+                // shows here, before the live optimizer is touched; and what it loaded must be what was saved.
+                TensorVector copies = new TensorVector();
+                for (Tensor p : live) {
+                    copies.push_back(p.detach().clone());
+                }
+                try (Optimizer scratch = opt.spec().create(copies)) {
+                    loadArchive(scratch, archive);
+                    try (OptimizerState check = readOptimizer(scratch, live.size())) {
+                        requireSameState(check);
+                    }
+                } catch (RuntimeException e) {
+                    if (e instanceof IllegalArgumentException) {
+                        throw e;
+                    }
+                    throw new IllegalArgumentException("checkpoint " + source + ": libtorch refused its optimizer state: "
+                            + TorchScriptModel.firstLine(e.getMessage()) + "; nothing was restored", e);
+                }
+                loadArchive(opt.baseOptimizer(), archive);
+            } catch (IOException e) {
+                throw new IllegalStateException("could not stage the optimizer state in a temporary file: "
+                        + e.getMessage() + "; nothing was restored", e);
+            } finally {
+                if (archive != null) {
+                    try {
+                        Files.deleteIfExists(archive);
+                    } catch (IOException ignored) {
+                        // a temporary file; the next run's tmp cleaning takes it
+                    }
+                }
+            }
+            JsonArray savedParams = header.getAsJsonArray("parameters");
+            try (NoGradGuard ng = new NoGradGuard()) {
+                for (int i = 0; i < live.size(); i++) {
+                    Tensor p = live.get(i);
+                    p.detach().copy_(params.get(names.get(i)));
+                    // Whether a gradient exists is state: zero_grad keeps gradients (PyTorch 1.13), and a kept
+                    // zero unconditional gradient projects where a missing one does not.
+                    JsonElement grad = savedParams.get(i).getAsJsonObject().get("grad");
+                    if (grad != null && grad.getAsBoolean()) {
+                        if (p.grad().defined()) {
+                            p.grad().zero_();
+                        } else {
+                            p.mutable_grad().put(torch.zeros_like(p));
+                        }
+                    } else if (grad != null && p.grad().defined()) {
+                        p.mutable_grad().put(new Tensor());
+                    }
+                }
+            }
+            for (int g = 0; g < groups.size(); g++) {
+                opt.paramGroups().get(g).setLr(groups.get(g).getAsJsonObject().get("lr").getAsDouble());
+            }
+            opt.setAlpha(alpha);
+            opt.setBeta(beta);
+            opt.setCheckFinite(c.get("check_finite").getAsBoolean());
+        }
+    }
+
+    private IllegalArgumentException refused(List<String> problems) {
+        return new IllegalArgumentException("checkpoint " + source + " does not fit this model and optimizer: "
+                + String.join("; ", problems) + "; nothing was restored");
+    }
+
+    private void requireSameState(OptimizerState loaded) {
+        for (int i = 0; i < optimizerState.size(); i++) {
+            ParamState want = optimizerState.get(i);
+            ParamState got = loaded.perParam().get(i);
+            if (want == null) {
+                continue;
+            }
+            boolean same = got != null && got.ints().equals(want.ints())
+                    && got.tensors().keySet().equals(want.tensors().keySet());
+            if (same) {
+                for (Map.Entry<String, Tensor> e : want.tensors().entrySet()) {
+                    same &= torch.equal(got.tensors().get(e.getKey()).cpu(), e.getValue());
+                }
+            }
+            if (!same) {
+                throw new IllegalArgumentException("checkpoint " + source + ": libtorch did not load the optimizer state "
+                        + "of parameter #" + i + " as saved (fields " + want.ints().keySet() + " "
+                        + want.tensors().keySet() + "); nothing was restored");
+            }
+        }
+    }
+
+    private static List<String> union(Iterable<String> a, Iterable<String> b) {
+        List<String> out = new ArrayList<>();
+        a.forEach(out::add);
+        for (String s : b) {
+            if (!out.contains(s)) {
+                out.add(s);
+            }
+        }
+        return out;
+    }
+
+    private static String abbreviate(List<String> names) {
+        return names.size() <= 8 ? names.toString()
+                : names.subList(0, 8).toString().replace("]", ", ... (" + names.size() + " in all)]");
+    }
+
+    // ---------------------------------------------------------------- accessors
+
+    /** The training loop's position saved with the parameters (JSON text), or null when none was. */
+    public String loopState() {
+        return loopState;
+    }
+
+    /** The file this checkpoint was read from. */
+    public Path source() {
+        return source;
+    }
+
+    /** The parameter names, in order. */
+    public List<String> parameterNames() {
+        return List.copyOf(params.keySet());
+    }
+
+    /** The optimizer kind ({@code adam}, {@code sgd}, ...). */
+    public String optimizerKind() {
+        return header.getAsJsonObject("optimizer").get("kind").getAsString();
+    }
+
+    /** The parameters as saved (CPU tensors owned by this checkpoint; valid until {@link #close}). */
+    public Map<String, Tensor> parameters() {
+        checkOpen();
+        return java.util.Collections.unmodifiableMap(params);
+    }
+
+    /** The header (see the class comment), as JSON text. */
+    public String headerJson() {
+        return GSON.toJson(header);
+    }
+
+    /** The base optimizer's state per parameter (null where it has none), as saved. */
+    List<ParamState> optimizerState() {
+        return optimizerState;
+    }
+
+    @Override
+    public void close() {
+        if (!closed) {
+            closed = true;
+            params.values().forEach(Tensor::close);
+            for (ParamState s : optimizerState) {
+                if (s != null) {
+                    s.tensors().values().forEach(Tensor::close);
+                }
+            }
+        }
+    }
+
+    private void checkOpen() {
+        if (closed) {
+            throw new IllegalStateException("this Checkpoint is closed");
+        }
+    }
+
+    // ---------------------------------------------------------------- libtorch's optimizer archive
+
+    /**
+     * The state of a libtorch optimizer, read through its own serialization ({@code Optimizer::save}), which keys
+     * per-parameter state by tensor address and lists each group's parameters by the same keys: mapped here to the
+     * parameters' positions. Tensors are independent copies.
+     */
+    static OptimizerState readOptimizer(Optimizer optimizer, int nParams) {
+        Path tmp = null;
+        try {
+            tmp = Files.createTempFile("text2data-optimizer", ".pt");
+            try (PointerScope scope = new PointerScope()) {
+                OutputArchive out = new OutputArchive();
+                optimizer.save(out);
+                out.save_to(tmp.toString());
+                InputArchive in = new InputArchive();
+                in.load_from(tmp.toString());
+                InputArchive groupsArchive = new InputArchive();
+                in.read("param_groups", groupsArchive);
+                Tensor size = new Tensor();
+                groupsArchive.read("param_groups/size", size);
+                List<Group> groups = new ArrayList<>();
+                Map<String, Integer> index = new LinkedHashMap<>();
+                for (long g = 0; g < size.item_long(); g++) {
+                    InputArchive ga = new InputArchive();
+                    groupsArchive.read("param_groups/" + g, ga);
+                    Tensor n = new Tensor();
+                    ga.read("params/size", n);
+                    for (long j = 0; j < n.item_long(); j++) {
+                        IValue key = new IValue();
+                        ga.read("params/" + j, key);
+                        index.put(key.toStringRef().getString(), index.size());
+                    }
+                    InputArchive oa = new InputArchive();
+                    ga.read("options", oa);
+                    JsonObject options = new JsonObject();
+                    StringVector keys = oa.keys();
+                    for (long k = 0; k < keys.size(); k++) {
+                        String key = keys.get(k).getString();
+                        IValue v = new IValue();
+                        oa.read(key, v);
+                        options.add(key, toJson(v));
+                    }
+                    groups.add(new Group(options.get("lr").getAsDouble(), n.item_long(), options));
+                }
+                if (index.size() != nParams) {
+                    throw new IllegalStateException("the optimizer holds " + index.size() + " parameters, the constraint "
+                            + nParams);
+                }
+                List<ParamState> perParam = new ArrayList<>();
+                for (int i = 0; i < nParams; i++) {
+                    perParam.add(null);
+                }
+                InputArchive stateArchive = new InputArchive();
+                in.read("state", stateArchive);
+                StringVector keys = stateArchive.keys();
+                for (long k = 0; k < keys.size(); k++) {
+                    String key = keys.get(k).getString();
+                    Integer i = index.get(key);
+                    if (i == null) {
+                        throw new IllegalStateException("the optimizer holds state for a tensor that is not a parameter");
+                    }
+                    InputArchive sa = new InputArchive();
+                    stateArchive.read(key, sa);
+                    Map<String, Long> ints = new TreeMap<>();
+                    Map<String, Tensor> tensors = new TreeMap<>();
+                    StringVector fields = sa.keys();
+                    for (long f = 0; f < fields.size(); f++) {
+                        String field = fields.get(f).getString();
+                        IValue v = new IValue();
+                        sa.read(field, v);
+                        if (v.isTensor()) {
+                            Tensor t = v.toTensor();
+                            if (t.defined()) {
+                                Tensor copy = t.detach().clone();
+                                copy.retainReference(); // outlives the scope
+                                tensors.put(field, copy);
+                            }
+                        } else if (v.isInt()) {
+                            ints.put(field, v.toInt());
+                        } else {
+                            throw new IllegalStateException("optimizer state field '" + field + "' holds a "
+                                    + v.tagKind().getString() + ", which this library does not save");
+                        }
+                    }
+                    perParam.set(i, new ParamState(ints, tensors));
+                }
+                return new OptimizerState(perParam, groups);
+            }
+        } catch (IOException e) {
+            throw new IllegalStateException("could not read the optimizer's state through a temporary file: "
+                    + e.getMessage(), e);
+        } finally {
+            if (tmp != null) {
+                try {
+                    Files.deleteIfExists(tmp);
+                } catch (IOException ignored) {
+                    // a temporary file
+                }
+            }
+        }
+    }
+
+    /**
+     * Writes this checkpoint's optimizer state in the layout {@code Optimizer::load} reads, with the options of
+     * {@code live} (checked equal, learning rate aside) and the checkpoint's learning rates.
+     */
+    private void writeArchive(Path file, Optimizer live, List<Tensor> liveParams) {
+        try (PointerScope scope = new PointerScope()) {
+            OutputArchive current = new OutputArchive();
+            live.save(current);
+            Path tmp = Files.createTempFile("text2data-optimizer", ".pt");
+            InputArchive cur = new InputArchive();
+            try {
+                current.save_to(tmp.toString());
+                cur.load_from(tmp.toString());
+            } finally {
+                Files.deleteIfExists(tmp);
+            }
+            OutputArchive out = new OutputArchive();
+            IValue version = new IValue();
+            cur.read("pytorch_version", version);
+            out.write("pytorch_version", version);
+            OutputArchive state = new OutputArchive(out.compilation_unit());
+            for (int i = 0; i < optimizerState.size(); i++) {
+                ParamState s = optimizerState.get(i);
+                if (s == null) {
+                    continue;
+                }
+                OutputArchive ps = new OutputArchive(out.compilation_unit());
+                Tensor p = liveParams.get(i);
+                for (Map.Entry<String, Long> e : s.ints().entrySet()) {
+                    ps.write(e.getKey(), new IValue(e.getValue().longValue()));
+                }
+                for (Map.Entry<String, Tensor> e : s.tensors().entrySet()) {
+                    ps.write(e.getKey(), new IValue(e.getValue().to(p.device(), p.scalar_type()).clone()));
+                }
+                state.write(String.valueOf(i + 1), ps);
+            }
+            out.write("state", state);
+            InputArchive curGroups = new InputArchive();
+            cur.read("param_groups", curGroups);
+            OutputArchive groups = new OutputArchive(out.compilation_unit());
+            JsonArray savedGroups = header.getAsJsonObject("optimizer").getAsJsonArray("groups");
+            groups.write("param_groups/size", longTensor(savedGroups.size()));
+            int next = 0;
+            for (int g = 0; g < savedGroups.size(); g++) {
+                InputArchive cg = new InputArchive();
+                curGroups.read("param_groups/" + g, cg);
+                InputArchive co = new InputArchive();
+                cg.read("options", co);
+                OutputArchive ga = new OutputArchive(out.compilation_unit());
+                long n = savedGroups.get(g).getAsJsonObject().get("size").getAsLong();
+                ga.write("params/size", longTensor(n));
+                for (long j = 0; j < n; j++) {
+                    ga.write("params/" + j, new IValue(String.valueOf(++next)));
+                }
+                OutputArchive options = new OutputArchive(out.compilation_unit());
+                StringVector keys = co.keys();
+                for (long k = 0; k < keys.size(); k++) {
+                    String key = keys.get(k).getString();
+                    IValue v = new IValue();
+                    co.read(key, v);
+                    options.write(key, key.equals("lr")
+                            ? new IValue(savedGroups.get(g).getAsJsonObject().get("lr").getAsDouble()) : v);
+                }
+                ga.write("options", options);
+                groups.write("param_groups/" + g, ga);
+            }
+            out.write("param_groups", groups);
+            out.save_to(file.toString());
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+    }
+
+    private static void loadArchive(Optimizer optimizer, Path file) {
+        try (PointerScope scope = new PointerScope()) {
+            InputArchive in = new InputArchive();
+            in.load_from(file.toString());
+            optimizer.load(in);
+        }
+    }
+
+    private static Tensor longTensor(long v) {
+        return torch.scalar_tensor(new Scalar(v), new TensorOptions(torch.ScalarType.Long));
+    }
+
+    private static JsonElement toJson(IValue v) {
+        if (v.isDouble()) {
+            return new JsonPrimitive(v.toDouble());
+        }
+        if (v.isBool()) {
+            return new JsonPrimitive(v.toBool());
+        }
+        if (v.isInt()) {
+            return new JsonPrimitive(v.toInt());
+        }
+        if (v.isString()) {
+            return new JsonPrimitive(v.toStringRef().getString());
+        }
+        if (v.isTuple()) {
+            JsonArray a = new JsonArray();
+            var elements = v.toTuple().elements();
+            for (long i = 0; i < elements.size(); i++) {
+                a.add(toJson(elements.get(i)));
+            }
+            return a;
+        }
+        if (v.isNone()) {
+            return com.google.gson.JsonNull.INSTANCE;
+        }
+        return new JsonPrimitive("<" + v.tagKind().getString() + ">");
+    }
+
+    // ---------------------------------------------------------------- torch.save dicts
+
+    /**
+     * {@code torch.save}'s format for a {@code Dict[str, Tensor]}, built by two small TorchScript functions (the
+     * bindings offer no typed dict constructor): {@code empty()}, then {@code put(d, key, value)} per entry.
+     */
+    private static byte[] pickleDict(List<String> keys, List<Tensor> values) {
+        Function[] f = dictFunctions();
+        try (PointerScope scope = new PointerScope()) {
+            // a copy: TorchScript may hand out one shared dict for the literal {}, which put must not fill
+            IValue dict = new IValue(f[0].apply(new IValueVector()).toGenericDict().copy());
+            for (int i = 0; i < keys.size(); i++) {
+                dict = f[1].apply(new IValueVector(dict, new IValue(keys.get(i)), new IValue(values.get(i))));
+            }
+            ByteVector bytes = torch.pickle_save(dict);
+            return bytes.get();
+        }
+    }
+
+    private static synchronized Function[] dictFunctions() {
+        if (dictFunctions == null) {
+            CompilationUnit cu = torch.compile("""
+                    def empty() -> Dict[str, Tensor]:
+                        d: Dict[str, Tensor] = {}
+                        return d
+
+                    def put(d: Dict[str, Tensor], key: str, value: Tensor) -> Dict[str, Tensor]:
+                        d[key] = value
+                        return d
+                    """);
+            // kept for the JVM's lifetime, whatever PointerScope the first call runs in
+            cu.retainReference();
+            dictUnit = cu;
+            Function empty = cu.get_function(new QualifiedName("empty"));
+            Function put = cu.get_function(new QualifiedName("put"));
+            empty.retainReference();
+            put.retainReference();
+            dictFunctions = new Function[] {empty, put};
+        }
+        return dictFunctions;
+    }
+
+    private static Map<String, Tensor> unpickleDict(byte[] bytes, Path file, String entry) {
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        try (PointerScope scope = new PointerScope(); ByteVector v = new ByteVector(bytes)) {
+            IValue root = torch.pickle_load(v);
+            if (!root.isGenericDict()) {
+                throw new IllegalArgumentException("checkpoint " + file + ": " + entry + " holds a "
+                        + root.tagKind().getString() + ", expected a dict of tensors");
+            }
+            GenericDict dict = root.toGenericDict();
+            GenericDictIterator end = dict.end();
+            for (GenericDictIterator it = dict.begin(); it.notEquals(end); it.increment()) {
+                GenericDictEntryRef e = it.access();
+                IValue val = e.value();
+                if (!e.key().isString() || !val.isTensor()) {
+                    throw new IllegalArgumentException("checkpoint " + file + ": " + entry
+                            + " holds something other than named tensors");
+                }
+                Tensor t = new Tensor(val.toTensor());
+                t.retainReference(); // outlives the scope
+                out.put(e.key().toStringRef().getString(), t);
+            }
+            return out;
+        } catch (RuntimeException e) {
+            out.values().forEach(Tensor::close);
+            if (e instanceof IllegalArgumentException) {
+                throw e;
+            }
+            throw new IllegalArgumentException("checkpoint " + file + ": " + entry + " cannot be read: "
+                    + TorchScriptModel.firstLine(e.getMessage()), e);
+        }
+    }
+
+    private static JsonArray shape(Tensor t) {
+        JsonArray a = new JsonArray();
+        for (long s : t.shape()) {
+            a.add(s);
+        }
+        return a;
+    }
+
+    private static long[] longs(JsonArray a) {
+        long[] out = new long[a.size()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = a.get(i).getAsLong();
+        }
+        return out;
+    }
+
+    private static String sha256(byte[] bytes) {
+        try {
+            return HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(bytes));
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+}
