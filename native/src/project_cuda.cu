@@ -166,16 +166,23 @@ __global__ void lambda_kernel(const DevTensor* __restrict__ table, int count, in
     }
 }
 
+// T2dUpdateOp's g + lam * c, each operation rounded on its own (round to nearest even), as the CPU path
+// computes it (its update loops are built without FMA). Left to itself nvcc contracts the two into one
+// fma, whose single rounding gives other bits: for half types, after the conversion back, 7 of 4642
+// elements differed from the CPU path in one H100 run. The intrinsics are never contracted.
+__device__ __forceinline__ float update_rn(float g, float c, float lam) { return __fadd_rn(g, __fmul_rn(lam, c)); }
+__device__ __forceinline__ double update_rn(double g, double c, double lam) { return __dadd_rn(g, __dmul_rn(lam, c)); }
+
 template <typename T>
 __device__ void update_chunk(T* __restrict__ g, const T* __restrict__ c, int64_t begin, int64_t end, double lam) {
     for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-        g[i] = T2dUpdateOp<T>::apply(g[i], c[i], (T)lam);
+        g[i] = update_rn(g[i], c[i], (T)lam);
     }
 }
 template <typename H>
 __device__ void update_chunk_half(H* __restrict__ g, const H* __restrict__ c, int64_t begin, int64_t end, float lam) {
     for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-        g[i] = (H)T2dUpdateOp<float>::apply(to_f(g[i]), to_f(c[i]), lam);
+        g[i] = (H)update_rn(to_f(g[i]), to_f(c[i]), lam);
     }
 }
 
