@@ -45,7 +45,8 @@ final class ConformanceCommand implements Callable<Integer> {
         if (LibTorch.cudaAvailable()) {
             results.addAll(new Conformance(d, "cuda").runAll(engines, r -> System.out.println(r.line())));
         } else {
-            System.out.println("note: no CUDA device here; the cases ran on the CPU only");
+            System.out.println("note: no CUDA device here (" + LibTorch.cudaUnavailableReason()
+                    + "); the cases ran on the CPU only");
         }
         long failed = results.stream().filter(r -> !r.passed()).count();
         long barrier = results.stream().filter(r -> r.verdict() == Conformance.Verdict.BARRIER).count();

@@ -117,8 +117,8 @@ final class FinetuneCommand implements Callable<Integer> {
         }
         LibTorch.ensureLoaded();
         if (device.startsWith("cuda") && !LibTorch.cudaAvailable()) {
-            throw new IllegalArgumentException("--device " + device + ": no CUDA device is usable here (this build of "
-                    + "libtorch is CPU-only, or no GPU/driver is present; see the README's GPU section)");
+            throw new IllegalArgumentException("--device " + device + ": no CUDA device is usable here: "
+                    + LibTorch.cudaUnavailableReason());
         }
 
         try (TorchScriptModel m = TorchScriptModel.load(model); Batch all = Batch.load(data)) {
