@@ -97,7 +97,7 @@ main() {
 
     # --- python (torch; CUDA for the reference timings) and the CUDA libraries of its nvidia-* wheels
     local py="" cand
-    for cand in ${PYTHON:-} python3 python; do
+    for cand in ${PYTHON:-} python3 /usr/bin/python3 python; do
         if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import torch' >/dev/null 2>&1; then py=$(command -v "$cand"); break; fi
     done
     local py_cuda=0
@@ -180,21 +180,22 @@ EOF
     done
     (cd "$ROOT" && timeout "${T2D_JAVA_TIMEOUT:-420}" "$BUNDLE/jre/bin/java" --enable-native-access=ALL-UNNAMED \
         --sun-misc-unsafe-memory-access=allow -Xss4m -Dorg.bytedeco.javacpp.cachedir="$BUNDLE/javacpp-cache" \
-        -jar "$BUNDLE/test/lib/junit-platform-console-standalone.jar" execute --disable-banner --details=tree \
+        -jar "$BUNDLE/test/lib/junit-platform-console-standalone.jar" execute --disable-banner --disable-ansi-colors --details=tree \
         --class-path "$tcp" --select-class org.text2data.ConformanceTest --select-class org.text2data.NativeLoadFailureTest) \
         > "$junit" 2>&1
     rc=$?
     grep -vE '^(ok|FAIL|BARRIER) ' "$junit" | tail -n 60
-    local j_ok j_fail j_skip
+    local j_ok j_fail j_skip j_abort
     j_ok=$(sed -n 's/.*\[ *\([0-9]*\) tests successful *\].*/\1/p' "$junit" | tail -n 1)
     j_fail=$(sed -n 's/.*\[ *\([0-9]*\) tests failed *\].*/\1/p' "$junit" | tail -n 1)
     j_skip=$(sed -n 's/.*\[ *\([0-9]*\) tests skipped *\].*/\1/p' "$junit" | tail -n 1)
+    j_abort=$(sed -n 's/.*\[ *\([0-9]*\) tests aborted *\].*/\1/p' "$junit" | tail -n 1)  # failed assumptions
     if [ -z "$j_ok" ]; then
         bad "junit: no summary (exit $rc)"
     else
         passed=$((passed + j_ok)); failed=$((failed + ${j_fail:-0}))
-        echo "junit: $j_ok successful, ${j_fail:-0} failed, ${j_skip:-0} skipped"
-        if [ $have_cuda = 1 ] && [ "${j_skip:-0}" != 0 ]; then bad "junit: $j_skip test(s) skipped on a machine with CUDA"; fi
+        echo "junit: $j_ok successful, ${j_fail:-0} failed, ${j_skip:-0} skipped, ${j_abort:-0} aborted (assumption not met: no CUDA)"
+        if [ $have_cuda = 1 ] && [ "${j_skip:-0}${j_abort:-0}" != 00 ]; then bad "junit: tests skipped or aborted on a machine with CUDA"; fi
     fi
 
     # --- step benchmark: Java (GpuStepBench) and the clean-room Python reference, same weights

@@ -69,12 +69,19 @@ final class NativeLoadFailure {
      */
     static String cudaUnavailableReason() {
         String dir = "/org/bytedeco/pytorch/" + Loader.getPlatform() + "-gpu/";
-        if (org.bytedeco.pytorch.presets.torch.class.getResource(dir + "libtorch_cuda.so") == null) {
+        java.net.URL url = org.bytedeco.pytorch.presets.torch.class.getResource(dir + "libtorch_cuda.so");
+        if (url == null) {
             return "this libtorch is the CPU build; build with -Pgpu for the CUDA one (README, \"GPU\")";
         }
         try {
-            File f = Loader.cacheResource(org.bytedeco.pytorch.presets.torch.class, dir + "libtorch_cuda.so");
-            if (f != null) {
+            File f;
+            if ("file".equals(url.getProtocol())) { // unpacked on the class path (bench/gpu/java-bundle.sh)
+                f = new File(url.toURI());
+            } else { // in the jar: the folder SafeLoading extracted it to (no second copy)
+                File[] dirs = Loader.cacheResources(org.bytedeco.pytorch.presets.torch.class, dir);
+                f = dirs.length == 0 ? null : new File(dirs[0], "libtorch_cuda.so");
+            }
+            if (f != null && f.isFile()) {
                 System.load(f.getAbsolutePath());
             }
         } catch (UnsatisfiedLinkError e) {
@@ -83,7 +90,7 @@ final class NativeLoadFailure {
                 return message(missing) + lddHint(e);
             }
             return "the CUDA build of libtorch could not load libtorch_cuda.so: " + e.getMessage();
-        } catch (IOException | RuntimeException e) {
+        } catch (IOException | java.net.URISyntaxException | RuntimeException e) {
             return "the CUDA build of libtorch could not be read from the JavaCPP cache: " + e;
         }
         return "the CUDA build of libtorch loaded, but sees no usable GPU (no device, or no NVIDIA driver: "
