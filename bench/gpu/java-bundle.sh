@@ -142,7 +142,7 @@ if [ $PARTS = 1 ]; then
     rm -rf "$P"
     mkdir -p "$P"
     say "tar + gzip + split -b 60M into $P ..."
-    tar -C "$(dirname "$B")" -cf - "$(basename "$B")" | gzip -6 | split -b 60M - "$P/$(basename "$B").tgz.part-"
+    tar -C "$(dirname "$B")" --exclude="$(basename "$B")/javacpp-cache" -cf - "$(basename "$B")" | gzip -6 | split -b 60M - "$P/$(basename "$B").tgz.part-"
     (cd "$P" && sha256sum "$(basename "$B")".tgz.part-* > SHA256SUMS)
     ls -la "$P"
 fi

@@ -18,13 +18,14 @@
 #    (GpuStepBench), and, where python3 has a CUDA torch, the clean-room reference's run_step and baseline
 #    (bench/python/bench_ref.py --device cuda) from the same weights; the ratios from this one run.
 # Ends with `N passed, M failed`; exit 0 only when none failed. Everything printed also goes to
-# $OUT/java-check.log (bench/gpu/java-check.log without $OUT), the timings to java-steps.json / py-steps.json.
+# $OUT/java-check.log (bench/gpu/last-java-check/ without $OUT), the timings to java-steps.json / py-steps.json.
 # Options: --quick (shorter timings), --workloads a,b. Environment: PYTHON, T2D_JAVA_TIMEOUT (s, per Java step, 420).
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-if [ -n "${OUT:-}" ]; then mkdir -p "$OUT"; D="$OUT"; else D="$HERE"; fi
+if [ -n "${OUT:-}" ]; then D="$OUT"; else D="$HERE/last-java-check"; fi
+mkdir -p "$D"
 LOG="$D/java-check.log"
 
 BUNDLE="$HERE/java-bundle"
@@ -204,7 +205,7 @@ EOF
     if [ $have_cuda = 0 ]; then dev=cpu; echo "no CUDA in the JVM: timing on the CPU (not a GPU result)"; fi
     local weights="${TMPDIR:-/tmp}/t2d-bench-weights" jargs pyargs
     mkdir -p "$weights"
-    if [ $QUICK = 1 ]; then jargs=(--warmup 3 --iters 10); pyargs=(--warmup 3 --iters 10); else jargs=(--warmup 10 --budget 2); pyargs=(--warmup 10 --budget 2); fi
+    if [ $QUICK = 1 ]; then jargs=(--warmup 3 --iters 10); pyargs=(--warmup 3 --iters 10); else jargs=(--warmup 10 --budget 1); pyargs=(--warmup 10 --budget 1); fi
     local pyjson="$D/py-steps.json" jjson="$D/java-steps.json"
     rm -f "$pyjson" "$jjson"
     if [ -n "$py" ] && { [ $py_cuda = 1 ] || [ $dev = cpu ]; }; then
@@ -230,7 +231,7 @@ EOF
 import json, os, sys
 j = json.load(open(sys.argv[1]))
 p = json.load(open(sys.argv[2]))["workloads"] if os.path.exists(sys.argv[2]) else {}
-print(f"\nmedian ms per step on {j['device']} (one run; Java and Python alternate nothing: Python ran first)")
+print(f"\nmedian ms per step on {j['device']}, from this run (Python first, then Java; each mode on its own copy of the same weights)")
 print("| workload | Java runStep fused | Java runStep plain | Java plain | Python run_step | Python plain "
       "| Java fused / Python | Java fused / Java plain | Python run_step / plain |")
 print("|---|---|---|---|---|---|---|---|---|")
