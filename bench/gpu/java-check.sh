@@ -195,6 +195,8 @@ EOF
         bad "junit: no summary (exit $rc)"
     else
         passed=$((passed + j_ok)); failed=$((failed + ${j_fail:-0}))
+        if [ $rc != 0 ] && [ "${j_fail:-0}" = 0 ]; then bad "junit: exit $rc (see java-junit.out)"; fi
+        if [ "$j_ok" = 0 ]; then bad "junit: no test ran"; fi
         echo "junit: $j_ok successful, ${j_fail:-0} failed, ${j_skip:-0} skipped, ${j_abort:-0} aborted (assumption not met: no CUDA)"
         if [ $have_cuda = 1 ] && [ "${j_skip:-0}${j_abort:-0}" != 00 ]; then bad "junit: tests skipped or aborted on a machine with CUDA"; fi
     fi

@@ -96,7 +96,17 @@ public final class Conformance {
         }
     }
 
-    /** One case run on one engine one way. */
+    /**
+     * One case run on one engine one way.
+     *
+     * @param caseName the fixture case's name
+     * @param engine the engine's name, with the device ({@code plain}, {@code fused-cpu}, {@code plain-cuda}, ...)
+     * @param via how the case was loaded
+     * @param g where the projection's unconditional loss came from
+     * @param verdict within the tolerance, not, or on the barrier
+     * @param worstError the largest relative error over every compared value (NaN after an error)
+     * @param detail where the worst error was, the barrier's step and values, or the error's message
+     */
     public record Result(String caseName, String engine, Via via, GSource g, Verdict verdict, double worstError,
                          String detail) {
         /** Within the tolerance, or on the barrier ({@link Verdict#BARRIER}); false for a failure. */

@@ -55,6 +55,10 @@ public final class GpuStepBench {
         void run();
     }
 
+    /**
+     * Runs the benchmark (options above) and prints one line per mode and the ratios; {@code --json FILE} also
+     * writes the summaries, in the layout of {@code bench_ref.py --json}.
+     */
     public static void main(String[] args) throws IOException {
         LibTorch.ensureLoaded();
         String device = LibTorch.cudaAvailable() ? "cuda" : "cpu";
