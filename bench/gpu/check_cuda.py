@@ -404,15 +404,15 @@ def judge(B, R, name, pairs, refs, rc, lam_t, want_rc=T2D_OK):
             if not le <= lt:
                 bad.append("t%d lam %.17g want %.17g (err %.3g > %.0e)" % (i, float(lam_host[i]), ref["lam"], le, lt))
             lam_worst = max(lam_worst, le / lt if le == le else float("inf"))
-            # half types: the update is g = half(float(g) + float(lam) * float(c)), rounded to nearest even;
-            # redo it in torch with the library's own lam and require the same bits almost everywhere
-            # (an FMA may round differently once in a long while; truncation would differ on ~half)
+            # half types: the update is g = half(float(g) + float(lam) * float(c)), each operation rounded to
+            # nearest even (no FMA, on the CPU and on CUDA); redo it in torch with the library's own lam and
+            # require the same bits everywhere (an FMA differed on 7 of 4642 elements once; truncation would on ~half)
             lk = float(lam_host[i])
             if g.dtype in HALF and g.numel() and lk != 0.0 and lk == lk:
                 emu = (ref["g0"].float() + torch.tensor(lk, dtype=torch.float32) * ref["c0"].float()).to(g.dtype)
                 mism = int((bits(emu) != bits(g.detach().cpu())).sum())
                 half_mism += mism
-                if mism > 1 + 1e-3 * g.numel():
+                if mism > 0:
                     bad.append("t%d %s: %d of %d elements differ from round-to-nearest of the float32 update" % (
                         i, DTYPE_NAME[g.dtype], mism, g.numel()))
     npos = sum(1 for r in refs if r["lam"] != 0.0)

@@ -1,7 +1,7 @@
 """Time the constrained step against a plain baseline on the bench workloads.
 
 Usage: /usr/bin/python3 bench_ref.py [--threads N] [--warmup K] [--iters M]
-           [--workloads a,b] [--json OUT] [--weights-dir DIR] [--budget SEC]
+           [--workloads a,b] [--json OUT] [--weights-dir DIR] [--budget SEC] [--device cpu|cuda]
 
 Per workload, three modes, each on a fresh copy of the initial weights, Adam lr 1e-3:
   constrained  run_step (zero_grad, uncond fwd/bwd, first_step, cond fwd/bwd,
@@ -10,7 +10,9 @@ Per workload, three modes, each on a fresh copy of the initial weights, Adam lr 
   projection   first_step + second_step alone, on gradients from one backward
 The modes are timed round-robin (one iteration of each per round) after --warmup
 untimed rounds; without --iters, rounds go on until about --budget seconds per
-mode have passed (at least 5 rounds, at most 200).
+mode have passed (at least 5 rounds, at most 200). With --device cuda, model and
+batch live on the GPU and every timed call ends with torch.cuda.synchronize() (wall
+time per step, as bench/gpu/java-check.sh's Java side measures it).
 """
 
 import argparse
@@ -68,7 +70,7 @@ def setup(model, batch, mode):
         opt = torch.optim.Adam(params, lr=LR)
 
         def it():
-            opt.zero_grad()
+            opt.zero_grad(set_to_none=False)
             loss_fn(model(data, None), label).backward()
             loss_fn(model(data, cond), label).backward()
             opt.step()
@@ -80,7 +82,7 @@ def setup(model, batch, mode):
     if mode == "constrained":
         return lambda: run_step(opt, g_constraint, model, cond, data, label, loss_fn)
 
-    opt.zero_grad()
+    opt.zero_grad(set_to_none=False)
     g = loss_fn(model(data, None), label)
     g.backward()
     g_value = g.item()
@@ -91,17 +93,20 @@ def setup(model, batch, mode):
     return it
 
 
-def time_modes(fns, warmup, iters, budget):
+def time_modes(fns, warmup, iters, budget, sync=lambda: None):
     """Times the callables round-robin (one iteration of each per round), so that
-    a load change on a shared machine hits every mode alike."""
+    a load change on a shared machine hits every mode alike. sync() ends every call
+    (torch.cuda.synchronize on a GPU)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+            sync()
     times, start, rounds = {m: [] for m in fns}, time.perf_counter(), 0
     while True:
         for m, fn in fns.items():
             t0 = time.perf_counter()
             fn()
+            sync()
             times[m].append((time.perf_counter() - t0) * 1e3)
         rounds += 1
         if iters is not None:
@@ -127,7 +132,10 @@ def main():
     ap.add_argument("--workloads", default=",".join(workloads.WORKLOADS))
     ap.add_argument("--json", default=None)
     ap.add_argument("--weights-dir", default=None)
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = ap.parse_args()
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     # Both sides flush denormal floats to zero: the fixed-batch training these timings run drifts into
     # denormals at different points on each side and for each mode, which would time the CPU's slow
@@ -145,9 +153,12 @@ def main():
         print(f"  {line}")
 
     results = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-               "openblas_threads": ob_threads, "workloads": {}}
+               "openblas_threads": ob_threads, "device": str(dev), "workloads": {}}
+    if dev.type == "cuda":
+        print(f"device {torch.cuda.get_device_name(dev)}, torch CUDA {torch.version.cuda}")
     for name in args.workloads.split(","):
         model, batch = workloads.get(name, args.weights_dir)
+        batch = {k: v.to(dev) for k, v in batch.items()}
         init = {k: v.clone() for k, v in model.state_dict().items()}
         n_tensors = len(list(model.parameters()))
         n_params = sum(p.numel() for p in model.parameters())
@@ -158,8 +169,9 @@ def main():
         for mode in MODES:  # each mode on its own copy of the initial weights
             m = workloads.build_model(workloads.WORKLOADS[name]).float()
             m.load_state_dict(init)
+            m.to(dev)
             fns[mode] = setup(m, batch, mode)
-        res.update(time_modes(fns, args.warmup, args.iters, args.budget))
+        res.update(time_modes(fns, args.warmup, args.iters, args.budget, sync))
         for mode in MODES:
             r = res[mode]
             print(f"  {mode:12s} median {r['median_ms']:9.3f} ms  "

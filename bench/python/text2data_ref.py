@@ -42,7 +42,7 @@ class Constraint(torch.optim.Optimizer):
                     continue
                 self.state[p]["constraint_grad"] = p.grad.detach().clone()
         if zero_grad:
-            self.zero_grad()  # PyTorch 1.13: sets grads to zero, not None
+            self.zero_grad(set_to_none=False)  # as PyTorch 1.13's default: zeroes grads, keeps them
 
     @torch.no_grad()
     def second_step(self, zero_grad=False, g_value=None, g_constraint=None):
@@ -66,7 +66,7 @@ class Constraint(torch.optim.Optimizer):
                 lam = torch.clamp((phi - (g * c).sum()) / (1e-8 + n), min=0)
                 g.add_(lam * c)
         if zero_grad:
-            self.zero_grad()
+            self.zero_grad(set_to_none=False)
 
     def step(self, closure=None, g_value=None, g_constraint=None):
         """Full constrained step, same arithmetic as run_step.
@@ -76,7 +76,7 @@ class Constraint(torch.optim.Optimizer):
         zeroed here before each pass; g_value defaults to the unconditional loss.
         """
         assert closure is not None, "Constraint.step needs a closure"
-        self.zero_grad()
+        self.zero_grad(set_to_none=False)
         with torch.enable_grad():
             g = closure(False)
         self.first_step(zero_grad=True, g_value=g.item() if g_value is None else g_value)
@@ -89,7 +89,7 @@ class Constraint(torch.optim.Optimizer):
 
 def run_step(optimizer, g_constraint, model, cond, data, label, loss_fn):
     """One constrained training step; returns (unconditional loss, conditional loss)."""
-    optimizer.zero_grad()
+    optimizer.zero_grad(set_to_none=False)  # PyTorch 1.13's default; 2.x would drop the grads
     g = loss_fn(model(data, None), label)
     g.backward()
     optimizer.first_step(zero_grad=True, g_value=g.item())

@@ -46,6 +46,8 @@ public final class LibTorch {
 
     /**
      * Loads libtorch (idempotent, thread-safe), with the process-wide settings listed in the class comment.
+     * Where a shared library that libtorch needs is missing (the CUDA runtime, for the {@code -Pgpu} build),
+     * throws an {@link IllegalStateException} that names it and says what to install.
      */
     public static void ensureLoaded() {
         if (loaded) {
@@ -55,8 +57,12 @@ public final class LibTorch {
             if (loaded) {
                 return;
             }
-            SafeLoading.apply();
-            Loader.load(torch.class);
+            try {
+                SafeLoading.apply();
+                Loader.load(torch.class);
+            } catch (LinkageError e) {
+                throw NativeLoadFailure.explain(e); // a missing CUDA library: named, with what to install
+            }
             configureThreads();
             loaded = true;
         }
@@ -82,6 +88,18 @@ public final class LibTorch {
         } catch (Throwable t) {
             return false;
         }
+    }
+
+    /**
+     * Why {@link #cudaAvailable()} is false, in words a user can act on, or null where CUDA is available: this
+     * libtorch is the CPU build (no {@code -Pgpu}); or it is the CUDA build and a CUDA library it needs is
+     * missing (named, with what to install); or the CUDA build loaded and sees no device or driver.
+     */
+    public static String cudaUnavailableReason() {
+        if (cudaAvailable()) {
+            return null;
+        }
+        return NativeLoadFailure.cudaUnavailableReason();
     }
 
     /**

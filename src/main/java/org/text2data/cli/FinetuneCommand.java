@@ -157,8 +157,8 @@ final class FinetuneCommand implements Callable<Integer> {
         }
         LibTorch.ensureLoaded();
         if (device.startsWith("cuda") && !LibTorch.cudaAvailable()) {
-            throw new IllegalArgumentException("--device " + device + ": no CUDA device is usable here (this build of "
-                    + "libtorch is CPU-only, or no GPU/driver is present; see the README's GPU section)");
+            throw new IllegalArgumentException("--device " + device + ": no CUDA device is usable here: "
+                    + LibTorch.cudaUnavailableReason());
         }
         // TorchScript's graph executor re-optimizes a module after its first runs, which changes the last bits of its
         // gradients from then on; unoptimized, every step computes the same way in every process, so that a resumed

@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Checks and times the Java side on a GPU machine in ONE run, from the runtime that bench/gpu/java-bundle.sh
+# prepared (a jlink'd JRE, the -Pgpu jars, libtorch's CUDA natives, libtext2data.so): no JDK, Maven or network
+# needed there. Written for a lent GPU machine with Python 3.12, torch + cu130 and NVIDIA's nvidia-* wheels:
+#
+#     bash bench/gpu/java-check.sh                       # bundle at bench/gpu/java-bundle
+#     bash bench/gpu/java-check.sh --bundle DIR
+#     bash bench/gpu/java-check.sh --parts DIR           # DIR holds java-bundle.tgz.part-*: unpacked to /tmp first
+#
+# 1. environment: nvidia-smi, python/torch, the bundle's MANIFEST; LD_LIBRARY_PATH gets every lib folder under
+#    the python `nvidia` package (the CUDA 13 runtime, cuDNN 9, cuBLAS, ... that libtorch needs), and the
+#    libraries libtorch_cuda.so needs are checked with ldd;
+# 2. what the JVM sees (GpuStepBench --info): CUDA available, the fused engine on cuda;
+# 3. conformance (`text2data conformance`): every fixture case on the CPU and on CUDA, both engines, end to end
+#    and with the recorded g (BARRIER lines count as passed and are listed);
+# 4. JUnit: ConformanceTest (its CUDA test runs here) and NativeLoadFailureTest, with the console launcher;
+# 5. the step benchmark on the bench's workloads: Java runStep per engine and the plain two-pass
+#    (GpuStepBench), and, where python3 has a CUDA torch, the clean-room reference's run_step and baseline
+#    (bench/python/bench_ref.py --device cuda) from the same weights; the ratios from this one run.
+# Ends with `N passed, M failed`; exit 0 only when none failed. Everything printed also goes to
+# $OUT/java-check.log (bench/gpu/last-java-check/ without $OUT), the timings to java-steps.json / py-steps.json.
+# Options: --quick (shorter timings), --workloads a,b. Environment: PYTHON, T2D_JAVA_TIMEOUT (s, per Java step, 420).
+set -u -o pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+if [ -n "${OUT:-}" ]; then D="$OUT"; else D="$HERE/last-java-check"; fi
+mkdir -p "$D"
+LOG="$D/java-check.log"
+
+BUNDLE="$HERE/java-bundle"
+PARTS=""
+QUICK=0
+WORKLOADS="mlp-deep-small,mlp-deep,mlp-wide,transformer-small"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --bundle) BUNDLE="$2"; shift ;;
+        --parts) PARTS="$2"; shift ;;
+        --quick) QUICK=1 ;;
+        --workloads) WORKLOADS="$2"; shift ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        *) echo "unknown option: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+main() {
+    local passed=0 failed=0 t_start
+    t_start=$(date +%s)
+    ok()   { echo "PASS $*"; passed=$((passed + 1)); }
+    bad()  { echo "FAIL $*"; failed=$((failed + 1)); }
+    sect() { echo; echo "=== $* ($(( $(date +%s) - t_start )) s)"; }
+    summary() {
+        sect "summary"
+        echo "log: $LOG; total $(( $(date +%s) - t_start )) s"
+        echo "$passed passed, $failed failed"
+        [ "$failed" = 0 ]
+    }
+
+    sect "environment"
+    echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "host: $(uname -srm), $(nproc) cpus"
+    echo "repo: $ROOT ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo 'no git'))"
+    if command -v nvidia-smi >/dev/null 2>&1; then
+        nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv || true
+    else
+        echo "nvidia-smi: not found"
+    fi
+
+    # --- the bundle: a folder, or parts to unpack
+    if [ -n "$PARTS" ]; then
+        local first
+        first=$(ls "$PARTS"/*.tgz.part-* 2>/dev/null | head -n 1)
+        if [ -z "$first" ]; then
+            bad "bundle: no *.tgz.part-* in $PARTS"
+            summary; return
+        fi
+        if [ -f "$PARTS/SHA256SUMS" ]; then
+            if (cd "$PARTS" && sha256sum -c --quiet SHA256SUMS); then ok "bundle: parts match SHA256SUMS"; else bad "bundle: parts do not match SHA256SUMS"; fi
+        fi
+        local dest="${TMPDIR:-/tmp}/t2d-java-bundle"
+        rm -rf "$dest"; mkdir -p "$dest"
+        echo "unpacking $(ls "$PARTS"/*.tgz.part-* | wc -l) parts into $dest ..."
+        if cat "$PARTS"/*.tgz.part-* | tar -xzf - -C "$dest"; then
+            BUNDLE="$dest/$(ls "$dest" | head -n 1)"
+        else
+            bad "bundle: could not unpack the parts in $PARTS"
+            summary; return
+        fi
+    fi
+    if [ ! -x "$BUNDLE/bin/java" ] || [ ! -x "$BUNDLE/jre/bin/java" ]; then
+        bad "bundle: no bundle at $BUNDLE (make one with bench/gpu/java-bundle.sh; --bundle DIR or --parts DIR)"
+        summary; return
+    fi
+    echo "bundle: $BUNDLE"
+    sed 's/^/  /' "$BUNDLE/MANIFEST.txt" 2>/dev/null || true
+    local J="$BUNDLE/bin/java"
+
+    # --- python (torch; CUDA for the reference timings) and the CUDA libraries of its nvidia-* wheels
+    local py="" cand
+    for cand in ${PYTHON:-} python3 /usr/bin/python3 python; do
+        if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import torch' >/dev/null 2>&1; then py=$(command -v "$cand"); break; fi
+    done
+    local py_cuda=0
+    if [ -n "$py" ]; then
+        "$py" -c 'import sys, torch; print("python", sys.version.split()[0], "| torch", torch.__version__, "| CUDA", torch.version.cuda, "| cuda available", torch.cuda.is_available())' || true
+        "$py" -c 'import torch; assert torch.cuda.is_available()' >/dev/null 2>&1 && py_cuda=1
+        local libs
+        libs=$("$py" - <<'EOF' 2>/dev/null
+import os
+try:
+    import nvidia
+except ImportError:
+    raise SystemExit(0)
+dirs = set()
+for base in list(nvidia.__path__):
+    for root, _, files in os.walk(base):
+        if os.path.basename(root) == "lib" and any(".so" in f for f in files):
+            dirs.add(root)
+print(":".join(sorted(dirs)))
+EOF
+)
+        if [ -n "$libs" ]; then
+            export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+            echo "LD_LIBRARY_PATH: $(echo "$libs" | tr ':' '\n' | wc -l) lib folders of the python nvidia package prepended"
+        else
+            echo "python has no nvidia-* wheels: the CUDA libraries must come from the system (ldconfig / LD_LIBRARY_PATH)"
+        fi
+    else
+        echo "python: no python3 with torch (the reference timings are skipped)"
+    fi
+    local cudalib
+    cudalib=$(ls "$BUNDLE"/natives/org/bytedeco/pytorch/linux-x86_64-gpu/libtorch_cuda.so 2>/dev/null)
+    if [ -n "$cudalib" ]; then
+        local missing
+        missing=$(ldd "$cudalib" 2>/dev/null | awk '/not found/ {print $1}' | grep -v -E '^lib(c10|torch_cpu|gomp|openblas)' | tr '\n' ' ')
+        ldd "$cudalib" 2>/dev/null | grep -E 'libcu|libnccl|libnvJit|libcudnn' | sed 's/ (0x.*//; s/^\s*/  /'
+        if [ -z "$missing" ]; then ok "libraries: every CUDA library libtorch_cuda.so needs is found"; else bad "libraries: not found: $missing"; fi
+    else
+        bad "bundle: no libtorch_cuda.so under natives/ (not a -Pgpu bundle?)"
+    fi
+
+    # --- what the JVM sees
+    sect "the JVM (GpuStepBench --info)"
+    local info
+    info=$(T2D_EXTRA_CP="$BUNDLE/bench" timeout 300 "$J" org.text2data.bench.GpuStepBench --info 2>&1)
+    echo "$info"
+    local have_cuda=0
+    if echo "$info" | grep -q '^cuda available: true'; then ok "jvm: libtorch sees CUDA"; have_cuda=1; else bad "jvm: libtorch sees no CUDA"; fi
+    if echo "$info" | grep -q '^fused engine on cuda: fused-cuda'; then ok "jvm: the fused engine runs on cuda"; else bad "jvm: no fused-cuda engine"; fi
+
+    # --- conformance on CPU and CUDA, both engines
+    sect "conformance (text2data conformance)"
+    local conf="$D/java-conformance.out" rc
+    (cd "$ROOT" && timeout "${T2D_JAVA_TIMEOUT:-420}" "$J" -Dtext2data.home="$ROOT" org.text2data.cli.Main conformance \
+        "$ROOT/src/test/resources/conformance") > "$conf" 2>&1
+    rc=$?
+    cat "$conf"
+    local c_ok c_fail c_barrier c_cuda
+    c_ok=$(grep -c '^ok ' "$conf")
+    c_fail=$(grep -c '^FAIL ' "$conf")
+    c_barrier=$(grep -c '^BARRIER ' "$conf")
+    c_cuda=$(grep -E '^(ok|FAIL|BARRIER) ' "$conf" | grep -c -- '-cuda ')
+    passed=$((passed + c_ok + c_barrier))
+    failed=$((failed + c_fail))
+    echo "conformance: $c_ok ok, $c_barrier on the barrier, $c_fail failed ($c_cuda of the lines on CUDA); exit $rc"
+    if [ "$c_barrier" -gt 0 ]; then
+        echo "on the barrier (counted as passed; g - g_constraint at the flipping step):"
+        grep '^BARRIER ' "$conf" | sed 's/^/  /'
+    fi
+    if [ $have_cuda = 1 ] && [ "$c_cuda" = 0 ]; then bad "conformance: no case ran on CUDA"; fi
+    if [ $rc = 124 ]; then bad "conformance: timed out"; fi
+    if ! tail -n 1 "$conf" | grep -qE '^[0-9]+ passed, [0-9]+ failed$'; then bad "conformance: no summary line (exit $rc)"; fi
+
+    # --- JUnit: the tests that matter on a GPU
+    sect "JUnit (ConformanceTest with its CUDA test, NativeLoadFailureTest)"
+    local tcp junit="$D/java-junit.out"
+    tcp="$BUNDLE/test/classes:$(sed "s#\([^:]*\)#$BUNDLE/\1#g" "$BUNDLE/classpath.txt")"
+    for cand in "$BUNDLE"/test/lib/*.jar; do
+        case "$cand" in *junit-platform-console-standalone*) ;; *) tcp="$tcp:$cand" ;; esac
+    done
+    (cd "$ROOT" && timeout "${T2D_JAVA_TIMEOUT:-420}" "$BUNDLE/jre/bin/java" --enable-native-access=ALL-UNNAMED \
+        --sun-misc-unsafe-memory-access=allow -Xss4m -Dorg.bytedeco.javacpp.cachedir="$BUNDLE/javacpp-cache" \
+        -jar "$BUNDLE/test/lib/junit-platform-console-standalone.jar" execute --disable-banner --disable-ansi-colors --details=tree \
+        --class-path "$tcp" --select-class org.text2data.ConformanceTest --select-class org.text2data.NativeLoadFailureTest) \
+        > "$junit" 2>&1
+    rc=$?
+    grep -vE '^(ok|FAIL|BARRIER) ' "$junit" | tail -n 60
+    local j_ok j_fail j_skip j_abort
+    j_ok=$(sed -n 's/.*\[ *\([0-9]*\) tests successful *\].*/\1/p' "$junit" | tail -n 1)
+    j_fail=$(sed -n 's/.*\[ *\([0-9]*\) tests failed *\].*/\1/p' "$junit" | tail -n 1)
+    j_skip=$(sed -n 's/.*\[ *\([0-9]*\) tests skipped *\].*/\1/p' "$junit" | tail -n 1)
+    j_abort=$(sed -n 's/.*\[ *\([0-9]*\) tests aborted *\].*/\1/p' "$junit" | tail -n 1)  # failed assumptions
+    if [ -z "$j_ok" ]; then
+        bad "junit: no summary (exit $rc)"
+    else
+        passed=$((passed + j_ok)); failed=$((failed + ${j_fail:-0}))
+        if [ $rc != 0 ] && [ "${j_fail:-0}" = 0 ]; then bad "junit: exit $rc (see java-junit.out)"; fi
+        if [ "$j_ok" = 0 ]; then bad "junit: no test ran"; fi
+        echo "junit: $j_ok successful, ${j_fail:-0} failed, ${j_skip:-0} skipped, ${j_abort:-0} aborted (assumption not met: no CUDA)"
+        if [ $have_cuda = 1 ] && [ "${j_skip:-0}${j_abort:-0}" != 00 ]; then bad "junit: tests skipped or aborted on a machine with CUDA"; fi
+    fi
+
+    # --- step benchmark: Java (GpuStepBench) and the clean-room Python reference, same weights
+    sect "step benchmark (wall time per step, synchronised)"
+    local dev=cuda
+    if [ $have_cuda = 0 ]; then dev=cpu; echo "no CUDA in the JVM: timing on the CPU (not a GPU result)"; fi
+    local weights="${TMPDIR:-/tmp}/t2d-bench-weights" jargs pyargs
+    mkdir -p "$weights"
+    if [ $QUICK = 1 ]; then jargs=(--warmup 3 --iters 10); pyargs=(--warmup 3 --iters 10); else jargs=(--warmup 10 --budget 1); pyargs=(--warmup 10 --budget 1); fi
+    local pyjson="$D/py-steps.json" jjson="$D/java-steps.json"
+    rm -f "$pyjson" "$jjson"
+    if [ -n "$py" ] && { [ $py_cuda = 1 ] || [ $dev = cpu ]; }; then
+        echo "+ $py bench/python/bench_ref.py --device $dev --workloads $WORKLOADS ${pyargs[*]} --weights-dir $weights"
+        if (cd "$ROOT" && timeout 600 "$py" -u bench/python/bench_ref.py --device $dev --workloads "$WORKLOADS" "${pyargs[@]}" \
+                --weights-dir "$weights" --json "$pyjson"); then
+            ok "python: the reference's run_step timed on $dev"
+        else
+            bad "python: bench_ref.py failed"
+        fi
+    else
+        echo "python with a CUDA torch: not here; the Java side runs alone, from libtorch's seeded weights"
+    fi
+    echo "+ GpuStepBench --device $dev --workloads $WORKLOADS ${jargs[*]}"
+    if T2D_EXTRA_CP="$BUNDLE/bench" T2D_BENCH_WEIGHTS="$weights" timeout 900 "$J" org.text2data.bench.GpuStepBench \
+            --device $dev --workloads "$WORKLOADS" "${jargs[@]}" --json "$jjson"; then
+        ok "java: runStep and the plain two-pass timed on $dev"
+    else
+        bad "java: GpuStepBench failed"
+    fi
+    if [ -f "$jjson" ] && command -v python3 >/dev/null 2>&1; then
+        python3 - "$jjson" "$pyjson" <<'EOF'
+import json, os, sys
+j = json.load(open(sys.argv[1]))
+p = json.load(open(sys.argv[2]))["workloads"] if os.path.exists(sys.argv[2]) else {}
+print(f"\nmedian ms per step on {j['device']}, from this run (Python first, then Java; each mode on its own copy of the same weights)")
+print("| workload | Java runStep fused | Java runStep plain | Java plain | Python run_step | Python plain "
+      "| Java fused / Python | Java fused / Java plain | Python run_step / plain |")
+print("|---|---|---|---|---|---|---|---|---|")
+for name, r in j["workloads"].items():
+    m = lambda d, k: d[k]["median_ms"] if k in d else float("nan")
+    jf, jp, jb = m(r, "runStep-fused"), m(r, "runStep-plain"), m(r, "plain")
+    q = p.get(name, {})
+    pc, pb = m(q, "constrained"), m(q, "baseline")
+    print(f"| {name} | {jf:.3f} | {jp:.3f} | {jb:.3f} | {pc:.3f} | {pb:.3f} | {jf / pc:.2f} | {jf / jb:.3f} | {pc / pb:.3f} |")
+EOF
+    fi
+
+    summary
+}
+
+main 2>&1 | tee "$LOG"
+exit "${PIPESTATUS[0]}"

@@ -1,0 +1,280 @@
+package org.text2data.bench;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+
+import com.google.gson.GsonBuilder;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.Device;
+import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.text2data.Constraint;
+import org.text2data.Denoiser;
+import org.text2data.Engine;
+import org.text2data.LibTorch;
+import org.text2data.Loss;
+import org.text2data.OptimizerSpec;
+import org.text2data.StepResult;
+import org.text2data.Text2Data;
+import org.text2data.engine.Engines;
+
+/**
+ * The step benchmark of {@code bench/gpu/java-check.sh}, without JMH (the GPU machine has no Maven to build it):
+ * per workload of {@link Workloads}, on one device, the wall time per step, synchronised with the device after
+ * every call, of
+ * <ul>
+ *   <li>{@code runStep-<engine>}: {@link Text2Data#runStep} per available engine;</li>
+ *   <li>{@code plain}: zero the gradients, unconditional and conditional forward/backward, the base Adam step
+ *       (no constraint): the floor of {@code runStep}, as {@code bench/python/bench_ref.py}'s baseline.</li>
+ * </ul>
+ * As {@code bench_ref.py}: Adam lr 1e-3, MSE, float32, {@code gConstraint} = 0.9 x the initial unconditional
+ * loss, each mode on its own copy of the initial weights ({@code $T2D_BENCH_WEIGHTS}, written by
+ * {@code bench_ref.py --weights-dir}, else libtorch's seeded initialisation), modes timed round-robin after
+ * warm-up rounds, denormals flushed.
+ *
+ * <pre>
+ * GpuStepBench [--device cuda|cpu] [--workloads a,b] [--warmup K] [--iters M | --budget SEC] [--json FILE]
+ * GpuStepBench --info        # Java, libtorch build, CUDA (or why not), the fused engine
+ * </pre>
+ */
+public final class GpuStepBench {
+
+    private GpuStepBench() {
+    }
+
+    /** One timed mode: a step and the device to wait for after it. */
+    private interface Step {
+        void run();
+    }
+
+    /**
+     * Runs the benchmark (options above) and prints one line per mode and the ratios; {@code --json FILE} also
+     * writes the summaries, in the layout of {@code bench_ref.py --json}.
+     */
+    public static void main(String[] args) throws IOException {
+        LibTorch.ensureLoaded();
+        String device = LibTorch.cudaAvailable() ? "cuda" : "cpu";
+        String workloads = String.join(",", Workloads.CONFIGS.keySet());
+        int warmup = 5;
+        Integer iters = null;
+        double budget = 2.0;
+        Path json = null;
+        if (args.length == 1 && args[0].equals("--info")) {
+            info();
+            return;
+        }
+        for (int i = 0; i < args.length; i++) {
+            String a = args[i];
+            String v = i + 1 < args.length ? args[i + 1] : null;
+            switch (a) {
+                case "--device" -> { device = v; i++; }
+                case "--workloads" -> { workloads = v; i++; }
+                case "--warmup" -> { warmup = Integer.parseInt(v); i++; }
+                case "--iters" -> { iters = Integer.parseInt(v); i++; }
+                case "--budget" -> { budget = Double.parseDouble(v); i++; }
+                case "--json" -> { json = Path.of(v); i++; }
+                default -> throw new IllegalArgumentException("unknown option " + a
+                        + " (--device, --workloads, --warmup, --iters, --budget, --json)");
+            }
+        }
+        if (device.startsWith("cuda") && !LibTorch.cudaAvailable()) {
+            throw new IllegalStateException("--device " + device + ": no CUDA device is usable here");
+        }
+        torch.globalContext().setFlushDenormal(true);
+        List<String> engines = new ArrayList<>(List.of("plain"));
+        if (Engines.fusedAvailable()) {
+            engines.add("fused");
+        } else {
+            System.out.println("fused engine not available: " + Engines.fusedUnavailableReason());
+        }
+        System.out.printf(Locale.ROOT, "device %s, engines %s, libtorch threads %d, weights %s%n", device, engines,
+                LibTorch.torchThreads(), Workloads.weightsDir() == null ? "seeded (no $T2D_BENCH_WEIGHTS)"
+                        : Workloads.weightsDir());
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("device", device);
+        out.put("engines", engines);
+        Map<String, Object> all = new LinkedHashMap<>();
+        out.put("workloads", all);
+        boolean cuda = device.startsWith("cuda");
+        for (String name : workloads.split(",")) {
+            Map<String, Step> modes = new LinkedHashMap<>();
+            List<AutoCloseable> open = new ArrayList<>();
+            long tensors = 0;
+            long params = 0;
+            for (String engine : engines) {
+                Workloads.Workload w = onDevice(Workloads.load(name), device);
+                tensors = w.params().size();
+                params = w.parameterCount();
+                double gc = 0.9 * uncondLoss(w);
+                Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(1e-3), 1.0, 1.0, Engine.parse(engine));
+                open.add(opt);
+                modes.put("runStep-" + engine, () -> {
+                    try (StepResult r = Text2Data.runStep(opt, gc, w.model(), w.cond(), w.data(), w.label(), Loss.MSE)) {
+                        r.projectedTensors();
+                    }
+                });
+            }
+            Workloads.Workload w = onDevice(Workloads.load(name), device);
+            Constraint base = new Constraint(w.params(), OptimizerSpec.adam(1e-3), 1.0, 1.0, Engine.PLAIN);
+            open.add(base);
+            modes.put("plain", () -> {
+                try (PointerScope scope = new PointerScope()) {
+                    base.zeroGrad();
+                    Loss.MSE.apply(w.model().forward(w.data(), null), w.label()).backward();
+                    Loss.MSE.apply(w.model().forward(w.data(), w.cond()), w.label()).backward();
+                    base.stepBase();
+                }
+            });
+            System.out.printf(Locale.ROOT, "%s: %d parameter tensors, %d parameters, data %s%n", name, tensors,
+                    params, Arrays.toString(w.data().shape()));
+            Map<String, Map<String, Object>> res = time(modes, warmup, iters, budget, cuda);
+            for (Map.Entry<String, Map<String, Object>> e : res.entrySet()) {
+                Map<String, Object> r = e.getValue();
+                System.out.printf(Locale.ROOT, "  %-14s median %9.3f ms  [min %.3f, p25 %.3f, p75 %.3f, max %.3f]  n=%d%n",
+                        e.getKey(), r.get("median_ms"), r.get("min_ms"), r.get("p25_ms"), r.get("p75_ms"),
+                        r.get("max_ms"), r.get("iters"));
+            }
+            for (String engine : engines) {
+                System.out.printf(Locale.ROOT, "  runStep-%s / plain = %.3f%n", engine,
+                        (double) res.get("runStep-" + engine).get("median_ms") / (double) res.get("plain").get("median_ms"));
+            }
+            Map<String, Object> entry = new LinkedHashMap<>();
+            entry.put("param_tensors", tensors);
+            entry.put("params", params);
+            entry.putAll(res);
+            all.put(name, entry);
+            for (AutoCloseable c : open) {
+                try {
+                    c.close();
+                } catch (Exception ignored) {
+                    // closing a Constraint does not throw
+                }
+            }
+        }
+        if (json != null) {
+            Files.writeString(json, new GsonBuilder().setPrettyPrinting().create().toJson(out));
+        }
+    }
+
+    /**
+     * What this JVM sees, one {@code key: value} per line, for java-check.sh: Java, the libtorch build, CUDA (and
+     * why not), the fused engine and its native library.
+     */
+    static void info() {
+        System.out.println("java: " + Runtime.version() + " (" + System.getProperty("java.home") + ")");
+        boolean cudaBuild = org.bytedeco.pytorch.presets.torch.class.getResource("/org/bytedeco/pytorch/"
+                + org.bytedeco.javacpp.Loader.getPlatform() + "-gpu/libtorch_cuda.so") != null;
+        System.out.println("libtorch: " + (cudaBuild ? "CUDA build (linux-x86_64-gpu)" : "CPU build"));
+        boolean cuda = LibTorch.cudaAvailable();
+        System.out.println("cuda available: " + cuda + (cuda ? ", " + torch.cuda_device_count() + " device(s)"
+                : " (" + LibTorch.cudaUnavailableReason() + ")"));
+        System.out.println("fused engine: " + (Engines.fusedAvailable() ? "available, " + org.text2data.engine.NativeLibrary.loadedFrom()
+                : "not available (" + Engines.fusedUnavailableReason() + ")"));
+        if (cuda && Engines.fusedAvailable()) {
+            try (PointerScope s = new PointerScope(); Device dev = new Device("cuda")) {
+                Tensor p = torch.ones(8).to(dev, torch.ScalarType.Float).requires_grad_(true);
+                try (Constraint opt = new Constraint(List.of(p), OptimizerSpec.sgd(0.1), 1.0, 1.0, Engine.FUSED)) {
+                    System.out.println("fused engine on cuda: " + opt.engineName());
+                }
+            }
+        }
+    }
+
+    /** The workload with its model, parameters and batch on {@code device} (float32). */
+    static Workloads.Workload onDevice(Workloads.Workload w, String device) {
+        if (device.equals("cpu")) {
+            return w;
+        }
+        try (Device dev = new Device(device)) {
+            Workloads.Config cfg = w.config();
+            Map<String, Tensor> params;
+            org.text2data.ConditionalModel model;
+            if (w.model() instanceof Denoiser d) {
+                d.to(dev, torch.ScalarType.Float, false);
+                model = d;
+                params = d.namedParameters();
+            } else {
+                Map<String, Tensor> state = new LinkedHashMap<>();
+                for (Map.Entry<String, Tensor> e : w.params().entrySet()) {
+                    state.put(e.getKey(), e.getValue().detach().to(dev, torch.ScalarType.Float));
+                }
+                TransformerDenoiser t = new TransformerDenoiser(cfg.d(), cfg.c(), cfg.h(), cfg.layers(), cfg.heads(),
+                        cfg.seq(), cfg.ff(), state);
+                model = t;
+                params = t.namedParameters();
+            }
+            return new Workloads.Workload(cfg, model, params, w.data().to(dev, torch.ScalarType.Float),
+                    w.cond().to(dev, torch.ScalarType.Float), w.label().to(dev, torch.ScalarType.Float), w.fromFiles());
+        }
+    }
+
+    private static double uncondLoss(Workloads.Workload w) {
+        try (PointerScope s = new PointerScope(); NoGradGuard g = new NoGradGuard()) {
+            return Loss.MSE.apply(w.model().forward(w.data(), null), w.label()).item_double();
+        }
+    }
+
+    /** Round-robin: one call of each mode per round, each followed by a device synchronisation. */
+    private static Map<String, Map<String, Object>> time(Map<String, Step> modes, int warmup, Integer iters,
+                                                         double budget, boolean cuda) {
+        for (int i = 0; i < warmup; i++) {
+            for (Step s : modes.values()) {
+                s.run();
+                sync(cuda);
+            }
+        }
+        Map<String, List<Double>> times = new LinkedHashMap<>();
+        modes.keySet().forEach(k -> times.put(k, new ArrayList<>()));
+        long start = System.nanoTime();
+        int rounds = 0;
+        while (true) {
+            for (Map.Entry<String, Step> e : modes.entrySet()) {
+                long t0 = System.nanoTime();
+                e.getValue().run();
+                sync(cuda);
+                times.get(e.getKey()).add((System.nanoTime() - t0) / 1e6);
+            }
+            rounds++;
+            double elapsed = (System.nanoTime() - start) / 1e9;
+            if (iters != null ? rounds >= iters : rounds >= 500 || (rounds >= 5 && elapsed >= budget * modes.size())) {
+                break;
+            }
+        }
+        Map<String, Map<String, Object>> res = new LinkedHashMap<>();
+        times.forEach((k, v) -> res.put(k, summary(v)));
+        return res;
+    }
+
+    private static void sync(boolean cuda) {
+        if (cuda) {
+            torch.cuda_synchronize();
+        }
+    }
+
+    private static Map<String, Object> summary(List<Double> t) {
+        double[] s = t.stream().mapToDouble(Double::doubleValue).sorted().toArray();
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("median_ms", quantile(s, 0.5));
+        m.put("min_ms", s[0]);
+        m.put("p25_ms", quantile(s, 0.25));
+        m.put("p75_ms", quantile(s, 0.75));
+        m.put("max_ms", s[s.length - 1]);
+        m.put("iters", s.length);
+        return m;
+    }
+
+    private static double quantile(double[] sorted, double q) {
+        double pos = q * (sorted.length - 1);
+        int lo = (int) Math.floor(pos);
+        int hi = Math.min(lo + 1, sorted.length - 1);
+        return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+    }
+}
