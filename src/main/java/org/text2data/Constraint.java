@@ -46,6 +46,7 @@ public final class Constraint implements AutoCloseable {
     private double alpha;
     private double beta;
     private boolean checkFinite = true;
+    private GradientSync gradientSync;
     private boolean closed;
 
     /** With alpha = beta = 1 and the default engine. */
@@ -297,6 +298,20 @@ public final class Constraint implements AutoCloseable {
 
     public boolean checkFinite() {
         return checkFinite;
+    }
+
+    /**
+     * Attaches a {@link GradientSync} that {@link Text2Data#runStep} calls after each backward pass (data
+     * parallelism: {@link org.text2data.dist.DataParallel}); {@code null} (the default) detaches it.
+     */
+    public void setGradientSync(GradientSync sync) {
+        checkOpen();
+        this.gradientSync = sync;
+    }
+
+    /** The attached {@link GradientSync}, or {@code null} (a single-process run). */
+    public GradientSync gradientSync() {
+        return gradientSync;
     }
 
     /** The engine computing the projection: {@code plain}, {@code fused-cpu} or {@code fused-cuda}. */

@@ -38,23 +38,36 @@ public final class Text2Data {
         }
         checkBatch(optimizer.parameters().get(0), cond, data, label);
         boolean check = optimizer.checkFinite();
+        GradientSync sync = optimizer.gradientSync(); // null: one process
         try (PointerScope scope = new PointerScope()) {
             optimizer.zeroGrad();
             Tensor g = scalarLoss("unconditional", loss.apply(forward(model, data, null), label));
-            if (check) {
+            if (check && sync == null) {
                 requireFinite("unconditional", g);
             }
             g.backward();
+            Tensor gValue = g.detach();
+            if (sync != null) { // averaged over all processes, then checked: every process fails alike
+                gValue = sync.reduce(gValue, data.size(0), optimizer.parameters());
+                if (check) {
+                    requireFinite("unconditional", gValue);
+                }
+            }
             optimizer.firstStep(true);
             Tensor f = scalarLoss("conditional", loss.apply(forward(model, data, cond), label));
-            if (check) {
+            if (check && sync == null) {
                 requireFinite("conditional", f);
             }
             f.backward();
-            Tensor gValue = g.detach();
+            Tensor fValue = f.detach();
+            if (sync != null) {
+                fValue = sync.reduce(fValue, data.size(0), optimizer.parameters());
+                if (check) {
+                    requireFinite("conditional", fValue);
+                }
+            }
             int projected = optimizer.secondStep(gValue, gConstraint);
             optimizer.stepBase();
-            Tensor fValue = f.detach();
             gValue.retainReference(); // both outlive the scope: the caller owns them
             fValue.retainReference();
             return new StepResult(gValue, fValue, projected);
