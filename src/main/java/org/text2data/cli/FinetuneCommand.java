@@ -78,6 +78,18 @@ final class FinetuneCommand implements Callable<Integer> {
     @Option(names = "--engine", defaultValue = "auto", description = "auto, plain or fused (default: ${DEFAULT-VALUE})")
     String engine;
 
+    @Option(names = "--nproc", paramLabel = "N", description = "data parallel: N worker processes on this machine, "
+            + "each on 1/N of every batch (same result as one); with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set "
+            + "instead, this process is one rank of a job")
+    Integer nproc;
+
+    @Option(names = "--dist-timeout", paramLabel = "S", defaultValue = "30",
+            description = "data parallel: seconds to wait for the other ranks before failing (default: ${DEFAULT-VALUE})")
+    double distTimeout;
+
+    @picocli.CommandLine.Spec
+    picocli.CommandLine.Model.CommandSpec commandSpec;
+
     @Override
     public Integer call() throws Exception {
         // Everything that can be checked before loading is checked first; nothing is written on failure.
@@ -115,13 +127,23 @@ final class FinetuneCommand implements Callable<Integer> {
         if (!Files.isRegularFile(data)) {
             throw new IllegalArgumentException("--data: file not found: " + data);
         }
+        if (nproc != null && nproc < 1 || !(distTimeout > 0 && distTimeout <= 86_400)) {
+            throw new IllegalArgumentException("--nproc must be at least 1 and --dist-timeout in (0, 86400] seconds, got "
+                    + nproc + " and " + distTimeout);
+        }
+        java.time.Duration timeout = java.time.Duration.ofMillis((long) Math.ceil(distTimeout * 1000));
+        if (nproc != null && nproc > 1) {
+            return DistributedLauncher.launch(nproc, timeout, commandSpec.commandLine().getParseResult().originalArgs());
+        }
+        device = DistributedRun.device(device);
         LibTorch.ensureLoaded();
         if (device.startsWith("cuda") && !LibTorch.cudaAvailable()) {
             throw new IllegalArgumentException("--device " + device + ": no CUDA device is usable here (this build of "
                     + "libtorch is CPU-only, or no GPU/driver is present; see the README's GPU section)");
         }
 
-        try (TorchScriptModel m = TorchScriptModel.load(model); Batch all = Batch.load(data)) {
+        try (TorchScriptModel m = TorchScriptModel.load(model); Batch all = Batch.load(data);
+             DistributedRun dist = DistributedRun.fromEnvironment(device, timeout)) {
             Batch set = all;
             if (!device.equals("cpu")) {
                 m.to(device);
@@ -129,6 +151,7 @@ final class FinetuneCommand implements Callable<Integer> {
             }
             long rows = set.size();
             int b = batchSize == null ? (int) Math.min(rows, Integer.MAX_VALUE) : (int) Math.min(batchSize, rows);
+            dist.checkBatches(rows, b);
             System.err.printf(Locale.ROOT, "finetune: %s, %d rows (batch %d), %s, alpha %s, beta %s, g_constraint %s%n",
                     model.getFileName(), rows, b, spec, alpha, beta, gConstraint);
             TrainConfig cfg = new TrainConfig().epochs(Integer.MAX_VALUE / 4).maxSteps(steps).batchSize(b)
@@ -136,21 +159,25 @@ final class FinetuneCommand implements Callable<Integer> {
             long t0 = System.nanoTime();
             Finetuning.Result r;
             try (Constraint opt = new Constraint(m.namedParameters(), spec, alpha, beta, eng)) {
+                dist.attach(opt);
                 ProgressBar bar = new ProgressBar("finetune (" + opt.engineName() + ")", steps);
                 r = Finetuning.run(opt, gConstraint, m, set, lossFn, cfg, Finetuning.Mode.TEXT2DATA,
-                        BatchTransform.identity(), null, (stage, step, total, g, f) ->
+                        dist.sharding(BatchTransform.identity()), null, (stage, step, total, g, f) ->
                                 bar.update(step, String.format(Locale.ROOT, "g %.5f  f %.5f", g, f)));
             } catch (IllegalArgumentException | ArithmeticException e) {
                 throw new IllegalArgumentException("--data " + data + " with --model " + model + ": " + e.getMessage(), e);
             }
             Finetuning.Step first = r.steps().get(0);
             Finetuning.Step last = r.steps().get(r.steps().size() - 1);
+            if (!dist.finishAndWrites()) {
+                return 0; // rank 0 writes
+            }
             m.save(out);
             System.out.printf(Locale.ROOT,
                     "finetuned %d steps in %.1f s: conditional loss %.6f -> %.6f, unconditional loss %.6f -> %.6f "
-                            + "(g_constraint %s, max g/g_constraint %.4f); wrote %s%n",
+                            + "(g_constraint %s, max g/g_constraint %.4f); wrote %s%s%n",
                     steps, (System.nanoTime() - t0) / 1e9, first.f(), last.f(), first.g(), last.g(), gConstraint,
-                    gConstraint > 0 ? r.maxGRatio() : 0.0, out);
+                    gConstraint > 0 ? r.maxGRatio() : 0.0, out, dist.describe());
         }
         return 0;
     }

@@ -72,6 +72,7 @@ public final class ProcessGroup implements AutoCloseable {
     private final int rank;
     private final int worldSize;
     private final Duration timeout;
+    private boolean broken;
     private boolean closed;
 
     private ProcessGroup(Store store, Backend backend, Kind kind, int rank, int worldSize, Duration timeout) {
@@ -292,17 +293,24 @@ public final class ProcessGroup implements AutoCloseable {
         try (work) {
             work._wait(new Milliseconds(timeout.toMillis()));
         } catch (RuntimeException e) {
+            broken = true;
             throw new IllegalStateException("rank " + rank + ": " + what + " failed (a peer died, stalled or left; "
                     + "timeout " + seconds(timeout) + "): " + firstLine(e.getMessage()), e);
         }
     }
 
+    /**
+     * Leaves the group. After a failed collective the backend is left to the process's end rather than
+     * shut down, since shutting down waits for peers that are gone.
+     */
     @Override
     public void close() {
         if (!closed) {
             closed = true;
-            backend.close();
-            store.close();
+            if (!broken) {
+                backend.close();
+                store.close();
+            }
         }
     }
 

@@ -35,6 +35,7 @@ class DataParallelTest {
 
     @BeforeAll
     static void startGroups() throws IOException {
+        LibTorch.ensureLoaded(); // first: the tests below time their waits, not libtorch's loading
         two = start(Files.createDirectory(tmp.resolve("two")), "equiv", range(2), fill(2, 2), 60_000);
         four = start(Files.createDirectory(tmp.resolve("four")), "equiv", range(4), fill(4, 4), 60_000);
         dying = start(Files.createDirectory(tmp.resolve("die")), "die", range(2), fill(2, 2), 5_000);
@@ -158,11 +159,12 @@ class DataParallelTest {
     /** Ranks joining on threads of this JVM; each thread's error message, or "" when it joined. */
     static List<String> join(Path store, int[] ranks, int[] worlds, long timeoutMs) throws Exception {
         LibTorch.ensureLoaded();
-        List<java.util.concurrent.CompletableFuture<String>> fs = new ArrayList<>();
+        List<java.util.concurrent.Future<String>> fs = new ArrayList<>();
+        java.util.concurrent.ExecutorService threads = java.util.concurrent.Executors.newFixedThreadPool(ranks.length);
         for (int i = 0; i < ranks.length; i++) {
             int r = ranks[i];
             int w = worlds[i];
-            fs.add(java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+            fs.add(threads.submit(() -> {
                 try (ProcessGroup pg = ProcessGroup.file(store, r, w, ProcessGroup.Kind.GLOO,
                         java.time.Duration.ofMillis(timeoutMs))) {
                     return "";
@@ -173,13 +175,14 @@ class DataParallelTest {
         }
         List<String> out = new ArrayList<>();
         for (var f : fs) {
-            out.add(f.get(60, TimeUnit.SECONDS));
+            out.add(f.get(50, TimeUnit.SECONDS));
         }
+        threads.shutdown();
         return out;
     }
 
     @Test
-    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    @Timeout(value = 120, unit = TimeUnit.SECONDS)
     void aPeerThatNeverArrivesTimesOutNamingIt(@TempDir Path dir) throws Exception {
         long t0 = System.nanoTime();
         List<String> errors = join(dir.resolve("store"), new int[] {0, 2}, new int[] {3, 3}, 1_500);
@@ -240,12 +243,13 @@ class DataParallelTest {
         try (java.net.ServerSocket s = new java.net.ServerSocket(0, 1, java.net.InetAddress.getByName("127.0.0.1"))) {
             port = s.getLocalPort();
         }
-        List<java.util.concurrent.CompletableFuture<ProcessGroup>> fs = new ArrayList<>();
+        List<java.util.concurrent.Future<ProcessGroup>> fs = new ArrayList<>();
+        java.util.concurrent.ExecutorService threads = java.util.concurrent.Executors.newFixedThreadPool(2);
         for (int r = 0; r < 2; r++) {
             java.util.Map<String, String> env = java.util.Map.of("RANK", "" + r, "WORLD_SIZE", "2",
                     "MASTER_ADDR", "127.0.0.1", "MASTER_PORT", "" + port);
-            fs.add(java.util.concurrent.CompletableFuture.supplyAsync(() -> ProcessGroup.fromEnvironment(env,
-                    ProcessGroup.Kind.GLOO, java.time.Duration.ofSeconds(20))));
+            fs.add(threads.submit(() -> ProcessGroup.fromEnvironment(env, ProcessGroup.Kind.GLOO,
+                    java.time.Duration.ofSeconds(20))));
         }
         ProcessGroup p0 = fs.get(0).get(40, TimeUnit.SECONDS);
         ProcessGroup p1 = fs.get(1).get(40, TimeUnit.SECONDS);
@@ -253,9 +257,9 @@ class DataParallelTest {
             if (Files.exists(Path.of("/proc/net/tcp"))) {
                 assertThat(listeners(port)).containsExactly("0100007F"); // 127.0.0.1, not 0.0.0.0 or ::
             }
-            var sums = new ArrayList<java.util.concurrent.CompletableFuture<Double>>();
+            var sums = new ArrayList<java.util.concurrent.Future<Double>>();
             for (ProcessGroup pg : List.of(p0, p1)) {
-                sums.add(java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+                sums.add(threads.submit(() -> {
                     try (org.bytedeco.javacpp.PointerScope scope = new org.bytedeco.javacpp.PointerScope()) {
                         org.bytedeco.pytorch.Tensor t = org.bytedeco.pytorch.Tensor.create(new double[] {pg.rank() + 1.0, 10});
                         pg.allReduceSum(t);
@@ -268,6 +272,7 @@ class DataParallelTest {
         } finally {
             p1.close();
             p0.close();
+            threads.shutdown();
         }
     }
 
