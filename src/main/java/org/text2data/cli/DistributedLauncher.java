@@ -115,32 +115,33 @@ final class DistributedLauncher {
         }
         int code = workers.get(failed).exitValue();
         throw new IllegalStateException("rank " + failed + " of " + workers.size() + " failed (exit code " + code
-                + ")" + (failed == 0 ? "" : ": " + tail(log(dir, failed))) + "; nothing was written");
+                + (code > 128 ? ", killed by signal " + (code - 128) : "") + ")" + (failed == 0 ? "" : ": " + tail(log(dir, failed))) + "; nothing was written");
     }
 
     private static Path log(Path dir, int rank) {
         return dir.resolve("rank" + rank + ".log");
     }
 
-    /** The last line that says something, from a worker's log. */
+    /** {@code ": "} and the worker's error message from its log, or nothing when it has none. */
     private static String tail(Path log) {
         try {
             List<String> lines = Files.readAllLines(log, StandardCharsets.UTF_8);
             for (int i = lines.size() - 1; i >= 0; i--) {
                 if (lines.get(i).startsWith("error:")) {
-                    return lines.get(i).substring("error:".length()).trim();
+                    return ": " + lines.get(i).substring("error:".length()).trim();
                 }
             }
-            return lines.isEmpty() ? "(no output)" : lines.get(lines.size() - 1).trim();
         } catch (IOException e) {
-            return "(no log)";
+            // no log: nothing to add
         }
+        return "";
     }
 
-    /** The command line without {@code --nproc N} / {@code --nproc=N}. */
+    /** The finetune command's own arguments, without {@code --nproc N} / {@code --nproc=N}. */
     static List<String> withoutNproc(List<String> args) {
         List<String> out = new ArrayList<>();
-        for (int i = 0; i < args.size(); i++) {
+        int start = args.indexOf("finetune") + 1; // the parse result holds the whole command line
+        for (int i = start; i < args.size(); i++) {
             String a = args.get(i);
             if (a.equals("--nproc")) {
                 i++;

@@ -121,29 +121,10 @@ class DataParallelTest {
                 for (int k = 0; k < single.size(); k++) {
                     String what = String.format("%s/%s on %s, rank %d of %d", DistWorker.CASES[k / 2][0],
                             DistWorker.CASES[k / 2][1], DistWorker.ENGINES[k % 2], r, ps.size());
-                    assertClose(got.get(k), single.get(k), 1e-12, what);
+                    DistWorker.assertClose(got.get(k), single.get(k), 1e-12, what);
                 }
             }
         }
-    }
-
-    static void assertClose(double[] got, double[] want, double rel, String what) {
-        assertThat(got.length).as(what).isEqualTo(want.length);
-        double scale = 0;
-        for (double w : want) {
-            scale = Math.max(scale, Math.abs(w));
-        }
-        double worst = 0;
-        int at = -1;
-        for (int i = 0; i < want.length; i++) {
-            double e = Math.abs(got[i] - want[i]) / Math.max(Math.abs(want[i]), 1e-3 * scale);
-            if (e > worst) {
-                worst = e;
-                at = i;
-            }
-        }
-        assertThat(worst).as("%s: worst relative difference at #%d (%s vs %s)", what, at,
-                at < 0 ? "" : got[at], at < 0 ? "" : want[at]).isLessThanOrEqualTo(rel);
     }
 
     @Test

@@ -180,4 +180,24 @@ public final class DistWorker {
             return runs;
         }
     }
+
+    /** Element-wise relative difference at most {@code rel} (against at least a thousandth of the largest value). */
+    public static void assertClose(double[] got, double[] want, double rel, String what) {
+        org.assertj.core.api.Assertions.assertThat(got.length).as(what).isEqualTo(want.length);
+        double scale = 0;
+        for (double w : want) {
+            scale = Math.max(scale, Math.abs(w));
+        }
+        double worst = 0;
+        int at = -1;
+        for (int i = 0; i < want.length; i++) {
+            double e = Math.abs(got[i] - want[i]) / Math.max(Math.abs(want[i]), 1e-3 * scale);
+            if (e > worst) {
+                worst = e;
+                at = i;
+            }
+        }
+        org.assertj.core.api.Assertions.assertThat(worst).as("%s: worst relative difference at #%d (%s vs %s)", what, at,
+                at < 0 ? "" : got[at], at < 0 ? "" : want[at]).isLessThanOrEqualTo(rel);
+    }
 }
