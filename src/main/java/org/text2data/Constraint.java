@@ -81,6 +81,7 @@ public final class Constraint implements AutoCloseable {
     private long steps;
     /** The last model runStep found to reach these parameters (see Text2Data.runStep). */
     private WeakReference<Object> verifiedModel = new WeakReference<>(null);
+    private GradientSync gradientSync;
 
     /**
      * The parameters of a bytedeco module that require grad, named as in its {@code named_parameters()},
@@ -630,6 +631,20 @@ public final class Constraint implements AutoCloseable {
 
     public boolean checkFinite() {
         return checkFinite;
+    }
+
+    /**
+     * Attaches a {@link GradientSync} that {@link Text2Data#runStep} calls after each backward pass (data
+     * parallelism: {@link org.text2data.dist.DataParallel}); {@code null} (the default) detaches it.
+     */
+    public void setGradientSync(GradientSync sync) {
+        checkOpen();
+        this.gradientSync = sync;
+    }
+
+    /** The attached {@link GradientSync}, or {@code null} (a single-process run). */
+    public GradientSync gradientSync() {
+        return gradientSync;
     }
 
     /** The engine computing the projection: {@code plain}, {@code fused-cpu} or {@code fused-cuda}. */

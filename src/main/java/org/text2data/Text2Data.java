@@ -40,6 +40,7 @@ public final class Text2Data {
             }
             checkBatch(optimizer.parameters().get(0), cond, data, label);
             boolean check = optimizer.checkFinite();
+            GradientSync sync = optimizer.gradientSync(); // null: one process
             // Once per model: do its passes reach the parameters this Constraint steps? (Another model's
             // would train nothing here, silently, while its own gradients accumulated.)
             boolean verify = !optimizer.verified(model);
@@ -47,17 +48,24 @@ public final class Text2Data {
                 optimizer.zeroGrad();
                 long[] stamps = verify ? optimizer.gradStamps() : null;
                 Tensor g = scalarLoss("unconditional", loss.apply(forward(model, data, null), label));
-                if (check) {
+                if (check && sync == null) {
                     requireFinite("unconditional", g);
                 }
                 g.backward();
                 boolean reached = verify && !java.util.Arrays.equals(stamps, optimizer.gradStamps());
+                Tensor gValue = g.detach();
+                if (sync != null) { // averaged over all processes, then checked: every process fails alike
+                    gValue = sync.reduce(gValue, data.size(0), optimizer.parameters());
+                    if (check) {
+                        requireFinite("unconditional", gValue);
+                    }
+                }
                 optimizer.firstStep(true);
                 if (verify && !reached) {
                     stamps = optimizer.gradStamps();
                 }
                 Tensor f = scalarLoss("conditional", loss.apply(forward(model, data, cond), label));
-                if (check) {
+                if (check && sync == null) {
                     requireFinite("conditional", f);
                 }
                 f.backward();
@@ -71,10 +79,15 @@ public final class Text2Data {
                     }
                     optimizer.setVerified(model);
                 }
-                Tensor gValue = g.detach();
+                Tensor fValue = f.detach();
+                if (sync != null) {
+                    fValue = sync.reduce(fValue, data.size(0), optimizer.parameters());
+                    if (check) {
+                        requireFinite("conditional", fValue);
+                    }
+                }
                 int projected = optimizer.secondStep(gValue, gConstraint);
                 optimizer.stepBase();
-                Tensor fValue = f.detach();
                 gValue.retainReference(); // both outlive the scope: the caller owns them
                 fValue.retainReference();
                 return new StepResult(gValue, fValue, projected);

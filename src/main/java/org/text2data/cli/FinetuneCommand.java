@@ -113,6 +113,18 @@ final class FinetuneCommand implements Callable<Integer> {
         }
     }
 
+    @Option(names = "--nproc", paramLabel = "N", description = "data parallel: N worker processes on this machine, "
+            + "each on 1/N of every batch (same result as one); with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set "
+            + "instead, this process is one rank of a job")
+    Integer nproc;
+
+    @Option(names = "--dist-timeout", paramLabel = "S", defaultValue = "30",
+            description = "data parallel: seconds to wait for the other ranks before failing (default: ${DEFAULT-VALUE})")
+    double distTimeout;
+
+    @picocli.CommandLine.Spec
+    picocli.CommandLine.Model.CommandSpec commandSpec;
+
     @Override
     public Integer call() throws Exception {
         // Everything that can be checked before loading is checked first; nothing is written on failure.
@@ -155,6 +167,15 @@ final class FinetuneCommand implements Callable<Integer> {
         if (resume != null) {
             checkInput("--resume", resume, "checkpoint file");
         }
+        if (nproc != null && nproc < 1 || !(distTimeout > 0 && distTimeout <= 86_400)) {
+            throw new IllegalArgumentException("--nproc must be at least 1 and --dist-timeout in (0, 86400] seconds, got "
+                    + nproc + " and " + distTimeout);
+        }
+        java.time.Duration timeout = java.time.Duration.ofMillis((long) Math.ceil(distTimeout * 1000));
+        if (nproc != null && nproc > 1) {
+            return DistributedLauncher.launch(nproc, timeout, commandSpec.commandLine().getParseResult().originalArgs());
+        }
+        device = DistributedRun.device(device);
         LibTorch.ensureLoaded();
         if (device.startsWith("cuda") && !LibTorch.cudaAvailable()) {
             throw new IllegalArgumentException("--device " + device + ": no CUDA device is usable here: "
@@ -166,14 +187,15 @@ final class FinetuneCommand implements Callable<Integer> {
         boolean optimize = torch.getGraphExecutorOptimize();
         torch.setGraphExecutorOptimize(false);
         try {
-            return finetune(spec, lossFn, eng);
+            return finetune(spec, lossFn, eng, timeout);
         } finally {
             torch.setGraphExecutorOptimize(optimize);
         }
     }
 
-    private int finetune(OptimizerSpec spec, Loss lossFn, Engine eng) throws Exception {
-        try (TorchScriptModel m = TorchScriptModel.load(model); Batch all = Batch.load(data)) {
+    private int finetune(OptimizerSpec spec, Loss lossFn, Engine eng, java.time.Duration timeout) throws Exception {
+        try (TorchScriptModel m = TorchScriptModel.load(model); Batch all = Batch.load(data);
+             DistributedRun dist = DistributedRun.fromEnvironment(device, timeout)) {
             Batch set = all;
             if (!device.equals("cpu")) {
                 m.to(device);
@@ -185,6 +207,7 @@ final class FinetuneCommand implements Callable<Integer> {
                         + Arrays.toString(set.data().shape()) + "): nothing to finetune on");
             }
             int b = batchSize == null ? (int) Math.min(rows, Integer.MAX_VALUE) : (int) Math.min(batchSize, rows);
+            dist.checkBatches(rows, b);
             System.err.printf(Locale.ROOT, "finetune: %s, %d rows (batch %d), %s, alpha %s, beta %s, g_constraint %s%n",
                     model.getFileName(), rows, b, spec, alpha, beta, gConstraint);
             TrainConfig cfg = new TrainConfig().epochs(Integer.MAX_VALUE / 4).maxSteps(steps).batchSize(b)
@@ -196,10 +219,11 @@ final class FinetuneCommand implements Callable<Integer> {
             Finetuning.Result r;
             long[] done = {-1}; // steps completed; -1 until training starts
             try (Constraint opt = new Constraint(m.namedParameters(), spec, alpha, beta, eng)) {
+                dist.attach(opt);
                 ProgressBar bar = new ProgressBar("finetune (" + opt.engineName() + ")", steps);
                 done[0] = 0;
                 r = Finetuning.run(opt, gConstraint, m, set, lossFn, cfg, Finetuning.Mode.TEXT2DATA,
-                        BatchTransform.identity(), null, new TrainingListener() {
+                        dist.sharding(BatchTransform.identity()), null, new TrainingListener() {
                             @Override
                             public void onStep(String stage, long step, long total, double g, double f) {
                                 done[0] = step;
@@ -234,14 +258,17 @@ final class FinetuneCommand implements Callable<Integer> {
             }
             Finetuning.Step first = r.steps().get(0);
             Finetuning.Step last = r.steps().get(r.steps().size() - 1);
+            if (!dist.finishAndWrites()) {
+                return 0; // rank 0 writes
+            }
             m.save(out);
             System.out.printf(Locale.ROOT,
                     "finetuned %d steps in %.1f s: conditional loss %.6f -> %.6f, unconditional loss %.6f -> %.6f "
-                            + "(g_constraint %s, max g/g_constraint %.4f)%s; wrote %s%n",
+                            + "(g_constraint %s, max g/g_constraint %.4f)%s; wrote %s%s%n",
                     steps, (System.nanoTime() - t0) / 1e9, first.f(), last.f(), first.g(), last.g(), gConstraint,
                     gConstraint > 0 ? r.maxGRatio() : 0.0,
                     resume == null ? "" : ", resumed from " + resume + " at step " + (resumedAt < 0 ? steps : resumedAt),
-                    out);
+                    out, dist.describe());
             if (r.gRanAway()) {
                 System.err.printf(Locale.ROOT, "warning: the unconditional loss ran away from g_constraint (max "
                         + "g/g_constraint %.3g, above %.0fx for %d steps in a row); the model was written, but the "

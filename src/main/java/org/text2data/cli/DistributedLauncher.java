@@ -1,0 +1,162 @@
+package org.text2data.cli;
+
+import java.io.IOException;
+import java.lang.management.ManagementFactory;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.Stream;
+
+/**
+ * {@code finetune --nproc N}: starts N worker processes of this same command on this machine, ranks 0 to
+ * N-1, which meet over a shared file in a fresh temporary folder (Gloo on 127.0.0.1; nothing listens on
+ * other addresses) and each train on 1/N of every batch (see {@link DistributedRun}). Rank 0's output
+ * shows here; the others' goes to a log whose end is shown when they fail. When a worker fails, the
+ * others end by themselves within the timeout (they are stopped if they do not); the exit code is then
+ * non-zero, and only rank 0 writes OUT.pt, after every rank finished its last step.
+ */
+final class DistributedLauncher {
+    /** The variable naming the shared store file; set for the workers of {@code --nproc}. */
+    static final String STORE_FILE_VAR = "TEXT2DATA_STORE_FILE";
+
+    private DistributedLauncher() {
+    }
+
+    /**
+     * Runs {@code args} (a finetune command line with {@code --nproc}) on {@code nproc} workers.
+     *
+     * @return 0 when every worker finished; otherwise throws with the first failure
+     */
+    static int launch(int nproc, Duration timeout, List<String> args) throws IOException, InterruptedException {
+        for (String v : List.of("RANK", "WORLD_SIZE")) {
+            if (System.getenv(v) != null) {
+                throw new IllegalArgumentException("--nproc starts its own ranks: unset " + v
+                        + " (or drop --nproc to run one rank of a job described by the environment)");
+            }
+        }
+        List<String> workerArgs = withoutNproc(args);
+        Path dir = Files.createTempDirectory("text2data-dist-");
+        List<Process> workers = new ArrayList<>();
+        Thread stopper = new Thread(() -> workers.forEach(Process::destroyForcibly));
+        Runtime.getRuntime().addShutdownHook(stopper);
+        try {
+            for (int rank = 0; rank < nproc; rank++) {
+                List<String> cmd = new ArrayList<>();
+                cmd.add(ProcessHandle.current().info().command().orElse(
+                        Path.of(System.getProperty("java.home"), "bin", "java").toString()));
+                cmd.addAll(ManagementFactory.getRuntimeMXBean().getInputArguments());
+                cmd.add("-cp");
+                cmd.add(System.getProperty("java.class.path"));
+                cmd.add(Main.class.getName());
+                cmd.add("finetune");
+                cmd.addAll(workerArgs);
+                ProcessBuilder pb = new ProcessBuilder(cmd);
+                Map<String, String> env = pb.environment();
+                env.keySet().removeAll(List.of("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "LOCAL_WORLD_SIZE"));
+                env.put("RANK", Integer.toString(rank));
+                env.put("LOCAL_RANK", Integer.toString(rank));
+                env.put("WORLD_SIZE", Integer.toString(nproc));
+                env.put("LOCAL_WORLD_SIZE", Integer.toString(nproc));
+                env.put(STORE_FILE_VAR, dir.resolve("store").toString());
+                if (rank == 0) {
+                    pb.inheritIO();
+                } else {
+                    pb.redirectErrorStream(true);
+                    pb.redirectOutput(log(dir, rank).toFile());
+                }
+                workers.add(pb.start());
+            }
+            return await(workers, dir, timeout);
+        } finally {
+            workers.forEach(Process::destroyForcibly);
+            try {
+                Runtime.getRuntime().removeShutdownHook(stopper);
+            } catch (IllegalStateException shuttingDown) {
+                // the hook runs anyway
+            }
+            deleteTree(dir);
+        }
+    }
+
+    /** Waits for every worker; after the first failure the others get the timeout (and 10 s) to end. */
+    private static int await(List<Process> workers, Path dir, Duration timeout) throws InterruptedException {
+        int failed = -1;
+        long stopAt = Long.MAX_VALUE;
+        while (true) {
+            boolean running = false;
+            for (int r = 0; r < workers.size(); r++) {
+                Process p = workers.get(r);
+                if (p.isAlive()) {
+                    running = true;
+                } else if (p.exitValue() != 0 && failed < 0) {
+                    failed = r;
+                    stopAt = System.nanoTime() + timeout.toNanos() + 10_000_000_000L;
+                }
+            }
+            if (!running) {
+                break;
+            }
+            if (System.nanoTime() > stopAt) {
+                workers.forEach(Process::destroyForcibly);
+                for (Process p : workers) {
+                    p.waitFor();
+                }
+                break;
+            }
+            Thread.sleep(50);
+        }
+        if (failed < 0) {
+            return 0;
+        }
+        int code = workers.get(failed).exitValue();
+        throw new IllegalStateException("rank " + failed + " of " + workers.size() + " failed (exit code " + code
+                + (code > 128 ? ", killed by signal " + (code - 128) : "") + ")" + (failed == 0 ? "" : ": " + tail(log(dir, failed))) + "; nothing was written");
+    }
+
+    private static Path log(Path dir, int rank) {
+        return dir.resolve("rank" + rank + ".log");
+    }
+
+    /** {@code ": "} and the worker's error message from its log, or nothing when it has none. */
+    private static String tail(Path log) {
+        try {
+            List<String> lines = Files.readAllLines(log, StandardCharsets.UTF_8);
+            for (int i = lines.size() - 1; i >= 0; i--) {
+                if (lines.get(i).startsWith("error:")) {
+                    return ": " + lines.get(i).substring("error:".length()).trim();
+                }
+            }
+        } catch (IOException e) {
+            // no log: nothing to add
+        }
+        return "";
+    }
+
+    /** The finetune command's own arguments, without {@code --nproc N} / {@code --nproc=N}. */
+    static List<String> withoutNproc(List<String> args) {
+        List<String> out = new ArrayList<>();
+        int start = args.indexOf("finetune") + 1; // the parse result holds the whole command line
+        for (int i = start; i < args.size(); i++) {
+            String a = args.get(i);
+            if (a.equals("--nproc")) {
+                i++;
+            } else if (!a.startsWith("--nproc=")) {
+                out.add(a);
+            }
+        }
+        return out;
+    }
+
+    private static void deleteTree(Path dir) {
+        try (Stream<Path> s = Files.walk(dir)) {
+            s.sorted(Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+        } catch (IOException ignored) {
+            // a temporary folder: best effort
+        }
+    }
+}

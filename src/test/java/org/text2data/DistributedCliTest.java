@@ -1,0 +1,124 @@
+package org.text2data;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+
+import org.bytedeco.pytorch.Tensor;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+import org.text2data.dist.DistWorker;
+
+/** {@code finetune --nproc N}: worker JVMs started by the CLI, on loopback, with bounded waits. */
+class DistributedCliTest {
+
+    private static List<String> finetune(Path out, String... extra) {
+        List<String> a = new ArrayList<>(List.of("finetune",
+                "--model", TestModels.fixture("sgd-f64.model.pt").toString(),
+                "--data", TestModels.fixture("sgd-f64.batch.pt").toString(),
+                "--g-constraint", "1.0193784822433518", "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9",
+                "--alpha", "2", "--beta", "0.5", "--out", out.toString()));
+        a.addAll(List.of(extra));
+        return a;
+    }
+
+    private static CliTest.Run run(List<String> args) {
+        return CliTest.cli(args.toArray(new String[0]));
+    }
+
+    @Test
+    @Timeout(value = 200, unit = TimeUnit.SECONDS)
+    void twoWorkersWriteWhatOneProcessWrites(@TempDir Path tmp) throws Exception {
+        Path one = tmp.resolve("one.pt");
+        Path two = tmp.resolve("two.pt");
+        CliTest.Run parallel = run(finetune(two, "--steps", "20", "--batch-size", "6", "--nproc", "2", "--engine", "fused"));
+        assertThat(parallel.code()).as(parallel.err()).isZero();
+        CliTest.Run single = run(finetune(one, "--steps", "20", "--batch-size", "6", "--engine", "fused"));
+        assertThat(single.code()).as(single.err()).isZero();
+        LibTorch.ensureLoaded();
+        try (TorchScriptModel a = TorchScriptModel.load(one); TorchScriptModel b = TorchScriptModel.load(two);
+             TorchScriptModel init = TorchScriptModel.load(TestModels.fixture("sgd-f64.model.pt"))) {
+            int moved = 0;
+            for (Map.Entry<String, Tensor> e : a.namedParameters().entrySet()) {
+                double[] want = values(e.getValue());
+                moved += java.util.Arrays.equals(values(init.namedParameters().get(e.getKey())), want) ? 0 : 1;
+                DistWorker.assertClose(values(b.namedParameters().get(e.getKey())), want, 1e-12, e.getKey());
+            }
+            assertThat(moved).as("parameter tensors the finetune changed").isGreaterThan(3);
+        }
+        assertThat(Files.list(tmp).map(p -> p.getFileName().toString()).sorted().toList())
+                .containsExactly("one.pt", "two.pt"); // no temporary files left
+    }
+
+    static double[] values(Tensor t) {
+        Tensor c = t.detach().contiguous();
+        double[] v = new double[(int) c.numel()];
+        new org.bytedeco.javacpp.DoublePointer(c.data_ptr_double()).get(v);
+        return v;
+    }
+
+    @Test
+    @Timeout(value = 200, unit = TimeUnit.SECONDS)
+    void aKilledWorkerEndsTheRunWithAnErrorAndNoOutput(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("out.pt");
+        CompletableFuture<CliTest.Run> running = CompletableFuture.supplyAsync(() -> run(finetune(out,
+                "--steps", "100000000", "--nproc", "2", "--dist-timeout", "5")));
+        // both workers started (loading, meeting or stepping): kill the later one, as a crash would
+        List<ProcessHandle> workers = List.of();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (workers.size() < 2 && System.nanoTime() < deadline) {
+            workers = ProcessHandle.current().children()
+                    .filter(p -> p.info().arguments().map(a -> List.of(a).contains("--nproc") == false
+                            && List.of(a).contains("finetune")).orElse(false)).toList();
+            Thread.sleep(100);
+        }
+        assertThat(workers).hasSize(2);
+        // rank 1 prints its set-up line once the group has met: from then on it is training
+        Path tmpRoot = Path.of(System.getProperty("java.io.tmpdir"));
+        boolean training = false;
+        while (!training && System.nanoTime() < deadline + TimeUnit.SECONDS.toNanos(60)) {
+            try (var dirs = Files.list(tmpRoot)) {
+                for (Path d : dirs.filter(d -> d.getFileName().toString().startsWith("text2data-dist-")).toList()) {
+                    Path log = d.resolve("rank1.log");
+                    training |= Files.exists(log) && Files.readString(log).contains("finetune:");
+                }
+            } catch (java.io.IOException racingCleanup) {
+                // another folder went away while listed
+            }
+            Thread.sleep(100);
+        }
+        assertThat(training).as("rank 1 started training").isTrue();
+        Thread.sleep(1000);
+        workers.stream().max(Comparator.comparing(p -> p.info().startInstant().orElseThrow())).orElseThrow()
+                .destroyForcibly();
+        long killed = System.nanoTime();
+        CliTest.Run r = running.get(120, TimeUnit.SECONDS);
+        assertThat((System.nanoTime() - killed) / 1e9).as("seconds to end after the kill").isLessThan(5 + 10 + 20);
+        assertThat(r.code()).isEqualTo(1);
+        assertThat(r.err()).containsPattern("error: rank 1 of 2 failed \\(exit code 137, killed by signal 9\\)").contains("nothing was written");
+        assertThat(out).doesNotExist();
+        assertThat(Files.list(tmp).toList()).isEmpty();
+        for (ProcessHandle w : workers) {
+            assertThat(w.isAlive()).isFalse();
+        }
+    }
+
+    @Test
+    void nprocIsCheckedBeforeAnythingStarts(@TempDir Path tmp) {
+        CliTest.Run r = run(finetune(tmp.resolve("o.pt"), "--steps", "2", "--nproc", "0"));
+        assertThat(r.code()).isEqualTo(1);
+        assertThat(r.err()).contains("--nproc must be at least 1");
+        CliTest.Run timeout = run(finetune(tmp.resolve("o.pt"), "--steps", "2", "--nproc", "2", "--dist-timeout", "0"));
+        assertThat(timeout.code()).isEqualTo(1);
+        assertThat(timeout.err()).contains("--dist-timeout in (0, 86400] seconds");
+        assertThat(tmp.resolve("o.pt")).doesNotExist();
+    }
+}
