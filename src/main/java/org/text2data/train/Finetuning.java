@@ -106,9 +106,9 @@ public final class Finetuning {
                     }
                 });
         double baseLr = st.baseLr;
-        for (long step = st.step; step < total && !st.stopped; step++) {
         int awayFor = 0; // consecutive steps with g above RUNAWAY_RATIO x gConstraint (and x the first g)
         double firstG = st.steps.isEmpty() ? Double.NaN : st.steps.get(0).g();
+        for (long step = st.step; step < total && !st.stopped; step++) {
             double lr = cfg.schedule().lr(baseLr, step, total);
             opt.setLr(lr);
             double g;
