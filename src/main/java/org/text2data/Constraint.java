@@ -31,9 +31,10 @@ import org.text2data.engine.ProjectionEngine;
  * {@code gConstraint} while the conditional loss is minimised.
  *
  * <pre>{@code
- * try (Constraint opt = new Constraint(net, OptimizerSpec.adam(1e-3))) {   // net: a bytedeco Module
+ * // net: a bytedeco Module; model: its forward(data, condOrNull) as a ConditionalModel
+ * try (Constraint opt = new Constraint(net, OptimizerSpec.adam(1e-3))) {
  *     for (...) {
- *         try (StepResult r = Text2Data.runStep(opt, gConstraint, net::forward, cond, data, label, Loss.MSE)) { ... }
+ *         try (StepResult r = Text2Data.runStep(opt, gConstraint, model, cond, data, label, Loss.MSE)) { ... }
  *     }
  * }
  * }</pre>

@@ -3,9 +3,10 @@ package org.text2data.bench;
 import java.awt.BasicStroke;
 import java.awt.Color;
 import java.awt.Font;
-import java.awt.FontMetrics;
 import java.awt.Graphics2D;
 import java.awt.RenderingHints;
+import java.awt.geom.Line2D;
+import java.awt.geom.Rectangle2D;
 import java.awt.image.BufferedImage;
 import java.io.IOException;
 import java.io.Reader;
@@ -31,6 +32,24 @@ import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 
 import org.bytedeco.javacpp.Loader;
+import org.jfree.chart.ChartFactory;
+import org.jfree.chart.JFreeChart;
+import org.jfree.chart.axis.CategoryAxis;
+import org.jfree.chart.axis.NumberAxis;
+import org.jfree.chart.axis.ValueAxis;
+import org.jfree.chart.block.BlockBorder;
+import org.jfree.chart.plot.CategoryPlot;
+import org.jfree.chart.plot.PlotOrientation;
+import org.jfree.chart.renderer.category.BarRenderer;
+import org.jfree.chart.renderer.category.CategoryItemRendererState;
+import org.jfree.chart.renderer.category.StandardBarPainter;
+import org.jfree.chart.title.TextTitle;
+import org.jfree.chart.ui.HorizontalAlignment;
+import org.jfree.chart.ui.RectangleEdge;
+import org.jfree.chart.ui.RectangleInsets;
+import org.jfree.chart.ui.VerticalAlignment;
+import org.jfree.data.category.CategoryDataset;
+import org.jfree.data.category.DefaultCategoryDataset;
 import org.text2data.LibTorch;
 
 /**
@@ -363,7 +382,7 @@ public final class Report {
         return b.toString();
     }
 
-    // ---------------------------------------------------------------- chart
+    // ---------------------------------------------------------------- chart (JFreeChart)
 
     private static final Color[] COLORS = {new Color(0x1f77b4), new Color(0xaec7e8), new Color(0xd62728), new Color(0xff9896)};
 
@@ -374,118 +393,109 @@ public final class Report {
         int ph = 330;
         int top = 70;
         int width = cols * pw;
-        int height = top + rows * ph + 40;
+        int height = top + rows * ph + 10;
         BufferedImage img = new BufferedImage(width, height, BufferedImage.TYPE_INT_RGB);
         Graphics2D g = img.createGraphics();
         g.setRenderingHint(RenderingHints.KEY_ANTIALIASING, RenderingHints.VALUE_ANTIALIAS_ON);
         g.setRenderingHint(RenderingHints.KEY_TEXT_ANTIALIASING, RenderingHints.VALUE_TEXT_ANTIALIAS_ON);
         g.setColor(Color.WHITE);
         g.fillRect(0, 0, width, height);
+        String eng = autoEngine();
         g.setColor(Color.BLACK);
         g.setFont(new Font(Font.SANS_SERIF, Font.BOLD, 18));
         g.drawString("text2data: Java runStep vs Python run_step, ms per step (lower is better)", 20, 28);
         g.setFont(new Font(Font.SANS_SERIF, Font.PLAIN, 13));
-        g.drawString("bars: median of round medians; whiskers: lowest to highest round. Java engine: " + autoEngine()
+        g.drawString("bars: median of round medians; whiskers: lowest to highest round. Java engine: " + eng
                 + ". " + env.get("cores") + " cores, " + env.get("rounds") + " rounds.", 20, 50);
-        String eng = autoEngine();
         String[] labels = {"Java runStep", "Java plain", "Python run_step", "Python plain"};
         for (int i = 0; i < workloads.size(); i++) {
             String w = workloads.get(i);
             Series[] bars = {get("java/" + w + "/runStep/" + eng), get("java/" + w + "/plain"),
                     get("python/" + w + "/constrained"), get("python/" + w + "/baseline")};
-            panel(g, (i % cols) * pw, top + (i / cols) * ph, pw, ph, w, bars, labels);
-        }
-        // legend
-        int lx = 20;
-        int ly = height - 22;
-        g.setFont(new Font(Font.SANS_SERIF, Font.PLAIN, 13));
-        for (int k = 0; k < labels.length; k++) {
-            g.setColor(COLORS[k]);
-            g.fillRect(lx, ly - 11, 14, 14);
-            g.setColor(Color.BLACK);
-            g.drawString(labels[k], lx + 20, ly + 1);
-            lx += 40 + g.getFontMetrics().stringWidth(labels[k]);
+            panel(w, bars, labels).draw(g, new Rectangle2D.Double((i % cols) * pw, top + (i / cols) * ph, pw, ph));
         }
         g.dispose();
         return img;
     }
 
-    private static void panel(Graphics2D g, int x0, int y0, int w, int h, String title, Series[] bars, String[] labels) {
-        int left = x0 + 70;
-        int right = x0 + w - 20;
-        int top = y0 + 30;
-        int bottom = y0 + h - 40;
+    /** One workload: a bar per measurement (median), whiskers from the lowest to the highest round. */
+    private static JFreeChart panel(String title, Series[] bars, String[] labels) {
+        DefaultCategoryDataset data = new DefaultCategoryDataset();
+        for (int k = 0; k < bars.length; k++) {
+            data.addValue(bars[k].rounds().isEmpty() ? null : bars[k].median(), labels[k], "");
+        }
+        JFreeChart chart = ChartFactory.createBarChart(null, null, "ms", data, PlotOrientation.VERTICAL, true, false, false);
+        chart.setTitle(new TextTitle(title, new Font(Font.SANS_SERIF, Font.BOLD, 15)));
+        chart.getTitle().setHorizontalAlignment(HorizontalAlignment.LEFT);
+        chart.setBackgroundPaint(Color.WHITE);
+        chart.setPadding(new RectangleInsets(4, 10, 4, 16));
+        chart.getLegend().setFrame(BlockBorder.NONE);
+        chart.getLegend().setItemFont(new Font(Font.SANS_SERIF, Font.PLAIN, 12));
+        if (!bars[0].rounds().isEmpty() && !bars[2].rounds().isEmpty()) {
+            chart.addSubtitle(new TextTitle(String.format(Locale.ROOT,
+                    "Java/Python %.2f   Java runStep/plain %.3f   Python run_step/plain %.3f",
+                    bars[0].median() / bars[2].median(), bars[0].median() / bars[1].median(),
+                    bars[2].median() / bars[3].median()), new Font(Font.SANS_SERIF, Font.PLAIN, 12),
+                    Color.BLACK, RectangleEdge.BOTTOM, HorizontalAlignment.CENTER, VerticalAlignment.CENTER,
+                    new RectangleInsets(2, 0, 0, 0)));
+        }
+        CategoryPlot plot = chart.getCategoryPlot();
+        plot.setBackgroundPaint(Color.WHITE);
+        plot.setOutlineVisible(false);
+        plot.setRangeGridlinePaint(new Color(0xe0e0e0));
+        plot.setRangeGridlineStroke(new BasicStroke(1f));
+        NumberAxis axis = (NumberAxis) plot.getRangeAxis();
         double max = 0;
         for (Series s : bars) {
             if (!s.rounds().isEmpty()) {
                 max = Math.max(max, s.max());
             }
         }
-        double step = niceStep(max / 5);
-        double axisMax = Math.ceil(max / step) * step;
-        if (axisMax <= 0) {
-            axisMax = 1;
+        axis.setRange(0, max > 0 ? max * 1.15 : 1); // room for the whiskers and the labels above them
+        axis.setTickLabelFont(new Font(Font.SANS_SERIF, Font.PLAIN, 12));
+        plot.getDomainAxis().setCategoryMargin(0);
+        WhiskerBarRenderer r = new WhiskerBarRenderer(bars);
+        for (int k = 0; k < bars.length; k++) {
+            r.setSeriesPaint(k, COLORS[k]);
         }
-        g.setColor(Color.BLACK);
-        g.setFont(new Font(Font.SANS_SERIF, Font.BOLD, 15));
-        g.drawString(title, x0 + 70, y0 + 18);
-        g.setFont(new Font(Font.SANS_SERIF, Font.PLAIN, 12));
-        FontMetrics fm = g.getFontMetrics();
-        for (double v = 0; v <= axisMax + 1e-9; v += step) {
-            int y = bottom - (int) Math.round((bottom - top) * v / axisMax);
-            g.setColor(new Color(0xe0e0e0));
-            g.drawLine(left, y, right, y);
-            g.setColor(Color.DARK_GRAY);
-            String s = fmt(v);
-            g.drawString(s, left - 8 - fm.stringWidth(s), y + 4);
-        }
-        g.drawString("ms", x0 + 10, top - 5);
-        int n = bars.length;
-        int slot = (right - left) / n;
-        int bw = (int) (slot * 0.6);
-        for (int k = 0; k < n; k++) {
-            Series s = bars[k];
-            int cx = left + slot * k + slot / 2;
-            if (s.rounds().isEmpty()) {
-                g.setColor(Color.GRAY);
-                g.drawString("n/a", cx - fm.stringWidth("n/a") / 2, bottom - 5);
-                continue;
-            }
-            int y = bottom - (int) Math.round((bottom - top) * s.median() / axisMax);
-            g.setColor(COLORS[k]);
-            g.fillRect(cx - bw / 2, y, bw, bottom - y);
-            g.setColor(Color.BLACK);
-            g.setStroke(new BasicStroke(1.5f));
-            int ylo = bottom - (int) Math.round((bottom - top) * s.min() / axisMax);
-            int yhi = bottom - (int) Math.round((bottom - top) * s.max() / axisMax);
-            g.drawLine(cx, ylo, cx, yhi);
-            g.drawLine(cx - 6, ylo, cx + 6, ylo);
-            g.drawLine(cx - 6, yhi, cx + 6, yhi);
-            g.setStroke(new BasicStroke(1f));
-            String v = fmt(s.median());
-            g.drawString(v, cx - fm.stringWidth(v) / 2, Math.min(y, yhi) - 5);
-            String lab = labels[k];
-            g.setColor(Color.DARK_GRAY);
-            g.drawString(lab, cx - fm.stringWidth(lab) / 2, bottom + 16);
-        }
-        g.setColor(Color.BLACK);
-        g.drawLine(left, bottom, right, bottom);
-        g.drawLine(left, top, left, bottom);
-        // ratios under the panel
-        if (!bars[0].rounds().isEmpty() && !bars[2].rounds().isEmpty()) {
-            String r = String.format(Locale.ROOT, "Java/Python %.2f   Java runStep/plain %.3f   Python run_step/plain %.3f",
-                    bars[0].median() / bars[2].median(), bars[0].median() / bars[1].median(),
-                    bars[2].median() / bars[3].median());
-            g.drawString(r, left, bottom + 33);
-        }
+        plot.setRenderer(r);
+        return chart;
     }
 
-    private static double niceStep(double raw) {
-        if (raw <= 0) {
-            return 1;
+    /** JFreeChart's bars with the rounds' range as a whisker and the median written above it. */
+    private static final class WhiskerBarRenderer extends BarRenderer {
+        private final Series[] bars;
+
+        WhiskerBarRenderer(Series[] bars) {
+            this.bars = bars;
+            setBarPainter(new StandardBarPainter());
+            setShadowVisible(false);
+            setDrawBarOutline(false);
+            setItemMargin(0.25);
         }
-        double mag = Math.pow(10, Math.floor(Math.log10(raw)));
-        double f = raw / mag;
-        return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * mag;
+
+        @Override
+        public void drawItem(Graphics2D g2, CategoryItemRendererState state, Rectangle2D area, CategoryPlot plot,
+                             CategoryAxis domainAxis, ValueAxis rangeAxis, CategoryDataset dataset, int row, int column,
+                             int pass) {
+            super.drawItem(g2, state, area, plot, domainAxis, rangeAxis, dataset, row, column, pass);
+            Series s = bars[row];
+            if (pass != 0 || s.rounds().isEmpty()) {
+                return;
+            }
+            double x = calculateBarW0(plot, plot.getOrientation(), area, domainAxis, state, row, column)
+                    + state.getBarWidth() / 2;
+            double lo = rangeAxis.valueToJava2D(s.min(), area, plot.getRangeAxisEdge());
+            double hi = rangeAxis.valueToJava2D(s.max(), area, plot.getRangeAxisEdge());
+            double top = Math.min(hi, rangeAxis.valueToJava2D(s.median(), area, plot.getRangeAxisEdge()));
+            g2.setPaint(Color.BLACK);
+            g2.setStroke(new BasicStroke(1.5f));
+            g2.draw(new Line2D.Double(x, lo, x, hi));
+            g2.draw(new Line2D.Double(x - 6, lo, x + 6, lo));
+            g2.draw(new Line2D.Double(x - 6, hi, x + 6, hi));
+            g2.setFont(new Font(Font.SANS_SERIF, Font.PLAIN, 12));
+            String v = fmt(s.median());
+            g2.drawString(v, (float) (x - g2.getFontMetrics().stringWidth(v) / 2.0), (float) (top - 5));
+        }
     }
 }
