@@ -150,6 +150,18 @@ class ConformanceTest {
         }
     }
 
+    @Test
+    void aNaNInTheComparisonIsAFailureNotAPass() throws Exception {
+        // a NaN compares false with everything: it must not slip through as "no error" (it did before)
+        JsonObject c = trajectoryCase("sgd-f64");
+        c.getAsJsonObject("expected").getAsJsonObject("final").getAsJsonObject("out.bias").getAsJsonArray("values")
+                .set(0, new JsonPrimitive(Double.NaN));
+        Conformance.Result r = new Conformance(Fixtures.dir()).runTrajectory(c, Engine.PLAIN, Via.JAVA_MODEL, GSource.COMPUTED);
+        System.out.println(r.line());
+        assertThat(r.verdict()).as(r.line()).isEqualTo(Verdict.FAIL);
+        assertThat(r.detail()).contains("final out.bias");
+    }
+
     // ------------------------------------------------------------------ CUDA, where there is a GPU
 
     /**

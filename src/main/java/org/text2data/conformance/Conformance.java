@@ -233,7 +233,8 @@ public final class Conformance {
      * {@link Verdict#FAIL} only when both hold: (1) at one step or more, {@code alpha * (g - g_constraint)} is
      * positive here and not in the fixture, or the other way round (the projection's excess switches
      * sides: with a zero conditional gradient, as the denoiser's {@code null} has, {@code lam} is zero on one
-     * side and positive on the other, and Adam turns any positive gradient into a full step); (2) a third
+     * side and positive on the other, and Adam turns a positive gradient into a step of up to its learning
+     * rate); (2) a third
      * run, identical but for the fixture's {@code g} handed over at those steps only, is within the
      * tolerance, its computed {@code g} included, so everything else agrees. The line names the first such
      * step and {@code g - g_constraint} there, here and in the fixture.
@@ -257,8 +258,8 @@ public final class Conformance {
                     return new Result(name, run.engineName, via, g, Verdict.BARRIER, run.worst, String.format(
                             "%s; on the barrier: at step %d g - g_constraint = %+.3e here, %+.3e in the fixture; "
                             + "with the fixture's g at step%s %s: max rel err %.2e",
-                            run.detail, f.step, f.here, f.fixture, run.flips.size() == 1 ? "" : "s",
-                            run.flipSteps(), repaired.worst));
+                            run.detail, f.step, f.here, f.fixture, repaired.flips.size() == 1 ? "" : "s",
+                            repaired.flipSteps(), repaired.worst));
                 }
             }
             return new Result(name, run.engineName, via, g, Verdict.FAIL, run.worst, run.detail);
@@ -283,7 +284,7 @@ public final class Conformance {
         final List<Flip> flips = new ArrayList<>();
 
         void see(double err, String where) {
-            if (err > worst) {
+            if (err > worst || (Double.isNaN(err) && !Double.isNaN(worst))) { // a NaN is the worst there is
                 worst = err;
                 detail = "worst at " + where;
             }
