@@ -26,6 +26,7 @@ public final class DistBench {
     private DistBench() {
     }
 
+    /** One rank (or the single process): see the class comment for the arguments. */
     public static void main(String[] args) throws Exception {
         String name = args[0];
         int steps = Integer.parseInt(args[1]);
