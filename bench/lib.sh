@@ -18,10 +18,10 @@ find_jdk() { # a JDK >= 22, newest first (the launcher's rule)
 
 build() { # installs the library's jar when its sources changed, then packages bench/ (JMH)
   find_jdk
-  local jar="$HOME/.m2/repository/org/text2data/text2data-jvm/0.1.0-SNAPSHOT/text2data-jvm-0.1.0-SNAPSHOT.jar"
-  if [ ! -f "$jar" ] || [ -n "$(find "$ROOT/pom.xml" "$ROOT/src/main" "$ROOT/native" -newer "$jar" -type f -print -quit 2>/dev/null)" ]; then
+  local jar="$HOME/.m2/repository/org/text2data/text2data-tools/0.1.0-SNAPSHOT/text2data-tools-0.1.0-SNAPSHOT.jar"
+  if [ ! -f "$jar" ] || [ -n "$(find "$ROOT/pom.xml" "$ROOT/core/pom.xml" "$ROOT/tools/pom.xml" "$ROOT/core/src/main" "$ROOT/tools/src/main" "$ROOT/native" -newer "$jar" -type f -print -quit 2>/dev/null)" ]; then
     echo "bench: installing the library (mvn install, no tests) ..." >&2
-    (cd "$ROOT" && mvn -q -B -ntp -Dstyle.color=never -Dmaven.test.skip=true -DskipTests install) >&2
+    (cd "$ROOT" && mvn -q -B -ntp -Dstyle.color=never -DskipTests -Dmaven.javadoc.skip=true install) >&2
   fi
   if [ ! -f "$BENCH/target/benchmarks.jar" ] || [ -n "$(find "$BENCH/pom.xml" "$BENCH/src" "$jar" -newer "$BENCH/target/benchmarks.jar" -type f -print -quit)" ]; then
     echo "bench: building the JMH suite ..." >&2

@@ -1,6 +1,6 @@
 """Run the conformance fixtures through text2data_ref.py.
 
-Usage: /usr/bin/python3 check_conformance.py [DIR]   (default: the project's src/test/resources/conformance)
+Usage: /usr/bin/python3 check_conformance.py [DIR]   (default: the project's core/src/test/resources/conformance)
 
 Prints one line per case, then "N passed, M failed"; exits 1 on any failure.
 Each run_step case runs twice: with the Denoiser built from `init` ([init]) and
@@ -96,7 +96,7 @@ def check_run_step(case, base_dir, use_torchscript):
 
 
 def main():
-    default_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src", "test", "resources", "conformance")
+    default_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "core", "src", "test", "resources", "conformance")
     base_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.normpath(default_dir)
     torch.set_num_threads(1)  # deterministic summation order
     passed = failed = 0
