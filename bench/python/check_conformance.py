@@ -3,9 +3,23 @@
 Usage: /usr/bin/python3 check_conformance.py [DIR]   (default: the project's core/src/test/resources/conformance)
 
 Prints one line per case, then "N passed, M failed"; exits 1 on any failure.
-Each run_step case runs twice: with the Denoiser built from `init` ([init]) and
-with the TorchScript model ([torchscript]); the batch comes from the JSON in the
-first and from the torch.save file in the second.
+Each run_step case runs with the Denoiser built from `init` ([init]) and with the
+TorchScript model ([torchscript]); the batch comes from the JSON in the first and
+from the torch.save file in the second. Each of those runs twice, as the Java
+runner (tools/.../conformance/Conformance.java) does:
+
+- "g computed": end to end, the projection using the g this step computes;
+- "g recorded": the projection handed the fixture's recorded g of each step, which
+  isolates the projection and optimizer arithmetic from the loss's last bits.
+
+The barrier: where a fixture's g_constraint equals a step's g, the projection of a
+tensor whose only gradient is the projection term switches on or off with the last
+bit of g, so an end-to-end run can be far off on a machine that computes g a hair
+differently. An end-to-end miss is reported as BARRIER (counted as passed) only when
+(1) at some step alpha * (g - g_constraint) > 0 here and not in the fixture, or the
+other way round, and (2) a third run, identical except that the fixture's g is used
+at exactly those steps, is within the tolerance, its g values included. Otherwise it
+is a FAIL.
 
 Error measure: max over elements of |actual - expected| / max(|expected|, floor),
 floor = 1e-3 * max|expected| of that tensor (so an element that happens to be
@@ -61,7 +75,7 @@ def check_projection(case):
     return err, tol
 
 
-def check_run_step(case, base_dir, use_torchscript):
+def load_run_step(case, base_dir, use_torchscript):
     dtype = DTYPES[case["dtype"]]
     m = case["model"]
     if use_torchscript:
@@ -76,23 +90,41 @@ def check_run_step(case, base_dir, use_torchscript):
         init = {k: tensor(v, dtype) for k, v in m["init"].items()}
         model = Denoiser.from_state_dict(m["d"], m["c"], m["h"], m["layers"], init, dtype)
         data, cond, label = (tensor(case["batch"][k], dtype) for k in ("data", "cond", "label"))
+    return model, data, cond, label
 
+
+def check_run_step(case, base_dir, use_torchscript, recorded_at=()):
+    """Runs the trajectory; at the steps in recorded_at the projection gets the fixture's g.
+    Returns (max rel err, tolerance, the g values computed here)."""
+    dtype = DTYPES[case["dtype"]]
+    model, data, cond, label = load_run_step(case, base_dir, use_torchscript)
+    exp = case["expected"]
     opt = make_optimizer(list(model.parameters()), case["optimizer"], case["alpha"], case["beta"])
     loss_fn = torch.nn.MSELoss()
     g_values, cond_losses = [], []
-    for _ in range(case["steps"]):
-        g, _f = run_step(opt, case["g_constraint"], model, cond, data, label, loss_fn)
+    for s in range(case["steps"]):
+        handed = exp["g_values"][s] if s in recorded_at else None
+        g, _f = run_step(opt, case["g_constraint"], model, cond, data, label, loss_fn, g_value=handed)
         g_values.append(g.item())
         with torch.no_grad():
             cond_losses.append(loss_fn(model(data, cond), label).item())
 
-    exp = case["expected"]
     errs = [rel_err(g_values, exp["g_values"]), rel_err(cond_losses, exp["cond_losses_after_step"])]
     state = dict(model.named_parameters())
     assert set(state) == set(exp["final"]), (sorted(state), sorted(exp["final"]))
     errs += [rel_err(state[k].detach(), exp["final"][k]["values"]) for k in exp["final"]]
+    err = max(errs)
+    if err != err:  # NaN anywhere: a failure (NaN compares false with the tolerance)
+        err = float("inf")
     tol = 1e-9 if dtype == torch.float64 else 1e-4
-    return max(errs), tol
+    return err, tol, g_values
+
+
+def flips(case, g_here):
+    """Steps where the barrier term alpha * (g - g_constraint) is positive here and not in the fixture, or vice versa."""
+    a, gc = case["alpha"], case["g_constraint"]
+    return [s for s, (mine, theirs) in enumerate(zip(g_here, case["expected"]["g_values"]))
+            if (a * (mine - gc) > 0) != (a * (theirs - gc) > 0)]
 
 
 def main():
@@ -115,11 +147,37 @@ def main():
     with open(os.path.join(base_dir, "projection.json")) as fh:
         for case in json.load(fh)["cases"]:
             report(f"projection/{case['name']}", lambda: check_projection(case))
+    barriers = 0
     with open(os.path.join(base_dir, "run_step.json")) as fh:
         for case in json.load(fh)["cases"]:
             for ts in (False, True):
                 tag = "torchscript" if ts else "init"
-                report(f"run_step/{case['name']} [{tag}]", lambda: check_run_step(case, base_dir, ts))
+                every = range(case["steps"])
+                report(f"run_step/{case['name']} [{tag}, g recorded]",
+                       lambda: check_run_step(case, base_dir, ts, recorded_at=set(every))[:2])
+                name = f"run_step/{case['name']} [{tag}, g computed]"
+                try:
+                    err, tol, g_here = check_run_step(case, base_dir, ts)
+                except Exception as e:  # noqa: BLE001 - reported by report()
+                    report(name, lambda e=e: (_ for _ in ()).throw(e))
+                    continue
+                steps = flips(case, g_here) if err > tol else []
+                if steps:
+                    rerr, rtol, _ = check_run_step(case, base_dir, ts, recorded_at=set(steps))
+                    if rerr <= rtol:
+                        s0, gc = steps[0], case["g_constraint"]
+                        print(f"BARRIER  {name:40s} max rel err {err:.3e} end to end: at step {s0} "
+                              f"g - g_constraint = {g_here[s0] - gc:+.3e} here, "
+                              f"{case['expected']['g_values'][s0] - gc:+.3e} in the fixture; with the fixture's g "
+                              f"at step(s) {steps}: {rerr:.3e} (tol {rtol:.0e})")
+                        passed += 1
+                        barriers += 1
+                        continue
+                report(name, lambda: (err, tol))
+    if barriers:
+        print(f"note: {barriers} run(s) sit on the barrier (g_constraint equals a step's g): this machine's g "
+              f"differs from the fixture's in its last bits and flips the projection there; with the fixture's g "
+              f"at the flipped steps they agree (see the docstring)")
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

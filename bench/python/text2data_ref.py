@@ -87,12 +87,15 @@ class Constraint(torch.optim.Optimizer):
         return g, f
 
 
-def run_step(optimizer, g_constraint, model, cond, data, label, loss_fn):
-    """One constrained training step; returns (unconditional loss, conditional loss)."""
+def run_step(optimizer, g_constraint, model, cond, data, label, loss_fn, g_value=None):
+    """One constrained training step; returns (unconditional loss, conditional loss).
+
+    g_value, when given, is the unconditional loss the projection uses instead of the one this
+    step computes (the conformance check hands over a fixture's recorded g this way)."""
     optimizer.zero_grad(set_to_none=False)  # PyTorch 1.13's default; 2.x would drop the grads
     g = loss_fn(model(data, None), label)
     g.backward()
-    optimizer.first_step(zero_grad=True, g_value=g.item())
+    optimizer.first_step(zero_grad=True, g_value=g.item() if g_value is None else g_value)
     f = loss_fn(model(data, cond), label)
     f.backward()
     optimizer.second_step(g_constraint=g_constraint)
