@@ -60,15 +60,20 @@ cd "$ROOT"
 MVN=(mvn -B -ntp -q -Dstyle.color=never -Pgpu)
 if [ $BUILD = 1 ]; then
     say "building with -Pgpu (the first run downloads bytedeco's linux-x86_64-gpu libtorch, 458 MB) ..."
-    "${MVN[@]}" -DskipTests package
+    "${MVN[@]}" -DskipTests -Dmaven.javadoc.skip=true -Dmaven.source.skip=true package
 fi
-jar=$(ls "$ROOT"/target/text2data-jvm-*.jar 2>/dev/null | grep -v -- '-sources\|-javadoc' | head -n 1)
-[ -n "$jar" ] && [ -f "$jar" ] || die "no target/text2data-jvm-*.jar: run without --skip-build"
-[ -d "$ROOT/target/test-classes" ] || die "no target/test-classes: run without --skip-build"
+# the library (core) and the CLI beside it (tools)
+jar=$(ls "$ROOT"/core/target/text2data-core-*.jar 2>/dev/null | grep -v -- '-sources\|-javadoc\|-tests' | head -n 1)
+tools_jar=$(ls "$ROOT"/tools/target/text2data-tools-*.jar 2>/dev/null | grep -v -- '-sources\|-javadoc\|-tests' | head -n 1)
+[ -n "$jar" ] && [ -f "$jar" ] && [ -n "$tools_jar" ] || die "no core/target/text2data-core-*.jar or tools/target/text2data-tools-*.jar: run without --skip-build"
+[ -d "$ROOT/core/target/test-classes" ] && [ -d "$ROOT/tools/target/test-classes" ] || die "no */target/test-classes: run without --skip-build"
 cpfile=$(mktemp); tcpfile=$(mktemp)
 trap 'rm -f "$cpfile" "$tcpfile"' EXIT
-"${MVN[@]}" dependency:build-classpath -Dmdep.outputFile="$cpfile" -Dmdep.includeScope=runtime
-"${MVN[@]}" dependency:build-classpath -Dmdep.outputFile="$tcpfile" -Dmdep.includeScope=test
+# runtime: the tools module's class path (written by its package phase), less the core jar, copied on its own below;
+# test: the core module's (JUnit, AssertJ; core depends on no module of ours, so it resolves on its own)
+[ -f "$ROOT/tools/target/classpath.txt" ] || die "no tools/target/classpath.txt: run without --skip-build"
+tr ':' '\n' < "$ROOT/tools/target/classpath.txt" | grep -v '/text2data-core-[^/]*\.jar$' | paste -sd: - > "$cpfile"
+"${MVN[@]}" -pl core dependency:build-classpath -Dmdep.outputFile="$tcpfile" -Dmdep.includeScope=test
 gpujar=$(tr ':' '\n' < "$cpfile" | grep -- '/pytorch-[^/]*-linux-x86_64-gpu\.jar$' || true)
 [ -n "$gpujar" ] || die "the -Pgpu class path has no pytorch-*-linux-x86_64-gpu.jar"
 
@@ -82,18 +87,19 @@ jlink --add-modules java.base,java.desktop,java.logging,java.management,java.nam
 say "unpacking libtorch's CUDA natives from $(basename "$gpujar") ..."
 unzip -q "$gpujar" 'org/bytedeco/pytorch/linux-x86_64-gpu/*' -d "$B/natives"
 
-cp "$jar" "$B/lib/"
+cp "$jar" "$tools_jar" "$B/lib/"
 # test-only jars (the dependency plugin's runtime scope lists them too here) go to test/lib
 testjar='/(junit-[^/]*|opentest4j-[^/]*|apiguardian-api-[^/]*|assertj-core-[^/]*|byte-buddy-[^/]*)\.jar$'
 tr ':' '\n' < "$cpfile" | grep -v -- '-linux-x86_64-gpu\.jar$' | grep -Ev "$testjar" | while read -r f; do
     [ -n "$f" ] && cp "$f" "$B/lib/"
 done
-lib_so="$ROOT/target/classes/org/text2data/native/linux-x86_64/libtext2data.so"
+lib_so="$ROOT/core/target/classes/org/text2data/native/linux-x86_64/libtext2data.so"
 [ -f "$lib_so" ] || die "no $lib_so (the native build did not run)"
 cp "$lib_so" "$B/lib/"
 if grep -qa 'abi 1, cuda)' "$lib_so"; then cuda_lib="with the CUDA path"; else cuda_lib="CPU path only (no nvcc here)"; fi
 
-cp -r "$ROOT/target/test-classes" "$B/test/classes"
+mkdir -p "$B/test/classes"
+cp -r "$ROOT/core/target/test-classes/." "$ROOT/tools/target/test-classes/." "$B/test/classes/"
 console=$(ls ~/.m2/repository/org/junit/platform/junit-platform-console-standalone/*/junit-platform-console-standalone-*.jar 2>/dev/null | sort -V | tail -n 1 || true)
 if [ -z "$console" ]; then
     v=$(tr ':' '\n' < "$tcpfile" | sed -n 's|.*/junit-platform-engine-\([0-9.]*\)\.jar$|\1|p' | head -n 1)
@@ -105,7 +111,7 @@ cp "$console" "$B/test/lib/junit-platform-console-standalone.jar"
 tr ':' '\n' < "$tcpfile" | grep -E '/(assertj-core|byte-buddy)-[^/]*\.jar$' | while read -r f; do cp "$f" "$B/test/lib/"; done
 
 say "compiling the GPU step benchmark ..."
-javac --release 25 -nowarn -d "$B/bench" -cp "$jar:$(cat "$cpfile")" \
+javac --release 25 -nowarn -d "$B/bench" -cp "$jar:$tools_jar:$(cat "$cpfile")" \
     "$ROOT"/bench/src/main/java/org/text2data/bench/{GpuStepBench,Workloads,TransformerDenoiser}.java
 
 # class path relative to the bundle; bin/java resolves it

@@ -153,7 +153,7 @@ EOF
     sect "conformance (text2data conformance)"
     local conf="$D/java-conformance.out" rc
     (cd "$ROOT" && timeout "${T2D_JAVA_TIMEOUT:-420}" "$J" -Dtext2data.home="$ROOT" org.text2data.cli.Main conformance \
-        "$ROOT/src/test/resources/conformance") > "$conf" 2>&1
+        "$ROOT/core/src/test/resources/conformance") > "$conf" 2>&1
     rc=$?
     cat "$conf"
     local c_ok c_fail c_barrier c_cuda
@@ -179,7 +179,8 @@ EOF
     for cand in "$BUNDLE"/test/lib/*.jar; do
         case "$cand" in *junit-platform-console-standalone*) ;; *) tcp="$tcp:$cand" ;; esac
     done
-    (cd "$ROOT" && timeout "${T2D_JAVA_TIMEOUT:-420}" "$BUNDLE/jre/bin/java" --enable-native-access=ALL-UNNAMED \
+    # from core/, where the tests find the fixtures (src/test/resources)
+    (cd "$ROOT/core" && timeout "${T2D_JAVA_TIMEOUT:-420}" "$BUNDLE/jre/bin/java" --enable-native-access=ALL-UNNAMED \
         --sun-misc-unsafe-memory-access=allow -Xss4m -Dorg.bytedeco.javacpp.cachedir="$BUNDLE/javacpp-cache" \
         -jar "$BUNDLE/test/lib/junit-platform-console-standalone.jar" execute --disable-banner --disable-ansi-colors --details=tree \
         --class-path "$tcp" --select-class org.text2data.ConformanceTest --select-class org.text2data.NativeLoadFailureTest) \

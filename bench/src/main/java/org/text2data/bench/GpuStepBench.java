@@ -17,7 +17,7 @@ import org.bytedeco.pytorch.NoGradGuard;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 import org.text2data.Constraint;
-import org.text2data.Denoiser;
+import org.text2data.diffusion.Denoiser;
 import org.text2data.Engine;
 import org.text2data.LibTorch;
 import org.text2data.Loss;

@@ -17,7 +17,7 @@ import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 import org.text2data.ConditionalModel;
-import org.text2data.Denoiser;
+import org.text2data.diffusion.Denoiser;
 import org.text2data.LibTorch;
 
 /**
