@@ -52,7 +52,7 @@ final class ProgressBar {
         if (closed) {
             return;
         }
-        bar.setExtraMessage(info);
+        bar.setExtraMessage(" " + info);
         bar.stepTo(Math.min(done, total));
         boolean last = done >= total;
         if (!interactive) {
