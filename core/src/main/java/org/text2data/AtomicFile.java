@@ -31,13 +31,24 @@ public final class AtomicFile {
     /** What writes the content, to the path it is given. */
     @FunctionalInterface
     public interface Writer {
-        /** Writes the whole content to {@code tmp}. */
+        /**
+         * Writes the whole content to {@code tmp}.
+         *
+         * @param tmp the temporary file to write, already created and empty
+         * @throws IOException if writing fails
+         */
         void write(Path tmp) throws IOException;
     }
 
     /**
      * Runs {@code writer} on a temporary file in {@code target}'s folder, then renames it to {@code target}.
      * Failures name {@code target} and the reason (permission denied, read-only file system, disk full, ...).
+     * The temporary file is deleted whether or not the write succeeds.
+     *
+     * @param target the file to create or replace
+     * @param writer writes the content to the temporary file it is given
+     * @throws IOException if {@code target} is null, a folder or a special file, its folder does not exist, or
+     *                     creating, writing or renaming the temporary file fails
      */
     public static void write(Path target, Writer writer) throws IOException {
         Path dir = checkTarget(target);
@@ -66,7 +77,10 @@ public final class AtomicFile {
     /**
      * Checks, before any work, that {@link #write} could write {@code target}: it is not a folder or a special
      * file, its folder exists, and a file can be created (and is then deleted) in that folder. Nothing on disk
-     * changes. Throws an {@link IOException} saying why not.
+     * changes.
+     *
+     * @param target the file that is to be written
+     * @throws IOException saying why not, if {@code target} cannot be written
      */
     public static void checkWritable(Path target) throws IOException {
         Path dir = checkTarget(target);
@@ -106,6 +120,9 @@ public final class AtomicFile {
     /**
      * Why an I/O operation failed, in words and without the paths the exception names (which may be a hidden
      * temporary file): "permission denied", "Read-only file system", "No space left on device", ...
+     *
+     * @param e the failure
+     * @return a short description of the cause
      */
     public static String reason(IOException e) {
         if (e instanceof AccessDeniedException) {

@@ -22,28 +22,53 @@ import org.bytedeco.pytorch.global.torch;
  * A data set: {@code data}, {@code cond} and {@code label}, one row per example along the first
  * dimension; {@code cond} is null for unlabelled data (pretraining). {@link #load} reads a dict of these three tensors saved by Python's
  * {@code torch.save({"data": ..., "cond": ..., "label": ...}, path)}.
+ *
+ * @param data  the model inputs, one row per example; required
+ * @param cond  the conditions, one row per example, or null for unlabelled data
+ * @param label the targets the loss compares predictions with, one row per example; required
  */
 public record Batch(Tensor data, Tensor cond, Tensor label) implements AutoCloseable {
 
+    /** The keys {@link #load} expects in the saved dict, in the order data, cond, label. */
     public static final List<String> KEYS = List.of("data", "cond", "label");
 
+    /**
+     * Checks that the required tensors are given.
+     *
+     * @throws IllegalArgumentException if {@code data} or {@code label} is null
+     */
     public Batch {
         if (data == null || label == null) {
             throw new IllegalArgumentException("data and label are required");
         }
     }
 
-    /** Data without conditions, for pretraining. */
+    /**
+     * Data without conditions, for pretraining.
+     *
+     * @param data  the model inputs, one row per example
+     * @param label the targets, one row per example
+     * @return a batch whose {@code cond} is null
+     * @throws IllegalArgumentException if {@code data} or {@code label} is null
+     */
     public static Batch unlabelled(Tensor data, Tensor label) {
         return new Batch(data, null, label);
     }
 
-    /** Whether every row has a condition. */
+    /**
+     * Whether every row has a condition.
+     *
+     * @return true if {@code cond} is not null
+     */
     public boolean labelled() {
         return cond != null;
     }
 
-    /** Number of rows. */
+    /**
+     * Number of rows.
+     *
+     * @return the size of {@code data}'s first dimension
+     */
     public long size() {
         return data.size(0);
     }
@@ -51,6 +76,12 @@ public record Batch(Tensor data, Tensor cond, Tensor label) implements AutoClose
     /**
      * Loads a {@code torch.save} dict with keys data, cond, label; problems name the file and key. The file is
      * read in chunks straight into native memory, so files of 2 GiB and more load (given the memory).
+     *
+     * @param file a file written by {@code torch.save} (zip format, PyTorch 1.6 or later)
+     * @return the batch, owning its own tensor handles
+     * @throws IllegalArgumentException if the file is missing or unreadable, is not a zip-format torch.save file,
+     *                                  does not fit in memory, does not hold a dict, lacks a key, holds a non-tensor or
+     *                                  0-dim tensor under a key, or its tensors differ in number of rows
      */
     public static Batch load(Path file) {
         LibTorch.ensureLoaded();
@@ -205,19 +236,35 @@ public record Batch(Tensor data, Tensor cond, Tensor label) implements AutoClose
         return seg;
     }
 
-    /** Rows {@code [from, to)}, sharing memory. */
+    /**
+     * Rows {@code [from, to)}, sharing memory.
+     *
+     * @param from the first row, inclusive
+     * @param to   the end row, exclusive
+     * @return a batch of views into this batch's tensors
+     */
     public Batch slice(long from, long to) {
         return new Batch(data.narrow(0, from, to - from), cond == null ? null : cond.narrow(0, from, to - from),
                 label.narrow(0, from, to - from));
     }
 
-    /** Rows at {@code index} (a 1-D int64 tensor), copied. */
+    /**
+     * Rows at {@code index} (a 1-D int64 tensor), copied.
+     *
+     * @param index the row numbers to take, in the order to take them
+     * @return a new batch holding copies of those rows
+     */
     public Batch select(Tensor index) {
         return new Batch(data.index_select(0, index), cond == null ? null : cond.index_select(0, index),
                 label.index_select(0, index));
     }
 
-    /** This batch on another device. */
+    /**
+     * This batch on another device.
+     *
+     * @param device a libtorch device string such as {@code "cpu"} or {@code "cuda:0"}
+     * @return a batch with each tensor moved to {@code device}, keeping its dtype
+     */
     public Batch to(String device) {
         try (org.bytedeco.pytorch.Device d = new org.bytedeco.pytorch.Device(device)) {
             return new Batch(data.to(d, data.scalar_type()), cond == null ? null : cond.to(d, cond.scalar_type()),
@@ -225,6 +272,7 @@ public record Batch(Tensor data, Tensor cond, Tensor label) implements AutoClose
         }
     }
 
+    /** Releases the native tensors of {@code data}, {@code cond} (if any) and {@code label}. */
     @Override
     public void close() {
         data.close();

@@ -11,5 +11,12 @@ import org.bytedeco.pytorch.Tensor;
  */
 @FunctionalInterface
 public interface ConditionalModel {
+    /**
+     * Runs the model.
+     *
+     * @param data       the input batch
+     * @param condOrNull the conditions, one row per example, or null for an unconditional pass
+     * @return the model's prediction for {@code data}
+     */
     Tensor forward(Tensor data, Tensor condOrNull);
 }

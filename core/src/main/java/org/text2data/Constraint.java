@@ -87,12 +87,26 @@ public final class Constraint implements AutoCloseable {
     /**
      * The parameters of a bytedeco module that require grad, named as in its {@code named_parameters()},
      * with alpha = beta = 1 and the default engine.
+     *
+     * @param module the model; its parameters are updated in place
+     * @param base the base optimizer
+     * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
+     *                                  optimize, a parameter is not floating point, or one tensor is given twice
      */
     public Constraint(Module module, OptimizerSpec base) {
         this(module, base, 1.0, 1.0, Engine.AUTO);
     }
 
-    /** The parameters of a bytedeco module that require grad (see above), with the default engine. */
+    /**
+     * The parameters of a bytedeco module that require grad (see above), with the default engine.
+     *
+     * @param module the model; its parameters are updated in place
+     * @param base the base optimizer
+     * @param alpha the barrier's alpha (finite, &gt;= 0)
+     * @param beta the barrier's beta (finite, &gt;= 0)
+     * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
+     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     */
     public Constraint(Module module, OptimizerSpec base, double alpha, double beta) {
         this(module, base, alpha, beta, Engine.AUTO);
     }
@@ -107,6 +121,8 @@ public final class Constraint implements AutoCloseable {
      * @param alpha the barrier's alpha (finite, &gt;= 0)
      * @param beta the barrier's beta (finite, &gt;= 0)
      * @param engine the projection engine
+     * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
+     *                                  optimize, a parameter is not floating point, or one tensor is given twice
      */
     public Constraint(Module module, OptimizerSpec base, double alpha, double beta, Engine engine) {
         this(Taken.of(module), base, alpha, beta, engine);
@@ -116,6 +132,11 @@ public final class Constraint implements AutoCloseable {
      * A bytedeco {@code TensorVector} (e.g. {@code module.parameters()}): the tensors that require grad,
      * named {@code #i} by their position in the vector; alpha = beta = 1 and the default engine. The
      * vector may be closed or collected afterwards.
+     *
+     * @param params the parameters
+     * @param base the base optimizer
+     * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
+     *                                  optimize, a parameter is not floating point, or one tensor is given twice
      */
     public Constraint(TensorVector params, OptimizerSpec base) {
         this(params, base, 1.0, 1.0, Engine.AUTO);
@@ -130,6 +151,8 @@ public final class Constraint implements AutoCloseable {
      * @param alpha the barrier's alpha (finite, &gt;= 0)
      * @param beta the barrier's beta (finite, &gt;= 0)
      * @param engine the projection engine
+     * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
+     *                                  optimize, a parameter is not floating point, or one tensor is given twice
      */
     public Constraint(TensorVector params, OptimizerSpec base, double alpha, double beta, Engine engine) {
         this(Taken.of(params), base, alpha, beta, engine);
@@ -139,6 +162,11 @@ public final class Constraint implements AutoCloseable {
      * A bytedeco {@code StringTensorDict} (e.g. {@code module.named_parameters()}): the tensors that
      * require grad, with their names; alpha = beta = 1 and the default engine. The dict may be closed or
      * collected afterwards.
+     *
+     * @param namedParams the parameters by name
+     * @param base the base optimizer
+     * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
+     *                                  optimize, a parameter is not floating point, or one tensor is given twice
      */
     public Constraint(StringTensorDict namedParams, OptimizerSpec base) {
         this(namedParams, base, 1.0, 1.0, Engine.AUTO);
@@ -153,17 +181,35 @@ public final class Constraint implements AutoCloseable {
      * @param alpha the barrier's alpha (finite, &gt;= 0)
      * @param beta the barrier's beta (finite, &gt;= 0)
      * @param engine the projection engine
+     * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
+     *                                  optimize, a parameter is not floating point, or one tensor is given twice
      */
     public Constraint(StringTensorDict namedParams, OptimizerSpec base, double alpha, double beta, Engine engine) {
         this(Taken.of(namedParams), base, alpha, beta, engine);
     }
 
-    /** Any parameter list (taken as it is, named {@code #i}), with alpha = beta = 1 and the default engine. */
+    /**
+     * Any parameter list (taken as it is, named {@code #i}), with alpha = beta = 1 and the default engine.
+     *
+     * @param params the parameters; the list and its handles may be closed or collected afterwards
+     * @param base the base optimizer
+     * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
+     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     */
     public Constraint(Iterable<Tensor> params, OptimizerSpec base) {
         this(params, base, 1.0, 1.0, Engine.AUTO);
     }
 
-    /** Any parameter list (taken as it is, named {@code #i}), with the default engine. */
+    /**
+     * Any parameter list (taken as it is, named {@code #i}), with the default engine.
+     *
+     * @param params the parameters; the list and its handles may be closed or collected afterwards
+     * @param base the base optimizer
+     * @param alpha the barrier's alpha (finite, &gt;= 0)
+     * @param beta the barrier's beta (finite, &gt;= 0)
+     * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
+     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     */
     public Constraint(Iterable<Tensor> params, OptimizerSpec base, double alpha, double beta) {
         this(params, base, alpha, beta, Engine.AUTO);
     }
@@ -176,17 +222,35 @@ public final class Constraint implements AutoCloseable {
      * @param alpha the barrier's alpha (finite, &gt;= 0)
      * @param beta the barrier's beta (finite, &gt;= 0)
      * @param engine the projection engine
+     * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
+     *                                  optimize, a parameter is not floating point, or one tensor is given twice
      */
     public Constraint(Iterable<Tensor> params, OptimizerSpec base, double alpha, double beta, Engine engine) {
         this(Taken.of(params), base, alpha, beta, engine);
     }
 
-    /** Named parameters (see below) with alpha = beta = 1 and the default engine. */
+    /**
+     * Named parameters (see below) with alpha = beta = 1 and the default engine.
+     *
+     * @param namedParams the parameters by name; the map and its handles may be closed or collected afterwards
+     * @param base the base optimizer
+     * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
+     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     */
     public Constraint(Map<String, Tensor> namedParams, OptimizerSpec base) {
         this(namedParams, base, 1.0, 1.0, Engine.AUTO);
     }
 
-    /** Named parameters (see below) with the default engine. */
+    /**
+     * Named parameters (see below) with the default engine.
+     *
+     * @param namedParams the parameters by name; the map and its handles may be closed or collected afterwards
+     * @param base the base optimizer
+     * @param alpha the barrier's alpha (finite, &gt;= 0)
+     * @param beta the barrier's beta (finite, &gt;= 0)
+     * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
+     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     */
     public Constraint(Map<String, Tensor> namedParams, OptimizerSpec base, double alpha, double beta) {
         this(namedParams, base, alpha, beta, Engine.AUTO);
     }
@@ -200,6 +264,8 @@ public final class Constraint implements AutoCloseable {
      * @param alpha the barrier's alpha (finite, &gt;= 0)
      * @param beta the barrier's beta (finite, &gt;= 0)
      * @param engine the projection engine
+     * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
+     *                                  optimize, a parameter is not floating point, or one tensor is given twice
      */
     public Constraint(Map<String, Tensor> namedParams, OptimizerSpec base, double alpha, double beta, Engine engine) {
         this(Taken.of(namedParams), base, alpha, beta, engine);
@@ -356,7 +422,12 @@ public final class Constraint implements AutoCloseable {
         }
     }
 
-    /** Zeroes every existing gradient in place (PyTorch 1.13's {@code zero_grad()}, which the reference uses). */
+    /**
+     * Zeroes every existing gradient in place (PyTorch 1.13's {@code zero_grad()}, which the reference uses).
+     *
+     * @throws ConcurrentModificationException if another thread is inside a call on this constraint
+     * @throws IllegalStateException if this constraint is closed
+     */
     public void zeroGrad() {
         enter();
         try (PointerScope scope = new PointerScope()) {
@@ -374,6 +445,10 @@ public final class Constraint implements AutoCloseable {
     /**
      * Keeps the current gradients as constraint gradients (the gradient of the unconditional loss),
      * and zeroes the gradients when asked.
+     *
+     * @param zeroGrad whether to zero the parameters' gradients after keeping them
+     * @throws ConcurrentModificationException if another thread is inside a call on this constraint
+     * @throws IllegalStateException if this constraint is closed
      */
     public void firstStep(boolean zeroGrad) {
         enter();
@@ -391,7 +466,14 @@ public final class Constraint implements AutoCloseable {
      * With the finiteness check on, every gradient the base optimizer will use is checked, projected or
      * not (a parameter without an unconditional gradient is not projected, but its gradient is still used).
      *
+     * @param gValue the unconditional loss of this step, a one-element tensor
+     * @param gConstraint the barrier's target for the unconditional loss (finite, &gt;= 0)
      * @return how many parameter tensors were projected
+     * @throws IllegalArgumentException if {@code gValue} is not a one-element tensor or {@code gConstraint} is
+     *                                  negative or not finite
+     * @throws IllegalStateException if {@link #firstStep} has kept no gradients, or this constraint is closed
+     * @throws NonFiniteException if a gradient is NaN or infinite (with the finiteness check on); nothing is updated
+     * @throws ConcurrentModificationException if another thread is inside a call on this constraint
      */
     public int secondStep(Tensor gValue, double gConstraint) {
         enter();
@@ -414,7 +496,17 @@ public final class Constraint implements AutoCloseable {
         }
     }
 
-    /** {@link #secondStep(Tensor, double)} with the unconditional loss as a number. */
+    /**
+     * {@link #secondStep(Tensor, double)} with the unconditional loss as a number.
+     *
+     * @param gValue the unconditional loss of this step
+     * @param gConstraint the barrier's target for the unconditional loss (finite, &gt;= 0)
+     * @return how many parameter tensors were projected
+     * @throws NonFiniteException if {@code gValue} or a gradient is NaN or infinite; nothing is updated
+     * @throws IllegalArgumentException if {@code gConstraint} is negative or not finite
+     * @throws IllegalStateException if {@link #firstStep} has kept no gradients, or this constraint is closed
+     * @throws ConcurrentModificationException if another thread is inside a call on this constraint
+     */
     public int secondStep(double gValue, double gConstraint) {
         enter();
         try (PointerScope scope = new PointerScope()) {
@@ -434,7 +526,14 @@ public final class Constraint implements AutoCloseable {
      * projects, and steps the base optimizer. Unlike the reference's {@code step}, which leaves the base
      * step to the caller, this one takes it, as every PyTorch optimizer's {@code step} does.
      *
+     * @param closure computes the conditional loss, calls backward on it and returns it
+     * @param gValue the unconditional loss whose gradients are current
+     * @param gConstraint the barrier's target for the unconditional loss (finite, &gt;= 0)
      * @return what the closure returned
+     * @throws IllegalArgumentException if {@code closure} is null or {@code gConstraint} is negative or not finite
+     * @throws NonFiniteException if {@code gValue}, a gradient or (float16) an updated parameter is NaN or infinite
+     * @throws ConcurrentModificationException if another thread is inside a call on this constraint
+     * @throws IllegalStateException if this constraint is closed
      */
     public Tensor step(Supplier<Tensor> closure, double gValue, double gConstraint) {
         enter();
@@ -471,6 +570,11 @@ public final class Constraint implements AutoCloseable {
      * and Adagrad are bounded by a small multiple of the learning rate, and SGD's by {@code lr} times a
      * gradient that the check found finite, so they cannot overflow at any sensible learning rate, and
      * no copy is taken: the check costs nothing there.
+     *
+     * @throws NonFiniteException if the step made a float16 parameter NaN or infinite (with the check on); the
+     *                            parameters are restored
+     * @throws ConcurrentModificationException if another thread is inside a call on this constraint
+     * @throws IllegalStateException if this constraint is closed
      */
     public void stepBase() {
         enter();
@@ -538,18 +642,33 @@ public final class Constraint implements AutoCloseable {
                 + "but the optimizer's state has advanced by this step");
     }
 
-    /** The libtorch optimizer underneath (its state, its options). */
+    /**
+     * The libtorch optimizer underneath (its state, its options).
+     *
+     * @return the base optimizer, owned by this constraint
+     * @throws IllegalStateException if this constraint is closed
+     */
     public Optimizer baseOptimizer() {
         checkOpen(); // handed out: calls on it are the caller's to keep to one thread
         return base;
     }
 
-    /** The spec the base optimizer was built from. */
+    /**
+     * The spec the base optimizer was built from.
+     *
+     * @return the spec given to the constructor
+     */
     public OptimizerSpec spec() {
         return spec;
     }
 
-    /** The param groups of the base optimizer; changing a group's learning rate reaches it. */
+    /**
+     * The param groups of the base optimizer; changing a group's learning rate reaches it.
+     *
+     * @return an unmodifiable list of the groups, in the base optimizer's order
+     * @throws ConcurrentModificationException if another thread is inside a call on this constraint
+     * @throws IllegalStateException if this constraint is closed
+     */
     public List<ParamGroup> paramGroups() {
         enter();
         try {
@@ -564,14 +683,27 @@ public final class Constraint implements AutoCloseable {
         }
     }
 
-    /** Sets the learning rate of every param group. */
+    /**
+     * Sets the learning rate of every param group.
+     *
+     * @param lr the learning rate (finite, &gt;= 0)
+     * @throws IllegalArgumentException if {@code lr} is negative or not finite
+     * @throws ConcurrentModificationException if another thread is inside a call on this constraint
+     * @throws IllegalStateException if this constraint is closed
+     */
     public void setLr(double lr) {
         for (ParamGroup g : paramGroups()) {
             g.setLr(lr);
         }
     }
 
-    /** The learning rate of the first param group. */
+    /**
+     * The learning rate of the first param group.
+     *
+     * @return that group's learning rate
+     * @throws ConcurrentModificationException if another thread is inside a call on this constraint
+     * @throws IllegalStateException if this constraint is closed
+     */
     public double lr() {
         return paramGroups().get(0).lr();
     }
@@ -580,6 +712,10 @@ public final class Constraint implements AutoCloseable {
      * The reference's {@code calculate_dr_grad_norm}: the L2 norm of each parameter's current
      * gradient (0 where there is none), summed per layer, a layer being two consecutive parameters
      * (weight and bias): key {@code i / 2}. Reads the device.
+     *
+     * @return the summed norms by layer index, in ascending order
+     * @throws ConcurrentModificationException if another thread is inside a call on this constraint
+     * @throws IllegalStateException if this constraint is closed
      */
     public Map<Integer, Double> gradNormPerLayer() {
         enter();
@@ -590,7 +726,13 @@ public final class Constraint implements AutoCloseable {
         }
     }
 
-    /** {@link #gradNormPerLayer()} over any parameter list, e.g. a model's. */
+    /**
+     * {@link #gradNormPerLayer()} over any parameter list, e.g. a model's; a parameter that does not require
+     * grad counts as 0.
+     *
+     * @param params the parameters, in order
+     * @return the summed norms by layer index ({@code i / 2}), in ascending order
+     */
     public static Map<Integer, Double> gradNormPerLayer(Iterable<Tensor> params) {
         Map<Integer, Double> total = new TreeMap<>();
         int i = 0;
@@ -605,18 +747,40 @@ public final class Constraint implements AutoCloseable {
         return total;
     }
 
+    /**
+     * The barrier's alpha.
+     *
+     * @return alpha (finite, &gt;= 0)
+     */
     public double alpha() {
         return alpha;
     }
 
+    /**
+     * The barrier's beta.
+     *
+     * @return beta (finite, &gt;= 0)
+     */
     public double beta() {
         return beta;
     }
 
+    /**
+     * Sets the barrier's alpha, used from the next {@link #secondStep}.
+     *
+     * @param alpha the new alpha (finite, &gt;= 0)
+     * @throws IllegalArgumentException if {@code alpha} is negative or not finite
+     */
     public void setAlpha(double alpha) {
         this.alpha = checkCoefficient("alpha", alpha);
     }
 
+    /**
+     * Sets the barrier's beta, used from the next {@link #secondStep}.
+     *
+     * @param beta the new beta (finite, &gt;= 0)
+     * @throws IllegalArgumentException if {@code beta} is negative or not finite
+     */
     public void setBeta(double beta) {
         this.beta = checkCoefficient("beta", beta);
     }
@@ -625,11 +789,18 @@ public final class Constraint implements AutoCloseable {
      * Whether losses and gradients are checked for NaN and infinity before anything is updated
      * (default true). The check reads two loss values and one flag on the host; on a GPU, turning it
      * off leaves a step without any host sync.
+     *
+     * @param check true to check, false to skip the checks
      */
     public void setCheckFinite(boolean check) {
         this.checkFinite = check;
     }
 
+    /**
+     * Whether losses and gradients are checked for NaN and infinity (see {@link #setCheckFinite}).
+     *
+     * @return true if the checks are on
+     */
     public boolean checkFinite() {
         return checkFinite;
     }
@@ -637,18 +808,29 @@ public final class Constraint implements AutoCloseable {
     /**
      * Attaches a {@link GradientSync} that {@link Text2Data#runStep} calls after each backward pass (data
      * parallelism: {@link org.text2data.dist.DataParallel}); {@code null} (the default) detaches it.
+     *
+     * @param sync the gradient sync, or null for none
+     * @throws IllegalStateException if this constraint is closed
      */
     public void setGradientSync(GradientSync sync) {
         checkOpen();
         this.gradientSync = sync;
     }
 
-    /** The attached {@link GradientSync}, or {@code null} (a single-process run). */
+    /**
+     * The attached {@link GradientSync}.
+     *
+     * @return the sync, or {@code null} (a single-process run)
+     */
     public GradientSync gradientSync() {
         return gradientSync;
     }
 
-    /** The engine computing the projection: {@code plain}, {@code fused-cpu} or {@code fused-cuda}. */
+    /**
+     * The engine computing the projection.
+     *
+     * @return {@code plain}, {@code fused-cpu} or {@code fused-cuda}
+     */
     public String engineName() {
         return engine.name();
     }
@@ -656,12 +838,18 @@ public final class Constraint implements AutoCloseable {
     /**
      * The parameters, in order: the constraint's own handles of the caller's tensors (same storage),
      * valid until {@link #close()}.
+     *
+     * @return an unmodifiable list of the parameters
      */
     public List<Tensor> parameters() {
         return List.of(params);
     }
 
-    /** Parameter names (state-dict names where given, else {@code #i}). */
+    /**
+     * Parameter names (state-dict names where given, else {@code #i}).
+     *
+     * @return an unmodifiable list of names, in parameter order
+     */
     public List<String> parameterNames() {
         return List.of(names);
     }
@@ -672,6 +860,9 @@ public final class Constraint implements AutoCloseable {
      * Writes this constraint's parameters, base-optimizer state (moments, step counts, momentum buffers, every
      * group's learning rate) and alpha, beta and finiteness-check flag to {@code file}, atomically
      * ({@link Checkpoint#save(Path, Constraint)}).
+     *
+     * @param file the checkpoint file to create or replace
+     * @throws java.io.IOException if the file cannot be written
      */
     public void saveCheckpoint(java.nio.file.Path file) throws java.io.IOException {
         Checkpoint.save(file, this);
@@ -681,6 +872,10 @@ public final class Constraint implements AutoCloseable {
      * Restores what {@link #saveCheckpoint} wrote, all or nothing: a file that is damaged or does not fit these
      * parameters and this optimizer is refused with a message saying why, and nothing changes
      * ({@link Checkpoint#restore(Constraint)}).
+     *
+     * @param file a checkpoint written by {@link #saveCheckpoint}
+     * @throws IllegalArgumentException if the file is missing, unreadable, damaged, or does not match these
+     *                                  parameters and this optimizer
      */
     public void loadCheckpoint(java.nio.file.Path file) {
         try (Checkpoint c = Checkpoint.read(file)) {
@@ -864,7 +1059,11 @@ public final class Constraint implements AutoCloseable {
             this.group = group;
         }
 
-        /** The group's learning rate. */
+        /**
+         * The group's learning rate.
+         *
+         * @return the learning rate in the group's options
+         */
         public double lr() {
             owner.enter();
             try {
@@ -874,7 +1073,12 @@ public final class Constraint implements AutoCloseable {
             }
         }
 
-        /** Sets the group's learning rate (checked: finite and >= 0). */
+        /**
+         * Sets the group's learning rate.
+         *
+         * @param lr the learning rate (finite, &gt;= 0)
+         * @throws IllegalArgumentException if {@code lr} is negative or not finite
+         */
         public void setLr(double lr) {
             OptimizerSpec.nonNegative("lr", lr);
             owner.enter();
@@ -885,7 +1089,11 @@ public final class Constraint implements AutoCloseable {
             }
         }
 
-        /** How many parameters the group holds. */
+        /**
+         * How many parameters the group holds.
+         *
+         * @return the number of parameter tensors in the group
+         */
         public long size() {
             owner.enter();
             try {

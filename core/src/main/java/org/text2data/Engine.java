@@ -11,6 +11,13 @@ public enum Engine {
     /** The fused native kernel (C++ on CPU, CUDA on GPU); fails clearly where it cannot load. */
     FUSED;
 
+    /**
+     * The engine of a name, ignoring case and surrounding spaces.
+     *
+     * @param name {@code auto}, {@code plain} or {@code fused}
+     * @return the engine of that name
+     * @throws IllegalArgumentException if {@code name} names no engine
+     */
     public static Engine parse(String name) {
         try {
             return valueOf(name.trim().toUpperCase(Locale.ROOT));
@@ -19,6 +26,11 @@ public enum Engine {
         }
     }
 
+    /**
+     * The name in lower case, as {@link #parse} accepts it.
+     *
+     * @return {@code auto}, {@code plain} or {@code fused}
+     */
     @Override
     public String toString() {
         return name().toLowerCase(Locale.ROOT);

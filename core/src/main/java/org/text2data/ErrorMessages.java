@@ -17,7 +17,13 @@ public final class ErrorMessages {
     private static final Pattern CAUSE = Pattern.compile("^\\s*(?:[\\w.]+(?:Error|Exception)):\\s*(.+)$", Pattern.MULTILINE);
     private static final String INTERPRETER = "The following operation failed in the TorchScript interpreter.";
 
-    /** One line naming the cause of {@code message}, without C++ stack frames or TorchScript tracebacks. */
+    /**
+     * One line naming the cause of {@code message}, without C++ stack frames or TorchScript tracebacks.
+     *
+     * @param message a libtorch error message; may be null
+     * @return the cause on one line, prefixed "in the model's TorchScript code: " when it comes from a
+     *         TorchScript traceback, or {@code "(no message)"} if there is none
+     */
     public static String clean(String message) {
         if (message == null || message.isBlank()) {
             return "(no message)";
@@ -51,7 +57,12 @@ public final class ErrorMessages {
         return out.isEmpty() ? "(no message)" : out.toString();
     }
 
-    /** {@link #clean} of the throwable's message, or its class name when it has none. */
+    /**
+     * {@link #clean} of the throwable's message, or its class name when it has none.
+     *
+     * @param t the exception or error
+     * @return its cleaned message, or its simple class name if the message is null or blank
+     */
     public static String of(Throwable t) {
         String m = t.getMessage();
         if (m == null || m.isBlank()) {

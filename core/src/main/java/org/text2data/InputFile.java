@@ -13,8 +13,13 @@ public final class InputFile {
 
     /**
      * Checks that {@code file} is an existing, readable regular file; {@code what} names it in the message
-     * ("data file", "model file"). Throws {@link IllegalArgumentException} saying which of these it is not:
-     * not found, a folder, a FIFO/device/socket, or not readable (with the reason, e.g. permission denied).
+     * ("data file", "model file").
+     *
+     * @param file the file to check
+     * @param what what the file is, to start the message with
+     * @throws IllegalArgumentException saying which of these it is not: given (null), found, a file rather than a
+     *                                  folder, a regular file rather than a FIFO/device/socket, or readable (with the
+     *                                  reason, e.g. permission denied)
      */
     public static void checkReadable(Path file, String what) {
         if (file == null) {

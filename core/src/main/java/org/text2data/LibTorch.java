@@ -46,8 +46,11 @@ public final class LibTorch {
 
     /**
      * Loads libtorch (idempotent, thread-safe), with the process-wide settings listed in the class comment.
-     * Where a shared library that libtorch needs is missing (the CUDA runtime, for the {@code -Pgpu} build),
-     * throws an {@link IllegalStateException} that names it and says what to install.
+     *
+     * @throws IllegalStateException if a shared library that libtorch needs is missing (the CUDA runtime, for
+     *                               the {@code -Pgpu} build); the message names it and says what to install.
+     *                               A load failure that names no missing library is rethrown as its original
+     *                               {@link LinkageError}.
      */
     public static void ensureLoaded() {
         if (loaded) {
@@ -68,19 +71,31 @@ public final class LibTorch {
         }
     }
 
-    /** The number of threads OpenBLAS was set to, or -1 where it was left alone. */
+    /**
+     * The number of threads OpenBLAS was set to. Loads libtorch first.
+     *
+     * @return the thread count set, or -1 where OpenBLAS was left alone
+     */
     public static int blasThreads() {
         ensureLoaded();
         return blasThreads;
     }
 
-    /** libtorch's intra-op thread count. */
+    /**
+     * libtorch's intra-op thread count. Loads libtorch first.
+     *
+     * @return {@code torch.get_num_threads()}
+     */
     public static int torchThreads() {
         ensureLoaded();
         return torch.get_num_threads();
     }
 
-    /** Whether this libtorch build can use a CUDA device right now. */
+    /**
+     * Whether this libtorch build can use a CUDA device right now. Loads libtorch first.
+     *
+     * @return true if CUDA is available; false if not, or if asking fails
+     */
     public static boolean cudaAvailable() {
         ensureLoaded();
         try {
@@ -94,6 +109,8 @@ public final class LibTorch {
      * Why {@link #cudaAvailable()} is false, in words a user can act on, or null where CUDA is available: this
      * libtorch is the CPU build (no {@code -Pgpu}); or it is the CUDA build and a CUDA library it needs is
      * missing (named, with what to install); or the CUDA build loaded and sees no device or driver.
+     *
+     * @return the reason, or null if CUDA is available
      */
     public static String cudaUnavailableReason() {
         if (cudaAvailable()) {

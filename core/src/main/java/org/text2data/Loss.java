@@ -13,6 +13,13 @@ import org.bytedeco.pytorch.global.torch;
 @FunctionalInterface
 public interface Loss {
 
+    /**
+     * Computes the loss.
+     *
+     * @param prediction the model's output
+     * @param label      the targets
+     * @return the loss, a 0-dim tensor
+     */
     Tensor apply(Tensor prediction, Tensor label);
 
     /** Mean squared error ({@code F.mse_loss}, mean reduction). */
@@ -30,7 +37,13 @@ public interface Loss {
      */
     Loss CROSS_ENTROPY = (p, y) -> torch.cross_entropy(checkCrossEntropy(p, y), y);
 
-    /** {@code mse}, {@code l1}, {@code smooth-l1}, {@code cross-entropy}. */
+    /**
+     * A built-in loss by name, ignoring case and with {@code _} read as {@code -}.
+     *
+     * @param name {@code mse}, {@code l1}, {@code smooth-l1}, or {@code cross-entropy} (also {@code ce})
+     * @return {@link #MSE}, {@link #L1}, {@link #SMOOTH_L1} or {@link #CROSS_ENTROPY}
+     * @throws IllegalArgumentException if {@code name} names no built-in loss
+     */
     static Loss named(String name) {
         return switch (name.toLowerCase(Locale.ROOT).replace('_', '-')) {
             case "mse" -> MSE;

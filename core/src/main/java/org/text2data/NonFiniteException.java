@@ -5,6 +5,11 @@ package org.text2data;
  * optimizer state are unchanged.
  */
 public class NonFiniteException extends ArithmeticException {
+    /**
+     * Creates the exception.
+     *
+     * @param message what was not finite, and where
+     */
     public NonFiniteException(String message) {
         super(message);
     }

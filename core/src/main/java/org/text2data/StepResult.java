@@ -29,27 +29,47 @@ public final class StepResult implements AutoCloseable {
         this.projected = projected;
     }
 
-    /** The unconditional loss g as a 0-dim tensor (no host sync), owned by this result. */
+    /**
+     * The unconditional loss g as a 0-dim tensor (no host sync), owned by this result.
+     *
+     * @return the detached loss tensor, on the model's device; invalid once this result is closed
+     */
     public Tensor uncondLossTensor() {
         return uncond;
     }
 
-    /** The conditional loss f as a 0-dim tensor (no host sync), owned by this result. */
+    /**
+     * The conditional loss f as a 0-dim tensor (no host sync), owned by this result.
+     *
+     * @return the detached loss tensor, on the model's device; invalid once this result is closed
+     */
     public Tensor condLossTensor() {
         return cond;
     }
 
-    /** The unconditional loss g (reads the device). */
+    /**
+     * The unconditional loss g (reads the device).
+     *
+     * @return the value of {@link #uncondLossTensor()}
+     */
     public double uncondLoss() {
         return uncond.item_double();
     }
 
-    /** The conditional loss f (reads the device). */
+    /**
+     * The conditional loss f (reads the device).
+     *
+     * @return the value of {@link #condLossTensor()}
+     */
     public double condLoss() {
         return cond.item_double();
     }
 
-    /** Parameter tensors whose gradient was projected (those with both gradients). */
+    /**
+     * Parameter tensors whose gradient was projected (those with both gradients).
+     *
+     * @return how many parameter tensors the step projected
+     */
     public int projectedTensors() {
         return projected;
     }

@@ -24,8 +24,22 @@ public final class Text2Data {
      * Inputs are checked first (shapes, batch sizes, dtypes, devices); a bad input, or a NaN or infinite
      * loss or gradient, throws before any parameter or optimizer state changes.
      *
-     * @param cond the condition of the labelled batch ({@code [batch, ...]}); never null here
+     * @param optimizer   the constraint optimizer over the model's parameters
+     * @param gConstraint the barrier's target for the unconditional loss (finite, &gt;= 0), as in
+     *                    {@link Constraint#secondStep}
+     * @param model       the model; its passes must reach {@code optimizer}'s parameters
+     * @param cond        the condition of the labelled batch ({@code [batch, ...]}); never null here
+     * @param data        the model inputs ({@code [batch, ...]}, floating point)
+     * @param label       the targets ({@code [batch, ...]})
+     * @param loss        the loss of (prediction, label); must return a one-element tensor
      * @return the losses (as tensors: reading them is the caller's choice) and how many tensors were projected
+     * @throws IllegalArgumentException if an argument is null or invalid, the inputs disagree in batch size,
+     *                                  device or dtype, a loss is not a one-element tensor, or the model's passes
+     *                                  reach none of {@code optimizer}'s parameters
+     * @throws NonFiniteException       if a loss or gradient is NaN or infinite, or the base step makes a float16
+     *                                  parameter so (with finiteness checks on)
+     * @throws java.util.ConcurrentModificationException if another thread is inside a call on {@code optimizer}
+     * @throws IllegalStateException    if {@code optimizer} is closed
      */
     public static StepResult runStep(Constraint optimizer, double gConstraint, ConditionalModel model,
                                      Tensor cond, Tensor data, Tensor label, Loss loss) {

@@ -36,7 +36,15 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
         this.params = collect(module);
     }
 
-    /** Loads a module saved by {@code torch.jit.save}; the file's problems are named in the exception. */
+    /**
+     * Loads a module saved by {@code torch.jit.save} and puts it in training mode; the file's problems are named
+     * in the exception.
+     *
+     * @param file the saved TorchScript module
+     * @return the loaded model, which the caller closes
+     * @throws IllegalArgumentException if the file is missing or unreadable, is not a TorchScript module, or the
+     *                                  module has no parameters
+     */
     public static TorchScriptModel load(Path file) {
         LibTorch.ensureLoaded();
         InputFile.checkReadable(file, "model file");
@@ -56,6 +64,16 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
         return model;
     }
 
+    /**
+     * Calls the module's {@code forward(data, cond)}, passing {@code None} for a null condition.
+     *
+     * @param data       the input batch
+     * @param condOrNull the conditions, or null for an unconditional pass
+     * @return the module's output, with its own tensor handle
+     * @throws IllegalArgumentException if the forward call fails (the message gives the inputs' shapes and the
+     *                                  cause) or does not return a tensor
+     * @throws IllegalStateException    if this model is closed
+     */
     @Override
     public Tensor forward(Tensor data, Tensor condOrNull) {
         checkOpen();
@@ -77,28 +95,54 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
         return new Tensor(out.toTensor()); // own handle, independent of the IValue
     }
 
-    /** The module's parameters by their state-dict names, in order (live tensors, not copies). */
+    /**
+     * The module's parameters by their state-dict names, in order (live tensors, not copies).
+     *
+     * @return the parameters by name; this model's own map, refreshed by {@link #to}
+     * @throws IllegalStateException if this model is closed
+     */
     public Map<String, Tensor> namedParameters() {
         checkOpen();
         return params;
     }
 
-    /** The module's parameters, in order. */
+    /**
+     * The module's parameters, in order.
+     *
+     * @return a new list of the live parameter tensors
+     * @throws IllegalStateException if this model is closed
+     */
     public List<Tensor> parameters() {
         return new ArrayList<>(namedParameters().values());
     }
 
-    /** The file this module was loaded from. */
+    /**
+     * The file this module was loaded from.
+     *
+     * @return the path given to {@link #load}
+     */
     public Path source() {
         return source;
     }
 
+    /**
+     * Switches the module between training and evaluation mode (as Python's {@code module.train(on)}).
+     *
+     * @param on true for training mode, false for evaluation mode
+     * @throws IllegalStateException if this model is closed
+     */
     public void train(boolean on) {
         checkOpen();
         module.train(on);
     }
 
-    /** Moves the module to a device ({@code "cpu"}, {@code "cuda"}, {@code "cuda:1"}). */
+    /**
+     * Moves the module to a device and re-reads its parameters, so that {@link #namedParameters()} returns the
+     * moved tensors.
+     *
+     * @param device a libtorch device string: {@code "cpu"}, {@code "cuda"}, {@code "cuda:1"}
+     * @throws IllegalStateException if this model is closed
+     */
     public void to(String device) {
         checkOpen();
         try (Device d = new Device(device)) {
@@ -111,6 +155,11 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
     /**
      * Writes the module (with its current parameters) to {@code file}, atomically: a temporary file in
      * the same folder, then a rename, so a reader never sees a half-written file.
+     *
+     * @param file where to write the module
+     * @throws IOException           if the file cannot be written (see {@link AtomicFile#write}) or libtorch fails
+     *                               to save the module
+     * @throws IllegalStateException if this model is closed
      */
     public void save(Path file) throws IOException {
         checkOpen();
@@ -123,12 +172,18 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
         });
     }
 
-    /** The underlying libtorch module. */
+    /**
+     * The underlying libtorch module.
+     *
+     * @return the module, owned by this model
+     * @throws IllegalStateException if this model is closed
+     */
     public JitModule module() {
         checkOpen();
         return module;
     }
 
+    /** Releases the native module; further calls do nothing. */
     @Override
     public void close() {
         if (!closed) {
