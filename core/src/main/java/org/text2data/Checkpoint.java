@@ -132,7 +132,15 @@ public final class Checkpoint implements AutoCloseable {
 
     // ---------------------------------------------------------------- writing
 
-    /** Writes {@code opt}'s parameters and state to {@code file}, atomically (see the class comment). */
+    /**
+     * Writes {@code opt}'s parameters and state to {@code file}, atomically (see the class comment).
+     *
+     * @param file the checkpoint file to write or replace
+     * @param opt the constraint to save
+     * @throws IOException if the file cannot be written
+     * @throws IllegalArgumentException if {@code file} or {@code opt} is null
+     * @throws IllegalStateException if {@code opt} is closed
+     */
     public static void save(Path file, Constraint opt) throws IOException {
         save(file, opt, null);
     }
@@ -141,6 +149,13 @@ public final class Checkpoint implements AutoCloseable {
      * Writes {@code opt}'s parameters and state, with a training loop's position ({@code loopState}, JSON text, or
      * null), to {@code file}, atomically: a reader, or a run killed while writing, sees the old file or the new one,
      * never a mix.
+     *
+     * @param file the checkpoint file to write or replace
+     * @param opt the constraint to save
+     * @param loopState the training loop's position as JSON text, stored as {@code loop.json}; or null for none
+     * @throws IOException if the file cannot be written
+     * @throws IllegalArgumentException if {@code file} or {@code opt} is null
+     * @throws IllegalStateException if {@code opt} is closed
      */
     public static void save(Path file, Constraint opt, String loopState) throws IOException {
         if (file == null || opt == null) {
@@ -263,6 +278,10 @@ public final class Checkpoint implements AutoCloseable {
      * Reads and checks a checkpoint: the archive, every entry's CRC and SHA-256, the format version, and that the
      * tensors match the header. Nothing is applied; {@link #restore} does that. A missing, truncated, damaged or
      * foreign file throws {@link IllegalArgumentException} naming the file and what is wrong with it.
+     *
+     * @param file the checkpoint file
+     * @return the checkpoint, holding its tensors on the CPU until {@link #close}
+     * @throws IllegalArgumentException if {@code file} is null, missing, unreadable, damaged or not a checkpoint
      */
     public static Checkpoint read(Path file) {
         LibTorch.ensureLoaded();
@@ -419,6 +438,11 @@ public final class Checkpoint implements AutoCloseable {
      * shapes and dtypes; optimizer kind, param groups and options other than the learning rate; no optimizer state
      * in {@code opt} that the checkpoint would leave stale) and refuses with a message listing what does not; on
      * refusal nothing in {@code opt} has changed.
+     *
+     * @param opt the constraint to restore into
+     * @throws IllegalArgumentException if {@code opt} is null or the checkpoint does not fit it
+     * @throws IllegalStateException if this checkpoint or {@code opt} is closed, or the optimizer state cannot be
+     *     staged in a temporary file
      */
     public void restore(Constraint opt) {
         checkOpen();
@@ -613,33 +637,58 @@ public final class Checkpoint implements AutoCloseable {
 
     // ---------------------------------------------------------------- accessors
 
-    /** The training loop's position saved with the parameters (JSON text), or null when none was. */
+    /**
+     * The training loop's position saved with the parameters (JSON text), or null when none was.
+     *
+     * @return the loop state as JSON text, or null
+     */
     public String loopState() {
         return loopState;
     }
 
-    /** The file this checkpoint was read from. */
+    /**
+     * The file this checkpoint was read from.
+     *
+     * @return the checkpoint file
+     */
     public Path source() {
         return source;
     }
 
-    /** The parameter names, in order. */
+    /**
+     * The parameter names, in order.
+     *
+     * @return an unmodifiable list of the parameter names
+     */
     public List<String> parameterNames() {
         return List.copyOf(params.keySet());
     }
 
-    /** The optimizer kind ({@code adam}, {@code sgd}, ...). */
+    /**
+     * The optimizer kind ({@code adam}, {@code sgd}, ...).
+     *
+     * @return the optimizer's name, as {@link OptimizerSpec.Type#toString} writes it
+     */
     public String optimizerKind() {
         return header.getAsJsonObject("optimizer").get("kind").getAsString();
     }
 
-    /** The parameters as saved (CPU tensors owned by this checkpoint; valid until {@link #close}). */
+    /**
+     * The parameters as saved (CPU tensors owned by this checkpoint; valid until {@link #close}).
+     *
+     * @return an unmodifiable map from parameter name to tensor, in order
+     * @throws IllegalStateException if this checkpoint is closed
+     */
     public Map<String, Tensor> parameters() {
         checkOpen();
         return java.util.Collections.unmodifiableMap(params);
     }
 
-    /** The header (see the class comment), as JSON text. */
+    /**
+     * The header (see the class comment), as JSON text.
+     *
+     * @return the header as compact JSON text
+     */
     public String headerJson() {
         return GSON.toJson(header);
     }

@@ -24,9 +24,25 @@ public final class OptimizerSpec {
 
     /** The base optimizers offered. */
     public enum Type {
-        SGD, ADAM, ADAMW, RMSPROP, ADAGRAD;
+        /** Stochastic gradient descent, {@code torch.optim.SGD}. */
+        SGD,
+        /** Adam, {@code torch.optim.Adam}. */
+        ADAM,
+        /** Adam with decoupled weight decay, {@code torch.optim.AdamW}. */
+        ADAMW,
+        /** RMSprop, {@code torch.optim.RMSprop}. */
+        RMSPROP,
+        /** Adagrad, {@code torch.optim.Adagrad}. */
+        ADAGRAD;
 
-        /** Parses {@code sgd}, {@code adam}, {@code adamw}, {@code rmsprop}, {@code adagrad} (any case). */
+        /**
+         * Parses {@code sgd}, {@code adam}, {@code adamw}, {@code rmsprop}, {@code adagrad} (any case, surrounding
+         * blanks ignored).
+         *
+         * @param name the optimizer's name
+         * @return the optimizer type of that name
+         * @throws IllegalArgumentException if {@code name} names none of them
+         */
         public static Type parse(String name) {
             for (Type t : values()) {
                 if (t.name().equalsIgnoreCase(name.trim())) {
@@ -82,32 +98,69 @@ public final class OptimizerSpec {
                 false, 0.99, false, 0, 0);
     }
 
-    /** {@code torch.optim.SGD(lr)}: momentum 0, dampening 0, no Nesterov, no weight decay. */
+    /**
+     * {@code torch.optim.SGD(lr)}: momentum 0, dampening 0, no Nesterov, no weight decay.
+     *
+     * @param lr the learning rate, a finite number &gt;= 0
+     * @return the spec
+     * @throws IllegalArgumentException if {@code lr} is negative or not finite
+     */
     public static OptimizerSpec sgd(double lr) {
         return of(Type.SGD, lr, 0, 0);
     }
 
-    /** {@code torch.optim.Adam(lr)}: betas (0.9, 0.999), eps 1e-8, no weight decay. */
+    /**
+     * {@code torch.optim.Adam(lr)}: betas (0.9, 0.999), eps 1e-8, no weight decay.
+     *
+     * @param lr the learning rate, a finite number &gt;= 0
+     * @return the spec
+     * @throws IllegalArgumentException if {@code lr} is negative or not finite
+     */
     public static OptimizerSpec adam(double lr) {
         return of(Type.ADAM, lr, 0, 1e-8);
     }
 
-    /** {@code torch.optim.AdamW(lr)}: betas (0.9, 0.999), eps 1e-8, weight decay 0.01. */
+    /**
+     * {@code torch.optim.AdamW(lr)}: betas (0.9, 0.999), eps 1e-8, weight decay 0.01.
+     *
+     * @param lr the learning rate, a finite number &gt;= 0
+     * @return the spec
+     * @throws IllegalArgumentException if {@code lr} is negative or not finite
+     */
     public static OptimizerSpec adamw(double lr) {
         return of(Type.ADAMW, lr, 0.01, 1e-8);
     }
 
-    /** {@code torch.optim.RMSprop(lr)}: alpha 0.99, eps 1e-8, no momentum, not centered. */
+    /**
+     * {@code torch.optim.RMSprop(lr)}: alpha 0.99, eps 1e-8, no momentum, not centered.
+     *
+     * @param lr the learning rate, a finite number &gt;= 0
+     * @return the spec
+     * @throws IllegalArgumentException if {@code lr} is negative or not finite
+     */
     public static OptimizerSpec rmsprop(double lr) {
         return of(Type.RMSPROP, lr, 0, 1e-8);
     }
 
-    /** {@code torch.optim.Adagrad(lr)}: no lr decay, initial accumulator 0, eps 1e-10. */
+    /**
+     * {@code torch.optim.Adagrad(lr)}: no lr decay, initial accumulator 0, eps 1e-10.
+     *
+     * @param lr the learning rate, a finite number &gt;= 0
+     * @return the spec
+     * @throws IllegalArgumentException if {@code lr} is negative or not finite
+     */
     public static OptimizerSpec adagrad(double lr) {
         return of(Type.ADAGRAD, lr, 0, 1e-10);
     }
 
-    /** The named optimizer with PyTorch's defaults (see {@link Type#parse}). */
+    /**
+     * The named optimizer with PyTorch's defaults (see {@link Type#parse}).
+     *
+     * @param type the optimizer's name: {@code sgd}, {@code adam}, {@code adamw}, {@code rmsprop} or {@code adagrad}
+     * @param lr the learning rate, a finite number &gt;= 0
+     * @return the spec
+     * @throws IllegalArgumentException if {@code type} is unknown or {@code lr} is negative or not finite
+     */
     public static OptimizerSpec of(String type, double lr) {
         return switch (Type.parse(type)) {
             case SGD -> sgd(lr);
@@ -118,38 +171,78 @@ public final class OptimizerSpec {
         };
     }
 
+    /**
+     * A copy with learning rate {@code v}.
+     *
+     * @param v the learning rate, a finite number &gt;= 0
+     * @return the copy
+     * @throws IllegalArgumentException if {@code v} is negative or not finite
+     */
     public OptimizerSpec lr(double v) {
         return new OptimizerSpec(type, nonNegative("lr", v), weightDecay, momentum, dampening, nesterov, beta1,
                 beta2, eps, amsgrad, rmsAlpha, centered, lrDecay, initialAccumulatorValue);
     }
 
+    /**
+     * A copy with weight decay (L2 penalty; decoupled for AdamW) {@code v}.
+     *
+     * @param v the weight decay, a finite number &gt;= 0
+     * @return the copy
+     * @throws IllegalArgumentException if {@code v} is negative or not finite
+     */
     public OptimizerSpec weightDecay(double v) {
         return new OptimizerSpec(type, lr, nonNegative("weight decay", v), momentum, dampening, nesterov, beta1,
                 beta2, eps, amsgrad, rmsAlpha, centered, lrDecay, initialAccumulatorValue);
     }
 
-    /** SGD and RMSprop only. */
+    /**
+     * A copy with momentum {@code v}. SGD and RMSprop only.
+     *
+     * @param v the momentum, a finite number &gt;= 0
+     * @return the copy
+     * @throws IllegalArgumentException if this is not SGD or RMSprop, or {@code v} is negative or not finite
+     */
     public OptimizerSpec momentum(double v) {
         only("momentum", Type.SGD, Type.RMSPROP);
         return new OptimizerSpec(type, lr, weightDecay, nonNegative("momentum", v), dampening, nesterov, beta1,
                 beta2, eps, amsgrad, rmsAlpha, centered, lrDecay, initialAccumulatorValue);
     }
 
-    /** SGD only. */
+    /**
+     * A copy with momentum dampening {@code v}. SGD only.
+     *
+     * @param v the dampening, a finite number
+     * @return the copy
+     * @throws IllegalArgumentException if this is not SGD, or {@code v} is not finite
+     */
     public OptimizerSpec dampening(double v) {
         only("dampening", Type.SGD);
         return new OptimizerSpec(type, lr, weightDecay, momentum, finite("dampening", v), nesterov, beta1,
                 beta2, eps, amsgrad, rmsAlpha, centered, lrDecay, initialAccumulatorValue);
     }
 
-    /** SGD only; needs a positive momentum and zero dampening, as in PyTorch. */
+    /**
+     * A copy with Nesterov momentum on or off. SGD only; needs a positive momentum and zero dampening, as in
+     * PyTorch, which is checked when the optimizer is built.
+     *
+     * @param v whether to use Nesterov momentum
+     * @return the copy
+     * @throws IllegalArgumentException if this is not SGD
+     */
     public OptimizerSpec nesterov(boolean v) {
         only("nesterov", Type.SGD);
         return new OptimizerSpec(type, lr, weightDecay, momentum, dampening, v, beta1, beta2, eps, amsgrad,
                 rmsAlpha, centered, lrDecay, initialAccumulatorValue);
     }
 
-    /** Adam and AdamW only. */
+    /**
+     * A copy with the coefficients of the running averages of the gradient and its square. Adam and AdamW only.
+     *
+     * @param b1 the first moment's coefficient, in [0, 1)
+     * @param b2 the second moment's coefficient, in [0, 1)
+     * @return the copy
+     * @throws IllegalArgumentException if this is not Adam or AdamW, or a beta lies outside [0, 1)
+     */
     public OptimizerSpec betas(double b1, double b2) {
         only("betas", Type.ADAM, Type.ADAMW);
         if (!(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1)) {
@@ -159,55 +252,110 @@ public final class OptimizerSpec {
                 rmsAlpha, centered, lrDecay, initialAccumulatorValue);
     }
 
+    /**
+     * A copy with {@code eps}, the term added to the denominator for numerical stability.
+     * Adam, AdamW, RMSprop and Adagrad only.
+     *
+     * @param v the epsilon, a finite number &gt;= 0
+     * @return the copy
+     * @throws IllegalArgumentException if this is SGD, or {@code v} is negative or not finite
+     */
     public OptimizerSpec eps(double v) {
         only("eps", Type.ADAM, Type.ADAMW, Type.RMSPROP, Type.ADAGRAD);
         return new OptimizerSpec(type, lr, weightDecay, momentum, dampening, nesterov, beta1, beta2,
                 nonNegative("eps", v), amsgrad, rmsAlpha, centered, lrDecay, initialAccumulatorValue);
     }
 
-    /** Adam and AdamW only. */
+    /**
+     * A copy with the AMSGrad variant on or off. Adam and AdamW only.
+     *
+     * @param v whether to use AMSGrad
+     * @return the copy
+     * @throws IllegalArgumentException if this is not Adam or AdamW
+     */
     public OptimizerSpec amsgrad(boolean v) {
         only("amsgrad", Type.ADAM, Type.ADAMW);
         return new OptimizerSpec(type, lr, weightDecay, momentum, dampening, nesterov, beta1, beta2, eps, v,
                 rmsAlpha, centered, lrDecay, initialAccumulatorValue);
     }
 
-    /** RMSprop's smoothing constant ({@code alpha} in PyTorch; renamed here to keep it apart from the constraint's). */
+    /**
+     * A copy with RMSprop's smoothing constant ({@code alpha} in PyTorch; renamed here to keep it apart from the
+     * constraint's). RMSprop only.
+     *
+     * @param v the smoothing constant, a finite number &gt;= 0
+     * @return the copy
+     * @throws IllegalArgumentException if this is not RMSprop, or {@code v} is negative or not finite
+     */
     public OptimizerSpec smoothing(double v) {
         only("smoothing (RMSprop alpha)", Type.RMSPROP);
         return new OptimizerSpec(type, lr, weightDecay, momentum, dampening, nesterov, beta1, beta2, eps, amsgrad,
                 nonNegative("RMSprop alpha", v), centered, lrDecay, initialAccumulatorValue);
     }
 
-    /** RMSprop only. */
+    /**
+     * A copy with centered RMSprop (normalizing by the estimated variance of the gradient) on or
+     * off. RMSprop only.
+     *
+     * @param v whether to center
+     * @return the copy
+     * @throws IllegalArgumentException if this is not RMSprop
+     */
     public OptimizerSpec centered(boolean v) {
         only("centered", Type.RMSPROP);
         return new OptimizerSpec(type, lr, weightDecay, momentum, dampening, nesterov, beta1, beta2, eps, amsgrad,
                 rmsAlpha, v, lrDecay, initialAccumulatorValue);
     }
 
-    /** Adagrad only. */
+    /**
+     * A copy with learning rate decay {@code v}. Adagrad only.
+     *
+     * @param v the learning rate decay, a finite number &gt;= 0
+     * @return the copy
+     * @throws IllegalArgumentException if this is not Adagrad, or {@code v} is negative or not finite
+     */
     public OptimizerSpec lrDecay(double v) {
         only("lr decay", Type.ADAGRAD);
         return new OptimizerSpec(type, lr, weightDecay, momentum, dampening, nesterov, beta1, beta2, eps, amsgrad,
                 rmsAlpha, centered, nonNegative("lr decay", v), initialAccumulatorValue);
     }
 
-    /** Adagrad only. */
+    /**
+     * A copy with the initial value of Adagrad's sum of squared gradients. Adagrad only.
+     *
+     * @param v the initial accumulator value, a finite number &gt;= 0
+     * @return the copy
+     * @throws IllegalArgumentException if this is not Adagrad, or {@code v} is negative or not finite
+     */
     public OptimizerSpec initialAccumulatorValue(double v) {
         only("initial accumulator value", Type.ADAGRAD);
         return new OptimizerSpec(type, lr, weightDecay, momentum, dampening, nesterov, beta1, beta2, eps, amsgrad,
                 rmsAlpha, centered, lrDecay, nonNegative("initial accumulator value", v));
     }
 
+    /**
+     * The base optimizer.
+     *
+     * @return the optimizer type
+     */
     public Type type() {
         return type;
     }
 
+    /**
+     * The learning rate.
+     *
+     * @return the learning rate
+     */
     public double lr() {
         return lr;
     }
 
+    /**
+     * The weight decay.
+     *
+     * @return the weight decay (0 for none)
+     */
     public double weightDecay() {
         return weightDecay;
     }

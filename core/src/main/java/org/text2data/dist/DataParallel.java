@@ -92,6 +92,12 @@ public final class DataParallel implements GradientSync, AutoCloseable {
      * Attaches data parallelism to {@code optimizer} (see {@link Constraint#setGradientSync}) after
      * checking that every rank has the same parameter shapes, and overwrites this rank's parameters with
      * rank 0's (one broadcast per dtype), so that all replicas start alike.
+     *
+     * @param group the process group; it stays open when this is closed
+     * @param optimizer the constraint whose gradients are averaged over the ranks
+     * @throws IllegalArgumentException if either is null, the parameters are on several devices, or their device
+     *     does not suit the group's backend
+     * @throws IllegalStateException if the ranks hold different models, or a collective fails or times out
      */
     public DataParallel(ProcessGroup group, Constraint optimizer) {
         if (group == null || optimizer == null) {
@@ -224,12 +230,27 @@ public final class DataParallel implements GradientSync, AutoCloseable {
         return mean;
     }
 
-    /** This rank's contiguous share of {@code batch}'s rows: sizes differ by at most one, rank 0 first. */
+    /**
+     * This rank's contiguous share of {@code batch}'s rows: sizes differ by at most one, rank 0 first.
+     *
+     * @param batch the whole batch, the same on every rank
+     * @return this rank's rows, sharing memory with {@code batch}
+     * @throws IllegalArgumentException if the batch has fewer rows than the group has ranks
+     */
     public Batch shard(Batch batch) {
         return shard(batch, group.rank(), group.worldSize());
     }
 
-    /** Rank {@code rank}'s contiguous share of {@code batch}'s rows among {@code worldSize}. */
+    /**
+     * Rank {@code rank}'s contiguous share of {@code batch}'s rows among {@code worldSize}.
+     *
+     * @param batch the whole batch
+     * @param rank the rank, 0 to {@code worldSize - 1}
+     * @param worldSize how many ranks share the batch, at least 1
+     * @return that rank's rows, sharing memory with {@code batch}
+     * @throws IllegalArgumentException if the rank or world size is out of range, or the batch has fewer rows than
+     *     {@code worldSize}
+     */
     public static Batch shard(Batch batch, int rank, int worldSize) {
         ProcessGroup.checkRank(rank, worldSize);
         long n = batch.size();
@@ -244,17 +265,30 @@ public final class DataParallel implements GradientSync, AutoCloseable {
         return batch.slice(from, to);
     }
 
-    /** {@code transform}, then this rank's share of its rows: for training loops that take a transform. */
+    /**
+     * {@code transform}, then this rank's share of its rows: for training loops that take a transform.
+     *
+     * @param transform the transform to apply to the whole batch first
+     * @return a transform that applies {@code transform} and then {@link #shard(Batch)}
+     */
     public BatchTransform sharding(BatchTransform transform) {
         return rows -> shard(transform.apply(rows));
     }
 
-    /** The process group. */
+    /**
+     * The process group.
+     *
+     * @return the group given to the constructor
+     */
     public ProcessGroup group() {
         return group;
     }
 
-    /** Bytes all-reduced per step: two buffers of every gradient plus a loss and a row count, per dtype. */
+    /**
+     * Bytes all-reduced per step: two buffers of every gradient plus a loss and a row count, per dtype.
+     *
+     * @return the number of bytes; 0 once closed
+     */
     public long bytesPerStep() {
         long bytes = 0;
         for (Bucket b : buckets) {

@@ -54,7 +54,13 @@ public final class ProcessGroup implements AutoCloseable {
         /** NCCL, for CUDA tensors (needs the GPU build; unverified). */
         NCCL;
 
-        /** Gloo for {@code "cpu"}, NCCL for {@code "cuda"} or {@code "cuda:N"}. */
+        /**
+         * Gloo for {@code "cpu"}, NCCL for {@code "cuda"} or {@code "cuda:N"}.
+         *
+         * @param device a device name as in PyTorch; null means the CPU
+         * @return the backend for tensors on that device
+         * @throws IllegalArgumentException if the device is neither the CPU nor CUDA
+         */
         public static Kind forDevice(String device) {
             if (device == null || device.equals("cpu")) {
                 return GLOO;
@@ -89,12 +95,28 @@ public final class ProcessGroup implements AutoCloseable {
      * {@code WORLD_SIZE}, {@code MASTER_ADDR}, {@code MASTER_PORT}. Rank 0 serves the store on
      * {@code MASTER_ADDR:MASTER_PORT}. {@code GLOO_SOCKET_IFNAME} picks Gloo's interface as in PyTorch;
      * without it Gloo binds the local address that reaches {@code MASTER_ADDR} (127.0.0.1 for a loopback master).
+     *
+     * @param kind the backend
+     * @param timeout the bound on every wait; positive
+     * @return this process's membership of the group
+     * @throws IllegalArgumentException if a variable is missing or invalid, or the timeout is not positive
+     * @throws IllegalStateException if the rendezvous or the backend fails or times out
      */
     public static ProcessGroup fromEnvironment(Kind kind, Duration timeout) {
         return fromEnvironment(System.getenv(), kind, timeout);
     }
 
-    /** {@link #fromEnvironment(Kind, Duration)} with the variables taken from {@code env}. */
+    /**
+     * {@link #fromEnvironment(Kind, Duration)} with the variables taken from {@code env}.
+     *
+     * @param env the variables: {@code RANK}, {@code WORLD_SIZE}, {@code MASTER_ADDR}, {@code MASTER_PORT} and
+     *     optionally {@code GLOO_SOCKET_IFNAME}
+     * @param kind the backend
+     * @param timeout the bound on every wait; positive
+     * @return this process's membership of the group
+     * @throws IllegalArgumentException if a variable is missing or invalid, or the timeout is not positive
+     * @throws IllegalStateException if the rendezvous or the backend fails or times out
+     */
     public static ProcessGroup fromEnvironment(Map<String, String> env, Kind kind, Duration timeout) {
         int rank = intVar(env, "RANK");
         int world = intVar(env, "WORLD_SIZE");
@@ -110,7 +132,18 @@ public final class ProcessGroup implements AutoCloseable {
      * Joins a group that meets at {@code masterAddr:port} (rank 0 serves the store there, bound to that
      * address only).
      *
+     * @param masterAddr the host name or address of rank 0's machine
+     * @param port the store's port, 1 to 65535
+     * @param rank this process's rank, 0 to {@code worldSize - 1}
+     * @param worldSize how many processes the group has, at least 1
+     * @param kind the backend
+     * @param timeout the bound on every wait; positive
      * @param glooInterface a network interface name for Gloo (PyTorch's {@code GLOO_SOCKET_IFNAME}), or null
+     * @return this process's membership of the group
+     * @throws IllegalArgumentException if the rank, world size or port is out of range, {@code masterAddr} does not
+     *     resolve, or the timeout is not positive
+     * @throws IllegalStateException if the store cannot be served or reached, or the rendezvous or the backend
+     *     fails or times out
      */
     public static ProcessGroup tcp(String masterAddr, int port, int rank, int worldSize, Kind kind, Duration timeout,
                                    String glooInterface) {
@@ -151,6 +184,15 @@ public final class ProcessGroup implements AutoCloseable {
      * Joins a group that meets over a shared file (c10d's {@code FileStore}): every rank names the same
      * path, which must not exist yet or be left from an earlier run. Gloo binds 127.0.0.1: for processes
      * on this machine.
+     *
+     * @param storeFile the shared file, the same for every rank
+     * @param rank this process's rank, 0 to {@code worldSize - 1}
+     * @param worldSize how many processes the group has, at least 1
+     * @param kind the backend
+     * @param timeout the bound on every wait; positive
+     * @return this process's membership of the group
+     * @throws IllegalArgumentException if the rank or world size is out of range, or the timeout is not positive
+     * @throws IllegalStateException if the rendezvous or the backend fails or times out
      */
     public static ProcessGroup file(Path storeFile, int rank, int worldSize, Kind kind, Duration timeout) {
         checkRank(rank, worldSize);
@@ -242,27 +284,48 @@ public final class ProcessGroup implements AutoCloseable {
         }
     }
 
-    /** This process's rank, 0 to {@link #worldSize()} - 1. */
+    /**
+     * This process's rank, 0 to {@link #worldSize()} - 1.
+     *
+     * @return the rank
+     */
     public int rank() {
         return rank;
     }
 
-    /** How many processes the group has. */
+    /**
+     * How many processes the group has.
+     *
+     * @return the world size
+     */
     public int worldSize() {
         return worldSize;
     }
 
-    /** The backend: Gloo or NCCL. */
+    /**
+     * The backend: Gloo or NCCL.
+     *
+     * @return the backend kind
+     */
     public Kind kind() {
         return kind;
     }
 
-    /** The bound on every wait. */
+    /**
+     * The bound on every wait.
+     *
+     * @return the timeout
+     */
     public Duration timeout() {
         return timeout;
     }
 
-    /** Sums {@code buffer} over all ranks, in place (one collective call), and waits for it. */
+    /**
+     * Sums {@code buffer} over all ranks, in place (one collective call), and waits for it.
+     *
+     * @param buffer the tensor to sum; on return it holds the sum on every rank
+     * @throws IllegalStateException if the group is closed, or the all-reduce fails or times out
+     */
     public void allReduceSum(Tensor buffer) {
         checkOpen();
         try (TensorVector v = new TensorVector(buffer); AllreduceOptions o = new AllreduceOptions();
@@ -273,7 +336,13 @@ public final class ProcessGroup implements AutoCloseable {
         }
     }
 
-    /** Overwrites {@code buffer} on every rank with rank {@code root}'s, and waits for it. */
+    /**
+     * Overwrites {@code buffer} on every rank with rank {@code root}'s, and waits for it.
+     *
+     * @param buffer the tensor to send (on {@code root}) or overwrite (on the other ranks)
+     * @param root the rank whose tensor is sent
+     * @throws IllegalStateException if the group is closed, or the broadcast fails or times out
+     */
     public void broadcast(Tensor buffer, int root) {
         checkOpen();
         try (TensorVector v = new TensorVector(buffer); BroadcastOptions o = new BroadcastOptions()) {
@@ -283,7 +352,11 @@ public final class ProcessGroup implements AutoCloseable {
         }
     }
 
-    /** Waits until every rank has reached this point. */
+    /**
+     * Waits until every rank has reached this point.
+     *
+     * @throws IllegalStateException if the group is closed, or the barrier fails or times out
+     */
     public void barrier() {
         checkOpen();
         await(backend.barrier(), "barrier");

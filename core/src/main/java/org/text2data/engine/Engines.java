@@ -7,7 +7,16 @@ public final class Engines {
     private Engines() {
     }
 
-    /** {@link #create(String, Tensor[], String[])} with parameters named {@code #0}, {@code #1}, ... */
+    /**
+     * {@link #create(String, Tensor[], String[])} with parameters named {@code #0}, {@code #1}, ...
+     *
+     * @param kind {@code "plain"}, {@code "fused"} or {@code "auto"}
+     * @param params the parameter tensors the engine projects the gradients of
+     * @return a new engine
+     * @throws IllegalArgumentException if {@code kind} is unknown, or the fused engine refuses the parameters'
+     *     devices
+     * @throws UnsupportedOperationException if {@code kind} is {@code "fused"} and the native library cannot load
+     */
     public static ProjectionEngine create(String kind, Tensor[] params) {
         return create(kind, params, defaultNames(params.length));
     }
@@ -16,6 +25,14 @@ public final class Engines {
      * {@code "plain"}: libtorch ops; {@code "fused"}: the native kernel, or an exception saying why it
      * cannot load; {@code "auto"}: fused when available, else plain. {@code names} (one per parameter)
      * name the parameters in the engine's error messages.
+     *
+     * @param kind {@code "plain"}, {@code "fused"} or {@code "auto"}
+     * @param params the parameter tensors the engine projects the gradients of
+     * @param names the parameters' names, one per tensor
+     * @return a new engine
+     * @throws IllegalArgumentException if {@code kind} is unknown, the lengths of {@code names} and
+     *     {@code params} differ, or the fused engine refuses the parameters' devices
+     * @throws UnsupportedOperationException if {@code kind} is {@code "fused"} and the native library cannot load
      */
     public static ProjectionEngine create(String kind, Tensor[] params, String[] names) {
         if (names.length != params.length) {
@@ -29,12 +46,20 @@ public final class Engines {
         };
     }
 
-    /** Whether the fused engine's native library loads on this machine. */
+    /**
+     * Whether the fused engine's native library loads on this machine.
+     *
+     * @return true when the fused engine can be created
+     */
     public static boolean fusedAvailable() {
         return NativeLibrary.isAvailable();
     }
 
-    /** Why the fused engine is unavailable, or null when it is available. */
+    /**
+     * Why the fused engine is unavailable, or null when it is available.
+     *
+     * @return the load failure's type and message, or null
+     */
     public static String fusedUnavailableReason() {
         return NativeLibrary.unavailableReason();
     }

@@ -79,7 +79,9 @@ public final class FusedEngine implements ProjectionEngine {
 
     /**
      * Creates an engine for these parameters, which must all live on the host or all on one CUDA device.
+     * They are named {@code #0}, {@code #1}, ... in error messages.
      *
+     * @param params the parameter tensors (the array is copied)
      * @throws IllegalStateException if libtext2data cannot be loaded
      * @throws IllegalArgumentException if the parameters are on several devices or an unsupported one
      */
@@ -87,7 +89,14 @@ public final class FusedEngine implements ProjectionEngine {
         this(params, Engines.defaultNames(params.length));
     }
 
-    /** {@link #FusedEngine(Tensor[])} with the parameters' names, used in error messages. */
+    /**
+     * {@link #FusedEngine(Tensor[])} with the parameters' names, used in error messages.
+     *
+     * @param params the parameter tensors (the array is copied)
+     * @param names the parameters' names, one per tensor
+     * @throws IllegalStateException if libtext2data cannot be loaded
+     * @throws IllegalArgumentException if the parameters are on several devices or an unsupported one
+     */
     public FusedEngine(Tensor[] params, String[] names) {
         NativeLibrary.require();
         this.params = params.clone();
@@ -145,7 +154,11 @@ public final class FusedEngine implements ProjectionEngine {
         return device < 0 ? "fused-cpu" : "fused-cuda";
     }
 
-    /** The device of the parameters: -1 for the host, k for CUDA device k. */
+    /**
+     * The device of the parameters: -1 for the host, k for CUDA device k.
+     *
+     * @return the device index, or -1 for the host
+     */
     public int device() {
         return device;
     }

@@ -51,29 +51,50 @@ public final class NativeLibrary {
 
     private NativeLibrary() {}
 
-    /** Whether libtext2data is loaded and its symbols can be called. */
+    /**
+     * Whether libtext2data is loaded and its symbols can be called.
+     *
+     * @return true when the library loaded
+     */
     public static boolean isAvailable() {
         return LOADED != null;
     }
 
-    /** Why the library could not be loaded, or {@code null} when it is available. */
+    /**
+     * Why the library could not be loaded, or {@code null} when it is available.
+     *
+     * @return the load failure's exception type and message, or {@code null}
+     */
     public static String unavailableReason() {
         return REASON;
     }
 
-    /** The file the library was loaded from, or {@code null} when it is not available. */
+    /**
+     * The file the library was loaded from, or {@code null} when it is not available.
+     *
+     * @return the absolute path of the loaded library file, or {@code null}
+     */
     public static Path loadedFrom() {
         return LOADED;
     }
 
-    /** Throws {@link IllegalStateException} with the reason when the library is not available. */
+    /**
+     * Throws {@link IllegalStateException} with the reason when the library is not available.
+     *
+     * @throws IllegalStateException if the library could not be loaded
+     */
     public static void require() {
         if (LOADED == null) {
             throw new IllegalStateException("libtext2data is not available: " + REASON);
         }
     }
 
-    /** The resource path of the library for this platform, e.g. {@code org/text2data/native/linux-x86_64/libtext2data.so}. */
+    /**
+     * The resource path of the library for this platform, e.g.
+     * {@code org/text2data/native/linux-x86_64/libtext2data.so}.
+     *
+     * @return the class-path resource name, whether or not the jar holds it
+     */
     public static String resourcePath() {
         return "org/text2data/native/" + platform() + "/" + LIBRARY_NAME;
     }

@@ -19,12 +19,21 @@ public final class PlainEngine implements ProjectionEngine {
     private final Tensor[] constraintGrads;
     private boolean kept;
 
-    /** An engine for these parameters, named {@code #0}, {@code #1}, ... in messages. */
+    /**
+     * An engine for these parameters, named {@code #0}, {@code #1}, ... in messages.
+     *
+     * @param params the parameter tensors (the array is copied)
+     */
     public PlainEngine(Tensor[] params) {
         this(params, Engines.defaultNames(params.length));
     }
 
-    /** An engine for these parameters, with their names (for messages). */
+    /**
+     * An engine for these parameters, with their names (for messages).
+     *
+     * @param params the parameter tensors (the array is copied)
+     * @param names the parameters' names, one per tensor (the array is copied)
+     */
     public PlainEngine(Tensor[] params, String[] names) {
         this.params = params.clone();
         this.names = names.clone();

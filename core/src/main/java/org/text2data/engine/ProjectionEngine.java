@@ -20,7 +20,11 @@ import org.bytedeco.pytorch.Tensor;
  */
 public interface ProjectionEngine extends AutoCloseable {
 
-    /** Short name shown to users: {@code "plain"}, {@code "fused-cpu"}, {@code "fused-cuda"}. */
+    /**
+     * Short name shown to users: {@code "plain"}, {@code "fused-cpu"}, {@code "fused-cuda"}.
+     *
+     * @return the engine's name
+     */
     String name();
 
     /**
@@ -28,6 +32,8 @@ public interface ProjectionEngine extends AutoCloseable {
      * gradient. Parameters without a gradient keep none. When {@code zeroGrad} is true, every existing
      * gradient is left defined and zero afterwards (PyTorch 1.13's {@code zero_grad()} semantics, which
      * the reference relies on), so that the conditional backward accumulates into zeros.
+     *
+     * @param zeroGrad whether to zero the gradients after keeping them
      */
     void firstStep(boolean zeroGrad);
 
@@ -44,10 +50,24 @@ public interface ProjectionEngine extends AutoCloseable {
      * parameters are never touched by an engine. Strided (non-contiguous) gradients are accepted.
      * On CUDA the check costs one host sync (two when a gradient is not projected); without it the
      * step makes none.
+     *
+     * @param gValue the unconditional loss, a 0-dim tensor on the parameters' device
+     * @param gConstraint the bound on the unconditional loss
+     * @param alpha the factor of the loss's excess over {@code gConstraint}
+     * @param beta the factor of {@code n_p} that caps {@code phi_p}
+     * @param checkFinite whether to check the gradients for NaN and infinity
+     * @return the number of tensors projected
+     * @throws NonFiniteGradientException if {@code checkFinite} is true and a gradient holds a NaN or an infinity
+     * @throws IllegalArgumentException if a gradient does not fit its kept constraint gradient, or {@code gValue}
+     *     is on the wrong device or holds more than one element
      */
     int secondStep(Tensor gValue, double gConstraint, double alpha, double beta, boolean checkFinite);
 
-    /** Whether {@link #firstStep} has kept constraint gradients that {@link #secondStep} can use. */
+    /**
+     * Whether {@link #firstStep} has kept constraint gradients that {@link #secondStep} can use.
+     *
+     * @return true after {@link #firstStep} until the kept gradients are released
+     */
     boolean hasConstraintGrads();
 
     /** Releases the kept constraint gradients and any native resources. Idempotent. */
