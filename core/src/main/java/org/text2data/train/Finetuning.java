@@ -23,6 +23,7 @@ public final class Finetuning {
     private Finetuning() {
     }
 
+    /** How finetuning trains. */
     public enum Mode {
         /** {@link Text2Data#runStep}: conditional loss down, unconditional loss held near gConstraint. */
         TEXT2DATA,
@@ -30,11 +31,23 @@ public final class Finetuning {
         PLAIN
     }
 
-    /** One recorded step. */
+    /**
+     * One recorded step.
+     *
+     * @param step the number of steps taken, counting this one (1 for the first step)
+     * @param g the unconditional loss, read before the update
+     * @param f the conditional loss, read before the update
+     * @param lr the learning rate the step was taken with
+     */
     public record Step(long step, double g, double f, double lr) {
     }
 
-    /** One evaluation (lower is better). */
+    /**
+     * One evaluation (lower is better).
+     *
+     * @param step the number of steps taken when the model was evaluated
+     * @param score the evaluator's score
+     */
     public record Eval(long step, double score) {
     }
 
@@ -49,9 +62,22 @@ public final class Finetuning {
     /** How many consecutive steps above {@link #RUNAWAY_RATIO} make a run away (fewer only if the run is shorter). */
     public static final int RUNAWAY_STEPS = 5;
 
-    /** What finetuning did. */
+    /**
+     * What finetuning did.
+     *
+     * @param steps every step taken, in order
+     * @param evals every evaluation, in order (empty without an evaluator)
+     * @param stoppedEarly whether early stopping ended the run ({@link TrainConfig#patience} evaluations without
+     *        a new best score)
+     * @param gConstraint the bound on the unconditional loss the run was given
+     */
     public record Result(List<Step> steps, List<Eval> evals, boolean stoppedEarly, double gConstraint) {
-        /** The largest {@code g / gConstraint} seen. */
+        /**
+         * The largest {@code g / gConstraint} seen.
+         *
+         * @return the largest ratio over {@link #steps()}; NaN when no step was taken, infinite when
+         *         {@code gConstraint} is 0 and a {@code g} is positive
+         */
         public double maxGRatio() {
             return steps.stream().mapToDouble(s -> s.g() / gConstraint).max().orElse(Double.NaN);
         }
@@ -59,6 +85,8 @@ public final class Finetuning {
         /**
          * Whether {@code g} ran away: above {@link #RUNAWAY_RATIO} times both {@code gConstraint} and the first g for
          * {@link #RUNAWAY_STEPS} steps in a row (or all steps of a shorter run). Never with {@code gConstraint} 0.
+         *
+         * @return true if {@code g} ran away, false otherwise (and when no step was taken)
          */
         public boolean gRanAway() {
             int need = Math.min(RUNAWAY_STEPS, steps.size());
@@ -82,6 +110,40 @@ public final class Finetuning {
         return gConstraint > 0 && !(g <= RUNAWAY_RATIO * ref);
     }
 
+    /**
+     * Finetunes {@code model} on the labelled pairs for the steps {@code cfg} gives. Each step draws a mini-batch,
+     * passes it through {@code transform} and trains by {@code mode}; both modes record the unconditional loss
+     * {@code g} and the conditional loss {@code f}. In {@link Mode#PLAIN} the condition is dropped for a batch with
+     * probability {@link TrainConfig#condDropout}. The learning rate follows {@code cfg}'s schedule from the
+     * optimizer's rate at the start, which is set back when the loop ends.
+     *
+     * <p>With an evaluator and {@link TrainConfig#evalEvery} above 0, the model is scored every that many steps and
+     * after the last; with {@link TrainConfig#patience} above 0, the run stops after that many evaluations without
+     * a new best score. When {@code g} runs away (see {@link #RUNAWAY_RATIO}) the listener is warned, once per run
+     * of such steps, and training goes on. With a checkpoint configured, the loop's position is saved as it goes;
+     * with {@link TrainConfig#resumeFrom} set, it continues from that checkpoint.
+     *
+     * @param opt the constraint: its constrained step ({@link Mode#TEXT2DATA}) or its base optimizer
+     *        ({@link Mode#PLAIN}) trains the model
+     * @param gConstraint the bound on the unconditional loss, a finite number {@code >= 0} (used for the step in
+     *        {@link Mode#TEXT2DATA}, and in both modes to detect {@code g} running away)
+     * @param model the model to finetune
+     * @param labelled the labelled pairs; {@code cond} must not be null
+     * @param loss the loss between the model's output and the batch's label
+     * @param cfg epochs, batch size, shuffling, schedule, evaluation, early stopping, condition dropout and
+     *        checkpointing
+     * @param mode constrained ({@link Mode#TEXT2DATA}) or plain ({@link Mode#PLAIN}) finetuning
+     * @param transform turns each drawn mini-batch into what the model trains on
+     * @param evaluator scores the model (lower is better), or null for no evaluation
+     * @param listener told of every step, evaluation and warning
+     * @return the recorded steps and evaluations (over the whole run, when resumed)
+     * @throws IllegalArgumentException if {@code labelled} is null, empty or without conditions, {@code gConstraint}
+     *         is negative or not finite, a step's input is invalid, or the checkpoint to resume from is unreadable or
+     *         belongs to another loop or data set
+     * @throws NonFiniteException if the conditional loss is NaN or infinite (in {@link Mode#TEXT2DATA}, either
+     *         loss or a gradient)
+     * @throws java.io.UncheckedIOException if a checkpoint cannot be written
+     */
     public static Result run(Constraint opt, double gConstraint, ConditionalModel model, Batch labelled, Loss loss,
                              TrainConfig cfg, Mode mode, BatchTransform transform,
                              ToDoubleFunction<ConditionalModel> evaluator, TrainingListener listener) {

@@ -13,10 +13,31 @@ import org.text2data.Loss;
  * The unconditional loss of a model over a data set, row by row: what {@code gConstraint} should be
  * measured against. {@link #suggestedGConstraint} is {@code relax x} the mean over rows, the data set's
  * unconditional loss, which is what a pretrained model's minimum refers to.
+ *
+ * <p>Percentiles interpolate linearly between the sorted per-row losses.
+ *
+ * @param rows the number of rows surveyed
+ * @param mean the mean loss over the rows
+ * @param min the lowest row loss
+ * @param p10 the 10th percentile of the row losses
+ * @param p50 the median row loss
+ * @param p90 the 90th percentile of the row losses
+ * @param max the highest row loss
  */
 public record LossSurvey(long rows, double mean, double min, double p10, double p50, double p90, double max) {
 
-    /** Evaluates {@code loss(model(data, null), label)} for every row, in chunks of {@code chunk} rows. */
+    /**
+     * Evaluates {@code loss(model(data, null), label)} for every row, in chunks of {@code chunk} rows, without
+     * gradients.
+     *
+     * @param model the model, called unconditionally ({@code cond} null)
+     * @param data the rows to survey
+     * @param loss the loss, applied to one row at a time
+     * @param chunk how many rows go through the model at once, positive
+     * @return the survey of the per-row losses
+     * @throws IllegalArgumentException if {@code data} is null or empty, {@code chunk} is not positive, or a row's
+     *         loss is NaN or infinite
+     */
     public static LossSurvey of(ConditionalModel model, Batch data, Loss loss, int chunk) {
         if (data == null || data.size() == 0) {
             throw new IllegalArgumentException("the data set is empty");
@@ -48,7 +69,13 @@ public record LossSurvey(long rows, double mean, double min, double p10, double 
         return new LossSurvey(n, mean, s[0], q(s, 0.1), q(s, 0.5), q(s, 0.9), s[s.length - 1]);
     }
 
-    /** {@code relax x mean}. */
+    /**
+     * {@code relax x mean}: a {@code gConstraint} for finetuning.
+     *
+     * @param relax the factor, a positive finite number
+     * @return {@code relax * mean()}
+     * @throws IllegalArgumentException if {@code relax} is not a positive finite number
+     */
     public double suggestedGConstraint(double relax) {
         return Pretraining.relaxed(mean, relax);
     }

@@ -20,20 +20,45 @@ public final class Pretraining {
     private Pretraining() {
     }
 
-    /** What pretraining recorded. */
+    /**
+     * What pretraining recorded.
+     *
+     * @param epochLosses the mean unconditional loss of each epoch, in order (the last epoch's may cover fewer
+     *        steps when {@link TrainConfig#maxSteps} cuts it short)
+     * @param stepLosses the unconditional loss of each step, in order
+     */
     public record Result(List<Double> epochLosses, List<Double> stepLosses) {
-        /** The lowest mean unconditional loss over an epoch. */
+        /**
+         * The lowest mean unconditional loss over an epoch.
+         *
+         * @return the smallest of {@link #epochLosses()}
+         * @throws java.util.NoSuchElementException if no epoch was recorded
+         */
         public double minLoss() {
             return Collections.min(epochLosses);
         }
 
-        /** {@code relax * minLoss()}: the barrier finetuning keeps the unconditional loss under. */
+        /**
+         * {@code relax * minLoss()}: the barrier finetuning keeps the unconditional loss under.
+         *
+         * @param relax the factor to relax the lowest epoch loss by, a positive finite number
+         * @return {@code relax * minLoss()}
+         * @throws IllegalArgumentException if {@code relax} is not a positive finite number
+         * @throws java.util.NoSuchElementException if no epoch was recorded
+         */
         public double gConstraint(double relax) {
             return relaxed(minLoss(), relax);
         }
     }
 
-    /** {@code relax * loss}, with {@code relax} a positive finite number. */
+    /**
+     * {@code relax * loss}, with {@code relax} a positive finite number.
+     *
+     * @param loss the loss to relax
+     * @param relax the factor, a positive finite number
+     * @return {@code relax * loss}
+     * @throws IllegalArgumentException if {@code relax} is not a positive finite number
+     */
     public static double relaxed(double loss, double relax) {
         if (!Double.isFinite(relax) || relax <= 0) {
             throw new IllegalArgumentException("relax factor must be a positive finite number, got " + relax);
@@ -43,7 +68,23 @@ public final class Pretraining {
 
     /**
      * Trains {@code model} unconditionally on {@code data} with the base optimizer of {@code opt} (its
-     * constraint is not used here). {@code data.cond()} may be null.
+     * constraint is not used here). {@code data.cond()} may be null. The learning rate follows
+     * {@code cfg}'s schedule from the optimizer's rate at the start, which is set back when the loop ends. With a
+     * checkpoint configured, the loop's position is saved as it goes; with {@link TrainConfig#resumeFrom} set, it
+     * continues from that checkpoint.
+     *
+     * @param opt the constraint whose base optimizer takes the steps
+     * @param model the model to train, called as {@code model(data, null)}
+     * @param data the data set, labelled or not
+     * @param loss the loss between the model's output and {@code data.label()}
+     * @param cfg epochs, batch size, shuffling, schedule and checkpointing
+     * @param transform turns each drawn mini-batch into what the model trains on
+     * @param listener told of every step
+     * @return the losses recorded per epoch and per step (over the whole run, when resumed)
+     * @throws IllegalArgumentException if {@code data} is null or empty, or the checkpoint to resume from is
+     *         unreadable or belongs to another loop or data set
+     * @throws NonFiniteException if a step's loss is NaN or infinite
+     * @throws java.io.UncheckedIOException if a checkpoint cannot be written
      */
     public static Result run(Constraint opt, ConditionalModel model, Batch data, Loss loss, TrainConfig cfg,
                              BatchTransform transform, TrainingListener listener) {
