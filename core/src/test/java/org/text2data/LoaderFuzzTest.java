@@ -86,7 +86,7 @@ class LoaderFuzzTest {
         byte[] base = Files.readAllBytes(TestModels.fixture("adam-f64.batch.pt"));
         Random r = new Random(SEED);
         int loaded = 0;
-        for (int i = 0; i < 300; i++) {
+        for (int i = 0; i < 200; i++) {
             String which = "seed " + SEED + ", data case " + i;
             Path f = Files.write(tmp.resolve("data-" + i + ".pt"), mutate(base, r));
             try (Batch b = Batch.load(f)) {
@@ -124,7 +124,7 @@ class LoaderFuzzTest {
     void dictsOfRandomDtypesAndShapesLoadExactlyWhenWellFormed(@TempDir Path tmp) throws Exception {
         Random r = new Random(SEED + 2);
         int good = 0;
-        for (int i = 0; i < 60; i++) {
+        for (int i = 0; i < 40; i++) {
             String which = "seed " + (SEED + 2) + ", dict case " + i;
             long rows = r.nextInt(5);
             Tensor[] t = new Tensor[3];
