@@ -81,6 +81,11 @@ final class DistributedRun implements AutoCloseable {
         return parallel == null ? transform : parallel.sharding(transform);
     }
 
+    /** Whether this process writes checkpoints: rank 0, or a single process (every rank holds the same state). */
+    boolean writesCheckpoints() {
+        return group == null || group.rank() == 0;
+    }
+
     /** Waits for every rank to finish its steps; then whether this process writes the output (rank 0). */
     boolean finishAndWrites() {
         if (group == null) {

@@ -212,7 +212,7 @@ final class FinetuneCommand implements Callable<Integer> {
                     model.getFileName(), rows, b, spec, alpha, beta, gConstraint);
             TrainConfig cfg = new TrainConfig().epochs(Integer.MAX_VALUE / 4).maxSteps(steps).batchSize(b)
                     .shuffle(shuffle).seed(seed).resumeFrom(resume);
-            if (checkpoint != null) {
+            if (checkpoint != null && dist.writesCheckpoints()) {
                 cfg.checkpoint(checkpoint, checkpointEvery == null ? 100 : checkpointEvery);
             }
             long t0 = System.nanoTime();
