@@ -57,6 +57,33 @@ class DistributedCliTest {
                 .containsExactly("one.pt", "two.pt"); // no temporary files left
     }
 
+    @Test
+    @Timeout(value = 300, unit = TimeUnit.SECONDS)
+    void twoWorkersCheckpointOnceAndResumeToTheUninterruptedResult(@TempDir Path tmp) throws Exception {
+        Path whole = tmp.resolve("whole.pt");
+        Path part = tmp.resolve("part.pt");
+        Path resumed = tmp.resolve("resumed.pt");
+        Path ck = tmp.resolve("run.ckpt");
+        CliTest.Run first = run(finetune(part, "--steps", "8", "--batch-size", "6", "--nproc", "2", "--engine", "fused",
+                "--checkpoint", ck.toString(), "--checkpoint-every", "4"));
+        assertThat(first.code()).as(first.err()).isZero();
+        CliTest.Run rest = run(finetune(resumed, "--steps", "16", "--batch-size", "6", "--nproc", "2", "--engine", "fused",
+                "--resume", ck.toString()));
+        assertThat(rest.code()).as(rest.err()).isZero();
+        CliTest.Run uninterrupted = run(finetune(whole, "--steps", "16", "--batch-size", "6", "--nproc", "2", "--engine", "fused"));
+        assertThat(uninterrupted.code()).as(uninterrupted.err()).isZero();
+        LibTorch.ensureLoaded();
+        try (TorchScriptModel a = TorchScriptModel.load(whole); TorchScriptModel b = TorchScriptModel.load(resumed)) {
+            for (Map.Entry<String, Tensor> e : a.namedParameters().entrySet()) {
+                assertThat(values(b.namedParameters().get(e.getKey()))).as(e.getKey())
+                        .containsExactly(values(e.getValue()));
+            }
+        }
+        // one checkpoint file, written by rank 0 alone: no other file and no temporary file beside it
+        assertThat(Files.list(tmp).map(p -> p.getFileName().toString()).sorted().toList())
+                .containsExactly("part.pt", "resumed.pt", "run.ckpt", "whole.pt");
+    }
+
     static double[] values(Tensor t) {
         Tensor c = t.detach().contiguous();
         double[] v = new double[(int) c.numel()];
