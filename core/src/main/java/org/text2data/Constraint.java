@@ -65,10 +65,7 @@ public final class Constraint implements AutoCloseable {
     private final Tensor[] params;
     private final String[] names;
     private final TensorVector paramVector;
-    /** The base optimizer; replaced (never freed before close) when a refused float16 step is rolled back. */
-    private Optimizer base;
-    /** Base optimizers replaced by a rollback, kept alive until close() for whoever still holds one. */
-    private final List<Optimizer> retired = new ArrayList<>();
+    private final Optimizer base;
     private final OptimizerSpec spec;
     private final ProjectionEngine engine;
     private double alpha;
@@ -567,17 +564,15 @@ public final class Constraint implements AutoCloseable {
      * over a squared gradient that underflowed to 0 divides by 0; squares of gradients above 256
      * overflow). The float16 parameters are copied before the step and checked after it (one host
      * read); if one is NaN or infinite, all of them are copied back and a {@link NonFiniteException}
-     * names the step and the parameter. The optimizer's own state (moments, step counts, learning
-     * rates) is saved before such a step through libtorch's serialization (a temporary file: libtorch
-     * gives no other access to it), and on refusal the base optimizer is replaced by a new one loaded
-     * from it, so nothing has changed (an {@link #baseOptimizer()} fetched before is left as it was;
-     * fetch it again). This costs a serialization per step, and only where a parameter is float16. In float32 and float64 the updates of Adam, AdamW, RMSprop
+     * names the step and the parameter. The optimizer's own state (moments, step count) is not copied:
+     * snapshotting it would mean serialising it every step, as libtorch gives no other access to it;
+     * the message says that it has advanced. In float32 and float64 the updates of Adam, AdamW, RMSprop
      * and Adagrad are bounded by a small multiple of the learning rate, and SGD's by {@code lr} times a
      * gradient that the check found finite, so they cannot overflow at any sensible learning rate, and
      * no copy is taken: the check costs nothing there.
      *
      * @throws NonFiniteException if the step made a float16 parameter NaN or infinite (with the check on); the
-     *                            parameters and the optimizer's state are restored
+     *                            parameters are restored
      * @throws ConcurrentModificationException if another thread is inside a call on this constraint
      * @throws IllegalStateException if this constraint is closed
      */
@@ -585,61 +580,14 @@ public final class Constraint implements AutoCloseable {
         enter();
         try (PointerScope scope = new PointerScope()) {
             Tensor[] saved = checkFinite ? copyOverflowProne() : null;
-            java.nio.file.Path state = saved != null ? saveOptimizerState() : null;
-            try {
-                base.step();
-                steps++;
-                if (saved != null) {
-                    restoreIfNonFinite(saved, state);
-                }
-            } finally {
-                if (state != null) {
-                    try {
-                        java.nio.file.Files.deleteIfExists(state);
-                    } catch (java.io.IOException ignored) {
-                        // a temporary file
-                    }
-                }
+            base.step();
+            steps++;
+            if (saved != null) {
+                restoreIfNonFinite(saved);
             }
         } finally {
             exit();
         }
-    }
-
-    /**
-     * The base optimizer's state before a float16 step, through libtorch's own serialization (the only
-     * access it gives): a temporary file, deleted after the step.
-     */
-    private java.nio.file.Path saveOptimizerState() {
-        try {
-            java.nio.file.Path file = java.nio.file.Files.createTempFile("text2data-step", ".pt");
-            try (org.bytedeco.pytorch.OutputArchive out = new org.bytedeco.pytorch.OutputArchive()) {
-                base.save(out);
-                out.save_to(file.toString());
-            }
-            return file;
-        } catch (java.io.IOException e) {
-            throw new IllegalStateException("cannot keep the optimizer's state for a float16 step: " + e.getMessage(), e);
-        }
-    }
-
-    /**
-     * Puts the base optimizer back to the state saved before the step: a new optimizer over the same
-     * parameters, loaded from it (loading into the live one would keep state entries the step created).
-     * The replaced optimizer stays alive until {@link #close()}.
-     */
-    private void restoreOptimizerState(java.nio.file.Path file) {
-        Optimizer fresh = spec.create(paramVector);
-        fresh.retainReference(); // made inside stepBase's PointerScope, it outlives it (freed by close())
-        try (org.bytedeco.pytorch.InputArchive in = new org.bytedeco.pytorch.InputArchive()) {
-            in.load_from(file.toString());
-            fresh.load(in);
-        } catch (RuntimeException e) {
-            fresh.close();
-            throw e;
-        }
-        retired.add(base);
-        base = fresh;
     }
 
     /** Copies of the float16 parameters (null where a parameter is not float16), or null if there are none. */
@@ -669,7 +617,7 @@ public final class Constraint implements AutoCloseable {
 
     private static final int HALF = torch.ScalarType.Half.value;
 
-    private void restoreIfNonFinite(Tensor[] saved, java.nio.file.Path state) {
+    private void restoreIfNonFinite(Tensor[] saved) {
         TensorVector checks = new TensorVector();
         for (int i = 0; i < params.length; i++) {
             if (saved[i] != null) {
@@ -688,16 +636,14 @@ public final class Constraint implements AutoCloseable {
                 params[i].detach().copy_(saved[i]);
             }
         }
-        restoreOptimizerState(state);
         throw new NonFiniteException("step " + steps + ": the base optimizer (" + spec.type()
                 + ") made float16 parameter '" + first + "' NaN or infinite (its update overflowed in float16; "
-                + "train in float32, or lower the learning rate or raise eps); the parameters and the optimizer's "
-                + "state were restored");
+                + "train in float32, or lower the learning rate or raise eps); the parameters were restored, "
+                + "but the optimizer's state has advanced by this step");
     }
 
     /**
-     * The libtorch optimizer underneath (its state, its options). A refused float16 step replaces it
-     * (see {@link #stepBase()}): fetch it again rather than keeping it.
+     * The libtorch optimizer underneath (its state, its options).
      *
      * @return the base optimizer, owned by this constraint
      * @throws IllegalStateException if this constraint is closed
@@ -729,7 +675,7 @@ public final class Constraint implements AutoCloseable {
             OptimizerParamGroupVector groups = base.param_groups();
             List<ParamGroup> out = new ArrayList<>();
             for (long i = 0; i < groups.size(); i++) {
-                out.add(new ParamGroup(this, i));
+                out.add(new ParamGroup(this, groups.get(i)));
             }
             return Collections.unmodifiableList(out);
         } finally {
@@ -961,7 +907,6 @@ public final class Constraint implements AutoCloseable {
                     released = true;
                     engine.close();
                     base.close();
-                    retired.forEach(Optimizer::close);
                     paramVector.close();
                     for (Tensor p : params) {
                         p.close(); // the constraint's own handles; the parameters stay with their owner
@@ -1107,17 +1052,11 @@ public final class Constraint implements AutoCloseable {
     /** One param group of the base optimizer. */
     public static final class ParamGroup {
         private final Constraint owner;
-        private final long index;
+        private final OptimizerParamGroup group;
 
-        ParamGroup(Constraint owner, long index) {
+        ParamGroup(Constraint owner, OptimizerParamGroup group) {
             this.owner = owner;
-            this.index = index;
-        }
-
-        /** The group in the owner's current base optimizer (a rollback may replace the optimizer). */
-        private OptimizerParamGroup group() {
-            owner.checkOpen();
-            return owner.base.param_groups().get(index);
+            this.group = group;
         }
 
         /**
@@ -1128,7 +1067,7 @@ public final class Constraint implements AutoCloseable {
         public double lr() {
             owner.enter();
             try {
-                return group().options().get_lr();
+                return group.options().get_lr();
             } finally {
                 owner.exit();
             }
@@ -1144,7 +1083,7 @@ public final class Constraint implements AutoCloseable {
             OptimizerSpec.nonNegative("lr", lr);
             owner.enter();
             try {
-                group().options().set_lr(lr);
+                group.options().set_lr(lr);
             } finally {
                 owner.exit();
             }
@@ -1158,7 +1097,7 @@ public final class Constraint implements AutoCloseable {
         public long size() {
             owner.enter();
             try {
-                return group().params().size();
+                return group.params().size();
             } finally {
                 owner.exit();
             }
