@@ -226,13 +226,11 @@ class ProjectionFuzzTest {
                 double lam = 0;
                 double cNorm = 0;
                 if (c != null) {
+                    lam = ProjectionOracle.lam(g, c, excess, trial.beta());
                     double nn = 0;
-                    double dot = 0;
-                    for (int k = 0; k < c.length; k++) {
-                        nn += c[k] * c[k];
-                        dot += g[k] * c[k];
+                    for (double x : c) {
+                        nn += x * x;
                     }
-                    lam = Math.max(0, (Math.min(excess, trial.beta() * nn) - dot) / (1e-8 + nn));
                     cNorm = Math.sqrt(nn);
                 }
                 double gNorm = 0;

@@ -141,16 +141,7 @@ class FusedEngineTest {
                     exact[i] = g;
                     if (cs.get(i) != null) {
                         double[] c = values(tensor(cs.get(i), shapes.get(i), type));
-                        double nn = 0, dot = 0;
-                        for (int k = 0; k < c.length; k++) {
-                            nn += c[k] * c[k];
-                            dot += g[k] * c[k];
-                        }
-                        double lam = Math.max(0, (Math.min(excess, beta * nn) - dot) / (1e-8 + nn));
-                        exact[i] = new double[g.length];
-                        for (int k = 0; k < c.length; k++) {
-                            exact[i][k] = g[k] + lam * c[k];
-                        }
+                        exact[i] = org.text2data.ProjectionOracle.project(g, c, excess, beta);
                     }
                 }
                 int ca = plain.secondStep(scalar(gValue, type), gConstraint, alpha, beta, false);
@@ -319,13 +310,10 @@ class FusedEngineTest {
                     p.mul(new org.bytedeco.pytorch.Scalar(3.0)).sum().backward(); // accumulates 3 into the fresh buffer, in place
                     assertThat(address(p.grad())).as("backward accumulated in place").isEqualTo(fresh);
                     assertThat(values(p.grad())).containsOnly(3.0);
-                    // gValue large: lam = (n - dot)/(1e-8 + n) with n = |c|^2, dot = 3 sum(c)
-                    double n = 0, dot = 0;
-                    for (double x : c) {
-                        n += x * x;
-                        dot += 3 * x;
-                    }
-                    double lam = Math.max(0, (n - dot) / (1e-8 + n));
+                    // gValue large, so phi = |c|^2: lam = (|c|^2 - <3, c>)/(1e-8 + |c|^2)
+                    double[] three = new double[c.length];
+                    java.util.Arrays.fill(three, 3.0);
+                    double lam = org.text2data.ProjectionOracle.lam(three, c, 1e9, 1.0);
                     fused.secondStep(scalar(1e9, ScalarType.Double), 0.0, 1.0, 1.0, false);
                     double[] g = values(p.grad());
                     for (int k = 0; k < g.length; k++) {
