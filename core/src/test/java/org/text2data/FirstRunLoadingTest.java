@@ -9,8 +9,6 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 
-import org.bytedeco.javacpp.Loader;
-import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -26,13 +24,7 @@ class FirstRunLoadingTest {
     /** Run in the forked JVM. */
     public static void main(String[] args) throws Exception {
         LibTorch.ensureLoaded();
-        Tensor t = torch.ones(2, 2);
-        String cache = Loader.getCacheDir().getPath();
-        List<String> foreign = Files.readAllLines(Path.of("/proc/self/maps")).stream()
-                .map(l -> l.substring(l.lastIndexOf(' ') + 1))
-                .filter(f -> f.matches(".*/lib(torch|torch_cpu|c10)\\.so.*") && !f.startsWith(cache))
-                .distinct().toList();
-        System.out.println("sum=" + t.sum().item_double() + " foreign=" + foreign);
+        FirstLoadAnyOrderTest.report(torch.ones(2, 2)); // sum=... foreign=[libtorch mapped from outside the cache]
     }
 
     @Test
