@@ -50,9 +50,12 @@ import org.text2data.engine.Engines;
  * {@code runStep/E} over {@code plain} and {@code update/E} over {@code copy}, with the median and range of
  * those ratios. Denormals are flushed to zero, as in {@link StepBench}.
  *
- * <p>Usage: {@code Interleaved [--workloads a,b] [--engines fused,plain] [--variants runStep,plain,update,copy]
- * [--blocks 5] [--calls 3] [--warmup 3] [--json FILE]}; engines default to the default engine
- * ({@link Engine#AUTO}: fused where its library loads).
+ * <p>With {@code --threads B:T,...} every variant runs once per thread configuration (OpenBLAS threads B,
+ * libtorch intra-op threads T, switched before each block), all interleaved (bench/threads).
+ *
+ * <p>Usage: {@code Interleaved [--workloads a,b] [--engines fused,plain|available] [--variants runStep,plain,update,copy]
+ * [--blocks 5] [--calls 3] [--warmup 3] [--threads B:T,B:T] [--json FILE]}; engines default to the default
+ * engine ({@link Engine#AUTO}: fused where its library loads), {@code available} is every engine that loads.
  */
 public final class Interleaved {
 
@@ -73,20 +76,23 @@ public final class Interleaved {
         int blocks = 5;
         int calls = 3;
         int warmup = 3;
+        List<String> threads = List.of();
         Path json = null;
         for (int i = 0; i < args.length; i++) {
             String v = i + 1 < args.length ? args[i + 1] : null;
             switch (args[i]) {
                 case "--workloads" -> workloads = List.of(v.split(","));
-                case "--engines" -> engines = List.of(v.split(","));
+                case "--engines" -> engines = v.equals("available")
+                        ? (Engines.fusedAvailable() ? List.of("fused", "plain") : List.of("plain")) : List.of(v.split(","));
                 case "--variants" -> kinds = List.of(v.split(","));
                 case "--blocks" -> blocks = Integer.parseInt(v);
                 case "--calls" -> calls = Integer.parseInt(v);
                 case "--warmup" -> warmup = Integer.parseInt(v);
+                case "--threads" -> threads = List.of(v.split(","));
                 case "--json" -> json = Path.of(v);
                 default -> throw new IllegalArgumentException("unknown option " + args[i]
                         + "; usage: Interleaved [--workloads a,b] [--engines fused,plain] [--variants runStep,plain,update,copy]"
-                        + " [--blocks N] [--calls K] [--warmup W] [--json FILE]");
+                        + " [--blocks N] [--calls K] [--warmup W] [--threads B:T,B:T] [--json FILE]");
             }
             i++;
         }
@@ -106,7 +112,7 @@ public final class Interleaved {
                 LibTorch.torchThreads(), LibTorch.blasThreads(), blocks, calls, warmup);
         JsonObject out = new JsonObject();
         for (String w : workloads) {
-            out.add(w, run(w, engines, kinds, blocks, calls, warmup));
+            out.add(w, run(w, engines, kinds, threads, blocks, calls, warmup));
         }
         root.add("workloads", out);
         if (json != null) {
@@ -114,11 +120,76 @@ public final class Interleaved {
         }
     }
 
-    private static JsonObject run(String workload, List<String> engines, List<String> kinds, int blocks, int calls,
-                                  int warmup) {
-        Map<String, Variant> variants = new LinkedHashMap<>();
+    private static JsonObject run(String workload, List<String> engines, List<String> kinds, List<String> threads,
+                                  int blocks, int calls, int warmup) {
+        if (!threads.isEmpty()) { // every variant once per thread configuration, all interleaved
+            Map<String, Variant> all = new LinkedHashMap<>();
+            List<AutoCloseable> toClose = new ArrayList<>();
+            for (String cfg : threads) {
+                int b = Integer.parseInt(cfg.substring(0, cfg.indexOf(':')));
+                int t = Integer.parseInt(cfg.substring(cfg.indexOf(':') + 1));
+                variants(workload, engines, kinds, toClose).forEach((n, v) -> all.put(n + "@b" + b + "t" + t, new Variant() {
+                    @Override
+                    public void prepare() {
+                        setThreads(b, t);
+                        v.prepare();
+                    }
+
+                    @Override
+                    public void call() {
+                        v.call();
+                    }
+                }));
+            }
+            JsonObject o = measure(workload, all, toClose, blocks, calls, warmup, List.of());
+            JsonObject ratios = o.getAsJsonObject("ratios");
+            StringBuilder line = new StringBuilder(String.format(Locale.ROOT, "%-18s", workload));
+            Map<String, double[]> bm = lastBlockMedians;
+            for (String n : bm.keySet()) {
+                String base = n.substring(0, n.indexOf('@'));
+                String cfg0 = threads.get(0).replace(":", "t");
+                String ref = base + "@b" + cfg0;
+                if (!n.equals(ref)) {
+                    ratio(ratios, line, n + " over " + ref, bm.get(n), bm.get(ref));
+                }
+                if (base.startsWith("runStep/")) {
+                    String plain = "plain" + n.substring(n.indexOf('@'));
+                    ratio(ratios, line, n + " over " + plain, bm.get(n), bm.get(plain));
+                }
+            }
+            System.out.println(line);
+            return o;
+        }
         List<AutoCloseable> toClose = new ArrayList<>();
-        long params = 0;
+        return measure(workload, variants(workload, engines, kinds, toClose), toClose, blocks, calls, warmup, engines);
+    }
+
+    /** libtorch's intra-op threads and OpenBLAS's (the instance libtorch's GEMMs call), at once. */
+    static void setThreads(int blas, int torchThreads) {
+        org.bytedeco.pytorch.global.torch.set_num_threads(torchThreads);
+        try {
+            Blas.SET.invokeExact(blas);
+        } catch (Throwable e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /**
+     * {@code openblas_set_num_threads} of libopenblas_nolapack, the OpenBLAS whose {@code sgemm_} libtorch binds to
+     * (it is loaded first; {@code LD_DEBUG=bindings} shows it), found by its soname among the loaded libraries.
+     */
+    private static final class Blas { // initialised at first use, once libtorch has loaded it
+        static final java.lang.invoke.MethodHandle SET = java.lang.foreign.Linker.nativeLinker().downcallHandle(
+                java.lang.foreign.SymbolLookup.libraryLookup("libopenblas_nolapack.so.0", java.lang.foreign.Arena.global())
+                        .find("openblas_set_num_threads").orElseThrow(),
+                java.lang.foreign.FunctionDescriptor.ofVoid(java.lang.foreign.ValueLayout.JAVA_INT));
+    }
+
+    private static Map<String, double[]> lastBlockMedians;
+
+    private static Map<String, Variant> variants(String workload, List<String> engines, List<String> kinds,
+                                                 List<AutoCloseable> toClose) {
+        Map<String, Variant> variants = new LinkedHashMap<>();
         for (String kind : kinds) {
             switch (kind) {
                 case "runStep" -> {
@@ -137,7 +208,12 @@ public final class Interleaved {
                         + ", expected runStep, plain, update or copy");
             }
         }
-        params = Workloads.load(workload).parameterCount(); // the variants' models are private to them
+        return variants;
+    }
+
+    private static JsonObject measure(String workload, Map<String, Variant> variants, List<AutoCloseable> toClose,
+                                      int blocks, int calls, int warmup, List<String> engines) {
+        long params = Workloads.load(workload).parameterCount(); // the variants' models are private to them
         List<String> names = new ArrayList<>(variants.keySet());
         for (String n : names) {
             for (int i = 0; i < warmup; i++) {
@@ -163,6 +239,7 @@ public final class Interleaved {
                 throw new IllegalStateException(e);
             }
         }
+        lastBlockMedians = blockMedians;
         return summarise(workload, params, blockMedians, engines);
     }
 
