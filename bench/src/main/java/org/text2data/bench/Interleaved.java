@@ -69,6 +69,12 @@ public final class Interleaved {
     private Interleaved() {
     }
 
+    /**
+     * Runs the variants of each workload and prints one line per workload (and writes {@code --json}).
+     *
+     * @param args the options of the class comment
+     * @throws IOException if the JSON file cannot be written
+     */
     public static void main(String[] args) throws IOException {
         List<String> workloads = new ArrayList<>(Workloads.CONFIGS.keySet());
         List<String> engines = List.of(Engines.fusedAvailable() ? "fused" : "plain");
@@ -141,10 +147,10 @@ public final class Interleaved {
                     }
                 }));
             }
-            JsonObject o = measure(workload, all, toClose, blocks, calls, warmup, List.of());
+            Map<String, double[]> bm = measure(all, toClose, blocks, calls, warmup);
+            JsonObject o = summarise(workload, bm, List.of());
             JsonObject ratios = o.getAsJsonObject("ratios");
             StringBuilder line = new StringBuilder(String.format(Locale.ROOT, "%-18s", workload));
-            Map<String, double[]> bm = lastBlockMedians;
             for (String n : bm.keySet()) {
                 String base = n.substring(0, n.indexOf('@'));
                 String cfg0 = threads.get(0).replace(":", "t");
@@ -161,11 +167,12 @@ public final class Interleaved {
             return o;
         }
         List<AutoCloseable> toClose = new ArrayList<>();
-        return measure(workload, variants(workload, engines, kinds, toClose), toClose, blocks, calls, warmup, engines);
+        return summarise(workload, measure(variants(workload, engines, kinds, toClose), toClose, blocks, calls, warmup),
+                engines);
     }
 
     /** libtorch's intra-op threads and OpenBLAS's (the instance libtorch's GEMMs call), at once. */
-    static void setThreads(int blas, int torchThreads) {
+    private static void setThreads(int blas, int torchThreads) {
         org.bytedeco.pytorch.global.torch.set_num_threads(torchThreads);
         try {
             Blas.SET.invokeExact(blas);
@@ -184,8 +191,6 @@ public final class Interleaved {
                         .find("openblas_set_num_threads").orElseThrow(),
                 java.lang.foreign.FunctionDescriptor.ofVoid(java.lang.foreign.ValueLayout.JAVA_INT));
     }
-
-    private static Map<String, double[]> lastBlockMedians;
 
     private static Map<String, Variant> variants(String workload, List<String> engines, List<String> kinds,
                                                  List<AutoCloseable> toClose) {
@@ -211,9 +216,9 @@ public final class Interleaved {
         return variants;
     }
 
-    private static JsonObject measure(String workload, Map<String, Variant> variants, List<AutoCloseable> toClose,
-                                      int blocks, int calls, int warmup, List<String> engines) {
-        long params = Workloads.load(workload).parameterCount(); // the variants' models are private to them
+    /** The block medians of every variant, in ms; closes the variants' constraints at the end. */
+    private static Map<String, double[]> measure(Map<String, Variant> variants, List<AutoCloseable> toClose,
+                                                 int blocks, int calls, int warmup) {
         List<String> names = new ArrayList<>(variants.keySet());
         for (String n : names) {
             for (int i = 0; i < warmup; i++) {
@@ -239,12 +244,11 @@ public final class Interleaved {
                 throw new IllegalStateException(e);
             }
         }
-        lastBlockMedians = blockMedians;
-        return summarise(workload, params, blockMedians, engines);
+        return blockMedians;
     }
 
-    private static JsonObject summarise(String workload, long params, Map<String, double[]> blockMedians,
-                                        List<String> engines) {
+    private static JsonObject summarise(String workload, Map<String, double[]> blockMedians, List<String> engines) {
+        long params = parameterCount(workload);
         JsonObject o = new JsonObject();
         o.addProperty("parameters", params);
         JsonObject vs = new JsonObject();
@@ -284,6 +288,10 @@ public final class Interleaved {
         o.add("ratios", ratios);
         System.out.println(line);
         return o;
+    }
+
+    private static long parameterCount(String workload) {
+        return Workloads.load(workload).parameterCount(); // the variants' models are private to them
     }
 
     /** Bytes per float32 parameter: a copy reads and writes each once. */
