@@ -29,8 +29,9 @@ import org.bytedeco.pytorch.global.torch;
  *     microseconds per tensor; this library frees deterministically. Takes effect only if no JavaCPP
  *     {@code Pointer} was used before.</li>
  * <li>Thread pools: libtorch's intra-op pool gets one thread and OpenBLAS one per available core (the
- *     processors this process may run on: {@code taskset} and container limits count), as measured best for
- *     training steps on 1 and 2 cores (bench/NOTES.md). Each pool keeps the user's choice where one is made:
+ *     processors this process may run on: {@code taskset} and container limits count), the fastest choice
+ *     measured for training steps on an otherwise idle machine (bench/NOTES.md); on cores shared with other busy
+ *     processes, {@code -Dtext2data.blasThreads=1} is faster. Each pool keeps the user's choice where one is made:
  *     {@code -Dtext2data.torchThreads=N} or {@code OMP_NUM_THREADS} for libtorch, {@code -Dtext2data.blasThreads=N}
  *     or {@code OPENBLAS_NUM_THREADS} for OpenBLAS (N = 0 leaves that pool alone); where libtorch is given
  *     several threads, OpenBLAS gets one. {@code -Dtext2data.configureThreads=false} leaves both pools
@@ -166,7 +167,10 @@ public final class LibTorch {
      * and it is OpenBLAS's: libtorch's intra-op pool gets one thread, OpenBLAS one per available core
      * ({@code availableProcessors()}, which honours {@code taskset} and cgroup CPU limits; libtorch's own
      * default counts the machine's cores and ignores them). Measured on 1 and 2 cores, for the plain two-pass step
-     * and {@code runStep} on the four benchmark workloads: bench/NOTES.md ("Threads, on every core count").
+     * and {@code runStep} on the four benchmark workloads: bench/NOTES.md ("Threads, on every core count"). Where
+     * other processes keep the cores busy, any second spinning thread loses, and both pools on one thread
+     * ({@code -Dtext2data.blasThreads=1}) measured 2-14x faster; the library cannot tell, so it takes the choice
+     * for a dedicated machine.
      *
      * <p>The user's choices win, each pool separately: {@code -Dtext2data.torchThreads=N} (0: leave libtorch's
      * pool alone) or {@code OMP_NUM_THREADS} / {@code MKL_NUM_THREADS} in the environment (libtorch read them:
