@@ -19,15 +19,19 @@ find_jdk() { # a JDK >= 22, newest first (the launcher's rule)
 build() { # installs the library's jar when its sources changed, then packages bench/ (JMH)
   find_jdk
   local jar="$HOME/.m2/repository/org/text2data/text2data-tools/0.1.0-SNAPSHOT/text2data-tools-0.1.0-SNAPSHOT.jar"
-  if [ ! -f "$jar" ] || [ -n "$(find "$ROOT/pom.xml" "$ROOT/core/pom.xml" "$ROOT/tools/pom.xml" "$ROOT/core/src/main" "$ROOT/tools/src/main" "$ROOT/native" -newer "$jar" -type f -print -quit 2>/dev/null)" ]; then
+  # The stamp is this checkout's: ~/.m2 is shared by every checkout of the project, and a jar another
+  # checkout installed later must not pass for this one's (its classes also come first on the class path).
+  local stamp="$ROOT/tools/target/.bench-installed"
+  if [ ! -f "$jar" ] || [ ! -f "$stamp" ] || [ -n "$(find "$ROOT/pom.xml" "$ROOT/core/pom.xml" "$ROOT/tools/pom.xml" "$ROOT/core/src/main" "$ROOT/tools/src/main" "$ROOT/native" -newer "$stamp" -type f -print -quit 2>/dev/null)" ]; then
     echo "bench: installing the library (mvn install, no tests) ..." >&2
     (cd "$ROOT" && mvn -q -B -ntp -Dstyle.color=never -DskipTests -Dmaven.javadoc.skip=true install) >&2
+    touch "$stamp"
   fi
-  if [ ! -f "$BENCH/target/benchmarks.jar" ] || [ -n "$(find "$BENCH/pom.xml" "$BENCH/src" "$jar" -newer "$BENCH/target/benchmarks.jar" -type f -print -quit)" ]; then
+  if [ ! -f "$BENCH/target/benchmarks.jar" ] || [ -n "$(find "$BENCH/pom.xml" "$BENCH/src" "$stamp" -newer "$BENCH/target/benchmarks.jar" -type f -print -quit)" ]; then
     echo "bench: building the JMH suite ..." >&2
     (cd "$BENCH" && mvn -q -B -ntp -Dstyle.color=never package) >&2
   fi
-  CP="$BENCH/target/benchmarks.jar:$(cat "$BENCH/target/classpath.txt")"
+  CP="$ROOT/core/target/classes:$ROOT/tools/target/classes:$BENCH/target/benchmarks.jar:$(cat "$BENCH/target/classpath.txt")"
   JAVA=(java --enable-native-access=ALL-UNNAMED --sun-misc-unsafe-memory-access=allow -Xss4m -cp "$CP")
 }
 

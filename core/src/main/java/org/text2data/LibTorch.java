@@ -28,10 +28,14 @@ import org.bytedeco.pytorch.global.torch;
  *     guard. The guard reads the process's resident size on every native allocation JavaCPP tracks, a cost of
  *     microseconds per tensor; this library frees deterministically. Takes effect only if no JavaCPP
  *     {@code Pointer} was used before.</li>
- * <li>Thread pools: OpenBLAS's thread count is set (every core where libtorch's intra-op pool has one thread,
- *     else one), and libtorch's with {@code -Dtext2data.torchThreads=N}. {@code -Dtext2data.configureThreads=false}
- *     leaves both pools alone; {@code -Dtext2data.blasThreads=N} (0: leave OpenBLAS alone) or the
- *     {@code OPENBLAS_NUM_THREADS} environment variable choose OpenBLAS's count.</li>
+ * <li>Thread pools: libtorch's intra-op pool gets one thread and OpenBLAS one per available core (the
+ *     processors this process may run on: {@code taskset} and container limits count), the fastest choice
+ *     measured for training steps on an otherwise idle machine (bench/NOTES.md); on cores shared with other busy
+ *     processes, {@code -Dtext2data.blasThreads=1} is faster. Each pool keeps the user's choice where one is made:
+ *     {@code -Dtext2data.torchThreads=N} or {@code OMP_NUM_THREADS} for libtorch, {@code -Dtext2data.blasThreads=N}
+ *     or {@code OPENBLAS_NUM_THREADS} for OpenBLAS (N = 0 leaves that pool alone); where libtorch is given
+ *     several threads, OpenBLAS gets one. {@code -Dtext2data.configureThreads=false} leaves both pools
+ *     alone.</li>
  * <li>bytedeco's libtorch, OpenBLAS and libgomp are loaded from the JavaCPP cache (extracted there, all of
  *     them, on first use).</li>
  * </ul>
@@ -120,40 +124,89 @@ public final class LibTorch {
     }
 
     /**
-     * libtorch's OpenMP pool and OpenBLAS's own pthread pool oversubscribe the cores when both run
-     * wide: OpenBLAS's workers spin between GEMMs while libtorch's want the same cores. So one of the two
-     * gets the cores: where libtorch's intra-op pool has one thread (its default is the number of
-     * physical cores: one on a 2-vCPU machine), OpenBLAS gets every core, since the GEMMs dominate a
-     * training step; where libtorch runs several threads, OpenBLAS runs on one. The user's choice wins:
-     * {@code OPENBLAS_NUM_THREADS}, {@code -Dtext2data.blasThreads=N} (0 leaves OpenBLAS alone),
-     * {@code -Dtext2data.torchThreads=N}, {@code -Dtext2data.configureThreads=false} (leaves both alone).
-     * Measurements: bench/NOTES.md ("Threads").
+     * Sizes libtorch's intra-op pool and OpenBLAS's pool, by {@link #threadPlan}, unless
+     * {@code -Dtext2data.configureThreads=false}.
      */
     private static void configureThreads() {
         if ("false".equalsIgnoreCase(System.getProperty("text2data.configureThreads", "true").trim())) {
             return; // the user keeps libtorch's and OpenBLAS's own settings
         }
-        String torchProp = System.getProperty("text2data.torchThreads");
-        if (torchProp != null && Integer.parseInt(torchProp.trim()) > 0) {
-            torch.set_num_threads(Integer.parseInt(torchProp.trim()));
+        ThreadPlan plan = threadPlan(Runtime.getRuntime().availableProcessors(), torch.get_num_threads(),
+                System.getProperty("text2data.torchThreads"), System.getProperty("text2data.blasThreads"),
+                System.getenv("OPENBLAS_NUM_THREADS") != null,
+                System.getenv("OMP_NUM_THREADS") != null || System.getenv("MKL_NUM_THREADS") != null);
+        if (plan.torch() > 0) {
+            torch.set_num_threads(plan.torch());
         }
-        String prop = System.getProperty("text2data.blasThreads");
-        if (prop == null && System.getenv("OPENBLAS_NUM_THREADS") != null) {
-            return; // the user chose
-        }
-        int n = prop != null ? Integer.parseInt(prop.trim())
-                : torch.get_num_threads() <= 1 ? Runtime.getRuntime().availableProcessors() : 1;
-        if (n <= 0) {
+        if (plan.blas() <= 0) {
             return;
         }
         findOpenBlasSetter().ifPresent(setter -> {
             try {
-                setter.invokeExact(n);
-                blasThreads = n;
+                setter.invokeExact(plan.blas());
+                blasThreads = plan.blas();
             } catch (Throwable t) {
                 // leave OpenBLAS as it is; performance only
             }
         });
+    }
+
+    /**
+     * The thread counts {@link #threadPlan} chooses; 0 leaves that pool as it is.
+     *
+     * @param torch libtorch's intra-op thread count to set ({@code torch.set_num_threads}), or 0
+     * @param blas  OpenBLAS's thread count to set ({@code openblas_set_num_threads}), or 0
+     */
+    record ThreadPlan(int torch, int blas) {
+    }
+
+    /**
+     * The thread rule, a pure function of what the process sees. libtorch's OpenMP workers and OpenBLAS's
+     * pthread workers both spin-wait for work; when both pools are wide they fight for the cores, and the GEMMs,
+     * which dominate a training step of these models, wait for descheduled workers. So one pool gets the cores,
+     * and it is OpenBLAS's: libtorch's intra-op pool gets one thread, OpenBLAS one per available core
+     * ({@code availableProcessors()}, which honours {@code taskset} and cgroup CPU limits; libtorch's own
+     * default counts the machine's cores and ignores them). Measured on 1 and 2 cores, for the plain two-pass step
+     * and {@code runStep} on the four benchmark workloads: bench/NOTES.md ("Threads, on every core count"). Where
+     * other processes keep the cores busy, any second spinning thread loses, and both pools on one thread
+     * ({@code -Dtext2data.blasThreads=1}) measured 2-14x faster; the library cannot tell, so it takes the choice
+     * for a dedicated machine.
+     *
+     * <p>The user's choices win, each pool separately: {@code -Dtext2data.torchThreads=N} (0: leave libtorch's
+     * pool alone) or {@code OMP_NUM_THREADS} / {@code MKL_NUM_THREADS} in the environment (libtorch read them:
+     * its pool is left as they made it); {@code -Dtext2data.blasThreads=N} (0: leave OpenBLAS alone) or
+     * {@code OPENBLAS_NUM_THREADS}. Where the user gives libtorch several threads, OpenBLAS gets one unless the
+     * user sizes it too, so that the two pools never both run wide by this rule.
+     *
+     * @param cores        the processors available to this process ({@code availableProcessors()})
+     * @param torchDefault libtorch's intra-op thread count before the rule runs
+     * @param torchProp    {@code text2data.torchThreads}, or null
+     * @param blasProp     {@code text2data.blasThreads}, or null
+     * @param blasEnv      whether {@code OPENBLAS_NUM_THREADS} is set
+     * @param ompEnv       whether {@code OMP_NUM_THREADS} or {@code MKL_NUM_THREADS} is set
+     * @return the counts to set
+     * @throws IllegalArgumentException if a property is not a non-negative integer (named in the message)
+     */
+    static ThreadPlan threadPlan(int cores, int torchDefault, String torchProp, String blasProp, boolean blasEnv,
+                                 boolean ompEnv) {
+        int torchSet = torchProp != null ? count("text2data.torchThreads", torchProp) : ompEnv ? 0 : 1;
+        int torchThreads = torchSet > 0 ? torchSet : torchDefault;
+        int blasSet = blasProp != null ? count("text2data.blasThreads", blasProp)
+                : blasEnv ? 0 : torchThreads <= 1 ? Math.max(1, cores) : 1;
+        return new ThreadPlan(torchSet, blasSet);
+    }
+
+    private static int count(String property, String value) {
+        try {
+            int n = Integer.parseInt(value.trim());
+            if (n >= 0) {
+                return n;
+            }
+        } catch (NumberFormatException e) {
+            // the message below
+        }
+        throw new IllegalArgumentException("-D" + property + "=" + value + " is not a thread count: expected a "
+                + "non-negative integer (0 leaves the pool as it is)");
     }
 
     private static Optional<MethodHandle> findOpenBlasSetter() {

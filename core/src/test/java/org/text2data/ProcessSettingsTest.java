@@ -26,13 +26,21 @@ class ProcessSettingsTest {
     }
 
     static String run(String... props) throws Exception {
+        return run(java.util.Map.of(), props);
+    }
+
+    /** The settings a forked JVM gets, with {@code env} added to an environment without the thread variables. */
+    static String run(java.util.Map<String, String> env, String... props) throws Exception {
         List<String> cmd = new ArrayList<>(List.of(
                 ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()),
                 "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow"));
         cmd.addAll(List.of(props));
         cmd.addAll(List.of("-cp", System.getProperty("java.class.path"), ProcessSettingsTest.class.getName()));
         ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true);
-        pb.environment().remove("OPENBLAS_NUM_THREADS");
+        for (String v : List.of("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")) {
+            pb.environment().remove(v);
+        }
+        pb.environment().putAll(env);
         Process p = pb.start();
         byte[] out = p.getInputStream().readAllBytes();
         assertThat(p.waitFor(5, TimeUnit.MINUTES)).isTrue();
@@ -44,6 +52,17 @@ class ProcessSettingsTest {
     @Test
     void byDefaultOpenBlasIsSetAndJavaCppsRssGuardIsOff() throws Exception {
         assertThat(run()).matches("blas=[1-9][0-9]* torch=[0-9]+ maxPhysicalBytes=0 .*");
+    }
+
+    @Test
+    void byDefaultLibtorchGetsOneThreadAndOpenBlasEveryAvailableCore() throws Exception {
+        // the forked JVM inherits this one's CPU affinity, so it sees as many processors
+        assertThat(run()).startsWith("blas=" + Runtime.getRuntime().availableProcessors() + " torch=1 ");
+    }
+
+    @Test
+    void ompNumThreadsKeepsLibtorchsPoolAndOpenBlasThenGetsOne() throws Exception {
+        assertThat(run(java.util.Map.of("OMP_NUM_THREADS", "2"))).startsWith("blas=1 torch=2 ");
     }
 
     @Test

@@ -53,14 +53,14 @@ import org.jfree.data.category.DefaultCategoryDataset;
 import org.text2data.LibTorch;
 
 /**
- * Reads the raw results of one {@code bench/compare} run (JMH JSON and bench_ref.py JSON, one file per
+ * Reads the raw results of one {@code bench/compare} run ({@link Interleaved} JSON, or JMH JSON of older runs, and bench_ref.py JSON, one file per
  * side, workload and round) and writes the Markdown table, the JSON summary and the PNG chart.
  *
  * <p>Per side, workload and mode, each round gives one median of the per-call times; the reported value
  * is the median of the rounds' medians and the spread is their range (min to max). A difference smaller
  * than the spread is reported as noise.
  *
- * <p>Usage: {@code Report RAW_DIR OUT_DIR STAMP WORKLOADS ROUNDS JMH_OPTS PY_OPTS}
+ * <p>Usage: {@code Report RAW_DIR OUT_DIR STAMP WORKLOADS ROUNDS JAVA_OPTS PY_OPTS}
  */
 public final class Report {
 
@@ -109,7 +109,7 @@ public final class Report {
                 args.length > 6 ? args[6] : "");
     }
 
-    private void run(Path raw, Path out, String stamp, List<String> workloads, int rounds, String jmhOpts,
+    private void run(Path raw, Path out, String stamp, List<String> workloads, int rounds, String javaOpts,
                      String pyOpts) throws IOException {
         for (String w : workloads) {
             for (int r = 1; r <= rounds; r++) {
@@ -117,7 +117,7 @@ public final class Report {
                 readPython(raw.resolve("python-" + w + "-r" + r + ".json"), w);
             }
         }
-        Map<String, Object> env = environment(raw, jmhOpts, pyOpts, rounds);
+        Map<String, Object> env = environment(raw, javaOpts, pyOpts, rounds);
         JsonObject json = json(workloads, env, stamp);
         String md = markdown(workloads, env, stamp);
         BufferedImage png = chart(workloads, env);
@@ -148,7 +148,25 @@ public final class Report {
         if (!Files.exists(p)) {
             return;
         }
-        for (JsonElement el : parse(p).getAsJsonArray()) {
+        JsonElement root = parse(p);
+        if (root.isJsonObject()) { // Interleaved: every variant in one JVM, its block medians
+            JsonObject r = root.getAsJsonObject().getAsJsonObject("workloads").getAsJsonObject(w);
+            for (Map.Entry<String, JsonElement> v : r.getAsJsonObject("variants").entrySet()) {
+                String name = v.getKey(); // runStep/E, plain, update/E, copy
+                if (name.contains("/")) {
+                    engines.add(name.substring(name.indexOf('/') + 1));
+                }
+                s("java/" + w + "/" + name).rounds().add(v.getValue().getAsJsonObject().get("median").getAsDouble());
+            }
+            for (Map.Entry<String, JsonElement> v : r.getAsJsonObject("ratios").entrySet()) {
+                String[] parts = v.getKey().split(" ", 2); // "runStep/E over plain", "update/E bandwidth over copy"
+                String kind = parts[1].startsWith("bandwidth") ? "update_bandwidth_over_copy" : "runStep_over_plain";
+                s("java/" + w + "/" + kind + "/" + parts[0].substring(parts[0].indexOf('/') + 1)).rounds()
+                        .add(v.getValue().getAsJsonObject().get("median").getAsDouble());
+            }
+            return;
+        }
+        for (JsonElement el : root.getAsJsonArray()) {
             JsonObject b = el.getAsJsonObject();
             String bench = b.get("benchmark").getAsString();
             String mode = bench.substring(bench.lastIndexOf('.') + 1);
@@ -177,7 +195,7 @@ public final class Report {
         pyMeta.putIfAbsent("tensors/" + w, r);
     }
 
-    private Map<String, Object> environment(Path raw, String jmhOpts, String pyOpts, int rounds) throws IOException {
+    private Map<String, Object> environment(Path raw, String javaOpts, String pyOpts, int rounds) throws IOException {
         Map<String, Object> env = new LinkedHashMap<>();
         String cpu = "unknown";
         try {
@@ -224,7 +242,7 @@ public final class Report {
             env.put("python_blas", String.join(", ", loaded));
         }
         env.put("rounds", rounds);
-        env.put("jmh_options", jmhOpts);
+        env.put("java_options", javaOpts);
         env.put("python_options", pyOpts);
         return env;
     }
@@ -275,16 +293,23 @@ public final class Report {
         o.addProperty("python_ms", round(p.median()));
         o.addProperty("java_plain_ms", round(jp.median()));
         o.addProperty("python_plain_ms", round(pp.median()));
-        o.addProperty("java_projection_ms", round(get("java/" + w + "/projection/" + engine).median()));
+        // the projection and the optimizer pass (secondStep + stepBase), and a copy of every parameter, in the same JVM
+        o.addProperty("java_update_ms", round(get("java/" + w + "/update/" + engine).median()));
+        o.addProperty("java_copy_ms", round(get("java/" + w + "/copy").median()));
+        o.addProperty("java_update_bandwidth_over_copy",
+                round(get("java/" + w + "/update_bandwidth_over_copy/" + engine).median()));
         o.addProperty("python_projection_ms", round(get("python/" + w + "/projection").median()));
         o.addProperty("java_over_python", round(j.median() / p.median()));
         o.addProperty("java_over_plain", round(j.median() / jp.median()));
+        // per round, the median of the per-block ratios (runStep and plain interleaved in one JVM)
+        o.addProperty("java_over_plain_same_jvm", round(get("java/" + w + "/runStep_over_plain/" + engine).median()));
         o.addProperty("python_over_plain", round(p.median() / pp.median()));
         o.addProperty("java_faster", verdictFaster(j, p));
         o.addProperty("java_overhead_verdict", verdictOverhead(j, jp));
         JsonObject spread = new JsonObject();
         for (String[] k : new String[][] {{"java_ms", "java/" + w + "/runStep/" + engine}, {"python_ms", "python/" + w + "/constrained"},
-                {"java_plain_ms", "java/" + w + "/plain"}, {"python_plain_ms", "python/" + w + "/baseline"}}) {
+                {"java_plain_ms", "java/" + w + "/plain"}, {"python_plain_ms", "python/" + w + "/baseline"},
+                {"java_over_plain_same_jvm", "java/" + w + "/runStep_over_plain/" + engine}}) {
             JsonArray a = new JsonArray();
             Series x = get(k[1]);
             a.add(round(x.min()));
@@ -348,18 +373,21 @@ public final class Report {
                         + "A difference inside the spread is noise.\n\n");
         b.append("| workload | engine | Java `runStep` | Python `run_step` | Java / Python | Java faster? "
                 + "| Java plain | Java `runStep` / plain | Python plain | Python `run_step` / plain "
-                + "| Java projection | Python projection |\n");
-        b.append("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+                + "| Java update (projection + optimizer) | at x of the copy's bandwidth | Python projection |\n");
+        b.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for (String w : workloads) {
             for (String eng : engines) {
                 Series j = get("java/" + w + "/runStep/" + eng);
                 Series p = get("python/" + w + "/constrained");
                 Series jp = get("java/" + w + "/plain");
                 Series pp = get("python/" + w + "/baseline");
-                b.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %.2f | %s | %s | %.3f (%s) | %s | %.3f | %s | %s |%n",
+                Series ratio = get("java/" + w + "/runStep_over_plain/" + eng);
+                b.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %.2f | %s | %s | %s (%s) | %s | %.3f | %s | %s | %s |%n",
                         w, eng, ms(j), ms(p), j.median() / p.median(), verdictFaster(j, p), ms(jp),
-                        j.median() / jp.median(), verdictOverhead(j, jp), ms(pp), p.median() / pp.median(),
-                        ms(get("java/" + w + "/projection/" + eng)), ms(get("python/" + w + "/projection"))));
+                        ratio.rounds().isEmpty() ? String.format(Locale.ROOT, "%.3f", j.median() / jp.median()) : ms(ratio),
+                        verdictOverhead(j, jp), ms(pp), p.median() / pp.median(),
+                        ms(get("java/" + w + "/update/" + eng)), ms(get("java/" + w + "/update_bandwidth_over_copy/" + eng)),
+                        ms(get("python/" + w + "/projection"))));
             }
         }
         b.append("\nSpread (highest round minus lowest, over the median) per measurement: ");
@@ -377,7 +405,9 @@ public final class Report {
                 .append(" thread(s), OpenBLAS ").append(env.getOrDefault("python_openblas_threads", "?"))
                 .append(" thread(s) (").append(env.getOrDefault("python_blas_info", "")).append("; loaded: ")
                 .append(env.getOrDefault("python_blas", "?")).append(").\n\n");
-        b.append("Options: JMH `").append(env.get("jmh_options")).append("` (sample time, 1 fork per benchmark); bench_ref.py `")
+        b.append("Options: Java `Interleaved ").append(env.get("java_options"))
+                .append("` (runStep, plain, update and copy alternating in one JVM; Java `runStep` / plain is the median of "
+                        + "the per-block ratios); bench_ref.py `")
                 .append(env.get("python_options")).append("`.\n");
         return b.toString();
     }

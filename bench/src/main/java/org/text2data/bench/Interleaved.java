@@ -1,0 +1,463 @@
+package org.text2data.bench;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+
+import com.google.gson.GsonBuilder;
+import com.google.gson.JsonArray;
+import com.google.gson.JsonObject;
+
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Tensor;
+import org.text2data.Constraint;
+import org.text2data.Engine;
+import org.text2data.LibTorch;
+import org.text2data.Loss;
+import org.text2data.OptimizerSpec;
+import org.text2data.StepResult;
+import org.text2data.Text2Data;
+import org.text2data.engine.Engines;
+
+/**
+ * {@code runStep} against its floor, and the update pass against a copy, interleaved in one JVM, so that load
+ * changes on a shared machine hit every variant alike (JMH runs each benchmark in its own fork, minutes apart).
+ *
+ * <p>Per workload, each variant has its own model loaded from the same weights, and its own {@link Constraint}
+ * (Adam, lr 1e-3, MSE, float32, as {@link StepBench}):
+ * <ul>
+ *   <li>{@code runStep/E}: {@link Text2Data#runStep} on engine E;</li>
+ *   <li>{@code plain}: zero the gradients, unconditional and conditional forward/backward, libtorch's Adam
+ *       ({@link Constraint#stepBase()}): the same passes with no constraint, the floor of {@code runStep};</li>
+ *   <li>{@code update/E}: {@link Constraint#secondStep(double, double)} + {@link Constraint#stepBase()} on engine
+ *       E: the projection and the optimizer pass, everything of a step after the two backward passes. Before
+ *       each call, untimed: the kept gradient and the conditional gradient are put back ({@code firstStep(true)}
+ *       between two {@code copy_}s), and {@code gValue} = 1e6 keeps the constraint active, so every call does
+ *       the full update. Where the engine fuses the optimizer into its kernel, this times that one pass;</li>
+ *   <li>{@code copy}: {@code dst.copy_(src)} over a copy of every parameter tensor: 8 bytes per float32
+ *       parameter (read and write), the bandwidth yardstick of the update pass. A fused Adam step must move
+ *       44 bytes per float32 parameter (bench/NOTES.md, "Interleaved").</li>
+ * </ul>
+ * Blocks: each block runs every variant {@code calls} times in a row, the variants' order rotating from block
+ * to block. Reported per variant: the median of the block medians and their range; per block, the ratio
+ * {@code runStep/E} over {@code plain} and {@code update/E} over {@code copy}, with the median and range of
+ * those ratios. Denormals are flushed to zero, as in {@link StepBench}.
+ *
+ * <p>With {@code --threads B:T,...} every variant runs once per thread configuration (OpenBLAS threads B,
+ * libtorch intra-op threads T, switched before each block), all interleaved (bench/threads).
+ *
+ * <p>Usage: {@code Interleaved [--workloads a,b] [--engines fused,plain|available] [--variants runStep,plain,update,copy]
+ * [--blocks 5] [--calls 3] [--warmup 3] [--threads B:T,B:T] [--json FILE]}; engines default to the default
+ * engine ({@link Engine#AUTO}: fused where its library loads), {@code available} is every engine that loads.
+ */
+public final class Interleaved {
+
+    /** One timed operation; {@link #prepare()} runs untimed before each call. */
+    interface Variant {
+        void prepare();
+
+        void call();
+    }
+
+    private Interleaved() {
+    }
+
+    /**
+     * Runs the variants of each workload and prints one line per workload (and writes {@code --json}).
+     *
+     * @param args the options of the class comment
+     * @throws IOException if the JSON file cannot be written
+     */
+    public static void main(String[] args) throws IOException {
+        List<String> workloads = new ArrayList<>(Workloads.CONFIGS.keySet());
+        List<String> engines = List.of(Engines.fusedAvailable() ? "fused" : "plain");
+        List<String> kinds = List.of("runStep", "plain", "update", "copy");
+        int blocks = 5;
+        int calls = 3;
+        int warmup = 3;
+        List<String> threads = List.of();
+        Path json = null;
+        for (int i = 0; i < args.length; i++) {
+            String v = i + 1 < args.length ? args[i + 1] : null;
+            switch (args[i]) {
+                case "--workloads" -> workloads = List.of(v.split(","));
+                case "--engines" -> engines = v.equals("available")
+                        ? (Engines.fusedAvailable() ? List.of("fused", "plain") : List.of("plain")) : List.of(v.split(","));
+                case "--variants" -> kinds = List.of(v.split(","));
+                case "--blocks" -> blocks = Integer.parseInt(v);
+                case "--calls" -> calls = Integer.parseInt(v);
+                case "--warmup" -> warmup = Integer.parseInt(v);
+                case "--threads" -> threads = List.of(v.split(","));
+                case "--json" -> json = Path.of(v);
+                default -> throw new IllegalArgumentException("unknown option " + args[i]
+                        + "; usage: Interleaved [--workloads a,b] [--engines fused,plain] [--variants runStep,plain,update,copy]"
+                        + " [--blocks N] [--calls K] [--warmup W] [--threads B:T,B:T] [--json FILE]");
+            }
+            i++;
+        }
+        LibTorch.ensureLoaded();
+        org.bytedeco.pytorch.global.torch.globalContext().setFlushDenormal(true);
+        JsonObject root = new JsonObject();
+        JsonObject env = new JsonObject();
+        env.addProperty("available_processors", Runtime.getRuntime().availableProcessors());
+        env.addProperty("torch_threads", LibTorch.torchThreads());
+        env.addProperty("openblas_threads", LibTorch.blasThreads());
+        env.addProperty("blocks", blocks);
+        env.addProperty("calls_per_block", calls);
+        env.addProperty("warmup_calls", warmup);
+        root.add("environment", env);
+        System.out.printf(Locale.ROOT, "# cores %d, libtorch threads %d, OpenBLAS threads %d (-1: left as it was); "
+                        + "%d blocks x %d calls per variant, %d warm-up calls%n", Runtime.getRuntime().availableProcessors(),
+                LibTorch.torchThreads(), LibTorch.blasThreads(), blocks, calls, warmup);
+        JsonObject out = new JsonObject();
+        for (String w : workloads) {
+            out.add(w, run(w, engines, kinds, threads, blocks, calls, warmup));
+        }
+        root.add("workloads", out);
+        if (json != null) {
+            Files.writeString(json, new GsonBuilder().setPrettyPrinting().create().toJson(root));
+        }
+    }
+
+    private static JsonObject run(String workload, List<String> engines, List<String> kinds, List<String> threads,
+                                  int blocks, int calls, int warmup) {
+        if (!threads.isEmpty()) { // every variant once per thread configuration, all interleaved
+            Map<String, Variant> all = new LinkedHashMap<>();
+            List<AutoCloseable> toClose = new ArrayList<>();
+            for (String cfg : threads) {
+                int b = Integer.parseInt(cfg.substring(0, cfg.indexOf(':')));
+                int t = Integer.parseInt(cfg.substring(cfg.indexOf(':') + 1));
+                variants(workload, engines, kinds, toClose).forEach((n, v) -> all.put(n + "@b" + b + "t" + t, new Variant() {
+                    @Override
+                    public void prepare() {
+                        setThreads(b, t);
+                        v.prepare();
+                    }
+
+                    @Override
+                    public void call() {
+                        v.call();
+                    }
+                }));
+            }
+            Map<String, double[]> bm = measure(all, toClose, blocks, calls, warmup);
+            JsonObject o = summarise(workload, bm, List.of());
+            JsonObject ratios = o.getAsJsonObject("ratios");
+            StringBuilder line = new StringBuilder(String.format(Locale.ROOT, "%-18s", workload));
+            for (String n : bm.keySet()) {
+                String base = n.substring(0, n.indexOf('@'));
+                String cfg0 = threads.get(0).replace(":", "t");
+                String ref = base + "@b" + cfg0;
+                if (!n.equals(ref)) {
+                    ratio(ratios, line, n + " over " + ref, bm.get(n), bm.get(ref));
+                }
+                if (base.startsWith("runStep/")) {
+                    String plain = "plain" + n.substring(n.indexOf('@'));
+                    ratio(ratios, line, n + " over " + plain, bm.get(n), bm.get(plain));
+                }
+            }
+            System.out.println(line);
+            return o;
+        }
+        List<AutoCloseable> toClose = new ArrayList<>();
+        return summarise(workload, measure(variants(workload, engines, kinds, toClose), toClose, blocks, calls, warmup),
+                engines);
+    }
+
+    /** libtorch's intra-op threads and OpenBLAS's (the instance libtorch's GEMMs call), at once. */
+    private static void setThreads(int blas, int torchThreads) {
+        org.bytedeco.pytorch.global.torch.set_num_threads(torchThreads);
+        try {
+            Blas.SET.invokeExact(blas);
+        } catch (Throwable e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /**
+     * {@code openblas_set_num_threads} of libopenblas_nolapack, the OpenBLAS whose {@code sgemm_} libtorch binds to
+     * (it is loaded first; {@code LD_DEBUG=bindings} shows it), found by its soname among the loaded libraries.
+     */
+    private static final class Blas { // initialised at first use, once libtorch has loaded it
+        static final java.lang.invoke.MethodHandle SET = java.lang.foreign.Linker.nativeLinker().downcallHandle(
+                java.lang.foreign.SymbolLookup.libraryLookup("libopenblas_nolapack.so.0", java.lang.foreign.Arena.global())
+                        .find("openblas_set_num_threads").orElseThrow(),
+                java.lang.foreign.FunctionDescriptor.ofVoid(java.lang.foreign.ValueLayout.JAVA_INT));
+    }
+
+    private static Map<String, Variant> variants(String workload, List<String> engines, List<String> kinds,
+                                                 List<AutoCloseable> toClose) {
+        Map<String, Variant> variants = new LinkedHashMap<>();
+        for (String kind : kinds) {
+            switch (kind) {
+                case "runStep" -> {
+                    for (String e : engines) {
+                        variants.put("runStep/" + e, runStep(workload, Engine.parse(e), toClose));
+                    }
+                }
+                case "plain" -> variants.put("plain", plain(workload, toClose));
+                case "update" -> {
+                    for (String e : engines) {
+                        variants.put("update/" + e, update(workload, Engine.parse(e), toClose));
+                    }
+                }
+                case "copy" -> variants.put("copy", copy(workload));
+                default -> throw new IllegalArgumentException("unknown variant " + kind
+                        + ", expected runStep, plain, update or copy");
+            }
+        }
+        return variants;
+    }
+
+    /** The block medians of every variant, in ms; closes the variants' constraints at the end. */
+    private static Map<String, double[]> measure(Map<String, Variant> variants, List<AutoCloseable> toClose,
+                                                 int blocks, int calls, int warmup) {
+        List<String> names = new ArrayList<>(variants.keySet());
+        for (String n : names) {
+            for (int i = 0; i < warmup; i++) {
+                time(variants.get(n));
+            }
+        }
+        Map<String, double[]> blockMedians = new LinkedHashMap<>();
+        names.forEach(n -> blockMedians.put(n, new double[blocks]));
+        for (int b = 0; b < blocks; b++) {
+            for (int k = 0; k < names.size(); k++) {
+                String n = names.get((k + b) % names.size()); // rotate the order from block to block
+                double[] t = new double[calls];
+                for (int c = 0; c < calls; c++) {
+                    t[c] = time(variants.get(n));
+                }
+                blockMedians.get(n)[b] = median(t);
+            }
+        }
+        for (AutoCloseable c : toClose) {
+            try {
+                c.close();
+            } catch (Exception e) {
+                throw new IllegalStateException(e);
+            }
+        }
+        return blockMedians;
+    }
+
+    private static JsonObject summarise(String workload, Map<String, double[]> blockMedians, List<String> engines) {
+        long params = parameterCount(workload);
+        JsonObject o = new JsonObject();
+        o.addProperty("parameters", params);
+        JsonObject vs = new JsonObject();
+        StringBuilder line = new StringBuilder(String.format(Locale.ROOT, "%-18s", workload));
+        blockMedians.forEach((n, b) -> {
+            vs.add(n, stats(b));
+            line.append(String.format(Locale.ROOT, "  %s %s", n, range(b)));
+        });
+        o.add("variants", vs);
+        JsonObject ratios = new JsonObject();
+        for (String e : engines) {
+            ratio(ratios, line, "runStep/" + e + " over plain", blockMedians.get("runStep/" + e), blockMedians.get("plain"));
+        }
+        double[] copy = blockMedians.get("copy");
+        if (copy != null) {
+            double[] gbs = new double[copy.length];
+            for (int i = 0; i < copy.length; i++) {
+                gbs[i] = COPY_BYTES * params / (copy[i] * 1e6);
+            }
+            o.addProperty("copy_bytes_per_parameter", COPY_BYTES);
+            o.add("copy_gb_per_s", stats(gbs));
+            o.addProperty("adam_bytes_per_parameter", ADAM_BYTES);
+            for (String e : engines) {
+                double[] u = blockMedians.get("update/" + e);
+                if (u != null) {
+                    // the fraction of the copy's bandwidth the update pass reaches for the bytes a fused Adam step
+                    // must move: (ADAM_BYTES / t_update) / (COPY_BYTES / t_copy), per block
+                    double[] frac = new double[u.length];
+                    for (int i = 0; i < u.length; i++) {
+                        frac[i] = (ADAM_BYTES / u[i]) / (COPY_BYTES / copy[i]);
+                    }
+                    ratios.add("update/" + e + " bandwidth over copy", stats(frac));
+                    line.append(String.format(Locale.ROOT, "  update/%s at %s of the copy's bandwidth", e, range(frac)));
+                }
+            }
+        }
+        o.add("ratios", ratios);
+        System.out.println(line);
+        return o;
+    }
+
+    private static long parameterCount(String workload) {
+        return Workloads.load(workload).parameterCount(); // the variants' models are private to them
+    }
+
+    /** Bytes per float32 parameter: a copy reads and writes each once. */
+    static final int COPY_BYTES = 8;
+    /**
+     * Bytes per float32 parameter a fused projection + Adam step must move: the reductions read g and c (8),
+     * the update reads p, g, c, exp_avg, exp_avg_sq (20) and writes p, g (the projected gradient, left in
+     * {@code p.grad} as PyTorch users expect), exp_avg, exp_avg_sq (16).
+     */
+    static final int ADAM_BYTES = 44;
+
+    private static void ratio(JsonObject ratios, StringBuilder line, String name, double[] a, double[] b) {
+        if (a == null || b == null) {
+            return;
+        }
+        double[] r = new double[a.length];
+        for (int i = 0; i < a.length; i++) {
+            r[i] = a[i] / b[i];
+        }
+        ratios.add(name, stats(r));
+        line.append(String.format(Locale.ROOT, "  %s %s", name, range(r)));
+    }
+
+    private static JsonObject stats(double[] v) {
+        JsonObject s = new JsonObject();
+        s.addProperty("median", round(median(v)));
+        s.addProperty("min", round(Arrays.stream(v).min().orElse(Double.NaN)));
+        s.addProperty("max", round(Arrays.stream(v).max().orElse(Double.NaN)));
+        JsonArray all = new JsonArray();
+        for (double x : v) {
+            all.add(round(x));
+        }
+        s.add("blocks", all);
+        return s;
+    }
+
+    private static String range(double[] v) {
+        return String.format(Locale.ROOT, "%.4g [%.4g-%.4g]", median(v), Arrays.stream(v).min().orElse(Double.NaN),
+                Arrays.stream(v).max().orElse(Double.NaN));
+    }
+
+    static double median(double[] v) {
+        double[] s = v.clone();
+        Arrays.sort(s);
+        int n = s.length;
+        return n == 0 ? Double.NaN : n % 2 == 1 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+    }
+
+    private static double round(double v) {
+        return Double.isFinite(v) ? Math.round(v * 10000) / 10000.0 : Double.NaN;
+    }
+
+    /** Milliseconds of one call, its preparation untimed. */
+    private static double time(Variant v) {
+        v.prepare();
+        long t0 = System.nanoTime();
+        v.call();
+        return (System.nanoTime() - t0) / 1e6;
+    }
+
+    private static double initialUncondLoss(Workloads.Workload w) {
+        try (PointerScope s = new PointerScope(); NoGradGuard g = new NoGradGuard()) {
+            return Loss.MSE.apply(w.model().forward(w.data(), null), w.label()).item_double();
+        }
+    }
+
+    private static Variant runStep(String workload, Engine engine, List<AutoCloseable> toClose) {
+        Workloads.Workload w = Workloads.load(workload);
+        double gConstraint = 0.9 * initialUncondLoss(w);
+        Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(StepBench.LR), 1.0, 1.0, engine);
+        toClose.add(opt);
+        return new Variant() {
+            @Override
+            public void prepare() {
+            }
+
+            @Override
+            public void call() {
+                try (StepResult r = Text2Data.runStep(opt, gConstraint, w.model(), w.cond(), w.data(), w.label(), Loss.MSE)) {
+                    r.projectedTensors();
+                }
+            }
+        };
+    }
+
+    private static Variant plain(String workload, List<AutoCloseable> toClose) {
+        Workloads.Workload w = Workloads.load(workload);
+        Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(StepBench.LR), 1.0, 1.0, Engine.PLAIN);
+        toClose.add(opt);
+        return new Variant() {
+            @Override
+            public void prepare() {
+            }
+
+            @Override
+            public void call() { // as StepBench.plain
+                try (PointerScope scope = new PointerScope()) {
+                    opt.zeroGrad();
+                    Loss.MSE.apply(w.model().forward(w.data(), null), w.label()).backward();
+                    Loss.MSE.apply(w.model().forward(w.data(), w.cond()), w.label()).backward();
+                    opt.stepBase();
+                }
+            }
+        };
+    }
+
+    private static Variant update(String workload, Engine engine, List<AutoCloseable> toClose) {
+        Workloads.Workload w = Workloads.load(workload);
+        Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(StepBench.LR), 1.0, 1.0, engine);
+        toClose.add(opt);
+        List<Tensor> params = opt.parameters();
+        List<Tensor> uncond = new ArrayList<>();
+        List<Tensor> cond = new ArrayList<>();
+        for (List<Tensor> saved : List.of(uncond, cond)) { // the clones live outside any PointerScope
+            try (PointerScope s = new PointerScope()) {
+                opt.zeroGrad();
+                Loss.MSE.apply(w.model().forward(w.data(), saved == uncond ? null : w.cond()), w.label()).backward();
+            }
+            for (Tensor p : params) {
+                saved.add(p.grad().clone());
+            }
+        }
+        return new Variant() {
+            @Override
+            public void prepare() {
+                try (PointerScope s = new PointerScope(); NoGradGuard g = new NoGradGuard()) {
+                    for (int i = 0; i < params.size(); i++) {
+                        params.get(i).grad().copy_(uncond.get(i));
+                    }
+                    opt.firstStep(true); // the unconditional gradient becomes the kept one
+                    for (int i = 0; i < params.size(); i++) {
+                        params.get(i).grad().copy_(cond.get(i));
+                    }
+                }
+            }
+
+            @Override
+            public void call() {
+                opt.secondStep(1e6, 0.0); // g - gConstraint far above any dot product: the projection always runs
+                opt.stepBase();
+            }
+        };
+    }
+
+    private static Variant copy(String workload) {
+        Workloads.Workload w = Workloads.load(workload);
+        List<Tensor> src = new ArrayList<>(w.params().values());
+        List<Tensor> dst = new ArrayList<>();
+        try (NoGradGuard g = new NoGradGuard()) {
+            for (Tensor t : src) {
+                dst.add(t.detach().clone());
+            }
+        }
+        return new Variant() {
+            @Override
+            public void prepare() {
+            }
+
+            @Override
+            public void call() {
+                try (PointerScope s = new PointerScope(); NoGradGuard g = new NoGradGuard()) {
+                    for (int i = 0; i < src.size(); i++) {
+                        dst.get(i).copy_(src.get(i));
+                    }
+                }
+            }
+        };
+    }
+}
