@@ -110,6 +110,48 @@ public final class Diffusion {
     }
 
     /**
+     * Generates {@code n} series of {@code length} by deterministic DDIM sampling ({@code eta = 0}) over the same
+     * noise levels: from the initial noise, each step moves to the next level along the model's estimate of the
+     * clean series, adding no fresh noise (so no noise is left over in the result); with classifier-free guidance
+     * of scale {@code w} as in {@link #sample(ConditionalModel, Tensor, int, int, double)}.
+     *
+     * @param net the denoiser
+     * @param cond the conditions ({@code [n, c]}) or null for unconditional samples
+     * @param n how many series
+     * @param length their length
+     * @param w the guidance scale, a finite number {@code >= 0} (1: plain conditional)
+     * @return {@code [n, length]} float32
+     */
+    public Tensor sampleDdim(ConditionalModel net, Tensor cond, int n, int length, double w) {
+        if (!Double.isFinite(w) || w < 0) {
+            throw new IllegalArgumentException("guidance scale must be a finite number >= 0, got " + w);
+        }
+        try (NoGradGuard ng = new NoGradGuard()) {
+            Tensor x = torch.randn(n, length);
+            for (int t = steps - 1; t >= 0; t--) {
+                try (PointerScope scope = new PointerScope()) {
+                    int[] ts = new int[n];
+                    java.util.Arrays.fill(ts, t);
+                    Tensor in = torch.cat(new TensorVector(x, timeEmbedding(ts)), 1);
+                    Tensor eps = net.forward(in, cond);
+                    if (cond != null && w != 1.0) {
+                        Tensor u = net.forward(in, null);
+                        eps = u.add(eps.sub(u).mul(new Scalar(w)));
+                    }
+                    Tensor x0 = x.sub(eps.mul(new Scalar(Math.sqrt(1 - alphaBar[t])))).div(new Scalar(Math.sqrt(alphaBar[t])));
+                    Tensor next = t > 0
+                            ? x0.mul(new Scalar(Math.sqrt(alphaBar[t - 1]))).add(eps.mul(new Scalar(Math.sqrt(1 - alphaBar[t - 1]))))
+                            : x0;
+                    next.retainReference();
+                    x.close();
+                    x = next;
+                }
+            }
+            return x;
+        }
+    }
+
+    /**
      * The same with classifier-free guidance of scale {@code w}: the noise estimate is
      * {@code eps(x, null) + w * (eps(x, cond) - eps(x, null))}; {@code w = 1} is plain conditional sampling.
      */
