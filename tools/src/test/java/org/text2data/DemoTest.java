@@ -78,8 +78,8 @@ class DemoTest {
         cases.put(List.of("--relax", "-1"), "relax factor must be a positive finite number, got -1.0");
         cases.put(List.of("--guidance", "-1"), "guidance scale must be a finite number >= 0, got -1.0");
         cases.put(List.of("--seeds", "0"), "seeds must lie in 1..20, got 0");
-        cases.put(List.of("--seen", "7"), "seen combinations must lie in 8..192");
-        cases.put(List.of("--seen", "500"), "seen combinations must lie in 8..192");
+        cases.put(List.of("--seen", "3"), "seen combinations must lie in 4..84");
+        cases.put(List.of("--seen", "500"), "seen combinations must lie in 4..84");
         cases.put(List.of("--seeds", "two"), "--seeds");
         cases.put(List.of("--full"), "--full");
         cases.put(List.of("--frobnicate"), "--frobnicate");

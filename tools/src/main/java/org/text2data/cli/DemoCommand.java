@@ -17,7 +17,7 @@ import picocli.CommandLine.Option;
 
 @Command(name = "demo", mixinStandardHelpOptions = true, sortOptions = false,
         description = {"Text2Data end to end on a generated set of waveforms (seeded, nothing downloaded): a shape "
-                + "(8 levels), cycles, amplitude and trend (3 each) described in words, phase, level, noise and "
+                + "(sine, square, sawtooth, spike), cycles, amplitude and trend (3 levels each) described in words, phase, level, noise and "
                 + "time warp not; only the series of a few combinations of levels keep their description.",
                 "Trains a small conditional diffusion model three ways (conditional-only on the labelled series; "
                         + "pretrain on all + plain finetune; pretrain on all + Text2Data finetune) with the same "
@@ -36,16 +36,16 @@ final class DemoCommand implements Callable<Integer> {
     Integer seeds;
 
     @Option(names = "--seen", paramLabel = "K",
-            description = "how many of the 216 combinations the labelled series come from (default: 24; --quick: 16)")
+            description = "how many of the 108 combinations the labelled series come from (default: 12; --quick: 8)")
     Integer seen;
 
     @Option(names = "--relax", paramLabel = "F", defaultValue = "1.0",
             description = "g_constraint = F x the pretrained model's unconditional loss (default: ${DEFAULT-VALUE})")
     double relax;
 
-    @Option(names = "--guidance", paramLabel = "W", defaultValue = "1.0",
-            description = "classifier-free guidance scale when sampling; 1 = plain conditional (default: ${DEFAULT-VALUE})")
-    double guidance;
+    @Option(names = "--guidance", paramLabel = "W",
+            description = "classifier-free guidance scale when sampling; 1 = plain conditional (default: 1.5)")
+    Double guidance;
 
     @Option(names = "--out", paramLabel = "DIR", defaultValue = "demo-output",
             description = "folder for the plots and, unless --report says otherwise, report.json (default: ${DEFAULT-VALUE})")
@@ -90,7 +90,10 @@ final class DemoCommand implements Callable<Integer> {
         if (seen != null) {
             cfg = cfg.withSeen(seen);
         }
-        cfg = cfg.withRelax(relax).withGuidance(guidance); // all checked there
+        if (guidance != null) {
+            cfg = cfg.withGuidance(guidance);
+        }
+        cfg = cfg.withRelax(relax); // all checked there
         Path reportFile = report != null ? report : out.resolve("report.json");
         checkOutputs(reportFile);
         Map<String, ProgressBar> bars = new HashMap<>();

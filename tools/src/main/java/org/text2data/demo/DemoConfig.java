@@ -6,7 +6,7 @@ package org.text2data.demo;
  * @param name the preset's name
  * @param trainSeries generated training series (all of them for pretraining; those of the seen combinations are
  *        the labelled ones)
- * @param seen how many of the 216 combinations of levels the labelled series come from
+ * @param seen how many of the 108 combinations of levels the labelled series come from
  * @param hidden the denoiser's width
  * @param blocks the denoiser's residual blocks
  * @param batchSize mini-batch size of every stage
@@ -55,14 +55,14 @@ public record DemoConfig(String name, int trainSeries, int seen, int hidden, int
 
     /** Seconds on a 2-core machine: for tests. */
     public static DemoConfig quick() {
-        return new DemoConfig("quick", 600, 16, 64, 2, 64, 150, 100, 2e-3, 0.1, 1.0, 8, 4, 2, 2, 1.0,
+        return new DemoConfig("quick", 600, 8, 64, 2, 64, 150, 100, 2e-3, 0.1, 1.0, 8, 4, 2, 2, 1.5,
                 8000, 1500, 2, 7);
     }
 
     /** The default: about three minutes on a 2-core machine. */
     public static DemoConfig standard() {
-        return new DemoConfig("standard", 3000, 24, 128, 3, 64, 2000, 1500, 2e-3, 0.1, 1.0, 24, 8, 5, 4, 1.0,
-                12000, 2500, 3, 7);
+        return new DemoConfig("standard", 3000, 12, 128, 2, 64, 2000, 1000, 2e-3, 0.1, 1.0, 24, 8, 5, 4, 1.5,
+                8000, 1500, 3, 7);
     }
 
     /** The same with another first seed. */

@@ -8,7 +8,7 @@ import java.util.TreeSet;
 
 /**
  * The demo's data set: series of {@link #LENGTH} points generated from four described factors, a waveform shape
- * (eight levels), a number of cycles, an amplitude and a trend (three levels each), plus variation the text never
+ * (four levels), a number of cycles, an amplitude and a trend (three levels each), plus variation the text never
  * describes: phase, level, noise and a smooth time warp. Everything follows from the seed; nothing is downloaded.
  */
 public final class Waveforms {
@@ -20,16 +20,15 @@ public final class Waveforms {
     public static final List<String> FACTORS = List.of("shape", "cycles", "amplitude", "trend");
 
     /** Number of levels of each factor. */
-    static final int[] LEVELS = {8, 3, 3, 3};
+    static final int[] LEVELS = {4, 3, 3, 3};
 
-    static final String[] SHAPES = {"sine", "square", "damped", "sawtooth", "pulse", "burst", "chirp", "spike"};
+    static final String[] SHAPES = {"sine", "square", "sawtooth", "spike"};
     static final double[] CYCLES = {1, 2, 3};
-    static final double[] AMPLITUDES = {0.5, 1.0, 2.0};
+    static final double[] AMPLITUDES = {0.4, 1.0, 2.5};
     static final double[] SLOPES = {-2.0, 0.0, 2.0};
 
     private static final String[][] SHAPE_WORDS = {{"sine", "sinusoidal"}, {"square", "boxy"},
-            {"damped", "decaying"}, {"sawtooth", "ramp"}, {"pulse", "pulsed"}, {"burst", "bursty"},
-            {"chirp", "chirping"}, {"spike", "spiky"}};
+            {"sawtooth", "ramp"}, {"spike", "spiky"}};
     private static final String[][] CYCLE_WORDS = {{"one", "single"}, {"two", "double"}, {"three", "triple"}};
     private static final String[][] AMP_WORDS = {{"small", "faint"}, {"medium", "moderate"}, {"large", "strong"}};
     private static final String[][] TREND_WORDS = {{"falling", "decreasing"}, {"flat", "steady"},
@@ -114,18 +113,8 @@ public final class Waveforms {
         return switch (shape) {
             case 0 -> Math.sin(2 * Math.PI * u);
             case 1 -> Math.tanh(6 * Math.sin(2 * Math.PI * u)) / Math.tanh(6);
-            case 2 -> Math.sin(2 * Math.PI * u) * Math.exp(-2.5 * x); // dying out through the window
-            case 3 -> 2 * frac - 1;
-            case 4 -> frac < 0.25 ? 1 : -1; // a narrow pulse per period
-            case 5 -> { // a burst of fast oscillation in the first half of each period
-                double env = Math.max(0, Math.sin(2 * Math.PI * u));
-                yield env * env * Math.sin(2 * Math.PI * 4 * u);
-            }
-            case 6 -> { // frequency rising through the window, the same number of periods in all
-                double p = cycles * (0.4 * x + 0.6 * x * x) + phase;
-                yield Math.sin(2 * Math.PI * p);
-            }
-            case 7 -> { // one sharp spike per period on a low baseline
+            case 2 -> 2 * frac - 1;
+            case 3 -> { // one sharp spike per period on a low baseline
                 double d = Math.min(frac, 1 - frac) * LENGTH / cycles; // points from the spike
                 yield 2 * Math.exp(-d * d / 2.0) - 1;
             }
@@ -164,7 +153,7 @@ public final class Waveforms {
      * {@code k} distinct combinations, drawn at random until every level of every factor appears in them (so the
      * labelled series cover every level, but only these combinations).
      *
-     * @throws IllegalArgumentException if {@code k} is too small to cover the eight shapes or not below the
+     * @throws IllegalArgumentException if {@code k} is too small to cover the four shapes or not below the
      *         number of combinations
      */
     static int[] seenCombinations(int k, Random rnd) {

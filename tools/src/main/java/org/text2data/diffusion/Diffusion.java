@@ -29,6 +29,7 @@ public final class Diffusion {
     private final double[] beta;
     private final double[] alphaBar;
     private final Random random;
+    private boolean predictsClean;
 
     /** {@code steps} noise levels with a linear beta schedule from {@code betaStart} to {@code betaEnd}. */
     public Diffusion(int steps, double betaStart, double betaEnd, int timeDim, long seed) {
@@ -57,6 +58,19 @@ public final class Diffusion {
         return new Diffusion(50, 2e-3, 0.35, 16, seed);
     }
 
+    /**
+     * Makes the network predict the clean series instead of the noise (the "x0" parameterisation): the label of
+     * {@link #noised} becomes the clean rows, and {@link #sampleDdim} reads the output as the clean series. A small
+     * network's estimate of the clean series then does not blow up at the noisiest times, as it can when it is
+     * derived from a predicted noise.
+     *
+     * @return this
+     */
+    public Diffusion predictingClean() {
+        predictsClean = true;
+        return this;
+    }
+
     /** Width of the network's input for series of {@code length}. */
     public int inputDim(int length) {
         return length + timeDim;
@@ -80,7 +94,7 @@ public final class Diffusion {
         return Tensor.create(e, t.length, timeDim);
     }
 
-    /** Rows noised at random times: data {@code [x_t | emb(t)]}, label the noise; cond kept. */
+    /** Rows noised at random times: data {@code [x_t | emb(t)]}, label the noise (or the clean rows); cond kept. */
     public Batch noised(Batch rows) {
         Tensor x0 = rows.data();
         int n = (int) x0.size(0);
@@ -94,7 +108,7 @@ public final class Diffusion {
         }
         Tensor eps = torch.randn(x0.size(0), x0.size(1));
         Tensor xt = x0.mul(Tensor.create(a, n, 1)).add(eps.mul(Tensor.create(s, n, 1)));
-        return new Batch(torch.cat(new TensorVector(xt, timeEmbedding(t)), 1), rows.cond(), eps);
+        return new Batch(torch.cat(new TensorVector(xt, timeEmbedding(t)), 1), rows.cond(), predictsClean ? x0 : eps);
     }
 
     public BatchTransform transform() {
@@ -138,7 +152,13 @@ public final class Diffusion {
                         Tensor u = net.forward(in, null);
                         eps = u.add(eps.sub(u).mul(new Scalar(w)));
                     }
-                    Tensor x0 = x.sub(eps.mul(new Scalar(Math.sqrt(1 - alphaBar[t])))).div(new Scalar(Math.sqrt(alphaBar[t])));
+                    Tensor x0;
+                    if (predictsClean) { // the output is the clean series; the noise follows from it
+                        x0 = eps;
+                        eps = x.sub(x0.mul(new Scalar(Math.sqrt(alphaBar[t])))).div(new Scalar(Math.sqrt(1 - alphaBar[t])));
+                    } else {
+                        x0 = x.sub(eps.mul(new Scalar(Math.sqrt(1 - alphaBar[t])))).div(new Scalar(Math.sqrt(alphaBar[t])));
+                    }
                     Tensor next = t > 0
                             ? x0.mul(new Scalar(Math.sqrt(alphaBar[t - 1]))).add(eps.mul(new Scalar(Math.sqrt(1 - alphaBar[t - 1]))))
                             : x0;
