@@ -376,14 +376,12 @@ public final class Demo {
             gCurve.add(new double[] {Math.min(step, offset + steps), gEval(m, gRows)});
             return 1 - acc;
         };
-        curve.add(new double[] {offset, Double.NaN});
         Finetuning.Result r;
         try (Constraint opt = new Constraint(model.namedParameters(), OptimizerSpec.adam(cfg.lr()), 1, 1, Engine.AUTO)) {
             TrainingListener named = (stage, step, total, g, f) -> listener.onStep(name, step, total, g, f);
             r = Finetuning.run(opt, gConstraint, model, data, Loss.MSE, stage(steps, seed).evalEvery(every), mode,
                     transform, evaluator, named);
         }
-        curve.remove(0);
         torch.manual_seed(seed + 3);
         List<Double> stepG = r.steps().stream().map(Finetuning.Step::g).toList();
         Score s = score(name, model, true, prompts, real, est, curve, gCurve, stepG, samples);

@@ -31,7 +31,7 @@ final class DemoPlots {
         BufferedImage img = Charts.canvas(760, 440);
         Graphics2D g = Charts.graphics(img);
         List<Charts.Line> lines = new ArrayList<>();
-        double end = rep.config().pretrainSteps() + rep.config().finetuneSteps();
+        double end = 2.0 * rep.config().pretrainSteps() + rep.config().finetuneSteps(); // the ceiling's last step
         for (String m : List.of("conditional_only", "pretrain_finetune", "text2data", "ceiling")) {
             List<double[]> c0 = rep.runs().get(0).scores().get(m).curve();
             double[] x = new double[c0.size()];
