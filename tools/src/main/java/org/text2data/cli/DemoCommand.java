@@ -39,9 +39,9 @@ final class DemoCommand implements Callable<Integer> {
             description = "how many of the 108 combinations the labelled series come from (default: 12; --quick: 8)")
     Integer seen;
 
-    @Option(names = "--relax", paramLabel = "F", defaultValue = "1.0",
-            description = "g_constraint = F x the pretrained model's unconditional loss (default: ${DEFAULT-VALUE})")
-    double relax;
+    @Option(names = "--relax", paramLabel = "F",
+            description = "g_constraint = F x the pretrained model's unconditional loss (default: 1)")
+    Double relax;
 
     @Option(names = "--guidance", paramLabel = "W",
             description = "classifier-free guidance scale when sampling; 1 = plain conditional (default: 1.5)")
@@ -81,19 +81,7 @@ final class DemoCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         DemoConfig cfg = quick ? DemoConfig.quick() : DemoConfig.standard();
-        if (seed != null) {
-            cfg = cfg.withSeed(seed);
-        }
-        if (seeds != null) {
-            cfg = cfg.withSeeds(seeds);
-        }
-        if (seen != null) {
-            cfg = cfg.withSeen(seen);
-        }
-        if (guidance != null) {
-            cfg = cfg.withGuidance(guidance);
-        }
-        cfg = cfg.withRelax(relax); // all checked there
+        cfg = cfg.with(seed, seeds, seen, relax, guidance); // all checked there
         Path reportFile = report != null ? report : out.resolve("report.json");
         checkOutputs(reportFile);
         Map<String, ProgressBar> bars = new HashMap<>();

@@ -65,38 +65,21 @@ public record DemoConfig(String name, int trainSeries, int seen, int hidden, int
                 8000, 1500, 3, 7);
     }
 
-    /** The same with another first seed. */
-    public DemoConfig withSeed(long s) {
-        return new DemoConfig(name, trainSeries, seen, hidden, blocks, batchSize, pretrainSteps, finetuneSteps, lr,
-                condDropout, relax, unseenPrompts, samplesPerPrompt, evaluations, evalSamples, guidance,
-                estimatorSeries, estimatorSteps, seeds, s);
-    }
-
-    /** The same with another number of seeds. */
-    public DemoConfig withSeeds(int n) {
-        return new DemoConfig(name, trainSeries, seen, hidden, blocks, batchSize, pretrainSteps, finetuneSteps, lr,
-                condDropout, relax, unseenPrompts, samplesPerPrompt, evaluations, evalSamples, guidance,
-                estimatorSeries, estimatorSteps, n, seed);
-    }
-
-    /** The same with another relax factor. */
-    public DemoConfig withRelax(double r) {
-        return new DemoConfig(name, trainSeries, seen, hidden, blocks, batchSize, pretrainSteps, finetuneSteps, lr,
-                condDropout, r, unseenPrompts, samplesPerPrompt, evaluations, evalSamples, guidance,
-                estimatorSeries, estimatorSteps, seeds, seed);
-    }
-
-    /** The same with another number of seen combinations. */
-    public DemoConfig withSeen(int k) {
-        return new DemoConfig(name, trainSeries, k, hidden, blocks, batchSize, pretrainSteps, finetuneSteps, lr,
-                condDropout, relax, unseenPrompts, samplesPerPrompt, evaluations, evalSamples, guidance,
-                estimatorSeries, estimatorSteps, seeds, seed);
-    }
-
-    /** The same with another guidance scale. */
-    public DemoConfig withGuidance(double w) {
-        return new DemoConfig(name, trainSeries, seen, hidden, blocks, batchSize, pretrainSteps, finetuneSteps, lr,
-                condDropout, relax, unseenPrompts, samplesPerPrompt, evaluations, evalSamples, w,
-                estimatorSeries, estimatorSteps, seeds, seed);
+    /**
+     * The same settings with some replaced (each null keeps this one's), checked again.
+     *
+     * @param newSeed the first seed
+     * @param newSeeds how many seeds
+     * @param newSeen how many combinations the labelled series come from
+     * @param newRelax the relax factor of g_constraint
+     * @param newGuidance the guidance scale
+     * @return the new settings
+     * @throws IllegalArgumentException if a setting is out of range
+     */
+    public DemoConfig with(Long newSeed, Integer newSeeds, Integer newSeen, Double newRelax, Double newGuidance) {
+        return new DemoConfig(name, trainSeries, newSeen != null ? newSeen : seen, hidden, blocks, batchSize,
+                pretrainSteps, finetuneSteps, lr, condDropout, newRelax != null ? newRelax : relax, unseenPrompts,
+                samplesPerPrompt, evaluations, evalSamples, newGuidance != null ? newGuidance : guidance,
+                estimatorSeries, estimatorSteps, newSeeds != null ? newSeeds : seeds, newSeed != null ? newSeed : seed);
     }
 }

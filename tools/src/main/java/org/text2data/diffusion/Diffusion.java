@@ -137,38 +137,7 @@ public final class Diffusion {
      * @return {@code [n, length]} float32
      */
     public Tensor sampleDdim(ConditionalModel net, Tensor cond, int n, int length, double w) {
-        if (!Double.isFinite(w) || w < 0) {
-            throw new IllegalArgumentException("guidance scale must be a finite number >= 0, got " + w);
-        }
-        try (NoGradGuard ng = new NoGradGuard()) {
-            Tensor x = torch.randn(n, length);
-            for (int t = steps - 1; t >= 0; t--) {
-                try (PointerScope scope = new PointerScope()) {
-                    int[] ts = new int[n];
-                    java.util.Arrays.fill(ts, t);
-                    Tensor in = torch.cat(new TensorVector(x, timeEmbedding(ts)), 1);
-                    Tensor eps = net.forward(in, cond);
-                    if (cond != null && w != 1.0) {
-                        Tensor u = net.forward(in, null);
-                        eps = u.add(eps.sub(u).mul(new Scalar(w)));
-                    }
-                    Tensor x0;
-                    if (predictsClean) { // the output is the clean series; the noise follows from it
-                        x0 = eps;
-                        eps = x.sub(x0.mul(new Scalar(Math.sqrt(alphaBar[t])))).div(new Scalar(Math.sqrt(1 - alphaBar[t])));
-                    } else {
-                        x0 = x.sub(eps.mul(new Scalar(Math.sqrt(1 - alphaBar[t])))).div(new Scalar(Math.sqrt(alphaBar[t])));
-                    }
-                    Tensor next = t > 0
-                            ? x0.mul(new Scalar(Math.sqrt(alphaBar[t - 1]))).add(eps.mul(new Scalar(Math.sqrt(1 - alphaBar[t - 1]))))
-                            : x0;
-                    next.retainReference();
-                    x.close();
-                    x = next;
-                }
-            }
-            return x;
-        }
+        return denoise(net, cond, n, length, w, true);
     }
 
     /**
@@ -176,6 +145,11 @@ public final class Diffusion {
      * {@code eps(x, null) + w * (eps(x, cond) - eps(x, null))}; {@code w = 1} is plain conditional sampling.
      */
     public Tensor sample(ConditionalModel net, Tensor cond, int n, int length, double w) {
+        return denoise(net, cond, n, length, w, false);
+    }
+
+    /** From noise to series: DDIM steps ({@code ddim}) or ancestral DDPM steps, with guidance of scale {@code w}. */
+    private Tensor denoise(ConditionalModel net, Tensor cond, int n, int length, double w, boolean ddim) {
         if (!Double.isFinite(w) || w < 0) {
             throw new IllegalArgumentException("guidance scale must be a finite number >= 0, got " + w);
         }
@@ -186,14 +160,25 @@ public final class Diffusion {
                     int[] ts = new int[n];
                     java.util.Arrays.fill(ts, t);
                     Tensor in = torch.cat(new TensorVector(x, timeEmbedding(ts)), 1);
-                    Tensor eps = net.forward(in, cond);
+                    Tensor out = net.forward(in, cond);
                     if (cond != null && w != 1.0) {
                         Tensor u = net.forward(in, null);
-                        eps = u.add(eps.sub(u).mul(new Scalar(w)));
+                        out = u.add(out.sub(u).mul(new Scalar(w)));
                     }
-                    double coef = beta[t] / Math.sqrt(1 - alphaBar[t]);
-                    Tensor mean = x.sub(eps.mul(new Scalar(coef))).div(new Scalar(Math.sqrt(1 - beta[t])));
-                    Tensor next = t > 0 ? mean.add(torch.randn(n, length).mul(new Scalar(Math.sqrt(beta[t])))) : mean;
+                    double a = Math.sqrt(alphaBar[t]);
+                    double sd = Math.sqrt(1 - alphaBar[t]);
+                    // the network's output is the clean series or the noise; each follows from the other
+                    Tensor x0 = predictsClean ? out : x.sub(out.mul(new Scalar(sd))).div(new Scalar(a));
+                    Tensor eps = predictsClean ? x.sub(out.mul(new Scalar(a))).div(new Scalar(sd)) : out;
+                    Tensor next;
+                    if (t == 0) {
+                        next = ddim ? x0 : x.sub(eps.mul(new Scalar(beta[t] / sd))).div(new Scalar(Math.sqrt(1 - beta[t])));
+                    } else if (ddim) {
+                        next = x0.mul(new Scalar(Math.sqrt(alphaBar[t - 1]))).add(eps.mul(new Scalar(Math.sqrt(1 - alphaBar[t - 1]))));
+                    } else {
+                        next = x.sub(eps.mul(new Scalar(beta[t] / sd))).div(new Scalar(Math.sqrt(1 - beta[t])))
+                                .add(torch.randn(n, length).mul(new Scalar(Math.sqrt(beta[t]))));
+                    }
                     next.retainReference();
                     x.close();
                     x = next;
