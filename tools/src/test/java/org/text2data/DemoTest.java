@@ -31,40 +31,67 @@ class DemoTest {
         String ra = Files.readString(tmp.resolve("a").resolve("report.json"));
         String rb = Files.readString(tmp.resolve("b-report.json"));
         assertThat(ra).isEqualTo(rb);
-        JsonObject methods = JsonParser.parseString(ra).getAsJsonObject().getAsJsonObject("methods");
-        assertThat(methods.keySet()).containsExactly("conditional_only", "pretrain_finetune", "text2data");
+        JsonObject report = JsonParser.parseString(ra).getAsJsonObject();
+        JsonObject methods = report.getAsJsonObject("methods");
+        assertThat(methods.keySet()).containsExactly("conditional_only", "pretrain_finetune", "text2data", "ceiling",
+                "floor");
+        int seeds = report.getAsJsonObject("config").get("seeds").getAsInt();
         for (String m : methods.keySet()) {
             JsonObject r = methods.getAsJsonObject(m);
-            assertThat(r.get("controllability_error").getAsDouble()).isFinite().isPositive();
-            assertThat(r.get("quality_distance").getAsDouble()).isFinite();
+            for (String key : List.of("unseen_accuracy", "seen_accuracy", "quality_mmd")) {
+                JsonObject v = r.getAsJsonObject(key);
+                assertThat(v.keySet()).as(m + " " + key).containsExactly("mean", "per_seed");
+                assertThat(v.getAsJsonArray("per_seed")).hasSize(seeds);
+                double mean = 0;
+                for (var e : v.getAsJsonArray("per_seed")) {
+                    mean += e.getAsDouble() / seeds;
+                }
+                assertThat(v.get("mean").getAsDouble()).as(m + " " + key).isCloseTo(mean,
+                        org.assertj.core.data.Offset.offset(1e-12));
+                if (!key.equals("quality_mmd")) {
+                    assertThat(v.get("mean").getAsDouble()).isBetween(0.0, 1.0);
+                }
+            }
         }
-        assertThat(methods.getAsJsonObject("text2data").get("max_g_over_g_constraint").getAsDouble()).isPositive();
-        assertThat(Files.size(tmp.resolve("a").resolve("training.png"))).isPositive();
-        assertThat(Files.size(tmp.resolve("a").resolve("samples.png"))).isPositive();
-        assertThat(a.out()).contains("text2data").contains("controllability error");
-        assertThat(a.err()).contains("pretrain");
+        assertThat(methods.getAsJsonObject("text2data").getAsJsonObject("max_g_over_constraint")
+                .get("mean").getAsDouble()).isPositive();
+        for (var e : report.getAsJsonObject("estimator_validation_accuracy").entrySet()) {
+            assertThat(e.getValue().getAsDouble()).as(e.getKey()).isGreaterThanOrEqualTo(0.95);
+        }
+        for (String plot : List.of("accuracy.png", "g.png", "samples.png")) {
+            assertThat(Files.size(tmp.resolve("a").resolve(plot))).isPositive();
+        }
+        assertThat(a.out()).contains("text2data").contains("unseen combinations");
+        assertThat(a.err()).contains("estimators: level recovered on real series").contains("pretrained");
+        CliTest.Run c = CliTest.cli("demo", "--quick", "--seed", "8", "--seeds", "1", "--out", tmp.resolve("c").toString());
+        assertThat(c.code()).as(c.err()).isZero();
+        assertThat(Files.readString(tmp.resolve("c").resolve("report.json"))).as("another seed, another report")
+                .isNotEqualTo(ra);
     }
 
     @Test
     void badDemoFlagsWriteNothing(@TempDir Path tmp) {
         Path out = tmp.resolve("o");
-        for (String[] args : List.of(new String[] {"--relax", "0"}, new String[] {"--relax", "NaN"},
-                new String[] {"--relax", "-1"}, new String[] {"--labelled", "0"}, new String[] {"--quick", "--full"},
-                new String[] {"--frobnicate"})) {
-            String[] all = new String[args.length + 3];
-            all[0] = "demo";
-            System.arraycopy(args, 0, all, 1, args.length);
-            all[args.length + 1] = "--out";
-            all[args.length + 2] = out.toString();
-            CliTest.Run r = CliTest.cli(all);
-            assertThat(r.code()).as(String.join(" ", args)).isNotZero();
-            assertThat(r.err()).as(String.join(" ", args)).isNotBlank();
-            assertThat(out).as(String.join(" ", args)).doesNotExist();
+        Map<List<String>, String> cases = new java.util.LinkedHashMap<>();
+        cases.put(List.of("--relax", "0"), "relax factor must be a positive finite number, got 0.0");
+        cases.put(List.of("--relax", "NaN"), "relax factor must be a positive finite number, got NaN");
+        cases.put(List.of("--relax", "-1"), "relax factor must be a positive finite number, got -1.0");
+        cases.put(List.of("--guidance", "-1"), "guidance scale must be a finite number >= 0, got -1.0");
+        cases.put(List.of("--seeds", "0"), "seeds must lie in 1..20, got 0");
+        cases.put(List.of("--seen", "3"), "seen combinations must lie in 4..84");
+        cases.put(List.of("--seen", "500"), "seen combinations must lie in 4..84");
+        cases.put(List.of("--seeds", "two"), "--seeds");
+        cases.put(List.of("--full"), "--full");
+        cases.put(List.of("--frobnicate"), "--frobnicate");
+        for (Map.Entry<List<String>, String> c : cases.entrySet()) {
+            List<String> all = new java.util.ArrayList<>(List.of("demo"));
+            all.addAll(c.getKey());
+            all.addAll(List.of("--out", out.toString()));
+            CliTest.Run r = CliTest.cli(all.toArray(String[]::new));
+            assertThat(r.code()).as(String.join(" ", c.getKey())).isNotZero();
+            assertThat(r.err()).as(String.join(" ", c.getKey())).contains(c.getValue()).doesNotContain("estimators");
+            assertThat(out).as(String.join(" ", c.getKey())).doesNotExist();
         }
-        assertThat(CliTest.cli("demo", "--relax", "0", "--out", out.toString()).err())
-                .contains("relax factor must be a positive finite number, got 0.0");
-        assertThat(CliTest.cli("demo", "--labelled", "0.0001", "--out", out.toString()).err())
-                .contains("zero labelled examples");
     }
 
     @Test
@@ -75,8 +102,8 @@ class DemoTest {
         cases.put(new String[] {"--out", file.toString()}, "--out " + file + " is a file, not a folder");
         cases.put(new String[] {"--out", file.resolve("sub").toString()}, "cannot create it, " + file + " is a file, not a folder");
         cases.put(new String[] {"--out", "/proc/t2d-demo"}, "--out /proc/t2d-demo: cannot write in /proc: ");
-        cases.put(new String[] {"--out", dir.toString(), "--report", dir.resolve("training.png").toString()},
-                "--report " + dir.resolve("training.png") + " is the file the demo writes its plot training.png to");
+        cases.put(new String[] {"--out", dir.toString(), "--report", dir.resolve("g.png").toString()},
+                "--report " + dir.resolve("g.png") + " is the file the demo writes its plot g.png to");
         cases.put(new String[] {"--out", dir.toString(), "--report", dir.toString()}, "cannot write " + dir + ": it is a folder");
         cases.put(new String[] {"--out", dir.toString(), "--report", "/dev/null"}, "cannot write /dev/null: it is not a regular file");
         for (Map.Entry<String[], String> c : cases.entrySet()) {
@@ -87,7 +114,7 @@ class DemoTest {
             CliTest.Run r = CliTest.cli(args);
             assertThat(r.code()).as(String.join(" ", args)).isEqualTo(1);
             assertThat(r.err()).as(String.join(" ", args)).contains("error: ").contains(c.getValue())
-                    .doesNotContain("pretrain"); // refused before any training
+                    .doesNotContain("estimators"); // refused before any training
             assertThat(Files.readString(file)).isEqualTo("keep");
             try (var files = Files.list(tmp)) {
                 assertThat(files.toList()).containsExactlyInAnyOrder(file, dir);

@@ -1,71 +1,85 @@
 package org.text2data.demo;
 
-/** Sizes and hyperparameters of the demo; {@link #quick()}, {@link #standard()} and {@link #full()}. */
-public record DemoConfig(String name, int trainSeries, int testSeries, int length, double labelledFraction,
-                         int hidden, int layers, int batchSize, int pretrainEpochs, int finetuneEpochs,
-                         double lr, double finetuneLr, double relax, double alpha, double beta,
-                         int prompts, int samplesPerPrompt, double guidance, long seed) {
+/**
+ * Sizes and hyperparameters of the demo: {@link #standard()} (the default) and {@link #quick()} (for tests).
+ *
+ * @param name the preset's name
+ * @param trainSeries generated training series (all of them for pretraining; those of the seen combinations are
+ *        the labelled ones)
+ * @param seen how many of the 108 combinations of levels the labelled series come from
+ * @param hidden the denoiser's width
+ * @param blocks the denoiser's residual blocks
+ * @param batchSize mini-batch size of every stage
+ * @param pretrainSteps steps of unconditional pretraining
+ * @param finetuneSteps steps of finetuning; conditional-only and the ceiling train pretrainSteps + finetuneSteps
+ * @param lr Adam's learning rate at the start of every stage (cosine decay to a tenth)
+ * @param condDropout the probability that a row's condition is replaced by the null (zero) condition
+ * @param relax g_constraint = relax x the pretrained model's unconditional loss on the evaluation rows
+ * @param unseenPrompts prompts drawn from the combinations no label comes from
+ * @param samplesPerPrompt samples per prompt in the final evaluation
+ * @param evaluations evaluations during training (on the unseen prompts, {@code evalSamples} each)
+ * @param evalSamples samples per unseen prompt in the evaluations during training
+ * @param guidance classifier-free guidance scale when sampling (1: plain conditional)
+ * @param estimatorSeries generated series the estimators are trained on
+ * @param estimatorSteps the estimators' training steps
+ * @param seeds how many seeds to run (seed, seed + 1, ...)
+ * @param seed the first seed
+ */
+public record DemoConfig(String name, int trainSeries, int seen, int hidden, int blocks, int batchSize,
+                         int pretrainSteps, int finetuneSteps, double lr, double condDropout, double relax,
+                         int unseenPrompts, int samplesPerPrompt, int evaluations, int evalSamples, double guidance,
+                         int estimatorSeries, int estimatorSteps, int seeds, long seed) {
 
+    /** Checks every setting; a message names the one that is wrong. */
     public DemoConfig {
-        if (trainSeries < 10 || testSeries < 10) {
-            throw new IllegalArgumentException("the demo needs at least 10 training and 10 test series");
-        }
-        if (!(labelledFraction > 0 && labelledFraction <= 1)) {
-            throw new IllegalArgumentException("labelled fraction must lie in (0, 1], got " + labelledFraction);
-        }
-        if ((int) Math.round(trainSeries * labelledFraction) == 0) {
-            throw new IllegalArgumentException("zero labelled examples: " + trainSeries + " series at "
-                    + labelledFraction + " labelled");
-        }
         if (!Double.isFinite(relax) || relax <= 0) {
             throw new IllegalArgumentException("relax factor must be a positive finite number, got " + relax);
         }
         if (!Double.isFinite(guidance) || guidance < 0) {
             throw new IllegalArgumentException("guidance scale must be a finite number >= 0, got " + guidance);
         }
-        if (prompts < 1 || prompts > 36 || samplesPerPrompt < 1) {
-            throw new IllegalArgumentException("prompts must lie in 1..36 and samples per prompt be positive");
+        if (seeds < 1 || seeds > 20) {
+            throw new IllegalArgumentException("seeds must lie in 1..20, got " + seeds);
+        }
+        int combos = Waveforms.combinations();
+        if (seen < Waveforms.LEVELS[0] || seen > combos - unseenPrompts) {
+            throw new IllegalArgumentException("seen combinations must lie in " + Waveforms.LEVELS[0] + ".."
+                    + (combos - unseenPrompts) + " (at least one per shape, and " + unseenPrompts
+                    + " combinations left unseen for the prompts), got " + seen);
+        }
+        if (trainSeries < 10 * seen || pretrainSteps < 1 || finetuneSteps < 1 || evaluations < 1
+                || samplesPerPrompt < 2 || evalSamples < 1 || unseenPrompts < 1) {
+            throw new IllegalArgumentException("the demo's sizes are too small: " + this);
         }
     }
 
     /** Seconds on a 2-core machine: for tests. */
     public static DemoConfig quick() {
-        return new DemoConfig("quick", 400, 120, 32, 0.1, 64, 2, 64, 6, 30, 2e-3, 1e-3, 1.0, 1.0, 1.0, 12, 4, 1.0, 7);
+        return new DemoConfig("quick", 600, 8, 64, 2, 64, 150, 100, 2e-3, 0.1, 1.0, 8, 4, 2, 2, 1.5,
+                8000, 1500, 2, 7);
     }
 
-    /** The default: about a minute or two on a 2-core machine. */
+    /** The default: about three minutes on a 2-core machine. */
     public static DemoConfig standard() {
-        return new DemoConfig("standard", 3000, 400, 32, 0.1, 128, 3, 64, 40, 300, 2e-3, 2e-3, 1.0, 1.0, 1.0, 36,
-                8, 1.0, 7);
+        return new DemoConfig("standard", 3000, 12, 128, 2, 64, 2000, 1000, 2e-3, 0.1, 1.0, 24, 8, 5, 4, 1.5,
+                8000, 1500, 3, 7);
     }
 
-    /** Longer and larger, for better numbers. */
-    public static DemoConfig full() {
-        return new DemoConfig("full", 8000, 800, 32, 0.1, 256, 3, 64, 60, 200, 2e-3, 2e-3, 1.0, 1.0, 1.0, 36,
-                16, 1.0, 7);
-    }
-
-    public DemoConfig withSeed(long s) {
-        return new DemoConfig(name, trainSeries, testSeries, length, labelledFraction, hidden, layers, batchSize,
-                pretrainEpochs, finetuneEpochs, lr, finetuneLr, relax, alpha, beta, prompts, samplesPerPrompt, guidance, s);
-    }
-
-    public DemoConfig withRelax(double r) {
-        return new DemoConfig(name, trainSeries, testSeries, length, labelledFraction, hidden, layers, batchSize,
-                pretrainEpochs, finetuneEpochs, lr, finetuneLr, r, alpha, beta, prompts, samplesPerPrompt, guidance, seed);
-    }
-
-    public DemoConfig withLabelledFraction(double f) {
-        return new DemoConfig(name, trainSeries, testSeries, length, f, hidden, layers, batchSize,
-                pretrainEpochs, finetuneEpochs, lr, finetuneLr, relax, alpha, beta, prompts, samplesPerPrompt, guidance, seed);
-    }
-
-    public DemoConfig withGuidance(double w) {
-        return new DemoConfig(name, trainSeries, testSeries, length, labelledFraction, hidden, layers, batchSize,
-                pretrainEpochs, finetuneEpochs, lr, finetuneLr, relax, alpha, beta, prompts, samplesPerPrompt, w, seed);
-    }
-
-    public int labelled() {
-        return (int) Math.round(trainSeries * labelledFraction);
+    /**
+     * The same settings with some replaced (each null keeps this one's), checked again.
+     *
+     * @param newSeed the first seed
+     * @param newSeeds how many seeds
+     * @param newSeen how many combinations the labelled series come from
+     * @param newRelax the relax factor of g_constraint
+     * @param newGuidance the guidance scale
+     * @return the new settings
+     * @throws IllegalArgumentException if a setting is out of range
+     */
+    public DemoConfig with(Long newSeed, Integer newSeeds, Integer newSeen, Double newRelax, Double newGuidance) {
+        return new DemoConfig(name, trainSeries, newSeen != null ? newSeen : seen, hidden, blocks, batchSize,
+                pretrainSteps, finetuneSteps, lr, condDropout, newRelax != null ? newRelax : relax, unseenPrompts,
+                samplesPerPrompt, evaluations, evalSamples, newGuidance != null ? newGuidance : guidance,
+                estimatorSeries, estimatorSteps, newSeeds != null ? newSeeds : seeds, newSeed != null ? newSeed : seed);
     }
 }

@@ -29,6 +29,7 @@ public final class Diffusion {
     private final double[] beta;
     private final double[] alphaBar;
     private final Random random;
+    private boolean predictsClean;
 
     /** {@code steps} noise levels with a linear beta schedule from {@code betaStart} to {@code betaEnd}. */
     public Diffusion(int steps, double betaStart, double betaEnd, int timeDim, long seed) {
@@ -57,6 +58,19 @@ public final class Diffusion {
         return new Diffusion(50, 2e-3, 0.35, 16, seed);
     }
 
+    /**
+     * Makes the network predict the clean series instead of the noise (the "x0" parameterisation): the label of
+     * {@link #noised} becomes the clean rows, and {@link #sampleDdim} reads the output as the clean series. A small
+     * network's estimate of the clean series then does not blow up at the noisiest times, as it can when it is
+     * derived from a predicted noise.
+     *
+     * @return this
+     */
+    public Diffusion predictingClean() {
+        predictsClean = true;
+        return this;
+    }
+
     /** Width of the network's input for series of {@code length}. */
     public int inputDim(int length) {
         return length + timeDim;
@@ -80,7 +94,7 @@ public final class Diffusion {
         return Tensor.create(e, t.length, timeDim);
     }
 
-    /** Rows noised at random times: data {@code [x_t | emb(t)]}, label the noise; cond kept. */
+    /** Rows noised at random times: data {@code [x_t | emb(t)]}, label the noise (or the clean rows); cond kept. */
     public Batch noised(Batch rows) {
         Tensor x0 = rows.data();
         int n = (int) x0.size(0);
@@ -94,7 +108,7 @@ public final class Diffusion {
         }
         Tensor eps = torch.randn(x0.size(0), x0.size(1));
         Tensor xt = x0.mul(Tensor.create(a, n, 1)).add(eps.mul(Tensor.create(s, n, 1)));
-        return new Batch(torch.cat(new TensorVector(xt, timeEmbedding(t)), 1), rows.cond(), eps);
+        return new Batch(torch.cat(new TensorVector(xt, timeEmbedding(t)), 1), rows.cond(), predictsClean ? x0 : eps);
     }
 
     public BatchTransform transform() {
@@ -110,10 +124,32 @@ public final class Diffusion {
     }
 
     /**
+     * Generates {@code n} series of {@code length} by deterministic DDIM sampling ({@code eta = 0}) over the same
+     * noise levels: from the initial noise, each step moves to the next level along the model's estimate of the
+     * clean series, adding no fresh noise (so no noise is left over in the result); with classifier-free guidance
+     * of scale {@code w} as in {@link #sample(ConditionalModel, Tensor, int, int, double)}.
+     *
+     * @param net the denoiser
+     * @param cond the conditions ({@code [n, c]}) or null for unconditional samples
+     * @param n how many series
+     * @param length their length
+     * @param w the guidance scale, a finite number {@code >= 0} (1: plain conditional)
+     * @return {@code [n, length]} float32
+     */
+    public Tensor sampleDdim(ConditionalModel net, Tensor cond, int n, int length, double w) {
+        return denoise(net, cond, n, length, w, true);
+    }
+
+    /**
      * The same with classifier-free guidance of scale {@code w}: the noise estimate is
      * {@code eps(x, null) + w * (eps(x, cond) - eps(x, null))}; {@code w = 1} is plain conditional sampling.
      */
     public Tensor sample(ConditionalModel net, Tensor cond, int n, int length, double w) {
+        return denoise(net, cond, n, length, w, false);
+    }
+
+    /** From noise to series: DDIM steps ({@code ddim}) or ancestral DDPM steps, with guidance of scale {@code w}. */
+    private Tensor denoise(ConditionalModel net, Tensor cond, int n, int length, double w, boolean ddim) {
         if (!Double.isFinite(w) || w < 0) {
             throw new IllegalArgumentException("guidance scale must be a finite number >= 0, got " + w);
         }
@@ -124,14 +160,25 @@ public final class Diffusion {
                     int[] ts = new int[n];
                     java.util.Arrays.fill(ts, t);
                     Tensor in = torch.cat(new TensorVector(x, timeEmbedding(ts)), 1);
-                    Tensor eps = net.forward(in, cond);
+                    Tensor out = net.forward(in, cond);
                     if (cond != null && w != 1.0) {
                         Tensor u = net.forward(in, null);
-                        eps = u.add(eps.sub(u).mul(new Scalar(w)));
+                        out = u.add(out.sub(u).mul(new Scalar(w)));
                     }
-                    double coef = beta[t] / Math.sqrt(1 - alphaBar[t]);
-                    Tensor mean = x.sub(eps.mul(new Scalar(coef))).div(new Scalar(Math.sqrt(1 - beta[t])));
-                    Tensor next = t > 0 ? mean.add(torch.randn(n, length).mul(new Scalar(Math.sqrt(beta[t])))) : mean;
+                    double a = Math.sqrt(alphaBar[t]);
+                    double sd = Math.sqrt(1 - alphaBar[t]);
+                    // the network's output is the clean series or the noise; each follows from the other
+                    Tensor x0 = predictsClean ? out : x.sub(out.mul(new Scalar(sd))).div(new Scalar(a));
+                    Tensor eps = predictsClean ? x.sub(out.mul(new Scalar(a))).div(new Scalar(sd)) : out;
+                    Tensor next;
+                    if (t == 0) {
+                        next = ddim ? x0 : x.sub(eps.mul(new Scalar(beta[t] / sd))).div(new Scalar(Math.sqrt(1 - beta[t])));
+                    } else if (ddim) {
+                        next = x0.mul(new Scalar(Math.sqrt(alphaBar[t - 1]))).add(eps.mul(new Scalar(Math.sqrt(1 - alphaBar[t - 1]))));
+                    } else {
+                        next = x.sub(eps.mul(new Scalar(beta[t] / sd))).div(new Scalar(Math.sqrt(1 - beta[t])))
+                                .add(torch.randn(n, length).mul(new Scalar(Math.sqrt(beta[t]))));
+                    }
                     next.retainReference();
                     x.close();
                     x = next;
