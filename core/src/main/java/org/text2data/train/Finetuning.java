@@ -54,8 +54,9 @@ public final class Finetuning {
     /**
      * {@code g} above this multiple of {@code gConstraint}, and of the first step's {@code g}, for
      * {@link #RUNAWAY_STEPS} steps in a row (or for every step of a shorter run) counts as running away: the constraint has lost hold (typically a learning rate far too
-     * high). A barrier that works keeps {@code g} within a few times {@code gConstraint}; the demo's largest per-batch
-     * ratio is about 3, and plain finetuning's about 20.
+     * high). A barrier that works keeps {@code g} within a few times {@code gConstraint}; with the earlier demo's
+     * model (whose conditional pathway did not start from the pretrained one) the largest per-batch ratio was
+     * about 3 under the constraint and about 20 without it.
      */
     public static final double RUNAWAY_RATIO = 100;
 
