@@ -61,8 +61,8 @@ extern "C" {
 
 /* options of the project calls */
 #define T2D_CHECK_FINITE 1 /* fail with T2D_ERR_NONFINITE if any tensor's n = <c,c> or dot = <g,c> is not
-                              finite; such tensors are left unchanged, the others may be projected. On CUDA
-                              this costs one synchronisation of the stream. */
+                              finite; then no tensor is projected (nothing is written). On CUDA this costs
+                              one synchronisation of the stream. */
 
 /* t2d_tensor.device */
 #define T2D_DEVICE_HOST (-1)
@@ -122,7 +122,7 @@ T2D_API int32_t t2d_project_cuda(const t2d_tensor* tensors, int32_t count,
  * Math in double for float64 tensors, in float for the others (bfloat16/float16 converted on load and
  * rounded on store). The projected gradient g + lam*c is written back to g, as the two-step path leaves it.
  *
- * Contract: every used gradient (g and c) must be finite, and for bfloat16/float16 every value the step
+ * Contract: g_value (when a tensor is projected) and every used gradient (g and c) must be finite, and for bfloat16/float16 every value the step
  * would store (g, p and the state) must be finite too; otherwise the call writes nothing at all, for any
  * tensor (parameters, state, gradients and step counts stay bit for bit), and fails with
  * T2D_ERR_NONFINITE naming the first offending tensor (t2d_last_error_tensor). The check is always made.
@@ -192,6 +192,7 @@ typedef struct t2d_step_status {
 #define T2D_NONFINITE_CONSTRAINT 1 /* the constraint gradient c holds a NaN or an infinity */
 #define T2D_NONFINITE_GRAD       2 /* the gradient g holds a NaN or an infinity */
 #define T2D_NONFINITE_UPDATE     3 /* bfloat16/float16: the update overflowed */
+#define T2D_NONFINITE_LOSS       4 /* g_value is not finite (first_tensor: the first projected tensor) */
 
 /*
  * CUDA path of the fused step: a constant number of kernel launches whatever the count, no host

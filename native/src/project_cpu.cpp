@@ -198,8 +198,9 @@ inline uint8_t nonfinite_kind(bool check, const Sums& s) {
     return 0;
 }
 
-// Whole tensor on one thread: chunked reduction (same order as the parallel path), then update while hot.
-double project_whole(const t2d_tensor& t, double excess, double beta, bool check, uint8_t* bad) {
+// Whole tensor on one thread: chunked reduction (same order as the parallel path), then update while hot
+// (unless defer: the caller updates later, once every tensor is known to be finite).
+double project_whole(const t2d_tensor& t, double excess, double beta, bool check, uint8_t* bad, bool defer = false) {
     Sums s;
     for (int64_t b = 0; b < t.numel; b += kChunk) {
         Sums p = reduce_range(t, b, std::min(kChunk, t.numel - b));
@@ -208,7 +209,7 @@ double project_whole(const t2d_tensor& t, double excess, double beta, bool check
     }
     double lam = t2d_lambda(s.n, s.dot, excess, beta);
     *bad = nonfinite_kind(check, s);
-    if (t.numel > 0 && lam != 0.0 && *bad == 0) update_range(t, 0, t.numel, lam);
+    if (!defer && t.numel > 0 && lam != 0.0 && *bad == 0) update_range(t, 0, t.numel, lam);
     return lam;
 }
 
@@ -317,8 +318,16 @@ void project_all(const t2d_tensor* tensors, int32_t count, double excess, double
     for (int32_t i = 0; i < count; i++) total += tensors[i].numel;
     int threads = thread_budget();
 
+    // With the check, nothing is updated unless every tensor is finite: the updates wait for all reductions.
     if (threads <= 1 || total < kParallelMin) {
-        for (int32_t i = 0; i < count; i++) lams[i] = project_whole(tensors[i], excess, beta, check, &bad[i]);
+        bool any_bad = false;
+        for (int32_t i = 0; i < count; i++) {
+            lams[i] = project_whole(tensors[i], excess, beta, check, &bad[i], check);
+            any_bad |= bad[i] != 0;
+        }
+        if (check && !any_bad)
+            for (int32_t i = 0; i < count; i++)
+                if (tensors[i].numel > 0 && lams[i] != 0.0) update_range(tensors[i], 0, tensors[i].numel, lams[i]);
         return;
     }
 
@@ -361,10 +370,12 @@ void project_all(const t2d_tensor* tensors, int32_t count, double excess, double
         });
         for (size_t j; (j = next_small.fetch_add(1, std::memory_order_relaxed)) < small_idx.size();) {
             int32_t i = small_idx[j];
-            lams[i] = project_whole(tensors[i], excess, beta, check, &bad[i]);
+            lams[i] = project_whole(tensors[i], excess, beta, check, &bad[i], check);
         }
     };
     pool().run(used, phase1);
+    bool any_bad = false;
+    for (int32_t i : small_idx) any_bad |= bad[i] != 0;
 
     std::vector<double> lam_large(large_idx.size(), 0.0);
     for (size_t s = 0; s < large_idx.size(); s++) {
@@ -378,6 +389,20 @@ void project_all(const t2d_tensor* tensors, int32_t count, double excess, double
         lams[i] = t2d_lambda(tot.n, tot.dot, excess, beta);
         bad[i] = nonfinite_kind(check, tot);
         lam_large[s] = bad[i] ? 0.0 : lams[i];  // a non-finite tensor is left unchanged
+        any_bad |= bad[i] != 0;
+    }
+    if (check && any_bad) return;  // nothing is updated
+
+    if (check && !small_idx.empty()) {  // the small tensors' deferred updates
+        std::atomic<size_t> next{0};
+        auto phase_small = [&](int) {
+            for (size_t j; (j = next.fetch_add(1, std::memory_order_relaxed)) < small_idx.size();) {
+                const t2d_tensor& t = tensors[small_idx[j]];
+                double l = lams[small_idx[j]];
+                if (t.numel > 0 && l != 0.0) update_range(t, 0, t.numel, l);
+            }
+        };
+        pool().run(used, phase_small);
     }
 
     if (large_chunks > 0) {
@@ -593,6 +618,10 @@ int32_t step_host(const t2d_param* params, int32_t count, const t2d_optimizer& o
     for (int32_t i = 0; i < count; i++)
         if (*params[i].step < 0 || *params[i].step == INT64_MAX)
             return fail_t(i, T2D_ERR_BAD_COUNT, "tensor %d: step count %lld is out of range", i, (long long)*params[i].step);
+    if (!std::isfinite(excess))
+        for (int32_t i = 0; i < count; i++)
+            if (params[i].constraint != nullptr)
+                return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: g_value (the unconditional loss) is not finite", i);
     ChunkPlan plan(params, count);
     int threads = thread_budget();
     int workers = threads <= 1 || plan.total < kParallelMin

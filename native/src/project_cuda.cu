@@ -244,7 +244,9 @@ __device__ void update_chunk(T* __restrict__ g, const T* __restrict__ c, int64_t
     }
 }
 
-__global__ void update_kernel(const DevTensor* __restrict__ table, int count, const double* __restrict__ lam) {
+__global__ void update_kernel(const DevTensor* __restrict__ table, int count, const double* __restrict__ lam,
+                              const int* bad) {
+    if (bad != nullptr && *bad != 0x7f7f7f7f) return;  // T2D_CHECK_FINITE found a non-finite tensor: nothing is written
     __shared__ int s_t;
     if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
     __syncthreads();
@@ -443,7 +445,7 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
         d_table, count, chunks, d_partials, g_value, g_value_dtype, g_constraint, alpha, beta, d_lam, lambdas_out,
         check ? 1 : 0, d_bad);
     T2D_CU(cudaGetLastError(), "lambda kernel launch");
-    if (chunks > 0) update_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam);
+    if (chunks > 0) update_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam, check ? d_bad : nullptr);
     T2D_CU(cudaGetLastError(), "update kernel launch");
     T2D_CU(cudaEventRecord(st.done, stream), "cudaEventRecord");
     st.has_done = true;
@@ -543,7 +545,7 @@ __global__ void step_reduce_kernel(const DevParam* __restrict__ table, int count
     }
 }
 
-// Pass 2: one warp per tensor: lam (0 where not projected); the lowest (tensor * 4 + reason) of a non-finite
+// Pass 2: one warp per tensor: lam (0 where not projected); the lowest (tensor * 8 + reason) of a non-finite
 // tensor into *bad.
 __global__ void step_lambda_kernel(const DevParam* __restrict__ table, int count, const double2* __restrict__ partials,
                                    const void* g_value, int g_value_dtype, double g_constraint, double alpha, double beta,
@@ -567,8 +569,9 @@ __global__ void step_lambda_kernel(const DevParam* __restrict__ table, int count
             double excess = alpha * (read_scalar(g_value, g_value_dtype) - g_constraint);
             l = t2d_lambda(n, dot, excess, beta);
         }
-        int reason = !isfinite(n) ? T2D_NONFINITE_CONSTRAINT : !isfinite(dot) ? T2D_NONFINITE_GRAD : 0;
-        if (reason) atomicMin(bad, warp * 4 + reason);
+        int reason = !isfinite(n) ? T2D_NONFINITE_CONSTRAINT : !isfinite(dot) ? T2D_NONFINITE_GRAD
+                     : !isfinite(l) ? T2D_NONFINITE_LOSS : 0;
+        if (reason) atomicMin(bad, warp * 8 + reason);
         lam[warp] = l;
         if (lambdas_out) lambdas_out[warp] = l;
     }
@@ -606,7 +609,7 @@ __device__ void step_elems(const Op& op, const DevParam& t, int64_t begin, int64
                      | (NS > 2 && S::bad(S::st(d)));
         }
     }
-    if (!Write && found) atomicMin(bad, ti * 4 + T2D_NONFINITE_UPDATE);
+    if (!Write && found) atomicMin(bad, ti * 8 + T2D_NONFINITE_UPDATE);
 }
 
 template <typename S, bool Write>
@@ -657,11 +660,11 @@ __global__ void step_finalize_kernel(const DevParam* __restrict__ table, int cou
             status->skipped += 1;
             if (status->first_skipped == 0) {
                 status->first_skipped = status->calls;
-                status->first_tensor = b / 4;
-                status->first_reason = b % 4;
+                status->first_tensor = b / 8;
+                status->first_reason = b % 8;
             }
-            status->current = b / 4 + 1;
-            status->current_reason = b % 4;
+            status->current = b / 8 + 1;
+            status->current_reason = b % 8;
         } else {
             status->current = 0;
             status->current_reason = 0;

@@ -214,7 +214,7 @@ static void test_nonfinite() {
         CHECK(t2d_last_error_tensor() == 1, "nonfinite: tensor %d", t2d_last_error_tensor());
         CHECK(msg == "tensor 1: its gradient holds a NaN or an infinity", "nonfinite message '%s'", msg.c_str());
         CHECK(bufs[1].g == before[1] && bufs[3].g == before[3], "non-finite tensors were written");
-        CHECK(bufs[0].g != before[0] && bufs[2].g != before[2], "finite tensors were not projected");
+        CHECK(bufs[0].g == before[0] && bufs[2].g == before[2], "a refused call projected the finite tensors");
         CHECK(lam[0] == -7 && lam[3] == -7, "lambdas written on error");
         // constraint-gradient message
         d.erase(d.begin() + 1);
@@ -502,6 +502,21 @@ static void test_step_nonfinite() {
                          which == 1 ? "constraint gradient" : "gradient");
                 expect_step_error(name, ps, d, &adam, T2D_ERR_NONFINITE, text);
             }
+    // a non-finite g_value (the unconditional loss) when a tensor is projected
+    {
+        std::vector<PBuf> ps;
+        for (int i = 0; i < 3; i++) ps.emplace_back(T2D_FLOAT32, 40, 0.3);
+        ps[0].proj = false;
+        std::vector<t2d_param> d;
+        for (auto& x : ps) d.push_back(x.desc());
+        std::vector<std::vector<unsigned char>> before;
+        for (auto& q : ps) before.push_back(q.bytes());
+        int32_t rc = t2d_step_host(d.data(), 3, &adam, NAN, 1.0, 1.0, 1.0, 0, nullptr);
+        CHECK(rc == T2D_ERR_NONFINITE && t2d_last_error_tensor() == 1, "NaN g_value: rc %d %s", rc, t2d_last_error());
+        CHECK(std::string(t2d_last_error()).find("g_value (the unconditional loss) is not finite") != std::string::npos,
+              "NaN g_value message '%s'", t2d_last_error());
+        for (size_t i = 0; i < ps.size(); i++) CHECK(before[i] == ps[i].bytes(), "NaN g_value: tensor %zu written", i);
+    }
     // float16 overflow of the update: finite gradients, an SGD step that leaves float16's range
     for (int32_t dt : {T2D_FLOAT16, T2D_BFLOAT16}) {
         std::vector<PBuf> ps;

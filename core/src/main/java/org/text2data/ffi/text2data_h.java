@@ -302,6 +302,15 @@ public class text2data_h extends text2data_h$shared {
     public static int T2D_NONFINITE_UPDATE() {
         return T2D_NONFINITE_UPDATE;
     }
+    private static final int T2D_NONFINITE_LOSS = (int)4L;
+    /**
+     * {@snippet lang=c :
+     * #define T2D_NONFINITE_LOSS 4
+     * }
+     */
+    public static int T2D_NONFINITE_LOSS() {
+        return T2D_NONFINITE_LOSS;
+    }
 
     private static class t2d_project_host {
         public static final FunctionDescriptor DESC = FunctionDescriptor.of(
