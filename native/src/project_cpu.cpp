@@ -471,18 +471,16 @@ struct F16S {
 #define T2D_INLINE inline
 #endif
 
-// One pass over [begin, begin+len) of a parameter: g' = g + lam*c (Proj), then the optimizer update.
-// Write: store everything; else compute only and return 1 if a stored value would be non-finite.
+// One pass over len elements of a parameter: g' = g + lam*c (Proj), then the optimizer update. Write: store
+// everything; else compute only and return 1 if a stored value would be non-finite. The buffers never overlap
+// (restrict parameters: without them the aliasing checks of five pointers keep the loop scalar).
 template <typename S, typename Op, int NS, bool Proj, bool Write>
-T2D_INLINE uint32_t step_range(const Op& op, const t2d_param& t, int64_t begin, int64_t len, typename S::M lam) {
+T2D_INLINE uint32_t step_loop(const Op& op, typename S::T* __restrict p, typename S::T* __restrict g,
+                              const typename S::T* __restrict c, typename S::T* __restrict s0,
+                              typename S::T* __restrict s1, typename S::T* __restrict s2, int64_t len,
+                              typename S::M lam) {
     using T = typename S::T;
     using M = typename S::M;
-    T* __restrict p = (T*)t.param + begin;
-    T* __restrict g = (T*)t.grad + begin;
-    const T* __restrict c = Proj ? (const T*)t.constraint + begin : nullptr;
-    T* __restrict s0 = NS > 0 ? (T*)t.exp_avg + begin : nullptr;
-    T* __restrict s1 = NS > 1 ? (T*)t.exp_avg_sq + begin : nullptr;
-    T* __restrict s2 = NS > 2 ? (T*)t.max_exp_avg_sq + begin : nullptr;
     uint32_t bad = 0;
     for (int64_t i = 0; i < len; i++) {
         T gs = g[i];
@@ -502,6 +500,16 @@ T2D_INLINE uint32_t step_range(const Op& op, const t2d_param& t, int64_t begin, 
         }
     }
     return bad;
+}
+
+template <typename S, typename Op, int NS, bool Proj, bool Write>
+T2D_INLINE uint32_t step_range(const Op& op, const t2d_param& t, int64_t begin, int64_t len, typename S::M lam) {
+    using T = typename S::T;
+    return step_loop<S, Op, NS, Proj, Write>(op, (T*)t.param + begin, (T*)t.grad + begin,
+                                             Proj ? (const T*)t.constraint + begin : nullptr,
+                                             NS > 0 ? (T*)t.exp_avg + begin : nullptr,
+                                             NS > 1 ? (T*)t.exp_avg_sq + begin : nullptr,
+                                             NS > 2 ? (T*)t.max_exp_avg_sq + begin : nullptr, len, lam);
 }
 
 template <typename S, typename Op, int NS>

@@ -39,21 +39,21 @@ struct T2dAdamOp {
         return op;
     }
 
+    // Every choice is a select of values computed on both sides (no branch), so that the loops vectorise; the
+    // values selected are those of libtorch's branches.
     T2D_HD void operator()(M& p, M g, M& m, M& v, M& vmax) const {
-        if (decoupled) {
-            if (weight_decay != 0) p = p * decay;                 // p.mul_(1 - lr * weight_decay)
-        } else if (weight_decay != 0) {
-            g = g + weight_decay * p;                             // grad.add(p, weight_decay)
-        }
+        const bool l2 = !decoupled && weight_decay != 0, decay_p = decoupled && weight_decay != 0;
+        M pd = p * decay;                                         // AdamW: p.mul_(1 - lr * weight_decay)
+        p = decay_p ? pd : p;
+        M gd = g + weight_decay * p;                              // Adam: grad.add(p, weight_decay)
+        g = l2 ? gd : g;
         m = m * beta1;                                            // exp_avg.mul_(beta1)
         m = m + one_minus_beta1 * g;                              //        .add_(grad, 1 - beta1)
         v = v * beta2;                                            // exp_avg_sq.mul_(beta2)
         v = v + one_minus_beta2 * g * g;                          //           .addcmul_(grad, grad, 1 - beta2)
-        M second = v;
-        if (amsgrad) {
-            vmax = (vmax > v || vmax != vmax) ? vmax : v;         // max_out(max_exp_avg_sq, exp_avg_sq, ...)
-            second = vmax;
-        }
+        M vm = (vmax > v || vmax != vmax) ? vmax : v;             // max_out(max_exp_avg_sq, exp_avg_sq, ...)
+        vmax = amsgrad ? vm : vmax;
+        M second = amsgrad ? vm : v;
         M denom = sqrt(second) / sqrt_bc2 + eps;                  // (sqrt() / sqrt(bc2)).add_(eps)
         p = p + neg_step_size * m / denom;                        // p.addcdiv_(exp_avg, denom, -step_size)
     }
@@ -77,18 +77,16 @@ struct T2dSgdOp {
         return op;
     }
 
-    T2D_HD void operator()(M& p, M g, M& buf, M&, M&) const {
-        M d = g;
-        if (weight_decay != 0) d = d + weight_decay * p;          // d_p.add(p, weight_decay)
-        if (has_momentum) {
-            if (first) {
-                buf = d;                                          // torch::clone(d_p)
-            } else {
-                buf = buf * momentum;                             // buf.mul_(momentum)
-                buf = buf + one_minus_dampening * d;              //    .add_(d_p, 1 - dampening)
-            }
-            d = nesterov ? d + momentum * buf : buf;              // d_p.add(buf, momentum) or buf
-        }
+    T2D_HD void operator()(M& p, M g, M& buf, M&, M&) const {  // selects, not branches: see T2dAdamOp
+        M dw = g + weight_decay * p;                              // d_p.add(p, weight_decay)
+        M d = weight_decay != 0 ? dw : g;
+        M next = buf * momentum;                                  // buf.mul_(momentum)
+        next = next + one_minus_dampening * d;                    //    .add_(d_p, 1 - dampening)
+        next = first ? d : next;                                  // the first step: torch::clone(d_p)
+        buf = has_momentum ? next : buf;
+        M nest = d + momentum * next;                             // d_p.add(buf, momentum)
+        M dm = nesterov ? nest : next;
+        d = has_momentum ? dm : d;
         p = p + neg_lr * d;                                       // p.add_(d_p, -lr)
     }
 };
