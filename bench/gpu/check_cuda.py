@@ -855,6 +855,26 @@ class Busy:
         self._unit(max(1, int(ms / self.ms_per_unit)))
 
 
+def behind_busy(busy, sleep_ms, call, after_busy=None):
+    """Queues busy for sleep_ms (then after_busy(), e.g. a kernel writing an input), then call(): returns call's
+    result, how long the call took on the host (ms), how long until the device was done (ms, from the queueing),
+    and whether the device still had work right after the call."""
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    busy.run(sleep_ms)
+    if after_busy is not None:
+        after_busy()
+    t1 = time.perf_counter()
+    result = call()
+    t2 = time.perf_counter()
+    ev = torch.cuda.Event()
+    ev.record()
+    pending = not ev.query()
+    torch.cuda.synchronize()
+    t3 = time.perf_counter()
+    return result, (t2 - t1) * 1e3, (t3 - t0) * 1e3, pending
+
+
 def no_host_sync(B, R, gen):
     """Why this method: torch.cuda.set_sync_debug_mode only sees synchronisations made through PyTorch's
     own CUDA wrappers, not those inside a foreign library with its own (static) cudart; and a CUDA-graph
@@ -884,20 +904,10 @@ def no_host_sync(B, R, gen):
         gv_eff = float(g_value_write) if g_value_write is not None else float(gvt.item())
         refs = {k: reference(lists[k], gv_eff, 0.4, 1.0, 1.0) for k in calls}
         lams = {k: torch.full((len(lists[k]),), -777.0, dtype=torch.float64, device=dev) for k in calls}
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        busy.run(sleep_ms)
-        if g_value_write is not None:
-            gvt.fill_(g_value_write)  # a kernel after the busy one writes g_value
-        t1 = time.perf_counter()
-        rcs = [B.project(descs[k], len(lists[k]), gvt, 0.4, 1.0, 1.0, 0, lams[k]) for k in calls]
-        t2 = time.perf_counter()
-        ev = torch.cuda.Event()
-        ev.record()
-        pending = not ev.query()
-        torch.cuda.synchronize()
-        t3 = time.perf_counter()
-        call_ms, total_ms = (t2 - t1) * 1e3, (t3 - t0) * 1e3
+        # a kernel after the busy one writes g_value, when asked
+        rcs, call_ms, total_ms, pending = behind_busy(
+            busy, sleep_ms, lambda: [B.project(descs[k], len(lists[k]), gvt, 0.4, 1.0, 1.0, 0, lams[k]) for k in calls],
+            (lambda: gvt.fill_(g_value_write)) if g_value_write is not None else None)
         fast = call_ms < min(50.0, 0.2 * total_ms)
         R.check("no host sync: %s" % name, all(rc == 0 for rc in rcs) and fast and pending,
                 "%d call(s) took %.3f ms on the host while the GPU was busy (%.0f ms to finish); work still pending "
@@ -1367,17 +1377,7 @@ def fused_no_host_sync(B, R, gen):
         if poison:
             fps[5].g.view(-1)[0] = float("nan")
         calls_before = read_status(status)[0]
-        t0 = time.perf_counter()
-        busy.run(300.0)
-        t1 = time.perf_counter()
-        rc = fused_step(B, fps, o, gv, 1.0, status)
-        t2 = time.perf_counter()
-        ev = torch.cuda.Event()
-        ev.record()
-        pending = not ev.query()
-        torch.cuda.synchronize()
-        t3 = time.perf_counter()
-        call_ms, total_ms = (t2 - t1) * 1e3, (t3 - t0) * 1e3
+        rc, call_ms, total_ms, pending = behind_busy(busy, 300.0, lambda: fused_step(B, fps, o, gv, 1.0, status))
         calls, skipped, first, tensor, why = read_status(status)
         R.check("fused step no host sync: %s (39 tensors)" % label,
                 rc == T2D_OK and call_ms < min(50.0, 0.2 * total_ms) and pending and calls == calls_before + 1

@@ -167,6 +167,18 @@ int32_t validate_step(const t2d_param* params, int32_t count, const t2d_optimize
     return T2D_OK;
 }
 
+int32_t validate_step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
+                           const void* g_value_device, int32_t g_value_dtype, int32_t options,
+                           const t2d_step_status* status_device, int32_t* device) {
+    int32_t rc = validate_step(params, count, optimizer, false, device);
+    if (rc != T2D_OK) return rc;
+    if (g_value_device == nullptr) return fail(T2D_ERR_NULL_POINTER, "g_value_device is NULL");
+    if (status_device == nullptr) return fail(T2D_ERR_NULL_POINTER, "status_device is NULL");
+    if (!valid_dtype(g_value_dtype)) return fail(T2D_ERR_UNSUPPORTED_DTYPE, "unsupported g_value dtype code %d", g_value_dtype);
+    if (options != 0) return fail(T2D_ERR_BAD_OPTION, "options must be 0 (reserved), got %d", options);
+    return T2D_OK;
+}
+
 }  // namespace t2d
 
 extern "C" const char* t2d_last_error(void) { return t2d::g_last_error.c_str(); }

@@ -32,6 +32,11 @@ int32_t validate(const t2d_tensor* tensors, int32_t count, bool expect_host, int
 int32_t validate_step(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer, bool expect_host,
                       int32_t* device);
 
+// validate_step (device side) and t2d_step_cuda's own arguments: g_value_device, its dtype, options, status.
+int32_t validate_step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
+                           const void* g_value_device, int32_t g_value_dtype, int32_t options,
+                           const t2d_step_status* status_device, int32_t* device);
+
 inline bool valid_dtype(int32_t d) { return d >= T2D_FLOAT32 && d <= T2D_FLOAT16; }
 const char* dtype_name(int32_t d);
 

@@ -435,18 +435,20 @@ int32_t project_host(const t2d_tensor* tensors, int32_t count, double excess, do
 }
 
 // ---------------------------------------------------------------- fused optimizer step
-// Storage types: how an element of each dtype is loaded into its math type M, stored back, and told
-// non-finite from its bits (an integer test, so that the loops vectorise).
+// Storage types (see t2d_step_elem): how an element of each dtype is loaded into its math type M, stored back,
+// projected, and told non-finite from its bits (an integer test, so that the loops vectorise).
 struct F32S {
     using T = float; using M = float;
     static M ld(T x) { return x; }
     static T st(M x) { return x; }
+    static M proj(M g, M c, M lam) { return T2dUpdateOp<M>::apply(g, c, lam); }
     static uint32_t bad(T x) { uint32_t u; memcpy(&u, &x, 4); return (u & 0x7f800000u) == 0x7f800000u; }
 };
 struct F64S {
     using T = double; using M = double;
     static M ld(T x) { return x; }
     static T st(M x) { return x; }
+    static M proj(M g, M c, M lam) { return T2dUpdateOp<M>::apply(g, c, lam); }
     static uint32_t bad(T x) {
         uint64_t u; memcpy(&u, &x, 8);
         return (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
@@ -456,12 +458,14 @@ struct Bf16S {
     using T = uint16_t; using M = float;
     static M ld(T x) { return t2d_bf16_to_float(x); }
     static T st(M x) { return t2d_float_to_bf16(x); }
+    static M proj(M g, M c, M lam) { return T2dUpdateOp<M>::apply(g, c, lam); }
     static uint32_t bad(T x) { return (x & 0x7f80u) == 0x7f80u; }
 };
 struct F16S {
     using T = uint16_t; using M = float;
     static M ld(T x) { return t2d_f16_to_float(x); }
     static T st(M x) { return t2d_float_to_f16(x); }
+    static M proj(M g, M c, M lam) { return T2dUpdateOp<M>::apply(g, c, lam); }
     static uint32_t bad(T x) { return (x & 0x7c00u) == 0x7c00u; }
 };
 
@@ -479,26 +483,8 @@ T2D_INLINE uint32_t step_loop(const Op& op, typename S::T* __restrict p, typenam
                               const typename S::T* __restrict c, typename S::T* __restrict s0,
                               typename S::T* __restrict s1, typename S::T* __restrict s2, int64_t len,
                               typename S::M lam) {
-    using T = typename S::T;
-    using M = typename S::M;
     uint32_t bad = 0;
-    for (int64_t i = 0; i < len; i++) {
-        T gs = g[i];
-        if (Proj) gs = S::st(T2dUpdateOp<M>::apply(S::ld(gs), S::ld(c[i]), lam));
-        M pi = S::ld(p[i]);
-        M a = NS > 0 ? S::ld(s0[i]) : M(0), b = NS > 1 ? S::ld(s1[i]) : M(0), d = NS > 2 ? S::ld(s2[i]) : M(0);
-        op(pi, S::ld(gs), a, b, d);
-        if (Write) {
-            if (Proj) g[i] = gs;
-            p[i] = S::st(pi);
-            if (NS > 0) s0[i] = S::st(a);
-            if (NS > 1) s1[i] = S::st(b);
-            if (NS > 2) s2[i] = S::st(d);
-        } else {
-            bad |= S::bad(gs) | S::bad(S::st(pi)) | (NS > 0 ? S::bad(S::st(a)) : 0u) | (NS > 1 ? S::bad(S::st(b)) : 0u)
-                   | (NS > 2 ? S::bad(S::st(d)) : 0u);
-        }
-    }
+    for (int64_t i = 0; i < len; i++) bad |= t2d_step_elem<S, Op, NS, Proj, Write>(op, p, g, c, s0, s1, s2, i, lam);
     return bad;
 }
 

@@ -165,6 +165,19 @@ __device__ __forceinline__ double read_scalar(const void* p, int dtype) {
     }
 }
 
+// A warp's sum of one tensor's chunk partials (n, dot), in a fixed order: valid in every lane.
+__device__ __forceinline__ double2 tensor_sums(const double2* __restrict__ partials, int64_t first_chunk, int64_t numel,
+                                               int lane) {
+    int64_t chunks = (numel + kCudaChunk - 1) / kCudaChunk;
+    double n = 0, dot = 0;
+    for (int64_t k = lane; k < chunks; k += 32) {
+        double2 p = partials[first_chunk + k];
+        n += p.x;
+        dot += p.y;
+    }
+    return make_double2(warp_sum(n), warp_sum(dot));
+}
+
 // One warp per tensor. lam[t] (and lambdas_out[t]); bad: lowest non-finite tensor index * 2 + kind.
 __global__ void lambda_kernel(const DevTensor* __restrict__ table, int count, int64_t total_chunks,
                               const double2* __restrict__ partials, const void* g_value, int g_value_dtype,
@@ -174,15 +187,8 @@ __global__ void lambda_kernel(const DevTensor* __restrict__ table, int count, in
     int lane = threadIdx.x & 31;
     if (warp >= count) return;
     const DevTensor t = table[warp];
-    int64_t chunks = (t.numel + kCudaChunk - 1) / kCudaChunk;
-    double n = 0, dot = 0;
-    for (int64_t k = lane; k < chunks; k += 32) {
-        double2 p = partials[t.first_chunk + k];
-        n += p.x;
-        dot += p.y;
-    }
-    n = warp_sum(n);
-    dot = warp_sum(dot);
+    const double2 sums = tensor_sums(partials, t.first_chunk, t.numel, lane);
+    const double n = sums.x, dot = sums.y;
     if (lane == 0) {
         double excess = alpha * (read_scalar(g_value, g_value_dtype) - g_constraint);
         double l = t2d_lambda(n, dot, excess, beta);
@@ -487,24 +493,28 @@ struct DF32 {
     using T = float; using M = float;
     __device__ static M ld(T x) { return x; }
     __device__ static T st(M x) { return x; }
+    __device__ static M proj(M g, M c, M lam) { return update_rn(g, c, lam); }
     __device__ static bool bad(T x) { return (__float_as_uint(x) & 0x7f800000u) == 0x7f800000u; }
 };
 struct DF64 {
     using T = double; using M = double;
     __device__ static M ld(T x) { return x; }
     __device__ static T st(M x) { return x; }
+    __device__ static M proj(M g, M c, M lam) { return update_rn(g, c, lam); }
     __device__ static bool bad(T x) { return ((unsigned long long)__double_as_longlong(x) & 0x7ff0000000000000ull) == 0x7ff0000000000000ull; }
 };
 struct DH16 {
     using T = __half; using M = float;
     __device__ static M ld(T x) { return __half2float(x); }
     __device__ static T st(M x) { return __float2half_rn(x); }
+    __device__ static M proj(M g, M c, M lam) { return update_rn(g, c, lam); }
     __device__ static bool bad(T x) { return (__half_as_ushort(x) & 0x7c00u) == 0x7c00u; }
 };
 struct DBF16 {
     using T = __nv_bfloat16; using M = float;
     __device__ static M ld(T x) { return __bfloat162float(x); }
     __device__ static T st(M x) { return __float2bfloat16_rn(x); }
+    __device__ static M proj(M g, M c, M lam) { return update_rn(g, c, lam); }
     __device__ static bool bad(T x) { return (__bfloat16_as_ushort(x) & 0x7f80u) == 0x7f80u; }
 };
 
@@ -554,15 +564,8 @@ __global__ void step_lambda_kernel(const DevParam* __restrict__ table, int count
     int lane = threadIdx.x & 31;
     if (warp >= count) return;
     const DevParam t = table[warp];
-    int64_t chunks = (t.numel + kCudaChunk - 1) / kCudaChunk;
-    double n = 0, dot = 0;
-    for (int64_t k = lane; k < chunks; k += 32) {
-        double2 p = partials[t.first_chunk + k];
-        n += p.x;
-        dot += p.y;
-    }
-    n = warp_sum(n);
-    dot = warp_sum(dot);
+    const double2 sums = tensor_sums(partials, t.first_chunk, t.numel, lane);
+    const double n = sums.x, dot = sums.y;
     if (lane == 0) {
         double l = 0.0;
         if (t.constraint != nullptr) {
@@ -590,24 +593,13 @@ __device__ void step_elems(const Op& op, const DevParam& t, int64_t begin, int64
     T* __restrict__ s0 = (T*)t.s0;
     T* __restrict__ s1 = (T*)t.s1;
     T* __restrict__ s2 = (T*)t.s2;
-    bool proj = c != nullptr;
-    int found = 0;
-    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-        T gs = g[i];
-        if (proj) gs = S::st(update_rn(S::ld(gs), S::ld(c[i]), lam));
-        M pi = S::ld(p[i]);
-        M a = NS > 0 ? S::ld(s0[i]) : M(0), b = NS > 1 ? S::ld(s1[i]) : M(0), d = NS > 2 ? S::ld(s2[i]) : M(0);
-        op(pi, S::ld(gs), a, b, d);
-        if (Write) {
-            if (proj) g[i] = gs;
-            p[i] = S::st(pi);
-            if (NS > 0) s0[i] = S::st(a);
-            if (NS > 1) s1[i] = S::st(b);
-            if (NS > 2) s2[i] = S::st(d);
-        } else {
-            found |= S::bad(gs) | S::bad(S::st(pi)) | (NS > 0 && S::bad(S::st(a))) | (NS > 1 && S::bad(S::st(b)))
-                     | (NS > 2 && S::bad(S::st(d)));
-        }
+    uint32_t found = 0;
+    if (c != nullptr) {
+        for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+            found |= t2d_step_elem<S, Op, NS, true, Write>(op, p, g, c, s0, s1, s2, i, lam);
+    } else {
+        for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+            found |= t2d_step_elem<S, Op, NS, false, Write>(op, p, g, c, s0, s1, s2, i, lam);
     }
     if (!Write && found) atomicMin(bad, ti * 8 + T2D_NONFINITE_UPDATE);
 }
@@ -799,13 +791,9 @@ extern "C" int32_t t2d_step_cuda(const t2d_param* params, int32_t count, const t
                                  double* lambdas_out_device) {
     t2d::clear_error();
     int32_t device = 0;
-    int32_t rc = t2d::validate_step(params, count, optimizer, false, &device);
+    int32_t rc = t2d::validate_step_cuda(params, count, optimizer, g_value_device, g_value_dtype, options, status_device,
+                                         &device);
     if (rc != T2D_OK) return rc;
-    if (g_value_device == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "g_value_device is NULL");
-    if (status_device == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "status_device is NULL");
-    if (!t2d::valid_dtype(g_value_dtype))
-        return t2d::fail(T2D_ERR_UNSUPPORTED_DTYPE, "unsupported g_value dtype code %d", g_value_dtype);
-    if (options != 0) return t2d::fail(T2D_ERR_BAD_OPTION, "options must be 0 (reserved), got %d", options);
     if (!t2d_cuda_available())
         return t2d::fail(T2D_ERR_CUDA_UNAVAILABLE, "CUDA is not available (no driver or no device)");
     if (device < 0) device = 0;  // count == 0: any device will do

@@ -14,6 +14,15 @@
 #include "t2d_math.h"
 #include "text2data.h"
 
+// The per-element functions must inline into the loops (or these do not vectorise on the host).
+#if defined(__CUDACC__)
+#define T2D_HD_ELEM __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define T2D_HD_ELEM inline __attribute__((always_inline))
+#else
+#define T2D_HD_ELEM inline
+#endif
+
 // Adam and AdamW (decoupled). s0 = exp_avg, s1 = exp_avg_sq, s2 = max_exp_avg_sq (amsgrad).
 template <typename M>
 struct T2dAdamOp {
@@ -41,7 +50,7 @@ struct T2dAdamOp {
 
     // Every choice is a select of values computed on both sides (no branch), so that the loops vectorise; the
     // values selected are those of libtorch's branches.
-    T2D_HD void operator()(M& p, M g, M& m, M& v, M& vmax) const {
+    T2D_HD_ELEM void operator()(M& p, M g, M& m, M& v, M& vmax) const {
         const bool l2 = !decoupled && weight_decay != 0, decay_p = decoupled && weight_decay != 0;
         M pd = p * decay;                                         // AdamW: p.mul_(1 - lr * weight_decay)
         p = decay_p ? pd : p;
@@ -77,7 +86,7 @@ struct T2dSgdOp {
         return op;
     }
 
-    T2D_HD void operator()(M& p, M g, M& buf, M&, M&) const {  // selects, not branches: see T2dAdamOp
+    T2D_HD_ELEM void operator()(M& p, M g, M& buf, M&, M&) const {  // selects, not branches: see T2dAdamOp
         M dw = g + weight_decay * p;                              // d_p.add(p, weight_decay)
         M d = weight_decay != 0 ? dw : g;
         M next = buf * momentum;                                  // buf.mul_(momentum)
@@ -90,6 +99,32 @@ struct T2dSgdOp {
         p = p + neg_lr * d;                                       // p.add_(d_p, -lr)
     }
 };
+
+// One element i of the fused step, on either path. S is the storage type: T and the math type M, ld/st
+// (convert, rounding to nearest even), bad (1 if a stored value is not finite) and proj (g + lam*c, each
+// operation rounded on its own). Write: store the projected gradient (Proj), the parameter and the NS state
+// values; else store nothing and return 1 if one of them would not be finite.
+template <typename S, typename Op, int NS, bool Proj, bool Write>
+T2D_HD_ELEM uint32_t t2d_step_elem(const Op& op, typename S::T* p, typename S::T* g, const typename S::T* c,
+                              typename S::T* s0, typename S::T* s1, typename S::T* s2, int64_t i, typename S::M lam) {
+    using T = typename S::T;
+    using M = typename S::M;
+    T gs = g[i];
+    if (Proj) gs = S::st(S::proj(S::ld(gs), S::ld(c[i]), lam));
+    M pi = S::ld(p[i]);
+    M a = NS > 0 ? S::ld(s0[i]) : M(0), b = NS > 1 ? S::ld(s1[i]) : M(0), d = NS > 2 ? S::ld(s2[i]) : M(0);
+    op(pi, S::ld(gs), a, b, d);
+    if (Write) {
+        if (Proj) g[i] = gs;
+        p[i] = S::st(pi);
+        if (NS > 0) s0[i] = S::st(a);
+        if (NS > 1) s1[i] = S::st(b);
+        if (NS > 2) s2[i] = S::st(d);
+        return 0;
+    }
+    return (uint32_t)S::bad(gs) | (uint32_t)S::bad(S::st(pi)) | (NS > 0 ? (uint32_t)S::bad(S::st(a)) : 0u)
+           | (NS > 1 ? (uint32_t)S::bad(S::st(b)) : 0u) | (NS > 2 ? (uint32_t)S::bad(S::st(d)) : 0u);
+}
 
 // How many state buffers an optimizer uses (0..3): exp_avg, exp_avg_sq, max_exp_avg_sq in that order.
 T2D_HD int t2d_state_count(const t2d_optimizer& o) {

@@ -29,8 +29,9 @@ import org.text2data.engine.ProjectionEngine;
 
 /**
  * Text2Data's constrained optimizer: a base optimizer (libtorch's SGD, Adam, AdamW, RMSprop or
- * Adagrad) plus the dynamic-barrier projection that keeps the unconditional loss near
- * {@code gConstraint} while the conditional loss is minimised.
+ * Adagrad, or with the fused engine libtext2data's fused SGD, Adam and AdamW, see
+ * {@link OptimizerSpec#fused(Boolean)}) plus the dynamic-barrier projection that keeps the unconditional loss
+ * near {@code gConstraint} while the conditional loss is minimised.
  *
  * <pre>{@code
  * // net: a bytedeco Module; model: its forward(data, condOrNull) as a ConditionalModel
@@ -727,7 +728,11 @@ public final class Constraint implements AutoCloseable {
     }
 
     /**
-     * Steps the base optimizer with the current gradients.
+     * Steps the base optimizer with the current gradients. With the fused optimizer this is one native call
+     * that updates every parameter and its state from its gradient as it is (no projection), all or nothing:
+     * a NaN or an infinity in a gradient, or a float16 update that overflows, throws {@link NonFiniteException}
+     * on the CPU and changes nothing, optimizer state included (on CUDA the step is skipped on the device: see
+     * {@link #checkSkippedSteps()}). What follows is about libtorch's optimizers.
      *
      * <p>With the finiteness check on, a step that makes a float16 parameter non-finite is refused:
      * libtorch's optimizers compute in the parameter's dtype, and in float16 their own arithmetic
