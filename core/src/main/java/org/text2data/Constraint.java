@@ -662,7 +662,8 @@ public final class Constraint implements AutoCloseable {
      * With the fused optimizer on a GPU a step whose values are not all finite is skipped on the device (nothing is
      * written, as with the eager check) and counted there, without the host waiting for the device. This reads that
      * count (one synchronisation) and throws if a step was skipped since the last report. It is called every
-     * {@link #setCheckFiniteEvery N} steps, and by checkpoints and {@link #close()}. Elsewhere it does nothing.
+     * {@link #setCheckFiniteEvery N} steps, when a {@link StepResult}'s loss is read, and by checkpoints and
+     * {@link #close()}. Elsewhere it does nothing.
      *
      * @throws NonFiniteException naming the first skipped step and its parameter, if a step was skipped since the
      *                            last report
@@ -977,7 +978,9 @@ public final class Constraint implements AutoCloseable {
     /**
      * Whether losses and gradients are checked for NaN and infinity before anything is updated
      * (default true). The check reads two loss values and one flag on the host; on a GPU, turning it
-     * off leaves a step without any host sync.
+     * off leaves a step without any host sync. The fused optimizer checks every step whatever this says, at
+     * no cost: on the CPU as it steps, on a GPU on the device, where a non-finite step is skipped and reported
+     * by {@link #checkSkippedSteps()} (and {@code runStep} reads no loss for the check).
      *
      * @param check true to check, false to skip the checks
      */

@@ -104,7 +104,7 @@ public final class Text2Data {
                 int projected = optimizer.constrainedStep(gValue, gConstraint);
                 gValue.retainReference(); // both outlive the scope: the caller owns them
                 fValue.retainReference();
-                return new StepResult(gValue, fValue, projected);
+                return new StepResult(gValue, fValue, projected, optimizer.checksOnDevice() ? optimizer : null);
             }
         } finally {
             optimizer.exit();

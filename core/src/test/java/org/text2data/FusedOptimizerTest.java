@@ -112,6 +112,103 @@ class FusedOptimizerTest {
         trajectories("adam-f32", 1e-5);
     }
 
+    /** An optimizer's options as the oracle takes them, and the spec built from them. */
+    private record Opt(String kind, double lr, double beta1, double beta2, double eps, double wd, boolean amsgrad,
+                       double momentum, double dampening, boolean nesterov) {
+        OptimizerSpec spec() {
+            return switch (kind) {
+                case "sgd" -> OptimizerSpec.sgd(lr).momentum(momentum).dampening(dampening).nesterov(nesterov).weightDecay(wd);
+                case "adam" -> OptimizerSpec.adam(lr).betas(beta1, beta2).eps(eps).weightDecay(wd).amsgrad(amsgrad);
+                default -> OptimizerSpec.adamw(lr).betas(beta1, beta2).eps(eps).weightDecay(wd).amsgrad(amsgrad);
+            };
+        }
+    }
+
+    /**
+     * Three fused steps of float64 tensors (one without a constraint gradient) against the float64 oracle,
+     * ProjectionOracle: lam and the projection, then the optimizer update, each step from the stored values.
+     */
+    @Test
+    void fusedStepsMatchTheFloat64Oracle() {
+        Random rnd = new Random(11);
+        List<Opt> opts = List.of(new Opt("adam", 0.01, 0.9, 0.999, 1e-8, 0, false, 0, 0, false),
+                new Opt("adam", 0.01, 0.8, 0.99, 1e-6, 0.05, true, 0, 0, false),
+                new Opt("adamw", 0.01, 0.9, 0.999, 1e-8, 0.1, true, 0, 0, false),
+                new Opt("sgd", 0.05, 0, 0, 0, 0, false, 0, 0, false),
+                new Opt("sgd", 0.05, 0, 0, 0, 0.01, false, 0.9, 0.2, false),
+                new Opt("sgd", 0.05, 0, 0, 0, 0.02, false, 0.8, 0, true));
+        for (Opt o : opts) {
+            int[] sizes = {3, 1000, 70000};
+            Map<String, Tensor> params = new LinkedHashMap<>();
+            List<double[]> p = new ArrayList<>();
+            for (int i = 0; i < sizes.length; i++) {
+                p.add(random(rnd, sizes[i], 1));
+                Tensor t = tensor(p.get(i), ScalarType.Double);
+                t.requires_grad_(true);
+                params.put("w" + i, t);
+            }
+            List<double[][]> state = new ArrayList<>(); // m, v, vmax (Adam) or the momentum buffer (SGD)
+            for (int n : sizes) {
+                state.add(new double[][] {new double[n], new double[n], new double[n]});
+            }
+            double worst = 0;
+            try (Constraint opt = new Constraint(params, o.spec(), 1.0, 1.0, Engine.FUSED)) {
+                assertThat(opt.isFused()).isTrue();
+                for (long step = 1; step <= 3; step++) {
+                    List<double[]> u = grads(rnd, sizes);
+                    List<double[]> f = grads(rnd, sizes);
+                    u.set(2, null); // w2 has no unconditional gradient: not projected, stepped with its own
+                    stepWithMissing(opt, u, f);
+                    for (int i = 0; i < sizes.length; i++) {
+                        double[] g = u.get(i) == null ? f.get(i)
+                                : ProjectionOracle.project(f.get(i), u.get(i), G - G * 0.5, 1.0);
+                        double[][] st = state.get(i);
+                        if (o.kind().equals("sgd")) {
+                            ProjectionOracle.sgd(p.get(i), g, o.momentum() != 0 ? st[0] : null, step == 1, o.lr(),
+                                    o.momentum(), o.dampening(), o.nesterov(), o.wd());
+                        } else {
+                            ProjectionOracle.adam(p.get(i), g, st[0], st[1], o.amsgrad() ? st[2] : null, step, o.lr(),
+                                    o.beta1(), o.beta2(), o.eps(), o.wd(), o.kind().equals("adamw"));
+                        }
+                        double[] got = values(opt.parameters().get(i));
+                        double scale = 0;
+                        double err = 0;
+                        for (int k = 0; k < got.length; k++) {
+                            scale = Math.max(scale, Math.abs(p.get(i)[k]));
+                            err = Math.max(err, Math.abs(got[k] - p.get(i)[k]));
+                        }
+                        worst = Math.max(worst, err / scale);
+                        System.arraycopy(got, 0, p.get(i), 0, got.length); // the next step from the stored values
+                    }
+                }
+            } finally {
+                params.values().forEach(Tensor::close);
+            }
+            assertThat(worst).as(o.toString()).isLessThanOrEqualTo(1e-12);
+        }
+    }
+
+    /** {@link #step} where a null unconditional gradient means none: that parameter's gradient is undefined then. */
+    private static void stepWithMissing(Constraint opt, List<double[]> u, List<double[]> f) {
+        try (PointerScope scope = new PointerScope()) {
+            for (int i = 0; i < u.size(); i++) {
+                Tensor p = opt.parameters().get(i);
+                p.mutable_grad().put(u.get(i) == null ? new Tensor() : tensor(u.get(i), ScalarType.Double));
+            }
+            opt.step(() -> {
+                for (int i = 0; i < f.size(); i++) {
+                    Tensor p = opt.parameters().get(i);
+                    if (p.grad().defined()) {
+                        p.grad().copy_(tensor(f.get(i), ScalarType.Double));
+                    } else {
+                        p.mutable_grad().put(tensor(f.get(i), ScalarType.Double));
+                    }
+                }
+                return torch.ones(1);
+            }, G, G * 0.5);
+        }
+    }
+
     // ------------------------------------------------------------------ a refused step changes nothing
 
     private static Tensor tensor(double[] values, ScalarType type) {

@@ -574,16 +574,6 @@ public final class FusedEngine implements ProjectionEngine {
         }
     }
 
-    /**
-     * The name of parameter {@code i}.
-     *
-     * @param i the index
-     * @return its name
-     */
-    public String parameterName(int i) {
-        return names[i];
-    }
-
     /** Throws if parameter i has a gradient holding a NaN or an infinity. */
     private void requireFiniteUnprojected(int i) {
         Tensor g = params[i].grad();
