@@ -42,7 +42,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 HEADER = os.path.join(ROOT, "native", "include", "text2data.h")
-FIXTURE = os.path.join(ROOT, "src", "test", "resources", "conformance", "projection.json")
+FIXTURE = os.path.join(ROOT, "core", "src", "test", "resources", "conformance", "projection.json")
 
 # ---------------------------------------------------------------- the C ABI (native/include/text2data.h)
 T2D_ABI_VERSION = 1
