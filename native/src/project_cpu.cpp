@@ -454,20 +454,17 @@ struct F64S {
         return (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
     }
 };
-struct Bf16S {
+// bfloat16 and float16: their conversions and the mask of their exponent bits.
+template <float (*ToF)(uint16_t), uint16_t (*FromF)(float), uint16_t ExpMask>
+struct HalfS {
     using T = uint16_t; using M = float;
-    static M ld(T x) { return t2d_bf16_to_float(x); }
-    static T st(M x) { return t2d_float_to_bf16(x); }
+    static M ld(T x) { return ToF(x); }
+    static T st(M x) { return FromF(x); }
     static M proj(M g, M c, M lam) { return T2dUpdateOp<M>::apply(g, c, lam); }
-    static uint32_t bad(T x) { return (x & 0x7f80u) == 0x7f80u; }
+    static uint32_t bad(T x) { return (x & ExpMask) == ExpMask; }
 };
-struct F16S {
-    using T = uint16_t; using M = float;
-    static M ld(T x) { return t2d_f16_to_float(x); }
-    static T st(M x) { return t2d_float_to_f16(x); }
-    static M proj(M g, M c, M lam) { return T2dUpdateOp<M>::apply(g, c, lam); }
-    static uint32_t bad(T x) { return (x & 0x7c00u) == 0x7c00u; }
-};
+using Bf16S = HalfS<t2d_bf16_to_float, t2d_float_to_bf16, 0x7f80u>;
+using F16S = HalfS<t2d_f16_to_float, t2d_float_to_f16, 0x7c00u>;
 
 #if defined(__GNUC__)
 #define T2D_INLINE inline __attribute__((always_inline))

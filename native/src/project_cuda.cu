@@ -382,9 +382,8 @@ int32_t acquire(DeviceState& st, cudaStream_t stream, size_t table_bytes, size_t
     return T2D_OK;
 }
 
-int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, const void* g_value,
-                     int32_t g_value_dtype, double g_constraint, double alpha, double beta, int32_t options,
-                     cudaStream_t stream, double* lambdas_out) {
+// T2D_OK if cuda:device exists (and is within the devices this library keeps state for).
+int32_t check_device(int32_t device) {
     if (device >= kMaxDevices) return fail(T2D_ERR_WRONG_DEVICE, "cuda:%d is beyond the %d devices supported", device, kMaxDevices);
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess) {
@@ -392,6 +391,14 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
         ndev = 0;
     }
     if (device >= ndev) return fail(T2D_ERR_WRONG_DEVICE, "cuda:%d does not exist (%d devices)", device, ndev);
+    return T2D_OK;
+}
+
+int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, const void* g_value,
+                     int32_t g_value_dtype, double g_constraint, double alpha, double beta, int32_t options,
+                     cudaStream_t stream, double* lambdas_out) {
+    int32_t rc0 = check_device(device);
+    if (rc0 != T2D_OK) return rc0;
     DeviceGuard guard(device);
     // Device pointers: every grad, constraint and g_value on this device. Nothing is written before here.
     for (int32_t i = 0; i < count; i++) {
@@ -667,13 +674,8 @@ __global__ void step_finalize_kernel(const DevParam* __restrict__ table, int cou
 int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o, int32_t device, const void* g_value,
                   int32_t g_value_dtype, double g_constraint, double alpha, double beta, cudaStream_t stream,
                   t2d_step_status* status, double* lambdas_out) {
-    if (device >= kMaxDevices) return fail(T2D_ERR_WRONG_DEVICE, "cuda:%d is beyond the %d devices supported", device, kMaxDevices);
-    int ndev = 0;
-    if (cudaGetDeviceCount(&ndev) != cudaSuccess) {
-        cudaGetLastError();
-        ndev = 0;
-    }
-    if (device >= ndev) return fail(T2D_ERR_WRONG_DEVICE, "cuda:%d does not exist (%d devices)", device, ndev);
+    int32_t rc0 = check_device(device);
+    if (rc0 != T2D_OK) return rc0;
     DeviceGuard guard(device);
     int states = t2d_state_count(o);
     for (int32_t i = 0; i < count; i++) {
