@@ -56,12 +56,13 @@ extern "C" {
 #define T2D_ERR_CUDA_UNAVAILABLE  9  /* built with CUDA, but no driver or no device */
 #define T2D_ERR_CUDA              10 /* a CUDA runtime call or kernel launch failed */
 #define T2D_ERR_OUT_OF_MEMORY     11
-#define T2D_ERR_NONFINITE         12 /* T2D_CHECK_FINITE: a tensor's n or dot is NaN or infinite */
+#define T2D_ERR_NONFINITE         12 /* T2D_CHECK_FINITE: a tensor's n or dot is NaN or infinite; fused step: see below */
+#define T2D_ERR_BAD_OPTION        13 /* an optimizer option is out of range */
 
 /* options of the project calls */
 #define T2D_CHECK_FINITE 1 /* fail with T2D_ERR_NONFINITE if any tensor's n = <c,c> or dot = <g,c> is not
-                              finite; such tensors are left unchanged, the others may be projected. On CUDA
-                              this costs one synchronisation of the stream. */
+                              finite; then no tensor is projected (nothing is written). On CUDA this costs
+                              one synchronisation of the stream. */
 
 /* t2d_tensor.device */
 #define T2D_DEVICE_HOST (-1)
@@ -103,6 +104,108 @@ T2D_API int32_t t2d_project_cuda(const t2d_tensor* tensors, int32_t count,
                          const void* g_value_device, int32_t g_value_dtype,
                          double g_constraint, double alpha, double beta, int32_t options,
                          void* cuda_stream, double* lambdas_out_device);
+
+/* ------------------------------------------------------------------ fused constrained optimizers
+ *
+ * One call takes a whole constrained optimizer step: for every parameter tensor, the projection above
+ * (when it has a constraint gradient; else g is used as it is) and then the optimizer update of the
+ * parameter and its state, with PyTorch's (libtorch's C++ optimizers') arithmetic and option names:
+ *
+ *   Adam:  g' = g + weight_decay*p;  m = beta1*m + (1-beta1)*g';  v = beta2*v + (1-beta2)*g'*g'
+ *          (amsgrad: vmax = max(vmax, v), used for v);  step_size = lr / (1 - beta1^step)
+ *          p = p - step_size * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+ *   AdamW: p = p * (1 - lr*weight_decay), then Adam without weight_decay
+ *   SGD:   g' = g + weight_decay*p;  with momentum: buf = g' at the first step, else
+ *          buf = momentum*buf + (1-dampening)*g';  g' = nesterov ? g' + momentum*buf : buf;  p = p - lr*g'
+ *
+ * step is the parameter's own step count (libtorch keeps one per parameter): read, incremented on success.
+ * Math in double for float64 tensors, in float for the others (bfloat16/float16 converted on load and
+ * rounded on store). The projected gradient g + lam*c is written back to g, as the two-step path leaves it.
+ *
+ * Contract: g_value (when a tensor is projected) and every used gradient (g and c) must be finite, and for bfloat16/float16 every value the step
+ * would store (g, p and the state) must be finite too; otherwise the call writes nothing at all, for any
+ * tensor (parameters, state, gradients and step counts stay bit for bit), and fails with
+ * T2D_ERR_NONFINITE naming the first offending tensor (t2d_last_error_tensor). The check is always made.
+ */
+
+/* t2d_optimizer.kind */
+#define T2D_SGD   0
+#define T2D_ADAM  1
+#define T2D_ADAMW 2
+
+/* t2d_optimizer.flags */
+#define T2D_AMSGRAD  1 /* Adam, AdamW: use the maximum of the second moments */
+#define T2D_NESTEROV 2 /* SGD: Nesterov momentum (needs momentum > 0 and dampening == 0) */
+
+/* The optimizer and its options, PyTorch's names and meaning. Options an optimizer lacks are ignored. */
+typedef struct t2d_optimizer {
+    int32_t kind;          /* T2D_SGD, T2D_ADAM or T2D_ADAMW */
+    int32_t flags;         /* T2D_AMSGRAD, T2D_NESTEROV */
+    double  lr;            /* >= 0 */
+    double  beta1, beta2;  /* Adam/AdamW, in [0, 1) */
+    double  eps;           /* Adam/AdamW, >= 0 */
+    double  weight_decay;  /* >= 0; L2 for Adam and SGD, decoupled for AdamW */
+    double  momentum;      /* SGD, >= 0 */
+    double  dampening;     /* SGD */
+} t2d_optimizer;
+
+/* t2d_param.flags */
+#define T2D_PARAM_CONTIGUOUS 1 /* every buffer of the parameter is contiguous: required when numel > 1 */
+
+/* One parameter tensor of a fused step: every buffer holds numel elements of dtype, on one device. */
+typedef struct t2d_param {
+    void*       param;          /* p, updated in place */
+    void*       grad;           /* g, updated in place to g + lam*c */
+    const void* constraint;     /* c, the kept constraint gradient; NULL: not projected (g used as it is) */
+    void*       exp_avg;        /* Adam/AdamW: first moment; SGD with momentum != 0: momentum buffer; else NULL */
+    void*       exp_avg_sq;     /* Adam/AdamW: second moment; else NULL */
+    void*       max_exp_avg_sq; /* Adam/AdamW with T2D_AMSGRAD; else NULL */
+    int64_t*    step;           /* the parameter's step count (same memory kind as p): read, then incremented */
+    int64_t     numel;
+    int32_t     dtype;          /* T2D_FLOAT32 ... */
+    int32_t     device;         /* T2D_DEVICE_HOST, or k >= 0 for CUDA device k */
+    int32_t     flags;          /* T2D_PARAM_CONTIGUOUS */
+    int32_t     reserved;       /* set to 0 */
+} t2d_param;                    /* 80 bytes on LP64 */
+
+/*
+ * CPU path of the fused step. lam of each tensor as in t2d_project_host (g_value, g_constraint, alpha,
+ * beta); options: reserved, set to 0. lambdas_out, if not NULL, receives count doubles (lam of each
+ * tensor, 0 where not projected), written on success only.
+ */
+T2D_API int32_t t2d_step_host(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
+                         double g_value, double g_constraint, double alpha, double beta,
+                         int32_t options, double* lambdas_out);
+
+/* Device memory the CUDA step reports skipped steps in (zero it once before the first step). */
+typedef struct t2d_step_status {
+    int64_t calls;          /* fused steps enqueued with this status */
+    int64_t skipped;        /* of which skipped because a value was not finite */
+    int64_t first_skipped;  /* the call number (1-based) of the first skipped step, 0 if none */
+    int32_t first_tensor;   /* the first offending tensor of that step */
+    int32_t first_reason;   /* T2D_NONFINITE_CONSTRAINT, T2D_NONFINITE_GRAD or T2D_NONFINITE_UPDATE */
+    int32_t current;        /* this call's first offending tensor + 1 (0: none); scratch of the kernels */
+    int32_t current_reason; /* scratch of the kernels */
+} t2d_step_status;          /* 40 bytes */
+
+/* t2d_step_status reasons */
+#define T2D_NONFINITE_CONSTRAINT 1 /* the constraint gradient c holds a NaN or an infinity */
+#define T2D_NONFINITE_GRAD       2 /* the gradient g holds a NaN or an infinity */
+#define T2D_NONFINITE_UPDATE     3 /* bfloat16/float16: the update overflowed */
+#define T2D_NONFINITE_LOSS       4 /* g_value is not finite (first_tensor: the first projected tensor) */
+
+/*
+ * CUDA path of the fused step: a constant number of kernel launches whatever the count, no host
+ * synchronisation. A first kernel reduces every tensor and finds non-finite values, the update kernel
+ * skips everything when one was found (nothing written, step counts unchanged) and counts the skipped
+ * step in status_device (device memory, one t2d_step_status; required). The host learns of a skipped
+ * step only by reading status_device. g_value_device and cuda_stream as in t2d_project_cuda; step
+ * pointers are device memory. lambdas_out_device, if not NULL, is device memory receiving count doubles.
+ */
+T2D_API int32_t t2d_step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
+                         const void* g_value_device, int32_t g_value_dtype,
+                         double g_constraint, double alpha, double beta, int32_t options,
+                         void* cuda_stream, t2d_step_status* status_device, double* lambdas_out_device);
 
 /* 1 if the library was built with CUDA and a CUDA driver and at least one device are present. */
 T2D_API int32_t t2d_cuda_available(void);

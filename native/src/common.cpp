@@ -108,6 +108,77 @@ int32_t validate(const t2d_tensor* tensors, int32_t count, bool expect_host, int
     return T2D_OK;
 }
 
+static bool finite_nonneg(double v) { return v >= 0 && v <= 1.7976931348623157e308; }
+
+int32_t validate_step(const t2d_param* params, int32_t count, const t2d_optimizer* o, bool expect_host,
+                      int32_t* device) {
+    if (o == nullptr) return fail(T2D_ERR_NULL_POINTER, "optimizer is NULL");
+    if (o->kind != T2D_SGD && o->kind != T2D_ADAM && o->kind != T2D_ADAMW)
+        return fail(T2D_ERR_BAD_OPTION, "unknown optimizer kind %d (T2D_SGD, T2D_ADAM or T2D_ADAMW)", o->kind);
+    if (o->flags & ~(T2D_AMSGRAD | T2D_NESTEROV)) return fail(T2D_ERR_BAD_OPTION, "unknown optimizer flags 0x%x", o->flags);
+    if (!finite_nonneg(o->lr)) return fail(T2D_ERR_BAD_OPTION, "lr must be a finite number >= 0, got %g", o->lr);
+    if (!finite_nonneg(o->weight_decay))
+        return fail(T2D_ERR_BAD_OPTION, "weight_decay must be a finite number >= 0, got %g", o->weight_decay);
+    if (o->kind == T2D_SGD) {
+        if (!finite_nonneg(o->momentum)) return fail(T2D_ERR_BAD_OPTION, "momentum must be a finite number >= 0, got %g", o->momentum);
+        if (!(o->dampening == o->dampening) || o->dampening - o->dampening != 0)
+            return fail(T2D_ERR_BAD_OPTION, "dampening must be finite, got %g", o->dampening);
+        if ((o->flags & T2D_NESTEROV) && (o->momentum <= 0 || o->dampening != 0))
+            return fail(T2D_ERR_BAD_OPTION, "nesterov needs a positive momentum and zero dampening (momentum %g, dampening %g)",
+                        o->momentum, o->dampening);
+        if (o->flags & T2D_AMSGRAD) return fail(T2D_ERR_BAD_OPTION, "amsgrad is not an option of SGD");
+    } else {
+        if (!(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1))
+            return fail(T2D_ERR_BAD_OPTION, "betas must lie in [0, 1), got (%g, %g)", o->beta1, o->beta2);
+        if (!finite_nonneg(o->eps)) return fail(T2D_ERR_BAD_OPTION, "eps must be a finite number >= 0, got %g", o->eps);
+        if (o->flags & T2D_NESTEROV) return fail(T2D_ERR_BAD_OPTION, "nesterov is not an option of Adam or AdamW");
+    }
+    int states = o->kind == T2D_SGD ? (o->momentum != 0 ? 1 : 0) : ((o->flags & T2D_AMSGRAD) ? 3 : 2);
+    static const char* const state_names[3] = {"exp_avg (or momentum buffer)", "exp_avg_sq", "max_exp_avg_sq"};
+    if (count < 0) return fail(T2D_ERR_BAD_COUNT, "tensor count is negative (%d)", count);
+    if (count > 0 && params == nullptr) return fail(T2D_ERR_NULL_POINTER, "params is NULL but count is %d", count);
+    int32_t dev = expect_host ? T2D_DEVICE_HOST : -2;
+    for (int32_t i = 0; i < count; i++) {
+        const t2d_param& t = params[i];
+        if (t.numel < 0) return fail_t(i, T2D_ERR_BAD_COUNT, "tensor %d: negative numel (%lld)", i, (long long)t.numel);
+        if (!valid_dtype(t.dtype))
+            return fail_t(i, T2D_ERR_UNSUPPORTED_DTYPE, "tensor %d: unsupported dtype code %d (float32, float64, bfloat16, float16 only)", i, t.dtype);
+        if (expect_host && t.device != T2D_DEVICE_HOST)
+            return fail_t(i, T2D_ERR_WRONG_DEVICE, "tensor %d: it is on cuda:%d, expected host memory", i, t.device);
+        if (!expect_host) {
+            if (t.device < 0) return fail_t(i, T2D_ERR_WRONG_DEVICE, "tensor %d: it is on the host, expected a CUDA device", i);
+            if (dev == -2) dev = t.device;
+            if (t.device != dev)
+                return fail_t(i, T2D_ERR_WRONG_DEVICE, "tensor %d: it is on cuda:%d but tensor 0 is on cuda:%d", i, t.device, dev);
+        }
+        if (t.step == nullptr) return fail_t(i, T2D_ERR_NULL_POINTER, "tensor %d: step pointer is NULL", i);
+        if (t.numel > 0) {
+            if (t.param == nullptr) return fail_t(i, T2D_ERR_NULL_POINTER, "tensor %d: param pointer is NULL", i);
+            if (t.grad == nullptr) return fail_t(i, T2D_ERR_NULL_POINTER, "tensor %d: grad pointer is NULL", i);
+            void* const st[3] = {t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq};
+            for (int k = 0; k < states; k++)
+                if (st[k] == nullptr)
+                    return fail_t(i, T2D_ERR_NULL_POINTER, "tensor %d: %s pointer is NULL (the optimizer needs it)", i, state_names[k]);
+            if (t.numel > 1 && !(t.flags & T2D_PARAM_CONTIGUOUS))
+                return fail_t(i, T2D_ERR_NOT_CONTIGUOUS, "tensor %d: its buffers are not marked contiguous", i);
+        }
+    }
+    if (device) *device = dev;
+    return T2D_OK;
+}
+
+int32_t validate_step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
+                           const void* g_value_device, int32_t g_value_dtype, int32_t options,
+                           const t2d_step_status* status_device, int32_t* device) {
+    int32_t rc = validate_step(params, count, optimizer, false, device);
+    if (rc != T2D_OK) return rc;
+    if (g_value_device == nullptr) return fail(T2D_ERR_NULL_POINTER, "g_value_device is NULL");
+    if (status_device == nullptr) return fail(T2D_ERR_NULL_POINTER, "status_device is NULL");
+    if (!valid_dtype(g_value_dtype)) return fail(T2D_ERR_UNSUPPORTED_DTYPE, "unsupported g_value dtype code %d", g_value_dtype);
+    if (options != 0) return fail(T2D_ERR_BAD_OPTION, "options must be 0 (reserved), got %d", options);
+    return T2D_OK;
+}
+
 }  // namespace t2d
 
 extern "C" const char* t2d_last_error(void) { return t2d::g_last_error.c_str(); }

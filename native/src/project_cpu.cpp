@@ -3,6 +3,7 @@
 // run time with portable fallbacks. No OpenMP: libtorch brings its own runtime.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -19,6 +20,7 @@
 
 #include "common.h"
 #include "t2d_math.h"
+#include "t2d_optim.h"
 
 namespace t2d {
 namespace {
@@ -196,8 +198,9 @@ inline uint8_t nonfinite_kind(bool check, const Sums& s) {
     return 0;
 }
 
-// Whole tensor on one thread: chunked reduction (same order as the parallel path), then update while hot.
-double project_whole(const t2d_tensor& t, double excess, double beta, bool check, uint8_t* bad) {
+// Whole tensor on one thread: chunked reduction (same order as the parallel path), then update while hot
+// (unless defer: the caller updates later, once every tensor is known to be finite).
+double project_whole(const t2d_tensor& t, double excess, double beta, bool check, uint8_t* bad, bool defer = false) {
     Sums s;
     for (int64_t b = 0; b < t.numel; b += kChunk) {
         Sums p = reduce_range(t, b, std::min(kChunk, t.numel - b));
@@ -206,7 +209,7 @@ double project_whole(const t2d_tensor& t, double excess, double beta, bool check
     }
     double lam = t2d_lambda(s.n, s.dot, excess, beta);
     *bad = nonfinite_kind(check, s);
-    if (t.numel > 0 && lam != 0.0 && *bad == 0) update_range(t, 0, t.numel, lam);
+    if (!defer && t.numel > 0 && lam != 0.0 && *bad == 0) update_range(t, 0, t.numel, lam);
     return lam;
 }
 
@@ -315,8 +318,16 @@ void project_all(const t2d_tensor* tensors, int32_t count, double excess, double
     for (int32_t i = 0; i < count; i++) total += tensors[i].numel;
     int threads = thread_budget();
 
+    // With the check, nothing is updated unless every tensor is finite: the updates wait for all reductions.
     if (threads <= 1 || total < kParallelMin) {
-        for (int32_t i = 0; i < count; i++) lams[i] = project_whole(tensors[i], excess, beta, check, &bad[i]);
+        bool any_bad = false;
+        for (int32_t i = 0; i < count; i++) {
+            lams[i] = project_whole(tensors[i], excess, beta, check, &bad[i], check);
+            any_bad |= bad[i] != 0;
+        }
+        if (check && !any_bad)
+            for (int32_t i = 0; i < count; i++)
+                if (tensors[i].numel > 0 && lams[i] != 0.0) update_range(tensors[i], 0, tensors[i].numel, lams[i]);
         return;
     }
 
@@ -359,10 +370,12 @@ void project_all(const t2d_tensor* tensors, int32_t count, double excess, double
         });
         for (size_t j; (j = next_small.fetch_add(1, std::memory_order_relaxed)) < small_idx.size();) {
             int32_t i = small_idx[j];
-            lams[i] = project_whole(tensors[i], excess, beta, check, &bad[i]);
+            lams[i] = project_whole(tensors[i], excess, beta, check, &bad[i], check);
         }
     };
     pool().run(used, phase1);
+    bool any_bad = false;
+    for (int32_t i : small_idx) any_bad |= bad[i] != 0;
 
     std::vector<double> lam_large(large_idx.size(), 0.0);
     for (size_t s = 0; s < large_idx.size(); s++) {
@@ -376,6 +389,20 @@ void project_all(const t2d_tensor* tensors, int32_t count, double excess, double
         lams[i] = t2d_lambda(tot.n, tot.dot, excess, beta);
         bad[i] = nonfinite_kind(check, tot);
         lam_large[s] = bad[i] ? 0.0 : lams[i];  // a non-finite tensor is left unchanged
+        any_bad |= bad[i] != 0;
+    }
+    if (check && any_bad) return;  // nothing is updated
+
+    if (check && !small_idx.empty()) {  // the small tensors' deferred updates
+        std::atomic<size_t> next{0};
+        auto phase_small = [&](int) {
+            for (size_t j; (j = next.fetch_add(1, std::memory_order_relaxed)) < small_idx.size();) {
+                const t2d_tensor& t = tensors[small_idx[j]];
+                double l = lams[small_idx[j]];
+                if (t.numel > 0 && l != 0.0) update_range(t, 0, t.numel, l);
+            }
+        };
+        pool().run(used, phase_small);
     }
 
     if (large_chunks > 0) {
@@ -407,6 +434,258 @@ int32_t project_host(const t2d_tensor* tensors, int32_t count, double excess, do
     return T2D_OK;
 }
 
+// ---------------------------------------------------------------- fused optimizer step
+// Storage types (see t2d_step_elem): how an element of each dtype is loaded into its math type M, stored back,
+// projected, and told non-finite from its bits (an integer test, so that the loops vectorise).
+struct F32S {
+    using T = float; using M = float;
+    static M ld(T x) { return x; }
+    static T st(M x) { return x; }
+    static M proj(M g, M c, M lam) { return T2dUpdateOp<M>::apply(g, c, lam); }
+    static uint32_t bad(T x) { uint32_t u; memcpy(&u, &x, 4); return (u & 0x7f800000u) == 0x7f800000u; }
+};
+struct F64S {
+    using T = double; using M = double;
+    static M ld(T x) { return x; }
+    static T st(M x) { return x; }
+    static M proj(M g, M c, M lam) { return T2dUpdateOp<M>::apply(g, c, lam); }
+    static uint32_t bad(T x) {
+        uint64_t u; memcpy(&u, &x, 8);
+        return (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+    }
+};
+// bfloat16 and float16: their conversions and the mask of their exponent bits.
+template <float (*ToF)(uint16_t), uint16_t (*FromF)(float), uint16_t ExpMask>
+struct HalfS {
+    using T = uint16_t; using M = float;
+    static M ld(T x) { return ToF(x); }
+    static T st(M x) { return FromF(x); }
+    static M proj(M g, M c, M lam) { return T2dUpdateOp<M>::apply(g, c, lam); }
+    static uint32_t bad(T x) { return (x & ExpMask) == ExpMask; }
+};
+using Bf16S = HalfS<t2d_bf16_to_float, t2d_float_to_bf16, 0x7f80u>;
+using F16S = HalfS<t2d_f16_to_float, t2d_float_to_f16, 0x7c00u>;
+
+#if defined(__GNUC__)
+#define T2D_INLINE inline __attribute__((always_inline))
+#else
+#define T2D_INLINE inline
+#endif
+
+// One pass over len elements of a parameter: g' = g + lam*c (Proj), then the optimizer update. Write: store
+// everything; else compute only and return 1 if a stored value would be non-finite. The buffers never overlap
+// (restrict parameters: without them the aliasing checks of five pointers keep the loop scalar).
+template <typename S, typename Op, int NS, bool Proj, bool Write>
+T2D_INLINE uint32_t step_loop(const Op& op, typename S::T* __restrict p, typename S::T* __restrict g,
+                              const typename S::T* __restrict c, typename S::T* __restrict s0,
+                              typename S::T* __restrict s1, typename S::T* __restrict s2, int64_t len,
+                              typename S::M lam) {
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < len; i++) bad |= t2d_step_elem<S, Op, NS, Proj, Write>(op, p, g, c, s0, s1, s2, i, lam);
+    return bad;
+}
+
+template <typename S, typename Op, int NS, bool Proj, bool Write>
+T2D_INLINE uint32_t step_range(const Op& op, const t2d_param& t, int64_t begin, int64_t len, typename S::M lam) {
+    using T = typename S::T;
+    return step_loop<S, Op, NS, Proj, Write>(op, (T*)t.param + begin, (T*)t.grad + begin,
+                                             Proj ? (const T*)t.constraint + begin : nullptr,
+                                             NS > 0 ? (T*)t.exp_avg + begin : nullptr,
+                                             NS > 1 ? (T*)t.exp_avg_sq + begin : nullptr,
+                                             NS > 2 ? (T*)t.max_exp_avg_sq + begin : nullptr, len, lam);
+}
+
+template <typename S, typename Op, int NS>
+T2D_INLINE uint32_t step_range_ns(const Op& op, const t2d_param& t, int64_t begin, int64_t len, double lam, bool write) {
+    using M = typename S::M;
+    bool proj = t.constraint != nullptr;
+    if (write) {
+        return proj ? step_range<S, Op, NS, true, true>(op, t, begin, len, (M)lam)
+                    : step_range<S, Op, NS, false, true>(op, t, begin, len, (M)lam);
+    }
+    return proj ? step_range<S, Op, NS, true, false>(op, t, begin, len, (M)lam)
+                : step_range<S, Op, NS, false, false>(op, t, begin, len, (M)lam);
+}
+
+// The one dtype-generic chunk step: the optimizer's functor built for this tensor's step number.
+template <typename S>
+T2D_INLINE uint32_t step_chunk(const t2d_param& t, const t2d_optimizer& o, int64_t step, int64_t begin, int64_t len,
+                               double lam, bool write) {
+    using M = typename S::M;
+    switch (t2d_state_count(o)) {
+        case 0: return step_range_ns<S, T2dSgdOp<M>, 0>(T2dSgdOp<M>::make(o, step), t, begin, len, lam, write);
+        case 1: return step_range_ns<S, T2dSgdOp<M>, 1>(T2dSgdOp<M>::make(o, step), t, begin, len, lam, write);
+        case 2: return step_range_ns<S, T2dAdamOp<M>, 2>(T2dAdamOp<M>::make(o, step), t, begin, len, lam, write);
+        default: return step_range_ns<S, T2dAdamOp<M>, 3>(T2dAdamOp<M>::make(o, step), t, begin, len, lam, write);
+    }
+}
+
+// 1 if g holds a NaN or an infinity in [begin, begin+len) (the check of a gradient that is not projected).
+template <typename S>
+T2D_INLINE uint32_t probe_chunk(const t2d_param& t, int64_t begin, int64_t len) {
+    const typename S::T* g = (const typename S::T*)t.grad + begin;
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < len; i++) bad |= S::bad(g[i]);
+    return bad;
+}
+
+using StepFn = uint32_t (*)(const t2d_param&, const t2d_optimizer&, int64_t, int64_t, int64_t, double, bool);
+using ProbeFn = uint32_t (*)(const t2d_param&, int64_t, int64_t);
+struct StepKernels {
+    StepFn step[4];   // by dtype code
+    ProbeFn probe[4];
+};
+
+template <typename S>
+uint32_t step_generic(const t2d_param& t, const t2d_optimizer& o, int64_t st, int64_t b, int64_t l, double lam, bool w) {
+    return step_chunk<S>(t, o, st, b, l, lam, w);
+}
+template <typename S>
+uint32_t probe_generic(const t2d_param& t, int64_t b, int64_t l) { return probe_chunk<S>(t, b, l); }
+
+#if defined(T2D_X86)
+// The same template compiled for AVX2 (no FMA: results equal the generic path's exactly).
+template <typename S>
+__attribute__((target("avx2"))) uint32_t step_avx2(const t2d_param& t, const t2d_optimizer& o, int64_t st, int64_t b,
+                                                   int64_t l, double lam, bool w) {
+    return step_chunk<S>(t, o, st, b, l, lam, w);
+}
+template <typename S>
+__attribute__((target("avx2"))) uint32_t probe_avx2(const t2d_param& t, int64_t b, int64_t l) { return probe_chunk<S>(t, b, l); }
+#endif
+
+StepKernels pick_step_kernels() {
+    StepKernels k{{step_generic<F32S>, step_generic<F64S>, step_generic<Bf16S>, step_generic<F16S>},
+                  {probe_generic<F32S>, probe_generic<F64S>, probe_generic<Bf16S>, probe_generic<F16S>}};
+#if defined(T2D_X86)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2"))
+        k = StepKernels{{step_avx2<F32S>, step_avx2<F64S>, step_avx2<Bf16S>, step_avx2<F16S>},
+                        {probe_avx2<F32S>, probe_avx2<F64S>, probe_avx2<Bf16S>, probe_avx2<F16S>}};
+#endif
+    return k;
+}
+
+const StepKernels& step_kernels() {
+    static const StepKernels k = pick_step_kernels();
+    return k;
+}
+
+// Runs body(chunk) for every chunk, the chunks split among the workers by elements (contiguous ranges,
+// the same ones in every phase, so a worker meets again the memory it touched in the previous phase).
+struct ChunkPlan {
+    struct Chunk { int32_t tensor; int64_t begin, len; };
+    std::vector<Chunk> chunks;
+    std::vector<int64_t> start;  // elements before each chunk
+    int64_t total = 0;
+
+    explicit ChunkPlan(const t2d_param* params, int32_t count) {
+        for (int32_t i = 0; i < count; i++)
+            for (int64_t b = 0; b < params[i].numel; b += kChunk) {
+                chunks.push_back(Chunk{i, b, std::min(kChunk, params[i].numel - b)});
+                start.push_back(total);
+                total += chunks.back().len;
+            }
+    }
+
+    template <typename Body>
+    void run(int used, Body&& body) {
+        auto range = [&](int w) {
+            int64_t lo = total * w / used, hi = total * (w + 1) / used;
+            size_t k = std::lower_bound(start.begin(), start.end(), lo) - start.begin();
+            for (; k < chunks.size() && start[k] < hi; k++) body(k, chunks[k]);
+        };
+        if (used <= 1) {
+            range(0);
+        } else {
+            std::function<void(int)> fn = range;
+            pool().run(used, fn);
+        }
+    }
+};
+
+int32_t step_host(const t2d_param* params, int32_t count, const t2d_optimizer& o, double excess, double beta,
+                  double* lambdas) {
+    for (int32_t i = 0; i < count; i++)
+        if (*params[i].step < 0 || *params[i].step == INT64_MAX)
+            return fail_t(i, T2D_ERR_BAD_COUNT, "tensor %d: step count %lld is out of range", i, (long long)*params[i].step);
+    if (!std::isfinite(excess))
+        for (int32_t i = 0; i < count; i++)
+            if (params[i].constraint != nullptr)
+                return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: g_value (the unconditional loss) is not finite", i);
+    ChunkPlan plan(params, count);
+    int threads = thread_budget();
+    int workers = threads <= 1 || plan.total < kParallelMin
+                      ? 1 : (int)std::min<int64_t>(threads, std::max<int64_t>(1, plan.total / (kParallelMin / 4)));
+    std::unique_lock<std::mutex> guard(g_pool_mutex, std::defer_lock);
+    int used = 1;
+    if (workers > 1) {
+        guard.lock();
+        used = pool().ensure(workers);
+    }
+    const StepKernels& k = step_kernels();
+
+    // Pass 1: the reductions of the projected tensors, the finiteness of the others' gradients.
+    std::vector<Sums> partials(plan.chunks.size());
+    plan.run(used, [&](size_t ci, const ChunkPlan::Chunk& ch) {
+        const t2d_param& t = params[ch.tensor];
+        if (t.constraint != nullptr) {
+            t2d_tensor v{};
+            v.grad = t.grad;
+            v.constraint = t.constraint;
+            v.dtype = v.constraint_dtype = t.dtype;
+            partials[ci] = reduce_range(v, ch.begin, ch.len);
+        } else {
+            partials[ci] = Sums{0.0, k.probe[t.dtype](t, ch.begin, ch.len) ? NAN : 0.0};
+        }
+    });
+    std::vector<double> lams((size_t)count, 0.0);
+    {
+        std::vector<Sums> tot((size_t)count);
+        for (size_t ci = 0; ci < plan.chunks.size(); ci++) {
+            Sums& s = tot[(size_t)plan.chunks[ci].tensor];
+            s.n += partials[ci].n;
+            s.dot += partials[ci].dot;
+        }
+        for (int32_t i = 0; i < count; i++) {
+            const Sums& s = tot[(size_t)i];
+            if (!std::isfinite(s.n))
+                return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its constraint gradient holds a NaN or an infinity", i);
+            if (!std::isfinite(s.dot))
+                return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its gradient holds a NaN or an infinity", i);
+            if (params[i].constraint != nullptr) lams[(size_t)i] = t2d_lambda(s.n, s.dot, excess, beta);
+        }
+    }
+
+    // Pass 2, bfloat16/float16 only: the update computed without storing; every stored value must be finite.
+    bool half = false;
+    for (int32_t i = 0; i < count; i++) half |= params[i].dtype == T2D_BFLOAT16 || params[i].dtype == T2D_FLOAT16;
+    if (half) {
+        std::vector<uint8_t> bad(plan.chunks.size(), 0);
+        plan.run(used, [&](size_t ci, const ChunkPlan::Chunk& ch) {
+            const t2d_param& t = params[ch.tensor];
+            if (t.dtype == T2D_BFLOAT16 || t.dtype == T2D_FLOAT16)
+                bad[ci] = (uint8_t)k.step[t.dtype](t, o, *t.step + 1, ch.begin, ch.len, lams[(size_t)ch.tensor], false);
+        });
+        for (size_t ci = 0; ci < bad.size(); ci++)
+            if (bad[ci]) {
+                int32_t i = plan.chunks[ci].tensor;
+                return fail_t(i, T2D_ERR_NONFINITE,
+                              "tensor %d: the %s update overflowed (a new value of the parameter, its gradient or the "
+                              "optimizer's state is not finite in %s)", i, dtype_name(params[i].dtype), dtype_name(params[i].dtype));
+            }
+    }
+
+    // Pass 3: write.
+    plan.run(used, [&](size_t, const ChunkPlan::Chunk& ch) {
+        const t2d_param& t = params[ch.tensor];
+        k.step[t.dtype](t, o, *t.step + 1, ch.begin, ch.len, lams[(size_t)ch.tensor], true);
+    });
+    for (int32_t i = 0; i < count; i++) ++*params[i].step;
+    if (lambdas) std::copy(lams.begin(), lams.end(), lambdas);
+    return T2D_OK;
+}
+
 }  // namespace
 }  // namespace t2d
 
@@ -426,4 +705,20 @@ extern "C" int32_t t2d_project_host(const t2d_tensor* tensors, int32_t count, do
 
 extern "C" int32_t t2d_set_num_threads(int32_t n) {
     return t2d::g_thread_limit.exchange(n > 0 ? n : 0);
+}
+
+extern "C" int32_t t2d_step_host(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
+                                 double g_value, double g_constraint, double alpha, double beta, int32_t options,
+                                 double* lambdas_out) {
+    t2d::clear_error();
+    int32_t rc = t2d::validate_step(params, count, optimizer, true, nullptr);
+    if (rc != T2D_OK) return rc;
+    if (options != 0) return t2d::fail(T2D_ERR_BAD_OPTION, "options must be 0 (reserved), got %d", options);
+    try {
+        return t2d::step_host(params, count, *optimizer, alpha * (g_value - g_constraint), beta, lambdas_out);
+    } catch (const std::bad_alloc&) {
+        return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "out of host memory");
+    } catch (...) {
+        return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "unexpected internal error");
+    }
 }

@@ -6,6 +6,13 @@
 //      device, computes lam (and, with T2D_CHECK_FINITE, flags non-finite reductions);
 //   3. update: g += lam * c per chunk.
 // Nothing synchronises with the host unless T2D_CHECK_FINITE is asked for.
+//
+// The fused optimizer step (t2d_step_cuda) is the same multi-tensor apply over a table of parameters:
+// reduce (and probe the gradients that are not projected), lambda (flags the first non-finite tensor in a
+// device word), for bfloat16/float16 a check pass computing the update without storing it, the update
+// (every block returns at once when the flag is set), and a one-block finalize that increments the step
+// counts or, when the step was skipped, records it in the caller's t2d_step_status. Five launches and two
+// async copies/memsets whatever the number of tensors; no host synchronisation at all.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -18,6 +25,7 @@
 
 #include "common.h"
 #include "t2d_math.h"
+#include "t2d_optim.h"
 
 namespace t2d {
 namespace {
@@ -60,7 +68,8 @@ __device__ __forceinline__ float load<__half>(const __half* p, int64_t i) { retu
 template <>
 __device__ __forceinline__ float load<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
 
-__device__ __forceinline__ int find_tensor(const DevTensor* table, int count, int64_t chunk) {
+template <typename Table>
+__device__ __forceinline__ int find_tensor(const Table* table, int count, int64_t chunk) {
     // last t with first_chunk <= chunk (empty tensors share their successor's first_chunk)
     int lo = 0, hi = count - 1;
     while (lo < hi) {
@@ -156,6 +165,19 @@ __device__ __forceinline__ double read_scalar(const void* p, int dtype) {
     }
 }
 
+// A warp's sum of one tensor's chunk partials (n, dot), in a fixed order: valid in every lane.
+__device__ __forceinline__ double2 tensor_sums(const double2* __restrict__ partials, int64_t first_chunk, int64_t numel,
+                                               int lane) {
+    int64_t chunks = (numel + kCudaChunk - 1) / kCudaChunk;
+    double n = 0, dot = 0;
+    for (int64_t k = lane; k < chunks; k += 32) {
+        double2 p = partials[first_chunk + k];
+        n += p.x;
+        dot += p.y;
+    }
+    return make_double2(warp_sum(n), warp_sum(dot));
+}
+
 // One warp per tensor. lam[t] (and lambdas_out[t]); bad: lowest non-finite tensor index * 2 + kind.
 __global__ void lambda_kernel(const DevTensor* __restrict__ table, int count, int64_t total_chunks,
                               const double2* __restrict__ partials, const void* g_value, int g_value_dtype,
@@ -165,15 +187,8 @@ __global__ void lambda_kernel(const DevTensor* __restrict__ table, int count, in
     int lane = threadIdx.x & 31;
     if (warp >= count) return;
     const DevTensor t = table[warp];
-    int64_t chunks = (t.numel + kCudaChunk - 1) / kCudaChunk;
-    double n = 0, dot = 0;
-    for (int64_t k = lane; k < chunks; k += 32) {
-        double2 p = partials[t.first_chunk + k];
-        n += p.x;
-        dot += p.y;
-    }
-    n = warp_sum(n);
-    dot = warp_sum(dot);
+    const double2 sums = tensor_sums(partials, t.first_chunk, t.numel, lane);
+    const double n = sums.x, dot = sums.y;
     if (lane == 0) {
         double excess = alpha * (read_scalar(g_value, g_value_dtype) - g_constraint);
         double l = t2d_lambda(n, dot, excess, beta);
@@ -235,7 +250,9 @@ __device__ void update_chunk(T* __restrict__ g, const T* __restrict__ c, int64_t
     }
 }
 
-__global__ void update_kernel(const DevTensor* __restrict__ table, int count, const double* __restrict__ lam) {
+__global__ void update_kernel(const DevTensor* __restrict__ table, int count, const double* __restrict__ lam,
+                              const int* bad) {
+    if (bad != nullptr && *bad != 0x7f7f7f7f) return;  // T2D_CHECK_FINITE found a non-finite tensor: nothing is written
     __shared__ int s_t;
     if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
     __syncthreads();
@@ -267,7 +284,7 @@ struct DeviceState {
     cudaStream_t d_stream = nullptr;  // stream that last used d_buf
     cudaEvent_t done = nullptr;       // recorded after the last call's kernels
     bool has_done = false;
-    DevTensor* h_table[kRing] = {};
+    void* h_table[kRing] = {};
     size_t h_cap[kRing] = {};
     cudaEvent_t copied[kRing] = {};
     bool has_copied[kRing] = {};
@@ -317,9 +334,56 @@ struct DeviceGuard {
     }
 };
 
-int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, const void* g_value,
-                     int32_t g_value_dtype, double g_constraint, double alpha, double beta, int32_t options,
-                     cudaStream_t stream, double* lambdas_out) {
+// Takes the next free slot of the pinned host-table ring (at least table_bytes) and makes the device
+// workspace at least need bytes, ordered after the previous call's kernels on stream. Call with st.mutex held.
+int32_t acquire(DeviceState& st, cudaStream_t stream, size_t table_bytes, size_t need, int* slot_out, void** host) {
+    if (!st.init) {
+        T2D_CU(cudaEventCreateWithFlags(&st.done, cudaEventDisableTiming), "cudaEventCreate");
+        for (int k = 0; k < kRing; k++)
+            T2D_CU(cudaEventCreateWithFlags(&st.copied[k], cudaEventDisableTiming), "cudaEventCreate");
+        T2D_CU(cudaHostAlloc((void**)&st.h_bad, sizeof(int), cudaHostAllocDefault), "cudaHostAlloc");
+        st.init = true;
+    }
+    // Host table in the next free ring slot (the slot's previous copy must be complete).
+    int slot = -1;
+    for (int k = 0; k < kRing; k++) {
+        int s = (st.slot + k) % kRing;
+        if (!st.has_copied[s] || cudaEventQuery(st.copied[s]) == cudaSuccess) {
+            slot = s;
+            break;
+        }
+    }
+    cudaGetLastError();  // cudaErrorNotReady from the queries
+    if (slot < 0) {  // the host is kRing steps ahead of the device: wait for the oldest copy
+        slot = st.slot;
+        T2D_CU(cudaEventSynchronize(st.copied[slot]), "cudaEventSynchronize");
+    }
+    st.slot = (slot + 1) % kRing;
+    if (st.h_cap[slot] < table_bytes) {
+        if (st.h_table[slot]) cudaFreeHost(st.h_table[slot]);
+        st.h_table[slot] = nullptr;
+        st.h_cap[slot] = 0;
+        size_t cap = std::max(table_bytes * 2, (size_t)4096);
+        T2D_CU(cudaHostAlloc((void**)&st.h_table[slot], cap, cudaHostAllocDefault), "cudaHostAlloc");
+        st.h_cap[slot] = cap;
+    }
+    // Device workspace: wait for the previous call's kernels if they ran on another stream.
+    if (st.has_done && st.d_stream != stream) T2D_CU(cudaStreamWaitEvent(stream, st.done, 0), "cudaStreamWaitEvent");
+    if (st.d_cap < need) {
+        if (st.d_buf) T2D_CU(cudaFreeAsync(st.d_buf, stream), "cudaFreeAsync");
+        st.d_buf = nullptr;
+        st.d_cap = 0;
+        size_t cap = need + need / 2;
+        T2D_CU(cudaMallocAsync(&st.d_buf, cap, stream), "cudaMallocAsync");
+        st.d_cap = cap;
+    }
+    *slot_out = slot;
+    *host = st.h_table[slot];
+    return T2D_OK;
+}
+
+// T2D_OK if cuda:device exists (and is within the devices this library keeps state for).
+int32_t check_device(int32_t device) {
     if (device >= kMaxDevices) return fail(T2D_ERR_WRONG_DEVICE, "cuda:%d is beyond the %d devices supported", device, kMaxDevices);
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess) {
@@ -327,6 +391,14 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
         ndev = 0;
     }
     if (device >= ndev) return fail(T2D_ERR_WRONG_DEVICE, "cuda:%d does not exist (%d devices)", device, ndev);
+    return T2D_OK;
+}
+
+int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, const void* g_value,
+                     int32_t g_value_dtype, double g_constraint, double alpha, double beta, int32_t options,
+                     cudaStream_t stream, double* lambdas_out) {
+    int32_t rc0 = check_device(device);
+    if (rc0 != T2D_OK) return rc0;
     DeviceGuard guard(device);
     // Device pointers: every grad, constraint and g_value on this device. Nothing is written before here.
     for (int32_t i = 0; i < count; i++) {
@@ -345,40 +417,19 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
 
     DeviceState& st = g_states[device];
     std::lock_guard<std::mutex> lock(st.mutex);
-    if (!st.init) {
-        T2D_CU(cudaEventCreateWithFlags(&st.done, cudaEventDisableTiming), "cudaEventCreate");
-        for (int k = 0; k < kRing; k++)
-            T2D_CU(cudaEventCreateWithFlags(&st.copied[k], cudaEventDisableTiming), "cudaEventCreate");
-        T2D_CU(cudaHostAlloc((void**)&st.h_bad, sizeof(int), cudaHostAllocDefault), "cudaHostAlloc");
-        st.init = true;
-    }
-
-    // Host table in the next free ring slot (the slot's previous copy must be complete).
-    int slot = -1;
-    for (int k = 0; k < kRing; k++) {
-        int s = (st.slot + k) % kRing;
-        if (!st.has_copied[s] || cudaEventQuery(st.copied[s]) == cudaSuccess) {
-            slot = s;
-            break;
-        }
-    }
-    cudaGetLastError();  // cudaErrorNotReady from the queries
-    if (slot < 0) {  // the host is kRing steps ahead of the device: wait for the oldest copy
-        slot = st.slot;
-        T2D_CU(cudaEventSynchronize(st.copied[slot]), "cudaEventSynchronize");
-    }
-    st.slot = (slot + 1) % kRing;
     size_t table_bytes = sizeof(DevTensor) * (size_t)count;
-    if (st.h_cap[slot] < table_bytes) {
-        if (st.h_table[slot]) cudaFreeHost(st.h_table[slot]);
-        st.h_table[slot] = nullptr;
-        st.h_cap[slot] = 0;
-        size_t cap = std::max(table_bytes * 2, (size_t)4096);
-        T2D_CU(cudaHostAlloc((void**)&st.h_table[slot], cap, cudaHostAllocDefault), "cudaHostAlloc");
-        st.h_cap[slot] = cap;
-    }
-    DevTensor* h = st.h_table[slot];
     int64_t chunks = 0;
+    for (int32_t i = 0; i < count; i++) chunks += (tensors[i].numel + kCudaChunk - 1) / kCudaChunk;
+    if (chunks > INT32_MAX) return fail(T2D_ERR_BAD_COUNT, "too many elements for one step (%lld chunks)", (long long)chunks);
+    size_t off_partials = align_up(table_bytes);
+    size_t off_lam = off_partials + align_up(sizeof(double2) * (size_t)chunks);
+    size_t off_bad = off_lam + align_up(sizeof(double) * (size_t)count);
+    int slot = 0;
+    void* hv = nullptr;
+    rc = acquire(st, stream, table_bytes, off_bad + sizeof(int), &slot, &hv);
+    if (rc != T2D_OK) return rc;
+    DevTensor* h = (DevTensor*)hv;
+    chunks = 0;
     for (int32_t i = 0; i < count; i++) {
         h[i].grad = tensors[i].grad;
         h[i].constraint = tensors[i].constraint;
@@ -387,22 +438,6 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
         h[i].dtype = tensors[i].dtype;
         h[i].pad = 0;
         chunks += (tensors[i].numel + kCudaChunk - 1) / kCudaChunk;
-    }
-    if (chunks > INT32_MAX) return fail(T2D_ERR_BAD_COUNT, "too many elements for one step (%lld chunks)", (long long)chunks);
-
-    // Device workspace: wait for the previous call's kernels if they ran on another stream.
-    if (st.has_done && st.d_stream != stream) T2D_CU(cudaStreamWaitEvent(stream, st.done, 0), "cudaStreamWaitEvent");
-    size_t off_partials = align_up(table_bytes);
-    size_t off_lam = off_partials + align_up(sizeof(double2) * (size_t)chunks);
-    size_t off_bad = off_lam + align_up(sizeof(double) * (size_t)count);
-    size_t need = off_bad + sizeof(int);
-    if (st.d_cap < need) {
-        if (st.d_buf) T2D_CU(cudaFreeAsync(st.d_buf, stream), "cudaFreeAsync");
-        st.d_buf = nullptr;
-        st.d_cap = 0;
-        size_t cap = need + need / 2;
-        T2D_CU(cudaMallocAsync(&st.d_buf, cap, stream), "cudaMallocAsync");
-        st.d_cap = cap;
     }
     char* base = (char*)st.d_buf;
     DevTensor* d_table = (DevTensor*)base;
@@ -423,7 +458,7 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
         d_table, count, chunks, d_partials, g_value, g_value_dtype, g_constraint, alpha, beta, d_lam, lambdas_out,
         check ? 1 : 0, d_bad);
     T2D_CU(cudaGetLastError(), "lambda kernel launch");
-    if (chunks > 0) update_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam);
+    if (chunks > 0) update_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam, check ? d_bad : nullptr);
     T2D_CU(cudaGetLastError(), "update kernel launch");
     T2D_CU(cudaEventRecord(st.done, stream), "cudaEventRecord");
     st.has_done = true;
@@ -440,6 +475,281 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
             return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its gradient holds a NaN or an infinity", i);
         }
     }
+    return T2D_OK;
+}
+
+// ---------------------------------------------------------------- fused optimizer step
+struct DevParam {
+    void* param;
+    void* grad;
+    const void* constraint;
+    void* s0;
+    void* s1;
+    void* s2;
+    int64_t* step;
+    int64_t numel;
+    int64_t first_chunk;
+    int32_t dtype;
+    int32_t pad;
+};
+
+constexpr int kNoBad = 0x7f7f7f7f;  // the flag word's value when every value is finite (memset 0x7f)
+
+// Storage types on the device: load into the math type, store rounding to nearest even, non-finite from bits.
+struct DF32 {
+    using T = float; using M = float;
+    __device__ static M ld(T x) { return x; }
+    __device__ static T st(M x) { return x; }
+    __device__ static M proj(M g, M c, M lam) { return update_rn(g, c, lam); }
+    __device__ static bool bad(T x) { return (__float_as_uint(x) & 0x7f800000u) == 0x7f800000u; }
+};
+struct DF64 {
+    using T = double; using M = double;
+    __device__ static M ld(T x) { return x; }
+    __device__ static T st(M x) { return x; }
+    __device__ static M proj(M g, M c, M lam) { return update_rn(g, c, lam); }
+    __device__ static bool bad(T x) { return ((unsigned long long)__double_as_longlong(x) & 0x7ff0000000000000ull) == 0x7ff0000000000000ull; }
+};
+struct DH16 {
+    using T = __half; using M = float;
+    __device__ static M ld(T x) { return __half2float(x); }
+    __device__ static T st(M x) { return __float2half_rn(x); }
+    __device__ static M proj(M g, M c, M lam) { return update_rn(g, c, lam); }
+    __device__ static bool bad(T x) { return (__half_as_ushort(x) & 0x7c00u) == 0x7c00u; }
+};
+struct DBF16 {
+    using T = __nv_bfloat16; using M = float;
+    __device__ static M ld(T x) { return __bfloat162float(x); }
+    __device__ static T st(M x) { return __float2bfloat16_rn(x); }
+    __device__ static M proj(M g, M c, M lam) { return update_rn(g, c, lam); }
+    __device__ static bool bad(T x) { return (__bfloat16_as_ushort(x) & 0x7f80u) == 0x7f80u; }
+};
+
+// Pass 1: projected tensors' (n, dot) per chunk; for a tensor without constraint gradient, (0, NaN) when its
+// gradient holds a non-finite value, else (0, 0).
+template <typename S>
+__device__ void probe_chunk(const typename S::T* __restrict__ g, int64_t begin, int64_t end, double2* out) {
+    int bad = 0;
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) bad |= S::bad(g[i]);
+    bad = __syncthreads_or(bad);
+    if (threadIdx.x == 0) *out = make_double2(0.0, bad ? (double)NAN : 0.0);
+}
+
+__global__ void step_reduce_kernel(const DevParam* __restrict__ table, int count, double2* __restrict__ partials) {
+    __shared__ int s_t;
+    if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
+    __syncthreads();
+    const DevParam t = table[s_t];
+    int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
+    int64_t end = min(begin + kCudaChunk, t.numel);
+    double2* out = partials + blockIdx.x;
+    if (t.constraint == nullptr) {
+        switch (t.dtype) {
+            case T2D_FLOAT32: probe_chunk<DF32>((const float*)t.grad, begin, end, out); break;
+            case T2D_FLOAT64: probe_chunk<DF64>((const double*)t.grad, begin, end, out); break;
+            case T2D_BFLOAT16: probe_chunk<DBF16>((const __nv_bfloat16*)t.grad, begin, end, out); break;
+            default: probe_chunk<DH16>((const __half*)t.grad, begin, end, out); break;
+        }
+        return;
+    }
+    switch (t.dtype) {
+        case T2D_FLOAT32: reduce_chunk((const float*)t.grad, (const float*)t.constraint, begin, end, out); break;
+        case T2D_FLOAT64: reduce_chunk((const double*)t.grad, (const double*)t.constraint, begin, end, out); break;
+        case T2D_BFLOAT16:
+            reduce_chunk((const __nv_bfloat16*)t.grad, (const __nv_bfloat16*)t.constraint, begin, end, out);
+            break;
+        default: reduce_chunk((const __half*)t.grad, (const __half*)t.constraint, begin, end, out); break;
+    }
+}
+
+// Pass 2: one warp per tensor: lam (0 where not projected); the lowest (tensor * 8 + reason) of a non-finite
+// tensor into *bad.
+__global__ void step_lambda_kernel(const DevParam* __restrict__ table, int count, const double2* __restrict__ partials,
+                                   const void* g_value, int g_value_dtype, double g_constraint, double alpha, double beta,
+                                   double* __restrict__ lam, double* __restrict__ lambdas_out, int* __restrict__ bad) {
+    int warp = (int)((blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31;
+    if (warp >= count) return;
+    const DevParam t = table[warp];
+    const double2 sums = tensor_sums(partials, t.first_chunk, t.numel, lane);
+    const double n = sums.x, dot = sums.y;
+    if (lane == 0) {
+        double l = 0.0;
+        if (t.constraint != nullptr) {
+            double excess = alpha * (read_scalar(g_value, g_value_dtype) - g_constraint);
+            l = t2d_lambda(n, dot, excess, beta);
+        }
+        int reason = !isfinite(n) ? T2D_NONFINITE_CONSTRAINT : !isfinite(dot) ? T2D_NONFINITE_GRAD
+                     : !isfinite(l) ? T2D_NONFINITE_LOSS : 0;
+        if (reason) atomicMin(bad, warp * 8 + reason);
+        lam[warp] = l;
+        if (lambdas_out) lambdas_out[warp] = l;
+    }
+}
+
+// One chunk of the update (Write) or of its check (!Write: nothing stored, a non-finite value to store flags
+// the tensor). The same functors as the CPU path (t2d_optim.h).
+template <typename S, typename Op, int NS, bool Write>
+__device__ void step_elems(const Op& op, const DevParam& t, int64_t begin, int64_t end, typename S::M lam, int ti,
+                           int* bad) {
+    using T = typename S::T;
+    using M = typename S::M;
+    T* __restrict__ p = (T*)t.param;
+    T* __restrict__ g = (T*)t.grad;
+    const T* __restrict__ c = (const T*)t.constraint;
+    T* __restrict__ s0 = (T*)t.s0;
+    T* __restrict__ s1 = (T*)t.s1;
+    T* __restrict__ s2 = (T*)t.s2;
+    uint32_t found = 0;
+    if (c != nullptr) {
+        for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+            found |= t2d_step_elem<S, Op, NS, true, Write>(op, p, g, c, s0, s1, s2, i, lam);
+    } else {
+        for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+            found |= t2d_step_elem<S, Op, NS, false, Write>(op, p, g, c, s0, s1, s2, i, lam);
+    }
+    if (!Write && found) atomicMin(bad, ti * 8 + T2D_NONFINITE_UPDATE);
+}
+
+template <typename S, bool Write>
+__device__ void step_chunk(const DevParam& t, const t2d_optimizer& o, int64_t begin, int64_t end, double lam, int ti,
+                           int* bad) {
+    using M = typename S::M;
+    int64_t step = *t.step + 1;
+    switch (t2d_state_count(o)) {
+        case 0: step_elems<S, T2dSgdOp<M>, 0, Write>(T2dSgdOp<M>::make(o, step), t, begin, end, (M)lam, ti, bad); break;
+        case 1: step_elems<S, T2dSgdOp<M>, 1, Write>(T2dSgdOp<M>::make(o, step), t, begin, end, (M)lam, ti, bad); break;
+        case 2: step_elems<S, T2dAdamOp<M>, 2, Write>(T2dAdamOp<M>::make(o, step), t, begin, end, (M)lam, ti, bad); break;
+        default: step_elems<S, T2dAdamOp<M>, 3, Write>(T2dAdamOp<M>::make(o, step), t, begin, end, (M)lam, ti, bad); break;
+    }
+}
+
+// Pass 3 (!Write, half types only) and pass 4 (Write, skipped entirely when *bad is set).
+template <bool Write>
+__global__ void step_update_kernel(const DevParam* __restrict__ table, int count, const double* __restrict__ lam,
+                                   t2d_optimizer o, int* bad) {
+    if (Write && *(volatile int*)bad != kNoBad) return;
+    __shared__ int s_t;
+    if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
+    __syncthreads();
+    const int ti = s_t;
+    const DevParam t = table[ti];
+    if (!Write && t.dtype != T2D_FLOAT16 && t.dtype != T2D_BFLOAT16) return;
+    int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
+    int64_t end = min(begin + kCudaChunk, t.numel);
+    const double l = lam[ti];
+    switch (t.dtype) {
+        case T2D_FLOAT32: step_chunk<DF32, Write>(t, o, begin, end, l, ti, bad); break;
+        case T2D_FLOAT64: step_chunk<DF64, Write>(t, o, begin, end, l, ti, bad); break;
+        case T2D_BFLOAT16: step_chunk<DBF16, Write>(t, o, begin, end, l, ti, bad); break;
+        default: step_chunk<DH16, Write>(t, o, begin, end, l, ti, bad); break;
+    }
+}
+
+// Pass 5, one block: the step counts, or the skipped step in the status.
+__global__ void step_finalize_kernel(const DevParam* __restrict__ table, int count, const int* bad,
+                                     t2d_step_status* status) {
+    const int b = *bad;
+    const bool skip = b != kNoBad;
+    if (!skip)
+        for (int i = threadIdx.x; i < count; i += blockDim.x) *table[i].step += 1;
+    if (threadIdx.x == 0) {
+        status->calls += 1;
+        if (skip) {
+            status->skipped += 1;
+            if (status->first_skipped == 0) {
+                status->first_skipped = status->calls;
+                status->first_tensor = b / 8;
+                status->first_reason = b % 8;
+            }
+            status->current = b / 8 + 1;
+            status->current_reason = b % 8;
+        } else {
+            status->current = 0;
+            status->current_reason = 0;
+        }
+    }
+}
+
+int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o, int32_t device, const void* g_value,
+                  int32_t g_value_dtype, double g_constraint, double alpha, double beta, cudaStream_t stream,
+                  t2d_step_status* status, double* lambdas_out) {
+    int32_t rc0 = check_device(device);
+    if (rc0 != T2D_OK) return rc0;
+    DeviceGuard guard(device);
+    int states = t2d_state_count(o);
+    for (int32_t i = 0; i < count; i++) {
+        const t2d_param& t = params[i];
+        int32_t rc = check_pointer(t.step, device, i, "step");
+        if (t.numel > 0) {
+            if (rc == T2D_OK) rc = check_pointer(t.param, device, i, "param");
+            if (rc == T2D_OK) rc = check_pointer(t.grad, device, i, "grad");
+            if (rc == T2D_OK && t.constraint) rc = check_pointer(t.constraint, device, i, "constraint gradient");
+            if (rc == T2D_OK && states > 0) rc = check_pointer(t.exp_avg, device, i, "exp_avg");
+            if (rc == T2D_OK && states > 1) rc = check_pointer(t.exp_avg_sq, device, i, "exp_avg_sq");
+            if (rc == T2D_OK && states > 2) rc = check_pointer(t.max_exp_avg_sq, device, i, "max_exp_avg_sq");
+        }
+        if (rc != T2D_OK) return rc;
+    }
+    int32_t rc = check_pointer(g_value, device, -1, "g_value");
+    if (rc == T2D_OK) rc = check_pointer(status, device, -1, "status");
+    if (rc == T2D_OK && lambdas_out) rc = check_pointer(lambdas_out, device, -1, "lambdas_out");
+    if (rc != T2D_OK) return rc;
+
+    DeviceState& st = g_states[device];
+    std::lock_guard<std::mutex> lock(st.mutex);
+    size_t table_bytes = sizeof(DevParam) * (size_t)std::max(count, 1);
+    int64_t chunks = 0;
+    bool half = false;
+    for (int32_t i = 0; i < count; i++) {
+        chunks += (params[i].numel + kCudaChunk - 1) / kCudaChunk;
+        half |= params[i].dtype == T2D_FLOAT16 || params[i].dtype == T2D_BFLOAT16;
+    }
+    if (chunks > INT32_MAX) return fail(T2D_ERR_BAD_COUNT, "too many elements for one step (%lld chunks)", (long long)chunks);
+    size_t off_partials = align_up(table_bytes);
+    size_t off_lam = off_partials + align_up(sizeof(double2) * (size_t)chunks);
+    size_t off_bad = off_lam + align_up(sizeof(double) * (size_t)std::max(count, 1));
+    int slot = 0;
+    void* hv = nullptr;
+    rc = acquire(st, stream, table_bytes, off_bad + sizeof(int), &slot, &hv);
+    if (rc != T2D_OK) return rc;
+    DevParam* h = (DevParam*)hv;
+    chunks = 0;
+    for (int32_t i = 0; i < count; i++) {
+        const t2d_param& t = params[i];
+        h[i] = DevParam{t.param, t.grad, t.constraint, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq, t.step, t.numel, chunks,
+                        t.dtype, 0};
+        chunks += (t.numel + kCudaChunk - 1) / kCudaChunk;
+    }
+    char* base = (char*)st.d_buf;
+    DevParam* d_table = (DevParam*)base;
+    double2* d_partials = (double2*)(base + off_partials);
+    double* d_lam = (double*)(base + off_lam);
+    int* d_bad = (int*)(base + off_bad);
+
+    T2D_CU(cudaMemcpyAsync(d_table, h, sizeof(DevParam) * (size_t)count, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
+    T2D_CU(cudaEventRecord(st.copied[slot], stream), "cudaEventRecord");
+    st.has_copied[slot] = true;
+    T2D_CU(cudaMemsetAsync(d_bad, 0x7f, sizeof(int), stream), "cudaMemsetAsync");
+    if (chunks > 0) step_reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_partials);
+    T2D_CU(cudaGetLastError(), "step reduce kernel launch");
+    if (count > 0) {
+        unsigned warps_per_block = 4;
+        step_lambda_kernel<<<(unsigned)((count + warps_per_block - 1) / warps_per_block), 32 * warps_per_block, 0, stream>>>(
+            d_table, count, d_partials, g_value, g_value_dtype, g_constraint, alpha, beta, d_lam, lambdas_out, d_bad);
+        T2D_CU(cudaGetLastError(), "step lambda kernel launch");
+    }
+    if (half && chunks > 0) {
+        step_update_kernel<false><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam, o, d_bad);
+        T2D_CU(cudaGetLastError(), "step check kernel launch");
+    }
+    if (chunks > 0) step_update_kernel<true><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam, o, d_bad);
+    T2D_CU(cudaGetLastError(), "step update kernel launch");
+    step_finalize_kernel<<<1, kThreads, 0, stream>>>(d_table, count, d_bad, status);
+    T2D_CU(cudaGetLastError(), "step finalize kernel launch");
+    T2D_CU(cudaEventRecord(st.done, stream), "cudaEventRecord");
+    st.has_done = true;
+    st.d_stream = stream;
     return T2D_OK;
 }
 
@@ -472,6 +782,26 @@ extern "C" int32_t t2d_project_cuda(const t2d_tensor* tensors, int32_t count, co
     try {
         return t2d::project_cuda(tensors, count, device, g_value_device, g_value_dtype, g_constraint, alpha, beta,
                                  options, (cudaStream_t)cuda_stream, lambdas_out_device);
+    } catch (...) {
+        return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "unexpected internal error");
+    }
+}
+
+extern "C" int32_t t2d_step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
+                                 const void* g_value_device, int32_t g_value_dtype, double g_constraint, double alpha,
+                                 double beta, int32_t options, void* cuda_stream, t2d_step_status* status_device,
+                                 double* lambdas_out_device) {
+    t2d::clear_error();
+    int32_t device = 0;
+    int32_t rc = t2d::validate_step_cuda(params, count, optimizer, g_value_device, g_value_dtype, options, status_device,
+                                         &device);
+    if (rc != T2D_OK) return rc;
+    if (!t2d_cuda_available())
+        return t2d::fail(T2D_ERR_CUDA_UNAVAILABLE, "CUDA is not available (no driver or no device)");
+    if (device < 0) device = 0;  // count == 0: any device will do
+    try {
+        return t2d::step_cuda(params, count, *optimizer, device, g_value_device, g_value_dtype, g_constraint, alpha, beta,
+                              (cudaStream_t)cuda_stream, status_device, lambdas_out_device);
     } catch (...) {
         return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "unexpected internal error");
     }

@@ -15,3 +15,14 @@ extern "C" int32_t t2d_project_cuda(const t2d_tensor* tensors, int32_t count, co
 }
 
 extern "C" int32_t t2d_cuda_available(void) { return 0; }
+
+extern "C" int32_t t2d_step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
+                                 const void* g_value_device, int32_t g_value_dtype, double, double, double,
+                                 int32_t options, void*, t2d_step_status* status_device, double*) {
+    t2d::clear_error();
+    int32_t device = 0;
+    int32_t rc = t2d::validate_step_cuda(params, count, optimizer, g_value_device, g_value_dtype, options, status_device,
+                                         &device);
+    if (rc != T2D_OK) return rc;
+    return t2d::fail(T2D_ERR_CUDA_NOT_BUILT, "libtext2data was built without CUDA (no nvcc, or T2D_CUDA=OFF)");
+}

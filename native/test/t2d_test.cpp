@@ -214,7 +214,7 @@ static void test_nonfinite() {
         CHECK(t2d_last_error_tensor() == 1, "nonfinite: tensor %d", t2d_last_error_tensor());
         CHECK(msg == "tensor 1: its gradient holds a NaN or an infinity", "nonfinite message '%s'", msg.c_str());
         CHECK(bufs[1].g == before[1] && bufs[3].g == before[3], "non-finite tensors were written");
-        CHECK(bufs[0].g != before[0] && bufs[2].g != before[2], "finite tensors were not projected");
+        CHECK(bufs[0].g == before[0] && bufs[2].g == before[2], "a refused call projected the finite tensors");
         CHECK(lam[0] == -7 && lam[3] == -7, "lambdas written on error");
         // constraint-gradient message
         d.erase(d.begin() + 1);
@@ -309,6 +309,306 @@ static void test_half_conversion() {
 #endif
 }
 
+// ---------------------------------------------------------------- the fused optimizer step (t2d_step_host)
+// One parameter's buffers as raw bytes of its dtype (p, g, c and three state buffers) and its step count.
+struct PBuf {
+    Buf b;  // g and c, dtype, n
+    std::vector<unsigned char> p, s0, s1, s2;
+    int64_t step = 0;
+    bool proj = true;
+    PBuf(int32_t dt, int64_t n, double corr) : b(dt, n, 1.0, 1.0, corr) {
+        p.resize(b.es() * n + 1);
+        s0 = s1 = s2 = p;
+        std::normal_distribution<double> nd;
+        for (int64_t i = 0; i < n; i++) b.set(p, i, nd(rng));
+    }
+    t2d_param desc() {
+        t2d_param t{};
+        bool any = b.n > 0;
+        t.param = any ? p.data() : nullptr;
+        t.grad = any ? b.g.data() : nullptr;
+        t.constraint = proj && any ? b.c.data() : nullptr;
+        t.exp_avg = any ? s0.data() : nullptr;
+        t.exp_avg_sq = any ? s1.data() : nullptr;
+        t.max_exp_avg_sq = any ? s2.data() : nullptr;
+        t.step = &step;
+        t.numel = b.n;
+        t.dtype = b.dtype;
+        t.device = T2D_DEVICE_HOST;
+        t.flags = T2D_PARAM_CONTIGUOUS;
+        if (!any) t.constraint = proj ? nullptr : nullptr;
+        return t;
+    }
+    std::vector<unsigned char> bytes() const {  // everything the step may write
+        std::vector<unsigned char> all(p);
+        for (auto* v : {&b.g, &s0, &s1, &s2}) all.insert(all.end(), v->begin(), v->end());
+        const unsigned char* st = (const unsigned char*)&step;
+        all.insert(all.end(), st, st + 8);
+        return all;
+    }
+};
+
+// libtorch's optimizers in double, element by element (torch/csrc/api/src/optim), written out here
+// independently of t2d_optim.h. Returns the new p, g, s0, s1, s2.
+struct Want { double p, g, s0, s1, s2; };
+static Want oracle_elem(const t2d_optimizer& o, int64_t step, double lam, bool proj, double p, double g, double c,
+                        double s0, double s1, double s2) {
+    if (proj) g = g + lam * c;
+    Want w{p, g, s0, s1, s2};
+    if (o.kind == T2D_SGD) {
+        double d = g + o.weight_decay * p;
+        if (o.momentum != 0) {
+            w.s0 = step == 1 ? d : o.momentum * s0 + (1 - o.dampening) * d;
+            d = (o.flags & T2D_NESTEROV) ? d + o.momentum * w.s0 : w.s0;
+        }
+        w.p = p - o.lr * d;
+        return w;
+    }
+    if (o.kind == T2D_ADAMW) p = p * (1 - o.lr * o.weight_decay);
+    else g = g + o.weight_decay * p;
+    double bc1 = 1 - std::pow(o.beta1, (double)step), bc2 = 1 - std::pow(o.beta2, (double)step);
+    w.s0 = o.beta1 * s0 + (1 - o.beta1) * g;
+    w.s1 = o.beta2 * s1 + (1 - o.beta2) * g * g;
+    double v = w.s1;
+    if (o.flags & T2D_AMSGRAD) v = w.s2 = std::max(s2, w.s1);
+    w.p = p - (o.lr / bc1) * w.s0 / (std::sqrt(v) / std::sqrt(bc2) + o.eps);
+    return w;
+}
+
+static t2d_optimizer make_opt(int32_t kind, int32_t flags, double wd, double momentum, double dampening) {
+    t2d_optimizer o{};
+    o.kind = kind;
+    o.flags = flags;
+    o.lr = kind == T2D_SGD ? 0.05 : 1e-2;
+    o.beta1 = 0.9;
+    o.beta2 = 0.999;
+    o.eps = 1e-8;
+    o.weight_decay = wd;
+    o.momentum = momentum;
+    o.dampening = dampening;
+    return o;
+}
+
+static void step_case(const char* name, t2d_optimizer o, int32_t dt, const std::vector<int64_t>& sizes) {
+    // In half precision a second moment that underflows makes Adam's step ill-conditioned (m / sqrt(v) with
+    // both tiny): the usual remedy, a larger eps, keeps the comparison meaningful.
+    if (dt == T2D_FLOAT16 || dt == T2D_BFLOAT16) o.eps = 1e-3;
+    std::vector<PBuf> ps;
+    std::uniform_real_distribution<double> u(-1.0, 1.0);
+    for (size_t i = 0; i < sizes.size(); i++) {
+        ps.emplace_back(dt, sizes[i], u(rng));
+        ps.back().proj = i % 3 != 2;  // every third tensor has no constraint gradient
+    }
+    double tol = dt == T2D_FLOAT64 ? 1e-12 : dt == T2D_FLOAT32 ? 1e-5 : dt == T2D_BFLOAT16 ? 3e-2 : 4e-3;
+    for (int s = 0; s < 3 && failures < 20; s++) {
+        // the oracle's inputs: this step's values, and lam from the naive reductions
+        std::vector<std::vector<Want>> want(ps.size());
+        std::vector<double> lam_want(ps.size());
+        for (size_t i = 0; i < ps.size(); i++) {
+            PBuf& q = ps[i];
+            std::vector<double> unused;
+            lam_want[i] = q.proj ? naive(q.b, 1.0 * (2.0 - 1.0), 1.0, unused) : 0.0;
+            for (int64_t k = 0; k < q.b.n; k++)
+                want[i].push_back(oracle_elem(o, q.step + 1, lam_want[i], q.proj, q.b.get(q.p, k), q.b.get(q.b.g, k),
+                                              q.b.get(q.b.c, k), q.b.get(q.s0, k), q.b.get(q.s1, k), q.b.get(q.s2, k)));
+        }
+        std::vector<t2d_param> d;
+        for (auto& q : ps) d.push_back(q.desc());
+        std::vector<double> lam(ps.size(), -7);
+        int32_t rc = t2d_step_host(d.data(), (int32_t)d.size(), &o, 2.0, 1.0, 1.0, 1.0, 0, lam.data());
+        CHECK(rc == T2D_OK, "%s: rc %d %s", name, rc, t2d_last_error());
+        for (size_t i = 0; i < ps.size(); i++) {
+            PBuf& q = ps[i];
+            CHECK(q.step == s + 1, "%s: tensor %zu step %lld", name, i, (long long)q.step);
+            CHECK(std::fabs(lam[i] - lam_want[i]) <= 1e-9 * (1 + std::fabs(lam_want[i])), "%s: lam %g want %g", name, lam[i], lam_want[i]);
+            for (int64_t k = 0; k < q.b.n; k++) {
+                const Want& w = want[i][k];
+                double got[5] = {q.b.get(q.p, k), q.b.get(q.b.g, k), q.b.get(q.s0, k), q.b.get(q.s1, k), q.b.get(q.s2, k)};
+                double exp[5] = {w.p, w.g, w.s0, w.s1, w.s2};
+                for (int j = 0; j < 5; j++) {
+                    // absolute part: g and its moments cancel (g + lam*c ~ 0), and in half precision an
+                    // Adam step of a gradient that rounds to ~0 may go either way (|step| <= lr)
+                    double atol = j == 0 ? (dt == T2D_FLOAT32 || dt == T2D_FLOAT64 ? tol * o.lr : 2.5 * o.lr)
+                                         : j == 3 ? tol * 1e-3 : tol;
+                    if (!(std::fabs(got[j] - exp[j]) <= tol * std::fabs(exp[j]) + atol)) {
+                        CHECK(false, "%s: step %d tensor %zu (numel %lld) elem %lld buffer %d: got %.17g want %.17g", name,
+                              s + 1, i, (long long)q.b.n, (long long)k, j, got[j], exp[j]);
+                        k = q.b.n;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void test_step_math() {
+    const int32_t dts[] = {T2D_FLOAT32, T2D_FLOAT64, T2D_BFLOAT16, T2D_FLOAT16};
+    struct { const char* name; t2d_optimizer o; } opts[] = {
+        {"sgd", make_opt(T2D_SGD, 0, 0, 0, 0)},
+        {"sgd momentum dampening wd", make_opt(T2D_SGD, 0, 0.01, 0.9, 0.1)},
+        {"sgd nesterov", make_opt(T2D_SGD, T2D_NESTEROV, 0.0, 0.9, 0)},
+        {"adam", make_opt(T2D_ADAM, 0, 0, 0, 0)},
+        {"adam wd amsgrad", make_opt(T2D_ADAM, T2D_AMSGRAD, 0.01, 0, 0)},
+        {"adamw", make_opt(T2D_ADAMW, 0, 0.01, 0, 0)},
+        {"adamw amsgrad", make_opt(T2D_ADAMW, T2D_AMSGRAD, 0.1, 0, 0)},
+    };
+    for (auto& c : opts)
+        for (int32_t dt : dts) {
+            char name[96];
+            snprintf(name, sizeof name, "step %s dtype %d", c.name, dt);
+            step_case(name, c.o, dt, {1, 0, 37, 1000, 70000, 5});
+            if (dt == T2D_FLOAT32) step_case(name, c.o, dt, {300000, 3, 200000});  // the threaded path
+        }
+}
+
+// A call that must fail: status, message, error tensor, and not one byte written anywhere.
+static void expect_step_error(const char* name, std::vector<PBuf>& ps, std::vector<t2d_param> d, const t2d_optimizer* o,
+                              int32_t want_code, const char* want_text, int32_t count_override = -100) {
+    std::vector<std::vector<unsigned char>> before;
+    for (auto& q : ps) before.push_back(q.bytes());
+    std::vector<double> lam(d.size() + 1, -7.0);
+    int32_t count = count_override == -100 ? (int32_t)d.size() : count_override;
+    int32_t rc = t2d_step_host(d.empty() ? nullptr : d.data(), count, o, 5.0, 1.0, 1.0, 1.0, 0, lam.data());
+    std::string msg = t2d_last_error();
+    CHECK(rc == want_code, "%s: rc=%d want %d (%s)", name, rc, want_code, msg.c_str());
+    CHECK(msg.find(want_text) != std::string::npos, "%s: message '%s' lacks '%s'", name, msg.c_str(), want_text);
+    int32_t at = t2d_last_error_tensor();
+    if (strncmp(want_text, "tensor ", 7) == 0) CHECK(at == atoi(want_text + 7), "%s: error tensor %d", name, at);
+    for (size_t i = 0; i < ps.size(); i++) CHECK(before[i] == ps[i].bytes(), "%s: tensor %zu written on error", name, i);
+    for (double l : lam) CHECK(l == -7.0, "%s: lambdas written on error", name);
+}
+
+static void test_step_nonfinite() {
+    const int32_t dts[] = {T2D_FLOAT32, T2D_FLOAT64, T2D_BFLOAT16, T2D_FLOAT16};
+    t2d_optimizer adam = make_opt(T2D_ADAM, T2D_AMSGRAD, 0.01, 0, 0);
+    for (int32_t dt : dts)
+        for (int big = 0; big < 2; big++)
+            for (int which = 0; which < 3; which++) {  // 0: g of a projected tensor, 1: its c, 2: g of an unprojected one
+                int64_t n = big ? 300000 : 50;
+                std::vector<PBuf> ps;
+                for (int i = 0; i < 4; i++) ps.emplace_back(dt, n, 0.3);
+                ps[2].proj = false;
+                int bad = which == 2 ? 2 : 3;
+                PBuf& q = ps[bad];
+                if (which == 1) q.b.set(q.b.c, n - 1, INFINITY);
+                else q.b.set(q.b.g, n / 2, which == 0 ? NAN : -INFINITY);
+                // earlier steps taken, so that the state is not all zero
+                std::vector<t2d_param> d;
+                for (auto& x : ps) d.push_back(x.desc());
+                char name[64], text[96];
+                snprintf(name, sizeof name, "step nonfinite dtype %d big %d which %d", dt, big, which);
+                snprintf(text, sizeof text, "tensor %d: its %s holds a NaN or an infinity", bad,
+                         which == 1 ? "constraint gradient" : "gradient");
+                expect_step_error(name, ps, d, &adam, T2D_ERR_NONFINITE, text);
+            }
+    // a non-finite g_value (the unconditional loss) when a tensor is projected
+    {
+        std::vector<PBuf> ps;
+        for (int i = 0; i < 3; i++) ps.emplace_back(T2D_FLOAT32, 40, 0.3);
+        ps[0].proj = false;
+        std::vector<t2d_param> d;
+        for (auto& x : ps) d.push_back(x.desc());
+        std::vector<std::vector<unsigned char>> before;
+        for (auto& q : ps) before.push_back(q.bytes());
+        int32_t rc = t2d_step_host(d.data(), 3, &adam, NAN, 1.0, 1.0, 1.0, 0, nullptr);
+        CHECK(rc == T2D_ERR_NONFINITE && t2d_last_error_tensor() == 1, "NaN g_value: rc %d %s", rc, t2d_last_error());
+        CHECK(std::string(t2d_last_error()).find("g_value (the unconditional loss) is not finite") != std::string::npos,
+              "NaN g_value message '%s'", t2d_last_error());
+        for (size_t i = 0; i < ps.size(); i++) CHECK(before[i] == ps[i].bytes(), "NaN g_value: tensor %zu written", i);
+    }
+    // float16 overflow of the update: finite gradients, an SGD step that leaves float16's range
+    for (int32_t dt : {T2D_FLOAT16, T2D_BFLOAT16}) {
+        std::vector<PBuf> ps;
+        for (int i = 0; i < 3; i++) ps.emplace_back(dt, 1000, 0.3);
+        ps[1].b.set(ps[1].p, 10, dt == T2D_FLOAT16 ? 65000.0 : 3.0e38);
+        ps[1].b.set(ps[1].b.g, 10, dt == T2D_FLOAT16 ? -60000.0 : -3.0e38);
+        t2d_optimizer sgd = make_opt(T2D_SGD, 0, 0, 0, 0);
+        sgd.lr = 1.0;
+        std::vector<t2d_param> d;
+        for (auto& x : ps) d.push_back(x.desc());
+        expect_step_error(dt == T2D_FLOAT16 ? "float16 overflow" : "bfloat16 overflow", ps, d, &sgd, T2D_ERR_NONFINITE,
+                          "tensor 1: the");
+    }
+    // float16 Adam: the squared gradient overflows in the state (300^2 > 65504)
+    {
+        std::vector<PBuf> ps;
+        for (int i = 0; i < 2; i++) ps.emplace_back(T2D_FLOAT16, 100, 0.3);
+        ps[1].proj = false;
+        ps[1].b.set(ps[1].b.g, 7, 300000.0 / 1000 * 1000);  // 300000 is not a float16: use a large finite one
+        ps[1].b.set(ps[1].b.g, 7, 60000.0);
+        t2d_optimizer a = make_opt(T2D_ADAM, 0, 0, 0, 0);
+        a.beta2 = 0.0;  // v = g*g
+        std::vector<t2d_param> d;
+        for (auto& x : ps) d.push_back(x.desc());
+        expect_step_error("float16 adam state overflow", ps, d, &a, T2D_ERR_NONFINITE, "tensor 1: the float16 update overflowed");
+    }
+}
+
+static void test_step_errors() {
+    std::vector<PBuf> ps;
+    for (int i = 0; i < 3; i++) ps.emplace_back(T2D_FLOAT32, 10 + i, 0.2);
+    auto good = [&] { std::vector<t2d_param> d; for (auto& q : ps) d.push_back(q.desc()); return d; };
+    t2d_optimizer adam = make_opt(T2D_ADAM, 0, 0, 0, 0), o;
+    std::vector<t2d_param> d;
+    expect_step_error("null optimizer", ps, good(), nullptr, T2D_ERR_NULL_POINTER, "optimizer is NULL");
+    o = adam; o.kind = 7;
+    expect_step_error("bad kind", ps, good(), &o, T2D_ERR_BAD_OPTION, "unknown optimizer kind 7");
+    o = adam; o.lr = -1;
+    expect_step_error("negative lr", ps, good(), &o, T2D_ERR_BAD_OPTION, "lr must be");
+    o = adam; o.lr = NAN;
+    expect_step_error("NaN lr", ps, good(), &o, T2D_ERR_BAD_OPTION, "lr must be");
+    o = adam; o.beta2 = 1.0;
+    expect_step_error("beta2 = 1", ps, good(), &o, T2D_ERR_BAD_OPTION, "betas must lie in [0, 1)");
+    o = adam; o.eps = INFINITY;
+    expect_step_error("eps inf", ps, good(), &o, T2D_ERR_BAD_OPTION, "eps must be");
+    o = adam; o.weight_decay = -0.1;
+    expect_step_error("negative wd", ps, good(), &o, T2D_ERR_BAD_OPTION, "weight_decay must be");
+    o = make_opt(T2D_SGD, T2D_NESTEROV, 0, 0, 0);
+    expect_step_error("nesterov without momentum", ps, good(), &o, T2D_ERR_BAD_OPTION, "nesterov needs");
+    o = make_opt(T2D_SGD, T2D_NESTEROV, 0, 0.9, 0.5);
+    expect_step_error("nesterov with dampening", ps, good(), &o, T2D_ERR_BAD_OPTION, "nesterov needs");
+    o = make_opt(T2D_SGD, T2D_AMSGRAD, 0, 0.9, 0);
+    expect_step_error("sgd amsgrad", ps, good(), &o, T2D_ERR_BAD_OPTION, "amsgrad is not an option of SGD");
+    o = make_opt(T2D_SGD, 0, 0, 0.9, NAN);
+    expect_step_error("NaN dampening", ps, good(), &o, T2D_ERR_BAD_OPTION, "dampening must be finite");
+    expect_step_error("negative count", ps, good(), &adam, T2D_ERR_BAD_COUNT, "negative", -1);
+    expect_step_error("null params", ps, {}, &adam, T2D_ERR_NULL_POINTER, "params is NULL", 2);
+    d = good(); d[1].numel = -3;
+    expect_step_error("negative numel", ps, d, &adam, T2D_ERR_BAD_COUNT, "tensor 1: negative numel");
+    d = good(); d[2].dtype = 9;
+    expect_step_error("bad dtype", ps, d, &adam, T2D_ERR_UNSUPPORTED_DTYPE, "tensor 2: unsupported dtype");
+    d = good(); d[0].device = 0;
+    expect_step_error("cuda pointer on host path", ps, d, &adam, T2D_ERR_WRONG_DEVICE, "tensor 0: it is on cuda:0");
+    d = good(); d[1].param = nullptr;
+    expect_step_error("null param", ps, d, &adam, T2D_ERR_NULL_POINTER, "tensor 1: param pointer is NULL");
+    d = good(); d[1].grad = nullptr;
+    expect_step_error("null grad", ps, d, &adam, T2D_ERR_NULL_POINTER, "tensor 1: grad pointer is NULL");
+    d = good(); d[2].exp_avg_sq = nullptr;
+    expect_step_error("null state", ps, d, &adam, T2D_ERR_NULL_POINTER, "tensor 2: exp_avg_sq pointer is NULL");
+    d = good(); d[0].step = nullptr;
+    expect_step_error("null step", ps, d, &adam, T2D_ERR_NULL_POINTER, "tensor 0: step pointer is NULL");
+    d = good(); d[1].flags = 0;
+    expect_step_error("not contiguous", ps, d, &adam, T2D_ERR_NOT_CONTIGUOUS, "tensor 1: its buffers are not marked contiguous");
+    ps[2].step = -1;
+    expect_step_error("negative step", ps, good(), &adam, T2D_ERR_BAD_COUNT, "tensor 2: step count -1 is out of range");
+    ps[2].step = 0;
+    d = good();
+    CHECK(t2d_step_host(d.data(), 3, &adam, 1, 1, 1, 1, 4, nullptr) == T2D_ERR_BAD_OPTION, "nonzero options accepted");
+    // SGD without momentum needs no state; a NULL state pointer is fine there
+    o = make_opt(T2D_SGD, 0, 0, 0, 0);
+    d = good();
+    for (auto& t : d) t.exp_avg = t.exp_avg_sq = t.max_exp_avg_sq = nullptr;
+    CHECK(t2d_step_host(d.data(), 3, &o, 1, 1, 1, 1, 0, nullptr) == T2D_OK, "plain sgd: %s", t2d_last_error());
+    CHECK(ps[0].step == 1, "plain sgd step count %lld", (long long)ps[0].step);
+    // CUDA entry point on a host-only build or with host pointers: refused, nothing written
+    d = good();
+    t2d_step_status* status = nullptr;
+    double gv = 1.0;
+    int32_t rc = t2d_step_cuda(d.data(), 3, &adam, &gv, T2D_FLOAT64, 1, 1, 1, 0, nullptr, status, nullptr);
+    CHECK(rc == T2D_ERR_WRONG_DEVICE, "cuda step with host tensors: rc %d %s", rc, t2d_last_error());
+}
+
 int main() {
     auto t0 = std::chrono::steady_clock::now();
     test_half_conversion();
@@ -316,6 +616,9 @@ int main() {
     test_threads_deterministic();
     test_errors();
     test_nonfinite();
+    test_step_math();
+    test_step_nonfinite();
+    test_step_errors();
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);

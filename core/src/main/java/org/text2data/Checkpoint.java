@@ -163,6 +163,7 @@ public final class Checkpoint implements AutoCloseable {
         }
         opt.checkOpen();
         LibTorch.ensureLoaded();
+        opt.checkSkippedSteps(); // fused optimizer on a GPU: a skipped step is reported before its state is saved
         List<String> names = opt.parameterNames();
         List<Tensor> live = opt.parameters();
         Map<String, byte[]> entries = new LinkedHashMap<>();
@@ -171,7 +172,7 @@ public final class Checkpoint implements AutoCloseable {
         h.addProperty("version", VERSION);
         h.addProperty("library", "text2data-jvm");
         try (PointerScope scope = new PointerScope();
-             OptimizerState state = readOptimizer(opt.baseOptimizer(), live.size())) {
+             OptimizerState state = opt.optimizerState()) {
             JsonArray ps = new JsonArray();
             List<String> keys = new ArrayList<>();
             List<Tensor> values = new ArrayList<>();
@@ -191,6 +192,7 @@ public final class Checkpoint implements AutoCloseable {
 
             JsonObject o = new JsonObject();
             o.addProperty("kind", opt.spec().type().toString());
+            o.addProperty("fused", opt.isFused()); // informative: both keep the same state, as in PyTorch
             JsonArray groups = new JsonArray();
             for (Group g : state.groups()) {
                 JsonObject go = new JsonObject();
@@ -476,7 +478,7 @@ public final class Checkpoint implements AutoCloseable {
             throw refused(problems);
         }
         try (PointerScope scope = new PointerScope();
-             OptimizerState current = readOptimizer(opt.baseOptimizer(), live.size())) {
+             OptimizerState current = opt.optimizerState()) {
             JsonArray groups = o.getAsJsonArray("groups");
             if (groups.size() != current.groups().size()) {
                 problems.add("the checkpoint's optimizer has " + groups.size() + " param groups, this one "
@@ -510,6 +512,10 @@ public final class Checkpoint implements AutoCloseable {
                     }
                     continue;
                 }
+                String misfit = opt.isFused() ? opt.fusedStateMismatch(s) : null;
+                if (misfit != null) {
+                    problems.add("the optimizer state of parameter '" + names.get(i) + "' " + misfit);
+                }
                 for (Map.Entry<String, Tensor> e : s.tensors().entrySet()) {
                     Tensor t = e.getValue();
                     Tensor p = live.get(i);
@@ -531,27 +537,31 @@ public final class Checkpoint implements AutoCloseable {
             }
             Path archive = null;
             try {
-                archive = Files.createTempFile("text2data-optimizer", ".pt");
-                writeArchive(archive, opt.baseOptimizer(), live);
-                // Rehearse on a scratch optimizer over copies of the parameters: whatever libtorch objects to
-                // shows here, before the live optimizer is touched; and what it loaded must be what was saved.
-                TensorVector copies = new TensorVector();
-                for (Tensor p : live) {
-                    copies.push_back(p.detach().clone());
-                }
-                try (Optimizer scratch = opt.spec().create(copies)) {
-                    loadArchive(scratch, archive);
-                    try (OptimizerState check = readOptimizer(scratch, live.size())) {
-                        requireSameState(check);
+                if (opt.isFused()) {
+                    opt.loadFusedState(optimizerState); // checked above to fit: nothing here can refuse
+                } else {
+                    archive = Files.createTempFile("text2data-optimizer", ".pt");
+                    writeArchive(archive, opt.baseOptimizer(), live);
+                    // Rehearse on a scratch optimizer over copies of the parameters: whatever libtorch objects to
+                    // shows here, before the live optimizer is touched; and what it loaded must be what was saved.
+                    TensorVector copies = new TensorVector();
+                    for (Tensor p : live) {
+                        copies.push_back(p.detach().clone());
                     }
-                } catch (RuntimeException e) {
-                    if (e instanceof IllegalArgumentException) {
-                        throw e;
+                    try (Optimizer scratch = opt.spec().create(copies)) {
+                        loadArchive(scratch, archive);
+                        try (OptimizerState check = readOptimizer(scratch, live.size())) {
+                            requireSameState(check);
+                        }
+                    } catch (RuntimeException e) {
+                        if (e instanceof IllegalArgumentException) {
+                            throw e;
+                        }
+                        throw new IllegalArgumentException("checkpoint " + source + ": libtorch refused its optimizer state: "
+                                + TorchScriptModel.firstLine(e.getMessage()) + "; nothing was restored", e);
                     }
-                    throw new IllegalArgumentException("checkpoint " + source + ": libtorch refused its optimizer state: "
-                            + TorchScriptModel.firstLine(e.getMessage()) + "; nothing was restored", e);
+                    loadArchive(opt.baseOptimizer(), archive);
                 }
-                loadArchive(opt.baseOptimizer(), archive);
             } catch (IOException e) {
                 throw new IllegalStateException("could not stage the optimizer state in a temporary file: "
                         + e.getMessage() + "; nothing was restored", e);

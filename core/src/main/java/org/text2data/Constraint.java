@@ -22,13 +22,16 @@ import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
 import org.text2data.engine.Engines;
+import org.text2data.engine.FusedEngine;
+import org.text2data.engine.FusedOptimizer;
 import org.text2data.engine.NonFiniteGradientException;
 import org.text2data.engine.ProjectionEngine;
 
 /**
  * Text2Data's constrained optimizer: a base optimizer (libtorch's SGD, Adam, AdamW, RMSprop or
- * Adagrad) plus the dynamic-barrier projection that keeps the unconditional loss near
- * {@code gConstraint} while the conditional loss is minimised.
+ * Adagrad, or with the fused engine libtext2data's fused SGD, Adam and AdamW, see
+ * {@link OptimizerSpec#fused(Boolean)}) plus the dynamic-barrier projection that keeps the unconditional loss
+ * near {@code gConstraint} while the conditional loss is minimised.
  *
  * <pre>{@code
  * // net: a bytedeco Module; model: its forward(data, condOrNull) as a ConditionalModel
@@ -65,9 +68,19 @@ public final class Constraint implements AutoCloseable {
     private final Tensor[] params;
     private final String[] names;
     private final TensorVector paramVector;
+    /** libtorch's optimizer, or null when the fused optimizer steps (see {@link OptimizerSpec#fused(Boolean)}). */
     private final Optimizer base;
     private final OptimizerSpec spec;
     private final ProjectionEngine engine;
+    /** The fused optimizer's options (its learning rate is the param group's), or null for libtorch's optimizer. */
+    private FusedOptimizer.Options fused;
+    /** The fused optimizer's per-parameter state (step count, moments, momentum buffer); null without it. */
+    private final FusedOptimizer.ParamState[] fusedState;
+    /** CUDA fused steps: read the device's step status every this many steps (1: after every step). */
+    private int checkFiniteEvery = 100;
+    /** CUDA fused steps: skipped steps already reported, and steps since the status was last read. */
+    private long reportedSkipped;
+    private int unchecked;
     private double alpha;
     private double beta;
     private boolean checkFinite = true;
@@ -299,14 +312,58 @@ public final class Constraint implements AutoCloseable {
             checkDistinct(this.names, this.params);
             this.paramVector = new TensorVector(this.params);
             this.spec = base;
-            this.base = base.create(paramVector);
             this.engine = Engines.create(engine.toString(), this.params, this.names);
+            String whyNot = fusedUnavailable(base, engine, this.engine, this.params, this.names);
+            if (Boolean.TRUE.equals(base.fused()) && whyNot != null) {
+                this.engine.close();
+                throw new IllegalArgumentException("OptimizerSpec.fused(true) cannot be honoured: " + whyNot
+                        + " (fused(false) or the default uses libtorch's optimizer)");
+            }
+            if (whyNot == null && !Boolean.FALSE.equals(base.fused())) {
+                this.fused = base.fusedOptions(base.lr());
+                this.fusedState = new FusedOptimizer.ParamState[this.params.length];
+                for (int i = 0; i < fusedState.length; i++) {
+                    fusedState[i] = new FusedOptimizer.ParamState();
+                }
+                this.base = null;
+            } else {
+                this.fusedState = null;
+                try {
+                    this.base = base.create(paramVector);
+                } catch (RuntimeException e) {
+                    this.engine.close();
+                    throw e;
+                }
+            }
             ok = true;
         } finally {
             if (!ok) {
                 taken.release();
             }
         }
+    }
+
+    /**
+     * Why the fused optimizer cannot step these parameters, or null when it can: it has SGD, Adam and AdamW, needs
+     * the fused engine (so the native library) and contiguous parameters of one device.
+     */
+    private static String fusedUnavailable(OptimizerSpec spec, Engine asked, ProjectionEngine engine, Tensor[] params,
+                                           String[] names) {
+        if (!spec.hasFusedVariant()) {
+            return "there is no fused " + spec.type() + " (SGD, Adam and AdamW only)";
+        }
+        if (!(engine instanceof FusedEngine)) {
+            return asked == Engine.PLAIN ? "Engine.PLAIN computes with libtorch operations (the fused optimizer needs "
+                    + "Engine.FUSED or Engine.AUTO)" : "the native library is not available: " + Engines.fusedUnavailableReason();
+        }
+        try (PointerScope scope = new PointerScope()) {
+            for (int i = 0; i < params.length; i++) {
+                if (params[i].numel() > 1 && !params[i].is_contiguous()) {
+                    return "parameter '" + names[i] + "' is not contiguous";
+                }
+            }
+        }
+        return null;
     }
 
     /**
@@ -547,8 +604,9 @@ public final class Constraint implements AutoCloseable {
             }
             firstStep(true);
             Tensor loss = closure.get();
-            secondStep(gValue, gConstraint);
-            stepBase();
+            try (PointerScope scope = new PointerScope()) {
+                constrainedStep(Tensors.scalarLike(params[0], gValue), gConstraint);
+            }
             return loss;
         } finally {
             exit();
@@ -556,7 +614,126 @@ public final class Constraint implements AutoCloseable {
     }
 
     /**
-     * Steps the base optimizer with the current gradients.
+     * {@link #secondStep(Tensor, double)} then {@link #stepBase()}: with the fused optimizer one native call that
+     * projects and updates in the same pass over memory, else the two calls.
+     *
+     * @return how many parameter tensors were projected
+     */
+    int constrainedStep(Tensor gValue, double gConstraint) {
+        enter();
+        try {
+            if (fused == null) {
+                int projected = secondStep(gValue, gConstraint);
+                stepBase();
+                return projected;
+            }
+            checkGConstraint(gConstraint);
+            if (gValue == null || !gValue.defined() || gValue.numel() != 1) {
+                throw new IllegalArgumentException("gValue must be a one-element tensor");
+            }
+            if (!engine.hasConstraintGrads()) {
+                throw new IllegalStateException("a constrained step before firstStep(): no constraint gradients kept");
+            }
+            return fusedStep(gValue, gConstraint, true);
+        } finally {
+            exit();
+        }
+    }
+
+    /** One fused optimizer step (see {@link FusedEngine#optimizerStep}); the caller is inside enter(). */
+    private int fusedStep(Tensor gValue, double gConstraint, boolean project) {
+        FusedEngine fe = (FusedEngine) engine;
+        int projected;
+        try {
+            projected = fe.optimizerStep(fusedState, fused, gValue, gConstraint, alpha, beta, project);
+        } catch (NonFiniteGradientException e) {
+            throw new NonFiniteException("parameter '" + names[e.tensorIndex()] + "': " + e.getMessage() + "; step "
+                    + (steps + 1) + " was refused, nothing was updated (parameters, gradients and the " + spec.type()
+                    + " state are as they were)");
+        }
+        steps++;
+        if (fe.device() >= 0 && ++unchecked >= checkFiniteEvery) {
+            checkSkippedSteps();
+        }
+        return projected;
+    }
+
+    /**
+     * With the fused optimizer on a GPU a step whose values are not all finite is skipped on the device (nothing is
+     * written, as with the eager check) and counted there, without the host waiting for the device. This reads that
+     * count (one synchronisation) and throws if a step was skipped since the last report. It is called every
+     * {@link #setCheckFiniteEvery N} steps, when a {@link StepResult}'s loss is read, and by checkpoints and
+     * {@link #close()}. Elsewhere it does nothing.
+     *
+     * @throws NonFiniteException naming the first skipped step and its parameter, if a step was skipped since the
+     *                            last report
+     * @throws IllegalStateException if this constraint is closed
+     */
+    public void checkSkippedSteps() {
+        enter();
+        try {
+            unchecked = 0;
+            if (fused == null || !(engine instanceof FusedEngine fe)) {
+                return;
+            }
+            long[] status = fe.readStepStatus();
+            if (status == null || status[1] <= reportedSkipped) {
+                return;
+            }
+            long newly = status[1] - reportedSkipped;
+            reportedSkipped = status[1];
+            String param = status[3] >= 0 ? "parameter '" + names[(int) status[3]] + "'" : "a parameter";
+            String why = switch ((int) status[4]) {
+                case 1 -> "its unconditional (constraint) gradient held a NaN or an infinity";
+                case 2 -> "its gradient held a NaN or an infinity";
+                case 3 -> "its half-precision update overflowed";
+                case 4 -> "the unconditional loss was not finite";
+                default -> "a value was not finite";
+            };
+            throw new NonFiniteException(newly + " fused step(s) skipped on the device since the last check; the first "
+                    + "skipped step of this optimizer was its step " + status[2] + ": " + param + ": " + why
+                    + "; a skipped step changes nothing (parameters, gradients and optimizer state stay as they were)");
+        } finally {
+            exit();
+        }
+    }
+
+    /**
+     * How often {@link #checkSkippedSteps()} runs on its own with the fused optimizer on a GPU: every {@code n}
+     * steps (default 100; 1 checks after every step, at the cost of one synchronisation per step). On the host
+     * every step is checked as it is taken, whatever this says.
+     *
+     * @param n the number of steps between two reads of the device's step status, &gt;= 1
+     * @throws IllegalArgumentException if {@code n} is less than 1
+     */
+    public void setCheckFiniteEvery(int n) {
+        if (n < 1) {
+            throw new IllegalArgumentException("checkFiniteEvery must be >= 1, got " + n);
+        }
+        this.checkFiniteEvery = n;
+    }
+
+    /** Whether the fused optimizer steps on a GPU, where non-finite values are found and skipped on the device. */
+    boolean checksOnDevice() {
+        return fused != null && engine instanceof FusedEngine fe && fe.device() >= 0;
+    }
+
+    /**
+     * Whether this constraint steps with a fused optimizer of libtext2data rather than libtorch's
+     * (see {@link OptimizerSpec#fused(Boolean)}).
+     *
+     * @return true for the fused optimizer
+     */
+    public boolean isFused() {
+        return fused != null;
+    }
+
+    /**
+     * Steps the base optimizer with the current gradients. With the fused optimizer this is one native call
+     * that updates every parameter and its state from its gradient as it is (no projection), all or nothing:
+     * a NaN or an infinity in a gradient, or a float16 update that overflows, throws {@link NonFiniteException}
+     * on the CPU and changes nothing, optimizer state included (on CUDA the step is skipped on the device: see
+     * {@link #checkSkippedSteps()}). What follows is about libtorch's optimizers.
      *
      * <p>With the finiteness check on, a step that makes a float16 parameter non-finite is refused:
      * libtorch's optimizers compute in the parameter's dtype, and in float16 their own arithmetic
@@ -579,6 +756,10 @@ public final class Constraint implements AutoCloseable {
     public void stepBase() {
         enter();
         try (PointerScope scope = new PointerScope()) {
+            if (fused != null) {
+                fusedStep(null, 0.0, false);
+                return;
+            }
             Tensor[] saved = checkFinite ? copyOverflowProne() : null;
             base.step();
             steps++;
@@ -650,6 +831,12 @@ public final class Constraint implements AutoCloseable {
      */
     public Optimizer baseOptimizer() {
         checkOpen(); // handed out: calls on it are the caller's to keep to one thread
+        if (base == null) {
+            throw new IllegalStateException("this Constraint steps with libtext2data's fused " + spec.type()
+                    + " (OptimizerSpec.fused, " + engine.name() + "): there is no libtorch optimizer; its learning rate "
+                    + "is in paramGroups() and setLr(), its state is saved by saveCheckpoint(); build the Constraint "
+                    + "with OptimizerSpec...fused(false) for libtorch's optimizer");
+        }
         return base;
     }
 
@@ -672,6 +859,9 @@ public final class Constraint implements AutoCloseable {
     public List<ParamGroup> paramGroups() {
         enter();
         try {
+            if (base == null) {
+                return List.of(new ParamGroup(this, null));
+            }
             OptimizerParamGroupVector groups = base.param_groups();
             List<ParamGroup> out = new ArrayList<>();
             for (long i = 0; i < groups.size(); i++) {
@@ -788,7 +978,9 @@ public final class Constraint implements AutoCloseable {
     /**
      * Whether losses and gradients are checked for NaN and infinity before anything is updated
      * (default true). The check reads two loss values and one flag on the host; on a GPU, turning it
-     * off leaves a step without any host sync.
+     * off leaves a step without any host sync. The fused optimizer checks every step whatever this says, at
+     * no cost: on the CPU as it steps, on a GPU on the device, where a non-finite step is skipped and reported
+     * by {@link #checkSkippedSteps()} (and {@code runStep} reads no loss for the check).
      *
      * @param check true to check, false to skip the checks
      */
@@ -894,8 +1086,82 @@ public final class Constraint implements AutoCloseable {
      */
     @Override
     public void close() {
+        NonFiniteException skipped = null;
+        if (!closed && fused != null && engine instanceof FusedEngine fe && fe.device() >= 0) {
+            try {
+                checkSkippedSteps(); // the last read of the device's step status: a skipped step is not lost
+            } catch (NonFiniteException e) {
+                skipped = e;
+            } catch (RuntimeException e) {
+                // another thread inside, or the device failing: closing goes on
+            }
+        }
         closed = true;
         releaseIfClosed();
+        if (skipped != null) {
+            throw skipped;
+        }
+    }
+
+    // ------------------------------------------------------------------ the optimizer's state, for Checkpoint
+
+    /** The optimizer's state and param groups, as libtorch's serialization names them, whichever optimizer steps. */
+    Checkpoint.OptimizerState optimizerState() {
+        if (base != null) {
+            return Checkpoint.readOptimizer(base, params.length);
+        }
+        List<Checkpoint.Group> groups = new ArrayList<>();
+        // libtorch's options, as it writes them, from an optimizer of the same spec (it allocates no state)
+        try (Optimizer scratch = spec.create(paramVector);
+             Checkpoint.OptimizerState options = Checkpoint.readOptimizer(scratch, params.length)) {
+            for (Checkpoint.Group g : options.groups()) {
+                com.google.gson.JsonObject o = g.options().deepCopy();
+                o.addProperty("lr", fused.lr());
+                groups.add(new Checkpoint.Group(fused.lr(), g.size(), o));
+            }
+        }
+        List<Checkpoint.ParamState> perParam = new ArrayList<>();
+        try (PointerScope scope = new PointerScope()) {
+            for (FusedOptimizer.ParamState st : fusedState) {
+                Map<String, Long> ints = new TreeMap<>();
+                Map<String, Tensor> live = st.view(fused, ints);
+                if (live == null) {
+                    perParam.add(null);
+                    continue;
+                }
+                Map<String, Tensor> copies = new TreeMap<>();
+                for (Map.Entry<String, Tensor> e : live.entrySet()) {
+                    Tensor c = e.getValue().detach().clone();
+                    c.retainReference(); // outlives the scope; closed with the OptimizerState
+                    copies.put(e.getKey(), c);
+                }
+                perParam.add(new Checkpoint.ParamState(ints, copies));
+            }
+        }
+        return new Checkpoint.OptimizerState(perParam, groups);
+    }
+
+    /** What a checkpoint's state of parameter i must hold for the fused optimizer: null if it fits, else why not. */
+    String fusedStateMismatch(Checkpoint.ParamState saved) {
+        java.util.Set<String> want = new java.util.TreeSet<>(List.of(fused.stateNames()));
+        java.util.Set<String> got = new java.util.TreeSet<>(saved.tensors().keySet());
+        if (!want.equals(got)) {
+            return "holds " + got + ", the fused " + spec.type() + " keeps " + want;
+        }
+        if (fused.kind() != FusedOptimizer.Kind.SGD && !saved.ints().containsKey("step")) {
+            return "has no step count";
+        }
+        return null;
+    }
+
+    /** Replaces the fused optimizer's state by a checkpoint's (checked to fit by Checkpoint.restore). */
+    void loadFusedState(List<Checkpoint.ParamState> saved) {
+        for (int i = 0; i < params.length; i++) {
+            Checkpoint.ParamState s = saved.get(i);
+            // libtorch's SGD keeps no step count: a momentum buffer means a first step was taken
+            long step = s == null ? 0 : s.ints().getOrDefault("step", 1L);
+            fusedState[i].load(fused, step, s == null ? null : s.tensors(), params[i]);
+        }
     }
 
     /** Releases the native resources once, if closed, unless another thread is inside a call. */
@@ -906,7 +1172,14 @@ public final class Constraint implements AutoCloseable {
                 if (!released) {
                     released = true;
                     engine.close();
-                    base.close();
+                    if (base != null) {
+                        base.close();
+                    }
+                    if (fusedState != null) {
+                        for (FusedOptimizer.ParamState st : fusedState) {
+                            st.close();
+                        }
+                    }
                     paramVector.close();
                     for (Tensor p : params) {
                         p.close(); // the constraint's own handles; the parameters stay with their owner
@@ -1049,7 +1322,7 @@ public final class Constraint implements AutoCloseable {
         }
     }
 
-    /** One param group of the base optimizer. */
+    /** One param group of the base optimizer (the fused optimizer has one, over every parameter). */
     public static final class ParamGroup {
         private final Constraint owner;
         private final OptimizerParamGroup group;
@@ -1067,7 +1340,7 @@ public final class Constraint implements AutoCloseable {
         public double lr() {
             owner.enter();
             try {
-                return group.options().get_lr();
+                return group == null ? owner.fused.lr() : group.options().get_lr();
             } finally {
                 owner.exit();
             }
@@ -1083,7 +1356,11 @@ public final class Constraint implements AutoCloseable {
             OptimizerSpec.nonNegative("lr", lr);
             owner.enter();
             try {
-                group.options().set_lr(lr);
+                if (group == null) {
+                    owner.fused = owner.fused.withLr(lr); // read by the next fused step
+                } else {
+                    group.options().set_lr(lr);
+                }
             } finally {
                 owner.exit();
             }
@@ -1097,7 +1374,7 @@ public final class Constraint implements AutoCloseable {
         public long size() {
             owner.enter();
             try {
-                return group.params().size();
+                return group == null ? owner.params.length : group.params().size();
             } finally {
                 owner.exit();
             }

@@ -73,10 +73,13 @@ public final class OptimizerSpec {
     private final boolean centered;
     private final double lrDecay;
     private final double initialAccumulatorValue;
+    /** null: fused where available; true: required; false: libtorch's optimizer. */
+    private final Boolean fused;
 
     private OptimizerSpec(Type type, double lr, double weightDecay, double momentum, double dampening,
                           boolean nesterov, double beta1, double beta2, double eps, boolean amsgrad,
-                          double rmsAlpha, boolean centered, double lrDecay, double initialAccumulatorValue) {
+                          double rmsAlpha, boolean centered, double lrDecay, double initialAccumulatorValue,
+                          Boolean fused) {
         this.type = type;
         this.lr = lr;
         this.weightDecay = weightDecay;
@@ -91,11 +94,12 @@ public final class OptimizerSpec {
         this.centered = centered;
         this.lrDecay = lrDecay;
         this.initialAccumulatorValue = initialAccumulatorValue;
+        this.fused = fused;
     }
 
     private static OptimizerSpec of(Type type, double lr, double weightDecay, double eps) {
         return new OptimizerSpec(type, nonNegative("lr", lr), weightDecay, 0, 0, false, 0.9, 0.999, eps,
-                false, 0.99, false, 0, 0);
+                false, 0.99, false, 0, 0, null);
     }
 
     /**
@@ -180,7 +184,7 @@ public final class OptimizerSpec {
      */
     public OptimizerSpec lr(double v) {
         return new OptimizerSpec(type, nonNegative("lr", v), weightDecay, momentum, dampening, nesterov, beta1,
-                beta2, eps, amsgrad, rmsAlpha, centered, lrDecay, initialAccumulatorValue);
+                beta2, eps, amsgrad, rmsAlpha, centered, lrDecay, initialAccumulatorValue, fused);
     }
 
     /**
@@ -192,7 +196,7 @@ public final class OptimizerSpec {
      */
     public OptimizerSpec weightDecay(double v) {
         return new OptimizerSpec(type, lr, nonNegative("weight decay", v), momentum, dampening, nesterov, beta1,
-                beta2, eps, amsgrad, rmsAlpha, centered, lrDecay, initialAccumulatorValue);
+                beta2, eps, amsgrad, rmsAlpha, centered, lrDecay, initialAccumulatorValue, fused);
     }
 
     /**
@@ -205,7 +209,7 @@ public final class OptimizerSpec {
     public OptimizerSpec momentum(double v) {
         only("momentum", Type.SGD, Type.RMSPROP);
         return new OptimizerSpec(type, lr, weightDecay, nonNegative("momentum", v), dampening, nesterov, beta1,
-                beta2, eps, amsgrad, rmsAlpha, centered, lrDecay, initialAccumulatorValue);
+                beta2, eps, amsgrad, rmsAlpha, centered, lrDecay, initialAccumulatorValue, fused);
     }
 
     /**
@@ -218,7 +222,7 @@ public final class OptimizerSpec {
     public OptimizerSpec dampening(double v) {
         only("dampening", Type.SGD);
         return new OptimizerSpec(type, lr, weightDecay, momentum, finite("dampening", v), nesterov, beta1,
-                beta2, eps, amsgrad, rmsAlpha, centered, lrDecay, initialAccumulatorValue);
+                beta2, eps, amsgrad, rmsAlpha, centered, lrDecay, initialAccumulatorValue, fused);
     }
 
     /**
@@ -232,7 +236,7 @@ public final class OptimizerSpec {
     public OptimizerSpec nesterov(boolean v) {
         only("nesterov", Type.SGD);
         return new OptimizerSpec(type, lr, weightDecay, momentum, dampening, v, beta1, beta2, eps, amsgrad,
-                rmsAlpha, centered, lrDecay, initialAccumulatorValue);
+                rmsAlpha, centered, lrDecay, initialAccumulatorValue, fused);
     }
 
     /**
@@ -249,7 +253,7 @@ public final class OptimizerSpec {
             throw new IllegalArgumentException("betas must lie in [0, 1), got (" + b1 + ", " + b2 + ")");
         }
         return new OptimizerSpec(type, lr, weightDecay, momentum, dampening, nesterov, b1, b2, eps, amsgrad,
-                rmsAlpha, centered, lrDecay, initialAccumulatorValue);
+                rmsAlpha, centered, lrDecay, initialAccumulatorValue, fused);
     }
 
     /**
@@ -263,7 +267,7 @@ public final class OptimizerSpec {
     public OptimizerSpec eps(double v) {
         only("eps", Type.ADAM, Type.ADAMW, Type.RMSPROP, Type.ADAGRAD);
         return new OptimizerSpec(type, lr, weightDecay, momentum, dampening, nesterov, beta1, beta2,
-                nonNegative("eps", v), amsgrad, rmsAlpha, centered, lrDecay, initialAccumulatorValue);
+                nonNegative("eps", v), amsgrad, rmsAlpha, centered, lrDecay, initialAccumulatorValue, fused);
     }
 
     /**
@@ -276,7 +280,7 @@ public final class OptimizerSpec {
     public OptimizerSpec amsgrad(boolean v) {
         only("amsgrad", Type.ADAM, Type.ADAMW);
         return new OptimizerSpec(type, lr, weightDecay, momentum, dampening, nesterov, beta1, beta2, eps, v,
-                rmsAlpha, centered, lrDecay, initialAccumulatorValue);
+                rmsAlpha, centered, lrDecay, initialAccumulatorValue, fused);
     }
 
     /**
@@ -290,7 +294,7 @@ public final class OptimizerSpec {
     public OptimizerSpec smoothing(double v) {
         only("smoothing (RMSprop alpha)", Type.RMSPROP);
         return new OptimizerSpec(type, lr, weightDecay, momentum, dampening, nesterov, beta1, beta2, eps, amsgrad,
-                nonNegative("RMSprop alpha", v), centered, lrDecay, initialAccumulatorValue);
+                nonNegative("RMSprop alpha", v), centered, lrDecay, initialAccumulatorValue, fused);
     }
 
     /**
@@ -304,7 +308,7 @@ public final class OptimizerSpec {
     public OptimizerSpec centered(boolean v) {
         only("centered", Type.RMSPROP);
         return new OptimizerSpec(type, lr, weightDecay, momentum, dampening, nesterov, beta1, beta2, eps, amsgrad,
-                rmsAlpha, v, lrDecay, initialAccumulatorValue);
+                rmsAlpha, v, lrDecay, initialAccumulatorValue, fused);
     }
 
     /**
@@ -317,7 +321,7 @@ public final class OptimizerSpec {
     public OptimizerSpec lrDecay(double v) {
         only("lr decay", Type.ADAGRAD);
         return new OptimizerSpec(type, lr, weightDecay, momentum, dampening, nesterov, beta1, beta2, eps, amsgrad,
-                rmsAlpha, centered, nonNegative("lr decay", v), initialAccumulatorValue);
+                rmsAlpha, centered, nonNegative("lr decay", v), initialAccumulatorValue, fused);
     }
 
     /**
@@ -330,7 +334,54 @@ public final class OptimizerSpec {
     public OptimizerSpec initialAccumulatorValue(double v) {
         only("initial accumulator value", Type.ADAGRAD);
         return new OptimizerSpec(type, lr, weightDecay, momentum, dampening, nesterov, beta1, beta2, eps, amsgrad,
-                rmsAlpha, centered, lrDecay, nonNegative("initial accumulator value", v));
+                rmsAlpha, centered, lrDecay, nonNegative("initial accumulator value", v), fused);
+    }
+
+    /**
+     * A copy with PyTorch's {@code fused} option: whether the constraint steps with the fused constrained
+     * optimizer of libtext2data (the projection and the optimizer update in one pass over each tensor's memory)
+     * or with libtorch's optimizer. {@code null} (the default): fused where it is available (SGD, Adam and AdamW,
+     * with {@link Engine#FUSED} or {@link Engine#AUTO} when the native library loads, contiguous parameters);
+     * {@code true}: fused, and building the constraint fails with a message saying why where it cannot be;
+     * {@code false}: libtorch's optimizer. The two compute the same steps (libtorch's operation order).
+     *
+     * @param v null, true or false
+     * @return the copy
+     * @throws IllegalArgumentException if {@code v} is true and this is RMSprop or Adagrad (no fused variant)
+     */
+    public OptimizerSpec fused(Boolean v) {
+        if (Boolean.TRUE.equals(v) && !hasFusedVariant()) {
+            throw new IllegalArgumentException("fused is not available for " + type + " (SGD, Adam and AdamW only)");
+        }
+        return new OptimizerSpec(type, lr, weightDecay, momentum, dampening, nesterov, beta1, beta2, eps, amsgrad,
+                rmsAlpha, centered, lrDecay, initialAccumulatorValue, v);
+    }
+
+    /**
+     * PyTorch's {@code fused} option (see {@link #fused(Boolean)}).
+     *
+     * @return null (fused where available), true (required) or false (libtorch's optimizer)
+     */
+    public Boolean fused() {
+        return fused;
+    }
+
+    /** Whether libtext2data has a fused variant of this optimizer. */
+    boolean hasFusedVariant() {
+        return type == Type.SGD || type == Type.ADAM || type == Type.ADAMW;
+    }
+
+    /** The options of the fused variant, with learning rate {@code lr} (see {@link #hasFusedVariant()}). */
+    org.text2data.engine.FusedOptimizer.Options fusedOptions(double lr) {
+        if (nesterov && (momentum <= 0 || dampening != 0)) {
+            throw new IllegalArgumentException("nesterov needs a positive momentum and zero dampening");
+        }
+        return new org.text2data.engine.FusedOptimizer.Options(switch (type) {
+            case SGD -> org.text2data.engine.FusedOptimizer.Kind.SGD;
+            case ADAM -> org.text2data.engine.FusedOptimizer.Kind.ADAM;
+            case ADAMW -> org.text2data.engine.FusedOptimizer.Kind.ADAMW;
+            default -> throw new IllegalStateException("no fused variant of " + type);
+        }, lr, beta1, beta2, eps, weightDecay, amsgrad, momentum, dampening, nesterov);
     }
 
     /**
@@ -430,6 +481,9 @@ public final class OptimizerSpec {
             case ADAM, ADAMW -> s.append(", betas=(").append(beta1).append(", ").append(beta2).append(')');
             case RMSPROP -> s.append(", alpha=").append(rmsAlpha).append(", momentum=").append(momentum);
             case ADAGRAD -> s.append(", lr_decay=").append(lrDecay);
+        }
+        if (fused != null) {
+            s.append(", fused=").append(fused);
         }
         return s.append(')').toString();
     }

@@ -22,11 +22,27 @@ public final class StepResult implements AutoCloseable {
     private final Tensor uncond;
     private final Tensor cond;
     private final int projected;
+    /** The fused optimizer on a GPU: reading a loss reads its step status too (null elsewhere). */
+    private final Constraint onDevice;
 
     StepResult(Tensor uncond, Tensor cond, int projected) {
+        this(uncond, cond, projected, null);
+    }
+
+    StepResult(Tensor uncond, Tensor cond, int projected, Constraint onDevice) {
         this.uncond = uncond;
         this.cond = cond;
         this.projected = projected;
+        this.onDevice = onDevice;
+    }
+
+    /** After a loss was read (the host waited for the device anyway): a step skipped on the device is reported. */
+    private double read(Tensor loss) {
+        double v = loss.item_double();
+        if (onDevice != null && !onDevice.isClosed()) {
+            onDevice.checkSkippedSteps();
+        }
+        return v;
     }
 
     /**
@@ -48,21 +64,25 @@ public final class StepResult implements AutoCloseable {
     }
 
     /**
-     * The unconditional loss g (reads the device).
+     * The unconditional loss g (reads the device). With the fused optimizer on a GPU, this also reads its step
+     * status (see {@link Constraint#checkSkippedSteps()}).
      *
      * @return the value of {@link #uncondLossTensor()}
+     * @throws NonFiniteException if a step was skipped on the device since the last report
      */
     public double uncondLoss() {
-        return uncond.item_double();
+        return read(uncond);
     }
 
     /**
-     * The conditional loss f (reads the device).
+     * The conditional loss f (reads the device). With the fused optimizer on a GPU, this also reads its step
+     * status (see {@link Constraint#checkSkippedSteps()}).
      *
      * @return the value of {@link #condLossTensor()}
+     * @throws NonFiniteException if a step was skipped on the device since the last report
      */
     public double condLoss() {
-        return cond.item_double();
+        return read(cond);
     }
 
     /**

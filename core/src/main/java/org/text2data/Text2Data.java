@@ -53,7 +53,8 @@ public final class Text2Data {
                 throw new IllegalArgumentException(model == null ? "model is null" : "loss is null");
             }
             checkBatch(optimizer.parameters().get(0), cond, data, label);
-            boolean check = optimizer.checkFinite();
+            // the fused optimizer on a GPU checks on the device and skips a non-finite step there: no host read
+            boolean check = optimizer.checkFinite() && !optimizer.checksOnDevice();
             GradientSync sync = optimizer.gradientSync(); // null: one process
             // Once per model: do its passes reach the parameters this Constraint steps? (Another model's
             // would train nothing here, silently, while its own gradients accumulated.)
@@ -100,11 +101,10 @@ public final class Text2Data {
                         requireFinite("conditional", fValue);
                     }
                 }
-                int projected = optimizer.secondStep(gValue, gConstraint);
-                optimizer.stepBase();
+                int projected = optimizer.constrainedStep(gValue, gConstraint);
                 gValue.retainReference(); // both outlive the scope: the caller owns them
                 fValue.retainReference();
-                return new StepResult(gValue, fValue, projected);
+                return new StepResult(gValue, fValue, projected, optimizer.checksOnDevice() ? optimizer : null);
             }
         } finally {
             optimizer.exit();

@@ -66,6 +66,6 @@ final class CheckpointAssert {
 
     /** The base optimizer's live state. */
     static Checkpoint.OptimizerState state(Constraint opt) {
-        return Checkpoint.readOptimizer(opt.baseOptimizer(), opt.parameters().size());
+        return opt.optimizerState();
     }
 }

@@ -1,5 +1,7 @@
 package org.text2data.engine;
 
+import java.util.concurrent.atomic.AtomicBoolean;
+
 import org.bytedeco.pytorch.Tensor;
 
 /** Chooses an engine once, by name. */
@@ -41,7 +43,13 @@ public final class Engines {
         return switch (kind) {
             case "plain" -> new PlainEngine(params, names);
             case "fused" -> fused(params, names);
-            case "auto" -> fusedAvailable() ? fused(params, names) : new PlainEngine(params, names);
+            case "auto" -> {
+                if (fusedAvailable()) {
+                    yield fused(params, names);
+                }
+                logFallback();
+                yield new PlainEngine(params, names);
+            }
             default -> throw new IllegalArgumentException("unknown engine '" + kind + "'");
         };
     }
@@ -62,6 +70,17 @@ public final class Engines {
      */
     public static String fusedUnavailableReason() {
         return NativeLibrary.unavailableReason();
+    }
+
+    private static final AtomicBoolean FALLBACK_LOGGED = new AtomicBoolean();
+
+    /** Engine.AUTO without the native library: says why, once per class loader. */
+    private static void logFallback() {
+        if (FALLBACK_LOGGED.compareAndSet(false, true)) {
+            System.getLogger(Engines.class.getName()).log(System.Logger.Level.WARNING,
+                    "text2data: the fused engine is not available ({0}); Engine.AUTO uses the plain engine and "
+                    + "libtorch''s optimizers, which are slower", fusedUnavailableReason());
+        }
     }
 
     /** {@code #0}, {@code #1}, ...: the names of parameters given without names. */

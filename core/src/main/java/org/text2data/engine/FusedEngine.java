@@ -11,6 +11,9 @@ import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Device;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
+import org.text2data.ffi.t2d_optimizer;
+import org.text2data.ffi.t2d_param;
+import org.text2data.ffi.t2d_step_status;
 import org.text2data.ffi.t2d_tensor;
 import org.text2data.ffi.text2data_h;
 
@@ -74,6 +77,11 @@ public final class FusedEngine implements ProjectionEngine {
     private final int device;
     private final Arena arena;
     private final MemorySegment table;
+    /** The fused optimizer step's rows ({@code t2d_param}) and options ({@code t2d_optimizer}). */
+    private final MemorySegment paramTable;
+    private final MemorySegment optimizerOptions;
+    /** CUDA: the device's t2d_step_status (five int64), created at the first fused step; null on the host. */
+    private Tensor stepStatus;
     private boolean hasKept;
     private boolean closed;
 
@@ -119,6 +127,8 @@ public final class FusedEngine implements ProjectionEngine {
         this.device = commonDevice(this.params, this.names);
         this.arena = Arena.ofShared();
         this.table = arena.allocate(DESC_SIZE * Math.max(1, n), 16);
+        this.paramTable = arena.allocate(t2d_param.sizeof() * Math.max(1, n), 16);
+        this.optimizerOptions = t2d_optimizer.allocate(arena);
     }
 
     private static int commonDevice(Tensor[] params, String[] names) {
@@ -370,6 +380,200 @@ public final class FusedEngine implements ProjectionEngine {
         return count;
     }
 
+    private static final long ROW_SIZE = t2d_param.sizeof();
+    private static final long ROW_PARAM = t2d_param.param$offset();
+    private static final long ROW_GRAD = t2d_param.grad$offset();
+    private static final long ROW_CONSTRAINT = t2d_param.constraint$offset();
+    private static final long[] ROW_STATE = {t2d_param.exp_avg$offset(), t2d_param.exp_avg_sq$offset(),
+        t2d_param.max_exp_avg_sq$offset()};
+    private static final long ROW_STEP = t2d_param.step$offset();
+    private static final long ROW_NUMEL = t2d_param.numel$offset();
+    private static final long ROW_DTYPE = t2d_param.dtype$offset();
+    private static final long ROW_DEVICE = t2d_param.device$offset();
+    private static final long ROW_FLAGS = t2d_param.flags$offset();
+    private static final long ROW_RESERVED = t2d_param.reserved$offset();
+
+    /**
+     * The fused constrained optimizer step: one native call over every parameter that has a gradient, which
+     * projects the gradient ({@code g += lam * c}, when {@code project} and the parameter has a kept constraint
+     * gradient; else the gradient is used as it is) and updates the parameter and its optimizer state
+     * ({@code states[i]}, created here at a parameter's first step) in the same pass over memory.
+     *
+     * <p>On the host the call is all or nothing: a NaN or an infinity in a gradient used (or in {@code gValue}
+     * when a tensor is projected), or in half precision a value the update would store, throws
+     * {@link NonFiniteGradientException} naming the parameter, and nothing at all was written (parameters,
+     * gradients, state, step counts). On CUDA nothing waits for the device: such a step is skipped on the device and
+     * counted in the step status ({@link #readStepStatus()}).
+     *
+     * @param states each parameter's optimizer state, one per parameter
+     * @param o the optimizer and its options
+     * @param gValue the unconditional loss, a one-element tensor on the parameters' device; unused (may be null)
+     *     when {@code project} is false
+     * @param gConstraint the bound on the unconditional loss
+     * @param alpha the factor of the loss's excess over {@code gConstraint}
+     * @param beta the factor of {@code n_p} that caps {@code phi_p}
+     * @param project whether to project the gradients that have a kept constraint gradient
+     * @return the number of tensors projected
+     * @throws NonFiniteGradientException (host) if a value is not finite; nothing was written
+     * @throws IllegalArgumentException if a gradient does not fit its parameter or its kept constraint gradient, or a
+     *     parameter is not contiguous
+     */
+    public int optimizerStep(FusedOptimizer.ParamState[] states, FusedOptimizer.Options o, Tensor gValue,
+                             double gConstraint, double alpha, double beta, boolean project) {
+        ensureOpen();
+        if (states.length != params.length) {
+            throw new IllegalArgumentException(states.length + " optimizer states for " + params.length + " parameters");
+        }
+        int nStates = o.stateNames().length;
+        int count = 0;
+        int projected = 0;
+        boolean ok = false;
+        try (PointerScope scope = new PointerScope()) {
+            Tensor[] copied = null; // strided gradients, stepped in a contiguous copy and copied back: rare
+            for (int i = 0; i < params.length; i++) {
+                Tensor g = params[i].grad();
+                if (!g.defined()) {
+                    continue; // as libtorch: a parameter without a gradient is not stepped
+                }
+                Tensor p = params[i];
+                long pAddress = dataAddress(p);
+                long numel = p.numel();
+                int dtype = dtypeCode(p.scalar_type());
+                if (numel > 1 && !p.is_contiguous()) {
+                    throw new IllegalArgumentException("parameter '" + names[i] + "' is not contiguous: the fused "
+                            + "optimizer needs contiguous parameters (use OptimizerSpec.fused(false))");
+                }
+                long gAddress = dataAddress(g);
+                boolean installedBuffer = gAddress != 0 && gAddress == installedAddress[i] && g.numel() == installedNumel[i];
+                if (!installedBuffer) {
+                    if (g.numel() != numel || dtypeCode(g.scalar_type()) != dtype) {
+                        throw new IllegalArgumentException("parameter '" + names[i] + "': its gradient "
+                                + java.util.Arrays.toString(g.shape()) + " " + g.scalar_type() + " does not fit the parameter "
+                                + java.util.Arrays.toString(p.shape()) + " " + p.scalar_type());
+                    }
+                    if (numel > 1 && !g.is_contiguous()) {
+                        if (copied == null) {
+                            copied = new Tensor[params.length];
+                        }
+                        copied[i] = g.detach().contiguous();
+                        gAddress = dataAddress(copied[i]);
+                    }
+                }
+                long cAddress = 0;
+                if (project && kept[i] != null) {
+                    if (keptNumel[i] != numel || keptDtype[i] != dtype) {
+                        throw new IllegalArgumentException("parameter '" + names[i] + "': its gradient does not fit its "
+                                + "unconditional gradient (" + keptNumel[i] + " elements of dtype code " + keptDtype[i] + ")");
+                    }
+                    cAddress = keptContiguous[i] ? keptAddress[i] : dataAddress(kept[i].contiguous());
+                    projected++;
+                }
+                FusedOptimizer.ParamState st = states[i];
+                st.ensure(o, p);
+                long row = ROW_SIZE * count;
+                paramTable.set(ValueLayout.JAVA_LONG, row + ROW_PARAM, pAddress);
+                paramTable.set(ValueLayout.JAVA_LONG, row + ROW_GRAD, gAddress);
+                paramTable.set(ValueLayout.JAVA_LONG, row + ROW_CONSTRAINT, cAddress);
+                for (int k = 0; k < 3; k++) {
+                    paramTable.set(ValueLayout.JAVA_LONG, row + ROW_STATE[k], k < nStates ? st.address(k) : 0L);
+                }
+                paramTable.set(ValueLayout.JAVA_LONG, row + ROW_STEP, st.stepAddress());
+                paramTable.set(ValueLayout.JAVA_LONG, row + ROW_NUMEL, numel);
+                paramTable.set(ValueLayout.JAVA_INT, row + ROW_DTYPE, dtype);
+                paramTable.set(ValueLayout.JAVA_INT, row + ROW_DEVICE, device < 0 ? -1 : device);
+                paramTable.set(ValueLayout.JAVA_INT, row + ROW_FLAGS, text2data_h.T2D_PARAM_CONTIGUOUS());
+                paramTable.set(ValueLayout.JAVA_INT, row + ROW_RESERVED, 0);
+                slotParam[count] = i;
+                count++;
+            }
+            o.write(optimizerOptions);
+            int rc;
+            if (device < 0) {
+                double gv = 0.0;
+                if (projected > 0) {
+                    if (gValue == null || gValue.is_cuda()) {
+                        throw new IllegalArgumentException(gValue == null ? "gValue is null"
+                                : "gValue is on a CUDA device but the parameters are on the host");
+                    }
+                    gv = gValue.item_double();
+                }
+                rc = text2data_h.t2d_step_host(paramTable, count, optimizerOptions, gv, gConstraint, alpha, beta, 0,
+                        MemorySegment.NULL);
+            } else {
+                Tensor gv = gValue;
+                if (gv == null) {
+                    gv = params[0].detach().new_zeros(new long[0]);
+                } else if (!gv.is_cuda() || gv.numel() != 1) {
+                    throw new IllegalArgumentException("gValue must be a one-element tensor on cuda:" + device);
+                }
+                rc = text2data_h.t2d_step_cuda(paramTable, count, optimizerOptions,
+                        MemorySegment.ofAddress(dataAddress(gv)), dtypeCode(gv.scalar_type()), gConstraint, alpha, beta, 0,
+                        MemorySegment.ofAddress(CudaStreams.current(device)), MemorySegment.ofAddress(statusAddress()),
+                        MemorySegment.NULL);
+            }
+            if (rc != text2data_h.T2D_OK()) {
+                throw failure(rc);
+            }
+            if (copied != null) {
+                for (int i = 0; i < params.length; i++) {
+                    if (copied[i] != null) {
+                        params[i].grad().copy_(copied[i]);
+                    }
+                }
+            }
+            ok = true;
+        } finally {
+            for (FusedOptimizer.ParamState st : states) {
+                if (!ok) {
+                    st.discardFresh(); // a refused first step leaves no state behind, as before the call
+                }
+                st.fresh = false;
+            }
+        }
+        return projected;
+    }
+
+    /** The device address of the CUDA step status, created (zeroed) at the first call. */
+    private long statusAddress() {
+        if (stepStatus == null) {
+            Tensor s = params[0].detach().new_zeros(new long[] {t2d_step_status.sizeof() / 8},
+                    new org.bytedeco.pytorch.TensorOptions(torch.ScalarType.Long));
+            s.retainReference();
+            stepStatus = s;
+        }
+        return dataAddress(stepStatus);
+    }
+
+    /**
+     * CUDA: the fused steps' status, read from the device (one synchronisation): {@code calls}, {@code skipped},
+     * {@code first_skipped} (1-based call number, 0 if none), the first skipped step's parameter index (-1 if none)
+     * and reason ({@code T2D_NONFINITE_*}). Null on the host or before the first fused step.
+     *
+     * @return the five numbers, or null
+     */
+    public long[] readStepStatus() {
+        if (stepStatus == null || closed) {
+            return null;
+        }
+        try (PointerScope scope = new PointerScope()) {
+            Tensor h = stepStatus.cpu();
+            long[] v = new long[5];
+            org.bytedeco.javacpp.LongPointer lp = new org.bytedeco.javacpp.LongPointer(h.data_ptr());
+            for (int k = 0; k < 4; k++) {
+                v[k] = lp.get(k);
+            }
+            long packed = v[3];
+            int slot = (int) packed;          // first_tensor: the low half on little-endian machines
+            v[3] = slot >= 0 && slot < params.length ? slotParam[slot] : -1;
+            v[4] = packed >>> 32;             // first_reason
+            if (v[2] == 0) {
+                v[3] = -1;
+                v[4] = 0;
+            }
+            return v;
+        }
+    }
+
     /** Throws if parameter i has a gradient holding a NaN or an infinity. */
     private void requireFiniteUnprojected(int i) {
         Tensor g = params[i].grad();
@@ -422,7 +626,7 @@ public final class FusedEngine implements ProjectionEngine {
     private static final int HALF = torch.ScalarType.Half.value;
 
     /** The tensor's data address (0 for a tensor without storage, e.g. an empty one). */
-    private static long dataAddress(Tensor t) {
+    static long dataAddress(Tensor t) {
         Pointer p = t.data_ptr();
         if (p == null) {
             return 0L;
@@ -469,6 +673,10 @@ public final class FusedEngine implements ProjectionEngine {
                 spare[i].releaseReference();
                 spare[i] = null;
             }
+        }
+        if (stepStatus != null) {
+            stepStatus.releaseReference();
+            stepStatus = null;
         }
         arena.close();
     }

@@ -46,7 +46,7 @@ public interface ProjectionEngine extends AutoCloseable {
      * {@code n_p} and {@code <g_p, c_p>} are finite (a NaN or infinity in either gradient makes one of
      * them non-finite), and that every gradient it does not project (a parameter without a kept
      * {@code c_p}) holds no NaN or infinity, since the base optimizer uses it too; otherwise it throws
-     * {@link NonFiniteGradientException} naming such a tensor. Gradients may then be partly projected;
+     * {@link NonFiniteGradientException} naming such a tensor, and no gradient has been changed;
      * parameters are never touched by an engine. Strided (non-contiguous) gradients are accepted.
      * On CUDA the check costs one host sync (two when a gradient is not projected); without it the
      * step makes none.

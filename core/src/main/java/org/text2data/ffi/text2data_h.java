@@ -185,6 +185,15 @@ public class text2data_h extends text2data_h$shared {
     public static int T2D_ERR_NONFINITE() {
         return T2D_ERR_NONFINITE;
     }
+    private static final int T2D_ERR_BAD_OPTION = (int)13L;
+    /**
+     * {@snippet lang=c :
+     * #define T2D_ERR_BAD_OPTION 13
+     * }
+     */
+    public static int T2D_ERR_BAD_OPTION() {
+        return T2D_ERR_BAD_OPTION;
+    }
     private static final int T2D_CHECK_FINITE = (int)1L;
     /**
      * {@snippet lang=c :
@@ -211,6 +220,96 @@ public class text2data_h extends text2data_h$shared {
      */
     public static int T2D_CONSTRAINT_CONTIGUOUS() {
         return T2D_CONSTRAINT_CONTIGUOUS;
+    }
+    private static final int T2D_SGD = (int)0L;
+    /**
+     * {@snippet lang=c :
+     * #define T2D_SGD 0
+     * }
+     */
+    public static int T2D_SGD() {
+        return T2D_SGD;
+    }
+    private static final int T2D_ADAM = (int)1L;
+    /**
+     * {@snippet lang=c :
+     * #define T2D_ADAM 1
+     * }
+     */
+    public static int T2D_ADAM() {
+        return T2D_ADAM;
+    }
+    private static final int T2D_ADAMW = (int)2L;
+    /**
+     * {@snippet lang=c :
+     * #define T2D_ADAMW 2
+     * }
+     */
+    public static int T2D_ADAMW() {
+        return T2D_ADAMW;
+    }
+    private static final int T2D_AMSGRAD = (int)1L;
+    /**
+     * {@snippet lang=c :
+     * #define T2D_AMSGRAD 1
+     * }
+     */
+    public static int T2D_AMSGRAD() {
+        return T2D_AMSGRAD;
+    }
+    private static final int T2D_NESTEROV = (int)2L;
+    /**
+     * {@snippet lang=c :
+     * #define T2D_NESTEROV 2
+     * }
+     */
+    public static int T2D_NESTEROV() {
+        return T2D_NESTEROV;
+    }
+    private static final int T2D_PARAM_CONTIGUOUS = (int)1L;
+    /**
+     * {@snippet lang=c :
+     * #define T2D_PARAM_CONTIGUOUS 1
+     * }
+     */
+    public static int T2D_PARAM_CONTIGUOUS() {
+        return T2D_PARAM_CONTIGUOUS;
+    }
+    private static final int T2D_NONFINITE_CONSTRAINT = (int)1L;
+    /**
+     * {@snippet lang=c :
+     * #define T2D_NONFINITE_CONSTRAINT 1
+     * }
+     */
+    public static int T2D_NONFINITE_CONSTRAINT() {
+        return T2D_NONFINITE_CONSTRAINT;
+    }
+    private static final int T2D_NONFINITE_GRAD = (int)2L;
+    /**
+     * {@snippet lang=c :
+     * #define T2D_NONFINITE_GRAD 2
+     * }
+     */
+    public static int T2D_NONFINITE_GRAD() {
+        return T2D_NONFINITE_GRAD;
+    }
+    private static final int T2D_NONFINITE_UPDATE = (int)3L;
+    /**
+     * {@snippet lang=c :
+     * #define T2D_NONFINITE_UPDATE 3
+     * }
+     */
+    public static int T2D_NONFINITE_UPDATE() {
+        return T2D_NONFINITE_UPDATE;
+    }
+    private static final int T2D_NONFINITE_LOSS = (int)4L;
+    /**
+     * {@snippet lang=c :
+     * #define T2D_NONFINITE_LOSS 4
+     * }
+     */
+    public static int T2D_NONFINITE_LOSS() {
+        return T2D_NONFINITE_LOSS;
     }
 
     private static class t2d_project_host {
@@ -342,6 +441,145 @@ public class text2data_h extends text2data_h$shared {
                 traceDowncall("t2d_project_cuda", tensors, count, g_value_device, g_value_dtype, g_constraint, alpha, beta, options, cuda_stream, lambdas_out_device);
             }
             return (int)mh$.invokeExact(tensors, count, g_value_device, g_value_dtype, g_constraint, alpha, beta, options, cuda_stream, lambdas_out_device);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class t2d_step_host {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            text2data_h.C_INT,
+            text2data_h.C_POINTER,
+            text2data_h.C_INT,
+            text2data_h.C_POINTER,
+            text2data_h.C_DOUBLE,
+            text2data_h.C_DOUBLE,
+            text2data_h.C_DOUBLE,
+            text2data_h.C_DOUBLE,
+            text2data_h.C_INT,
+            text2data_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("t2d_step_host");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int32_t t2d_step_host(const t2d_param *params, int32_t count, const t2d_optimizer *optimizer, double g_value, double g_constraint, double alpha, double beta, int32_t options, double *lambdas_out)
+     * }
+     */
+    public static FunctionDescriptor t2d_step_host$descriptor() {
+        return t2d_step_host.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int32_t t2d_step_host(const t2d_param *params, int32_t count, const t2d_optimizer *optimizer, double g_value, double g_constraint, double alpha, double beta, int32_t options, double *lambdas_out)
+     * }
+     */
+    public static MethodHandle t2d_step_host$handle() {
+        return t2d_step_host.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int32_t t2d_step_host(const t2d_param *params, int32_t count, const t2d_optimizer *optimizer, double g_value, double g_constraint, double alpha, double beta, int32_t options, double *lambdas_out)
+     * }
+     */
+    public static MemorySegment t2d_step_host$address() {
+        return t2d_step_host.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int32_t t2d_step_host(const t2d_param *params, int32_t count, const t2d_optimizer *optimizer, double g_value, double g_constraint, double alpha, double beta, int32_t options, double *lambdas_out)
+     * }
+     */
+    public static int t2d_step_host(MemorySegment params, int count, MemorySegment optimizer, double g_value, double g_constraint, double alpha, double beta, int options, MemorySegment lambdas_out) {
+        var mh$ = t2d_step_host.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("t2d_step_host", params, count, optimizer, g_value, g_constraint, alpha, beta, options, lambdas_out);
+            }
+            return (int)mh$.invokeExact(params, count, optimizer, g_value, g_constraint, alpha, beta, options, lambdas_out);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class t2d_step_cuda {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            text2data_h.C_INT,
+            text2data_h.C_POINTER,
+            text2data_h.C_INT,
+            text2data_h.C_POINTER,
+            text2data_h.C_POINTER,
+            text2data_h.C_INT,
+            text2data_h.C_DOUBLE,
+            text2data_h.C_DOUBLE,
+            text2data_h.C_DOUBLE,
+            text2data_h.C_INT,
+            text2data_h.C_POINTER,
+            text2data_h.C_POINTER,
+            text2data_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("t2d_step_cuda");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int32_t t2d_step_cuda(const t2d_param *params, int32_t count, const t2d_optimizer *optimizer, const void *g_value_device, int32_t g_value_dtype, double g_constraint, double alpha, double beta, int32_t options, void *cuda_stream, t2d_step_status *status_device, double *lambdas_out_device)
+     * }
+     */
+    public static FunctionDescriptor t2d_step_cuda$descriptor() {
+        return t2d_step_cuda.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int32_t t2d_step_cuda(const t2d_param *params, int32_t count, const t2d_optimizer *optimizer, const void *g_value_device, int32_t g_value_dtype, double g_constraint, double alpha, double beta, int32_t options, void *cuda_stream, t2d_step_status *status_device, double *lambdas_out_device)
+     * }
+     */
+    public static MethodHandle t2d_step_cuda$handle() {
+        return t2d_step_cuda.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int32_t t2d_step_cuda(const t2d_param *params, int32_t count, const t2d_optimizer *optimizer, const void *g_value_device, int32_t g_value_dtype, double g_constraint, double alpha, double beta, int32_t options, void *cuda_stream, t2d_step_status *status_device, double *lambdas_out_device)
+     * }
+     */
+    public static MemorySegment t2d_step_cuda$address() {
+        return t2d_step_cuda.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int32_t t2d_step_cuda(const t2d_param *params, int32_t count, const t2d_optimizer *optimizer, const void *g_value_device, int32_t g_value_dtype, double g_constraint, double alpha, double beta, int32_t options, void *cuda_stream, t2d_step_status *status_device, double *lambdas_out_device)
+     * }
+     */
+    public static int t2d_step_cuda(MemorySegment params, int count, MemorySegment optimizer, MemorySegment g_value_device, int g_value_dtype, double g_constraint, double alpha, double beta, int options, MemorySegment cuda_stream, MemorySegment status_device, MemorySegment lambdas_out_device) {
+        var mh$ = t2d_step_cuda.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("t2d_step_cuda", params, count, optimizer, g_value_device, g_value_dtype, g_constraint, alpha, beta, options, cuda_stream, status_device, lambdas_out_device);
+            }
+            return (int)mh$.invokeExact(params, count, optimizer, g_value_device, g_value_dtype, g_constraint, alpha, beta, options, cuda_stream, status_device, lambdas_out_device);
         } catch (Error | RuntimeException ex) {
            throw ex;
         } catch (Throwable ex$) {
