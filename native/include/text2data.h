@@ -213,7 +213,8 @@ T2D_API int32_t t2d_cuda_available(void);
 /* 1 if the library was built with CUDA (whatever the machine has). */
 T2D_API int32_t t2d_cuda_built(void);
 
-/* Worker threads of the CPU path: at most n (n <= 0: hardware threads). Returns the previous limit. */
+/* Worker threads of the CPU path: at most n (n <= 0: as many as the CPUs this process may run on, its
+   affinity mask). Returns the previous limit. */
 T2D_API int32_t t2d_set_num_threads(int32_t n);
 
 /* Message of this thread's last error ("" if none). Valid until this thread's next call. */

@@ -15,6 +15,9 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 #define T2D_X86 1
 #endif
 
@@ -293,7 +296,16 @@ private:
 std::atomic<int32_t> g_thread_limit{0};
 std::mutex g_pool_mutex;  // one parallel step at a time
 
+// The CPUs this process may run on (its affinity mask, as taskset or a container's cpuset set it), not the
+// machine's: hardware_concurrency() ignores the mask, and two workers on one allowed core only take turns.
 int hardware_threads() {
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+#endif
     unsigned h = std::thread::hardware_concurrency();
     return h == 0 ? 1 : (int)h;
 }
