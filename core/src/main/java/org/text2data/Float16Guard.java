@@ -75,30 +75,12 @@ final class Float16Guard {
         Path archive = null;
         try (PointerScope scope = new PointerScope()) {
             archive = Files.createTempFile("text2data-float16-step", ".pt");
-            OutputArchive out = new OutputArchive();
-            live.save(out);
-            out.save_to(archive.toString());
-            InputArchive in = new InputArchive();
-            in.load_from(archive.toString()); // independent tensors: the shadow's step cannot reach the live state
-            TensorVector shadowParams = new TensorVector();
-            Tensor[] copies = new Tensor[params.length];
-            for (int i = 0; i < params.length; i++) {
-                Tensor g = params[i].grad();
-                if (half[i] && g.defined()) {
-                    copies[i] = params[i].detach().clone();
-                    copies[i].mutable_grad().put(g.detach().clone());
-                    shadowParams.push_back(copies[i]);
-                } else {
-                    shadowParams.push_back(params[i].detach()); // no gradient: the shadow's step skips it
-                }
-            }
-            Optimizer shadow = spec.create(shadowParams); // freed with the scope
+            Tensor[] copies;
             try {
-                shadow.load(in); // the state and every group's options, learning rate included
-                shadow.step();
-            } catch (RuntimeException e) {
+                copies = rehearse(live, spec, archive);
+            } catch (RuntimeException e) { // libtorch's error: the live step would have met it too
                 throw new IllegalStateException("step " + step + ": the base optimizer (" + spec.type()
-                        + ") cannot take this float16 step: " + ErrorMessages.of(e)
+                        + ") could not take this float16 step: " + ErrorMessages.of(e)
                         + "; the step was refused, nothing was updated", e);
             }
             int bad = firstNonFinite(copies);
@@ -120,6 +102,34 @@ final class Float16Guard {
                 }
             }
         }
+    }
+
+    /**
+     * The shadow's step, in the caller's pointer scope: returns the stepped copies of the float16 parameters
+     * (null where a parameter is not float16 or has no gradient).
+     */
+    private Tensor[] rehearse(Optimizer live, OptimizerSpec spec, Path archive) {
+        OutputArchive out = new OutputArchive();
+        live.save(out);
+        out.save_to(archive.toString());
+        InputArchive in = new InputArchive();
+        in.load_from(archive.toString()); // independent tensors: the shadow's step cannot reach the live state
+        TensorVector shadowParams = new TensorVector();
+        Tensor[] copies = new Tensor[params.length];
+        for (int i = 0; i < params.length; i++) {
+            Tensor g = params[i].grad();
+            if (half[i] && g.defined()) {
+                copies[i] = params[i].detach().clone();
+                copies[i].mutable_grad().put(g.detach().clone());
+                shadowParams.push_back(copies[i]);
+            } else {
+                shadowParams.push_back(params[i].detach()); // no gradient: the shadow's step skips it
+            }
+        }
+        Optimizer shadow = spec.create(shadowParams); // freed with the caller's scope
+        shadow.load(in); // the state and every group's options, learning rate included
+        shadow.step();
+        return copies;
     }
 
     /** The index of the first copy holding a NaN or an infinity, or -1 (one host read when all are finite). */
