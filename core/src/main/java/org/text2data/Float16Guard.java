@@ -26,9 +26,9 @@ import org.bytedeco.pytorch.global.torch;
  * optimizer's state and options (learning rates included: libtorch 2.10's {@code load} replaces each
  * group's options; {@code Float16GuardTest} changes the rate between steps) through an archive. libtorch
  * maps an archive's state to the parameters by their position in the param groups, as checkpoint
- * resumption relies on. The other
- * parameters are given to the shadow as gradient-less views, which libtorch's optimizers skip. If a
- * copy comes out NaN or infinite, the step is refused; otherwise the caller steps the live optimizer,
+ * resumption relies on. The other parameters are given to the shadow as gradient-less views, which
+ * libtorch's optimizers skip. If a copy comes out NaN or infinite, the step is refused; otherwise the
+ * caller steps the live optimizer,
  * whose update is the shadow's, bit for bit (the same deterministic kernels on the same inputs).
  * The live parameters, gradients and optimizer are only read.
  */
