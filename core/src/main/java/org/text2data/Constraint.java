@@ -735,23 +735,24 @@ public final class Constraint implements AutoCloseable {
      * on the CPU and changes nothing, optimizer state included (on CUDA the step is skipped on the device: see
      * {@link #checkSkippedSteps()}). What follows is about libtorch's optimizers.
      *
-     * <p>With the finiteness check on, a step that makes a float16 parameter non-finite is refused:
-     * libtorch's optimizers compute in the parameter's dtype, and in float16 their own arithmetic
-     * overflows where the gradients are finite (Adam's {@code eps = 1e-8} rounds to 0, so a moment
-     * over a squared gradient that underflowed to 0 divides by 0; squares of gradients above 256
-     * overflow). The float16 parameters are copied before the step and checked after it (one host
-     * read); if one is NaN or infinite, all of them are copied back and a {@link NonFiniteException}
-     * names the step and the parameter. The optimizer's own state (moments, step count) is not copied:
-     * snapshotting it would mean serialising it every step, as libtorch gives no other access to it;
-     * the message says that it has advanced. In float32 and float64 the updates of Adam, AdamW, RMSprop
-     * and Adagrad are bounded by a small multiple of the learning rate, and SGD's by {@code lr} times a
-     * gradient that the check found finite, so they cannot overflow at any sensible learning rate, and
-     * no copy is taken: the check costs nothing there.
+     * <p>With the finiteness check on, a step that would make a float16 parameter NaN or infinite is
+     * refused before anything changes: libtorch's optimizers compute in the parameter's dtype, and in
+     * float16 their own arithmetic overflows where the gradients are finite (Adam's {@code eps = 1e-8}
+     * rounds to 0, so a moment over a squared gradient that underflowed to 0 divides by 0; squares of
+     * gradients above 256 overflow). Such a step is rehearsed on copies of the float16 parameters and of
+     * the optimizer's state, and taken only if they stay finite; the {@link NonFiniteException} names the
+     * step and the parameter, and the parameters, gradients, moments, step counts and learning rates are
+     * as they were. That costs, per step, a round trip of the optimizer's whole state through libtorch's
+     * serialization (its only access to it) and a second update of the float16 parameters, and only where a
+     * parameter is float16. In float32 and float64 the updates of Adam, AdamW, RMSprop and Adagrad are
+     * bounded by a small multiple of the learning rate, and SGD's by {@code lr} times a gradient that the
+     * check found finite, so they cannot overflow at any sensible learning rate: the check costs nothing there.
      *
-     * @throws NonFiniteException if the step made a float16 parameter NaN or infinite (with the check on); the
-     *                            parameters are restored
+     * @throws NonFiniteException if the step would make a float16 parameter NaN or infinite (with the check on);
+     *                            nothing was updated
      * @throws ConcurrentModificationException if another thread is inside a call on this constraint
-     * @throws IllegalStateException if this constraint is closed
+     * @throws IllegalStateException if this constraint is closed, or (with the check on, float16 parameters)
+     *                               libtorch refuses the step; nothing was updated
      */
     public void stepBase() {
         enter();
@@ -760,68 +761,21 @@ public final class Constraint implements AutoCloseable {
                 fusedStep(null, 0.0, false);
                 return;
             }
-            Tensor[] saved = checkFinite ? copyOverflowProne() : null;
+            if (checkFinite) {
+                if (float16 == null) {
+                    float16 = new Float16Guard(params, names);
+                }
+                float16.check(base, spec, steps + 1);
+            }
             base.step();
             steps++;
-            if (saved != null) {
-                restoreIfNonFinite(saved);
-            }
         } finally {
             exit();
         }
     }
 
-    /** Copies of the float16 parameters (null where a parameter is not float16), or null if there are none. */
-    private Tensor[] copyOverflowProne() {
-        if (halfParams == null) { // once: a step costs no dtype queries
-            halfParams = new boolean[params.length];
-            for (int i = 0; i < params.length; i++) {
-                halfParams[i] = params[i].scalar_type().value == HALF;
-                anyHalf |= halfParams[i];
-            }
-        }
-        if (!anyHalf) {
-            return null;
-        }
-        Tensor[] saved = new Tensor[params.length];
-        for (int i = 0; i < params.length; i++) {
-            if (halfParams[i]) {
-                saved[i] = params[i].detach().clone();
-            }
-        }
-        return saved;
-    }
-
-    /** Which parameters are float16 (found at the first base step), and whether any is. */
-    private boolean[] halfParams;
-    private boolean anyHalf;
-
-    private static final int HALF = torch.ScalarType.Half.value;
-
-    private void restoreIfNonFinite(Tensor[] saved) {
-        TensorVector checks = new TensorVector();
-        for (int i = 0; i < params.length; i++) {
-            if (saved[i] != null) {
-                checks.push_back(torch.isfinite(params[i].detach()).all());
-            }
-        }
-        if (torch.stack(checks).all().item_bool()) {
-            return;
-        }
-        String first = null;
-        for (int i = 0; i < params.length; i++) {
-            if (saved[i] != null) {
-                if (first == null && !torch.isfinite(params[i].detach()).all().item_bool()) {
-                    first = names[i];
-                }
-                params[i].detach().copy_(saved[i]);
-            }
-        }
-        throw new NonFiniteException("step " + steps + ": the base optimizer (" + spec.type()
-                + ") made float16 parameter '" + first + "' NaN or infinite (its update overflowed in float16; "
-                + "train in float32, or lower the learning rate or raise eps); the parameters were restored, "
-                + "but the optimizer's state has advanced by this step");
-    }
+    /** Rehearses float16 steps (made at the first checked base step). */
+    private Float16Guard float16;
 
     /**
      * The libtorch optimizer underneath (its state, its options).
