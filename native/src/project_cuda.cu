@@ -68,6 +68,55 @@ __device__ __forceinline__ float load<__half>(const __half* p, int64_t i) { retu
 template <>
 __device__ __forceinline__ float load<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
 
+// T2dUpdateOp's g + lam * c, each operation rounded on its own (round to nearest even), as the CPU path
+// computes it (its update loops are built without FMA). Left to itself nvcc contracts the two into one
+// fma, whose single rounding gives other bits: for half types, after the conversion back, 7 of 4642
+// elements differed from the CPU path in one H100 run. The intrinsics are never contracted.
+__device__ __forceinline__ float update_rn(float g, float c, float lam) { return __fadd_rn(g, __fmul_rn(lam, c)); }
+__device__ __forceinline__ double update_rn(double g, double c, double lam) { return __dadd_rn(g, __dmul_rn(lam, c)); }
+
+// Storage types on the device: load into the math type, store rounding to nearest even, non-finite from bits.
+struct DF32 {
+    using T = float; using M = float;
+    __device__ static M ld(T x) { return x; }
+    __device__ static T st(M x) { return x; }
+    __device__ static M proj(M g, M c, M lam) { return update_rn(g, c, lam); }
+    __device__ static bool bad(T x) { return (__float_as_uint(x) & 0x7f800000u) == 0x7f800000u; }
+};
+struct DF64 {
+    using T = double; using M = double;
+    __device__ static M ld(T x) { return x; }
+    __device__ static T st(M x) { return x; }
+    __device__ static M proj(M g, M c, M lam) { return update_rn(g, c, lam); }
+    __device__ static bool bad(T x) { return ((unsigned long long)__double_as_longlong(x) & 0x7ff0000000000000ull) == 0x7ff0000000000000ull; }
+};
+struct DH16 {
+    using T = __half; using M = float;
+    __device__ static M ld(T x) { return __half2float(x); }
+    __device__ static T st(M x) { return __float2half_rn(x); }
+    __device__ static M proj(M g, M c, M lam) { return update_rn(g, c, lam); }
+    __device__ static bool bad(T x) { return (__half_as_ushort(x) & 0x7c00u) == 0x7c00u; }
+};
+struct DBF16 {
+    using T = __nv_bfloat16; using M = float;
+    __device__ static M ld(T x) { return __bfloat162float(x); }
+    __device__ static T st(M x) { return __float2bfloat16_rn(x); }
+    __device__ static M proj(M g, M c, M lam) { return update_rn(g, c, lam); }
+    __device__ static bool bad(T x) { return (__bfloat16_as_ushort(x) & 0x7f80u) == 0x7f80u; }
+};
+
+// The one dtype dispatch of the CUDA path: calls f with a value of dtype's storage type (DF32 ...), whose
+// T is the element type and M the math type. Every kernel goes through it.
+template <typename F>
+__device__ __forceinline__ void with_dtype(int dtype, F&& f) {
+    switch (dtype) {
+        case T2D_FLOAT32: f(DF32{}); break;
+        case T2D_FLOAT64: f(DF64{}); break;
+        case T2D_BFLOAT16: f(DBF16{}); break;
+        default: f(DH16{}); break;
+    }
+}
+
 template <typename Table>
 __device__ __forceinline__ int find_tensor(const Table* table, int count, int64_t chunk) {
     // last t with first_chunk <= chunk (empty tensors share their successor's first_chunk)
@@ -146,23 +195,19 @@ __global__ void reduce_kernel(const DevTensor* __restrict__ table, int count, do
     int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
     int64_t end = min(begin + kCudaChunk, t.numel);
     double2* out = partials + blockIdx.x;
-    switch (t.dtype) {
-        case T2D_FLOAT32: reduce_chunk((const float*)t.grad, (const float*)t.constraint, begin, end, out); break;
-        case T2D_FLOAT64: reduce_chunk((const double*)t.grad, (const double*)t.constraint, begin, end, out); break;
-        case T2D_BFLOAT16:
-            reduce_chunk((const __nv_bfloat16*)t.grad, (const __nv_bfloat16*)t.constraint, begin, end, out);
-            break;
-        default: reduce_chunk((const __half*)t.grad, (const __half*)t.constraint, begin, end, out); break;
-    }
+    with_dtype(t.dtype, [&](auto s) {
+        using T = typename decltype(s)::T;
+        reduce_chunk((const T*)t.grad, (const T*)t.constraint, begin, end, out);
+    });
 }
 
 __device__ __forceinline__ double read_scalar(const void* p, int dtype) {
-    switch (dtype) {
-        case T2D_FLOAT32: return *(const float*)p;
-        case T2D_FLOAT64: return *(const double*)p;
-        case T2D_BFLOAT16: return __bfloat162float(*(const __nv_bfloat16*)p);
-        default: return __half2float(*(const __half*)p);
-    }
+    double v = 0;
+    with_dtype(dtype, [&](auto s) {
+        using S = decltype(s);
+        v = (double)S::ld(*(const typename S::T*)p);
+    });
+    return v;
 }
 
 // A warp's sum of one tensor's chunk partials (n, dot), in a fixed order: valid in every lane.
@@ -205,13 +250,6 @@ __global__ void lambda_kernel(const DevTensor* __restrict__ table, int count, in
         if (lambdas_out) lambdas_out[warp] = l;
     }
 }
-
-// T2dUpdateOp's g + lam * c, each operation rounded on its own (round to nearest even), as the CPU path
-// computes it (its update loops are built without FMA). Left to itself nvcc contracts the two into one
-// fma, whose single rounding gives other bits: for half types, after the conversion back, 7 of 4642
-// elements differed from the CPU path in one H100 run. The intrinsics are never contracted.
-__device__ __forceinline__ float update_rn(float g, float c, float lam) { return __fadd_rn(g, __fmul_rn(lam, c)); }
-__device__ __forceinline__ double update_rn(double g, double c, double lam) { return __dadd_rn(g, __dmul_rn(lam, c)); }
 
 // One element of the update, in the precision the CPU path uses: float for float and the half types, double
 // for double; the half types convert back rounding to nearest even.
@@ -262,14 +300,11 @@ __global__ void update_kernel(const DevTensor* __restrict__ table, int count, co
     const DevTensor t = table[ti];
     int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
     int64_t end = min(begin + kCudaChunk, t.numel);
-    switch (t.dtype) {
-        case T2D_FLOAT32: update_chunk((float*)t.grad, (const float*)t.constraint, begin, end, (float)l); break;
-        case T2D_FLOAT64: update_chunk((double*)t.grad, (const double*)t.constraint, begin, end, l); break;
-        case T2D_BFLOAT16:
-            update_chunk((__nv_bfloat16*)t.grad, (const __nv_bfloat16*)t.constraint, begin, end, (float)l);
-            break;
-        default: update_chunk((__half*)t.grad, (const __half*)t.constraint, begin, end, (float)l); break;
-    }
+    with_dtype(t.dtype, [&](auto s) {
+        using S = decltype(s);
+        using T = typename S::T;
+        update_chunk((T*)t.grad, (const T*)t.constraint, begin, end, (typename S::M)l);
+    });
 }
 
 // Per-device cached buffers. Device buffers are stream-ordered (cudaMallocAsync/cudaFreeAsync) and
@@ -495,36 +530,6 @@ struct DevParam {
 
 constexpr int kNoBad = 0x7f7f7f7f;  // the flag word's value when every value is finite (memset 0x7f)
 
-// Storage types on the device: load into the math type, store rounding to nearest even, non-finite from bits.
-struct DF32 {
-    using T = float; using M = float;
-    __device__ static M ld(T x) { return x; }
-    __device__ static T st(M x) { return x; }
-    __device__ static M proj(M g, M c, M lam) { return update_rn(g, c, lam); }
-    __device__ static bool bad(T x) { return (__float_as_uint(x) & 0x7f800000u) == 0x7f800000u; }
-};
-struct DF64 {
-    using T = double; using M = double;
-    __device__ static M ld(T x) { return x; }
-    __device__ static T st(M x) { return x; }
-    __device__ static M proj(M g, M c, M lam) { return update_rn(g, c, lam); }
-    __device__ static bool bad(T x) { return ((unsigned long long)__double_as_longlong(x) & 0x7ff0000000000000ull) == 0x7ff0000000000000ull; }
-};
-struct DH16 {
-    using T = __half; using M = float;
-    __device__ static M ld(T x) { return __half2float(x); }
-    __device__ static T st(M x) { return __float2half_rn(x); }
-    __device__ static M proj(M g, M c, M lam) { return update_rn(g, c, lam); }
-    __device__ static bool bad(T x) { return (__half_as_ushort(x) & 0x7c00u) == 0x7c00u; }
-};
-struct DBF16 {
-    using T = __nv_bfloat16; using M = float;
-    __device__ static M ld(T x) { return __bfloat162float(x); }
-    __device__ static T st(M x) { return __float2bfloat16_rn(x); }
-    __device__ static M proj(M g, M c, M lam) { return update_rn(g, c, lam); }
-    __device__ static bool bad(T x) { return (__bfloat16_as_ushort(x) & 0x7f80u) == 0x7f80u; }
-};
-
 // Pass 1: projected tensors' (n, dot) per chunk; for a tensor without constraint gradient, (0, NaN) when its
 // gradient holds a non-finite value, else (0, 0).
 template <typename S>
@@ -544,22 +549,16 @@ __global__ void step_reduce_kernel(const DevParam* __restrict__ table, int count
     int64_t end = min(begin + kCudaChunk, t.numel);
     double2* out = partials + blockIdx.x;
     if (t.constraint == nullptr) {
-        switch (t.dtype) {
-            case T2D_FLOAT32: probe_chunk<DF32>((const float*)t.grad, begin, end, out); break;
-            case T2D_FLOAT64: probe_chunk<DF64>((const double*)t.grad, begin, end, out); break;
-            case T2D_BFLOAT16: probe_chunk<DBF16>((const __nv_bfloat16*)t.grad, begin, end, out); break;
-            default: probe_chunk<DH16>((const __half*)t.grad, begin, end, out); break;
-        }
+        with_dtype(t.dtype, [&](auto s) {
+            using S = decltype(s);
+            probe_chunk<S>((const typename S::T*)t.grad, begin, end, out);
+        });
         return;
     }
-    switch (t.dtype) {
-        case T2D_FLOAT32: reduce_chunk((const float*)t.grad, (const float*)t.constraint, begin, end, out); break;
-        case T2D_FLOAT64: reduce_chunk((const double*)t.grad, (const double*)t.constraint, begin, end, out); break;
-        case T2D_BFLOAT16:
-            reduce_chunk((const __nv_bfloat16*)t.grad, (const __nv_bfloat16*)t.constraint, begin, end, out);
-            break;
-        default: reduce_chunk((const __half*)t.grad, (const __half*)t.constraint, begin, end, out); break;
-    }
+    with_dtype(t.dtype, [&](auto s) {
+        using T = typename decltype(s)::T;
+        reduce_chunk((const T*)t.grad, (const T*)t.constraint, begin, end, out);
+    });
 }
 
 // Pass 2: one warp per tensor: lam (0 where not projected); the lowest (tensor * 8 + reason) of a non-finite
@@ -638,12 +637,7 @@ __global__ void step_update_kernel(const DevParam* __restrict__ table, int count
     int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
     int64_t end = min(begin + kCudaChunk, t.numel);
     const double l = lam[ti];
-    switch (t.dtype) {
-        case T2D_FLOAT32: step_chunk<DF32, Write>(t, o, begin, end, l, ti, bad); break;
-        case T2D_FLOAT64: step_chunk<DF64, Write>(t, o, begin, end, l, ti, bad); break;
-        case T2D_BFLOAT16: step_chunk<DBF16, Write>(t, o, begin, end, l, ti, bad); break;
-        default: step_chunk<DH16, Write>(t, o, begin, end, l, ti, bad); break;
-    }
+    with_dtype(t.dtype, [&](auto s) { step_chunk<decltype(s), Write>(t, o, begin, end, l, ti, bad); });
 }
 
 // Pass 5, one block: the step counts, or the skipped step in the status.
