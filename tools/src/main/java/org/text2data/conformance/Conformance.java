@@ -100,7 +100,8 @@ public final class Conformance {
      * One case run on one engine one way.
      *
      * @param caseName the fixture case's name
-     * @param engine the engine's name, with the device ({@code plain}, {@code fused-cpu}, {@code plain-cuda}, ...)
+     * @param engine the engine's name, with the device ({@code plain}, {@code fused-cpu}, {@code plain-cuda}, ...), and
+     *               {@code +fused} where libtext2data's fused optimizer took the steps
      * @param via how the case was loaded
      * @param g where the projection's unconditional loss came from
      * @param verdict within the tolerance, not, or on the barrier
@@ -346,7 +347,8 @@ public final class Conformance {
             JsonArray gValues = expected.getAsJsonArray("g_values");
             JsonArray condAfter = expected.getAsJsonArray("cond_losses_after_step");
             try (Constraint opt = new Constraint(params, spec, alpha, c.get("beta").getAsDouble(), engine)) {
-                run.engineName = label(opt.engineName());
+                // "+fused" where libtext2data's fused optimizer takes the steps, not libtorch's
+                run.engineName = label(opt.engineName()) + (opt.isFused() ? "+fused" : "");
                 for (int s = 0; s < steps; s++) {
                     double recorded = gValues.get(s).getAsDouble();
                     double computed;
