@@ -730,103 +730,106 @@ public final class Checkpoint implements AutoCloseable {
     // ---------------------------------------------------------------- libtorch's optimizer archive
 
     /**
+     * The optimizer as libtorch serializes it ({@code Optimizer::save}), read back as an archive of independent
+     * tensors: through a temporary file, libtorch's only way here, removed before this returns. The archive
+     * belongs to the caller's pointer scope.
+     */
+    static InputArchive savedArchive(Optimizer optimizer) throws IOException {
+        Path tmp = Files.createTempFile("text2data-optimizer", ".pt");
+        try {
+            OutputArchive out = new OutputArchive();
+            optimizer.save(out);
+            out.save_to(tmp.toString());
+            InputArchive in = new InputArchive();
+            in.load_from(tmp.toString());
+            return in;
+        } finally {
+            Files.deleteIfExists(tmp);
+        }
+    }
+
+    /**
      * The state of a libtorch optimizer, read through its own serialization ({@code Optimizer::save}), which keys
      * per-parameter state by tensor address and lists each group's parameters by the same keys: mapped here to the
      * parameters' positions. Tensors are independent copies.
      */
     static OptimizerState readOptimizer(Optimizer optimizer, int nParams) {
-        Path tmp = null;
-        try {
-            tmp = Files.createTempFile("text2data-optimizer", ".pt");
-            try (PointerScope scope = new PointerScope()) {
-                OutputArchive out = new OutputArchive();
-                optimizer.save(out);
-                out.save_to(tmp.toString());
-                InputArchive in = new InputArchive();
-                in.load_from(tmp.toString());
-                InputArchive groupsArchive = new InputArchive();
-                in.read("param_groups", groupsArchive);
-                Tensor size = new Tensor();
-                groupsArchive.read("param_groups/size", size);
-                List<Group> groups = new ArrayList<>();
-                Map<String, Integer> index = new LinkedHashMap<>();
-                for (long g = 0; g < size.item_long(); g++) {
-                    InputArchive ga = new InputArchive();
-                    groupsArchive.read("param_groups/" + g, ga);
-                    Tensor n = new Tensor();
-                    ga.read("params/size", n);
-                    for (long j = 0; j < n.item_long(); j++) {
-                        IValue key = new IValue();
-                        ga.read("params/" + j, key);
-                        index.put(key.toStringRef().getString(), index.size());
-                    }
-                    InputArchive oa = new InputArchive();
-                    ga.read("options", oa);
-                    JsonObject options = new JsonObject();
-                    StringVector keys = oa.keys();
-                    for (long k = 0; k < keys.size(); k++) {
-                        String key = keys.get(k).getString();
-                        IValue v = new IValue();
-                        oa.read(key, v);
-                        options.add(key, toJson(v));
-                    }
-                    groups.add(new Group(options.get("lr").getAsDouble(), n.item_long(), options));
+        try (PointerScope scope = new PointerScope()) {
+            InputArchive in = savedArchive(optimizer);
+            InputArchive groupsArchive = new InputArchive();
+            in.read("param_groups", groupsArchive);
+            Tensor size = new Tensor();
+            groupsArchive.read("param_groups/size", size);
+            List<Group> groups = new ArrayList<>();
+            Map<String, Integer> index = new LinkedHashMap<>();
+            for (long g = 0; g < size.item_long(); g++) {
+                InputArchive ga = new InputArchive();
+                groupsArchive.read("param_groups/" + g, ga);
+                Tensor n = new Tensor();
+                ga.read("params/size", n);
+                for (long j = 0; j < n.item_long(); j++) {
+                    IValue key = new IValue();
+                    ga.read("params/" + j, key);
+                    index.put(key.toStringRef().getString(), index.size());
                 }
-                if (index.size() != nParams) {
-                    throw new IllegalStateException("the optimizer holds " + index.size() + " parameters, the constraint "
-                            + nParams);
-                }
-                List<ParamState> perParam = new ArrayList<>();
-                for (int i = 0; i < nParams; i++) {
-                    perParam.add(null);
-                }
-                InputArchive stateArchive = new InputArchive();
-                in.read("state", stateArchive);
-                StringVector keys = stateArchive.keys();
+                InputArchive oa = new InputArchive();
+                ga.read("options", oa);
+                JsonObject options = new JsonObject();
+                StringVector keys = oa.keys();
                 for (long k = 0; k < keys.size(); k++) {
                     String key = keys.get(k).getString();
-                    Integer i = index.get(key);
-                    if (i == null) {
-                        throw new IllegalStateException("the optimizer holds state for a tensor that is not a parameter");
-                    }
-                    InputArchive sa = new InputArchive();
-                    stateArchive.read(key, sa);
-                    Map<String, Long> ints = new TreeMap<>();
-                    Map<String, Tensor> tensors = new TreeMap<>();
-                    StringVector fields = sa.keys();
-                    for (long f = 0; f < fields.size(); f++) {
-                        String field = fields.get(f).getString();
-                        IValue v = new IValue();
-                        sa.read(field, v);
-                        if (v.isTensor()) {
-                            Tensor t = v.toTensor();
-                            if (t.defined()) {
-                                Tensor copy = t.detach().clone();
-                                copy.retainReference(); // outlives the scope
-                                tensors.put(field, copy);
-                            }
-                        } else if (v.isInt()) {
-                            ints.put(field, v.toInt());
-                        } else {
-                            throw new IllegalStateException("optimizer state field '" + field + "' holds a "
-                                    + v.tagKind().getString() + ", which this library does not save");
-                        }
-                    }
-                    perParam.set(i, new ParamState(ints, tensors));
+                    IValue v = new IValue();
+                    oa.read(key, v);
+                    options.add(key, toJson(v));
                 }
-                return new OptimizerState(perParam, groups);
+                groups.add(new Group(options.get("lr").getAsDouble(), n.item_long(), options));
             }
+            if (index.size() != nParams) {
+                throw new IllegalStateException("the optimizer holds " + index.size() + " parameters, the constraint "
+                        + nParams);
+            }
+            List<ParamState> perParam = new ArrayList<>();
+            for (int i = 0; i < nParams; i++) {
+                perParam.add(null);
+            }
+            InputArchive stateArchive = new InputArchive();
+            in.read("state", stateArchive);
+            StringVector keys = stateArchive.keys();
+            for (long k = 0; k < keys.size(); k++) {
+                String key = keys.get(k).getString();
+                Integer i = index.get(key);
+                if (i == null) {
+                    throw new IllegalStateException("the optimizer holds state for a tensor that is not a parameter");
+                }
+                InputArchive sa = new InputArchive();
+                stateArchive.read(key, sa);
+                Map<String, Long> ints = new TreeMap<>();
+                Map<String, Tensor> tensors = new TreeMap<>();
+                StringVector fields = sa.keys();
+                for (long f = 0; f < fields.size(); f++) {
+                    String field = fields.get(f).getString();
+                    IValue v = new IValue();
+                    sa.read(field, v);
+                    if (v.isTensor()) {
+                        Tensor t = v.toTensor();
+                        if (t.defined()) {
+                            Tensor copy = t.detach().clone();
+                            copy.retainReference(); // outlives the scope
+                            tensors.put(field, copy);
+                        }
+                    } else if (v.isInt()) {
+                        ints.put(field, v.toInt());
+                    } else {
+                        throw new IllegalStateException("optimizer state field '" + field + "' holds a "
+                                + v.tagKind().getString() + ", which this library does not save");
+                    }
+                }
+                perParam.set(i, new ParamState(ints, tensors));
+            }
+            return new OptimizerState(perParam, groups);
         } catch (IOException e) {
             throw new IllegalStateException("could not read the optimizer's state through a temporary file: "
                     + e.getMessage(), e);
-        } finally {
-            if (tmp != null) {
-                try {
-                    Files.deleteIfExists(tmp);
-                } catch (IOException ignored) {
-                    // a temporary file
-                }
-            }
         }
     }
 
@@ -836,16 +839,7 @@ public final class Checkpoint implements AutoCloseable {
      */
     private void writeArchive(Path file, Optimizer live, List<Tensor> liveParams) {
         try (PointerScope scope = new PointerScope()) {
-            OutputArchive current = new OutputArchive();
-            live.save(current);
-            Path tmp = Files.createTempFile("text2data-optimizer", ".pt");
-            InputArchive cur = new InputArchive();
-            try {
-                current.save_to(tmp.toString());
-                cur.load_from(tmp.toString());
-            } finally {
-                Files.deleteIfExists(tmp);
-            }
+            InputArchive cur = savedArchive(live);
             OutputArchive out = new OutputArchive();
             IValue version = new IValue();
             cur.read("pytorch_version", version);

@@ -1,13 +1,10 @@
 package org.text2data;
 
 import java.io.IOException;
-import java.nio.file.Files;
-import java.nio.file.Path;
 
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.InputArchive;
 import org.bytedeco.pytorch.Optimizer;
-import org.bytedeco.pytorch.OutputArchive;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
@@ -72,12 +69,11 @@ final class Float16Guard {
         if (!any) {
             return;
         }
-        Path archive = null;
         try (PointerScope scope = new PointerScope()) {
-            archive = Files.createTempFile("text2data-float16-step", ".pt");
             Tensor[] copies;
             try {
-                copies = rehearse(live, spec, archive);
+                // independent tensors: the shadow's step cannot reach the live state
+                copies = rehearse(Checkpoint.savedArchive(live), spec);
             } catch (RuntimeException e) { // libtorch's error: the live step would have met it too
                 throw new IllegalStateException("step " + step + ": the base optimizer (" + spec.type()
                         + ") could not take this float16 step: " + ErrorMessages.of(e)
@@ -93,14 +89,6 @@ final class Float16Guard {
         } catch (IOException e) {
             throw new IllegalStateException("step " + step + ": cannot stage the optimizer's state in a temporary file "
                     + "to check a float16 step: " + e.getMessage() + "; the step was refused, nothing was updated", e);
-        } finally {
-            if (archive != null) {
-                try {
-                    Files.deleteIfExists(archive);
-                } catch (IOException ignored) {
-                    // a temporary file
-                }
-            }
         }
     }
 
@@ -108,12 +96,7 @@ final class Float16Guard {
      * The shadow's step, in the caller's pointer scope: returns the stepped copies of the float16 parameters
      * (null where a parameter is not float16 or has no gradient).
      */
-    private Tensor[] rehearse(Optimizer live, OptimizerSpec spec, Path archive) {
-        OutputArchive out = new OutputArchive();
-        live.save(out);
-        out.save_to(archive.toString());
-        InputArchive in = new InputArchive();
-        in.load_from(archive.toString()); // independent tensors: the shadow's step cannot reach the live state
+    private Tensor[] rehearse(InputArchive state, OptimizerSpec spec) {
         TensorVector shadowParams = new TensorVector();
         Tensor[] copies = new Tensor[params.length];
         for (int i = 0; i < params.length; i++) {
@@ -127,7 +110,7 @@ final class Float16Guard {
             }
         }
         Optimizer shadow = spec.create(shadowParams); // freed with the caller's scope
-        shadow.load(in); // the state and every group's options, learning rate included
+        shadow.load(state); // the state and every group's options, learning rate included
         shadow.step();
         return copies;
     }
