@@ -500,6 +500,29 @@ public final class Constraint implements AutoCloseable {
     }
 
     /**
+     * Begins a {@link Text2Data#runStep}: the engine releases the gradients when it can (see
+     * {@link ProjectionEngine#releaseGradients()}; the values are those of zeroing them), else they are zeroed.
+     * {@link #endStep()} ends it, however the step ends.
+     */
+    void beginStep() {
+        enter();
+        try {
+            if (!engine.releaseGradients()) {
+                zeroGrad();
+            }
+        } finally {
+            exit();
+        }
+    }
+
+    /** Ends what {@link #beginStep()} began; safe to call when it did not run. */
+    void endStep() {
+        if (engine != null) {
+            engine.endStep();
+        }
+    }
+
+    /**
      * Keeps the current gradients as constraint gradients (the gradient of the unconditional loss),
      * and zeroes the gradients when asked.
      *

@@ -24,6 +24,13 @@ public final class Text2Data {
      * Inputs are checked first (shapes, batch sizes, dtypes, devices); a bad input, or a NaN or infinite
      * loss or gradient, throws before any parameter or optimizer state changes.
      *
+     * <p>The fused engine does not zero the gradients in steps 1 and 2: it releases them (PyTorch 2's
+     * {@code zero_grad(set_to_none=True)}) so that each backward pass hands over its gradient buffers instead of
+     * adding them into zeroed ones, and keeps the unconditional ones by handle, without a copy. The values are those
+     * of zeroing, which the reference relies on: a gradient that existed stays defined (a parameter no pass of this
+     * step reaches keeps a zero gradient, which is projected and stepped). Afterwards each parameter's gradient is
+     * its projected conditional gradient, as with zeroing.
+     *
      * @param optimizer   the constraint optimizer over the model's parameters
      * @param gConstraint the barrier's target for the unconditional loss (finite, &gt;= 0), as in
      *                    {@link Constraint#secondStep}
@@ -60,7 +67,7 @@ public final class Text2Data {
             // would train nothing here, silently, while its own gradients accumulated.)
             boolean verify = !optimizer.verified(model);
             try (PointerScope scope = new PointerScope()) {
-                optimizer.zeroGrad();
+                optimizer.beginStep(); // the gradients zeroed, or released where the engine can (same values)
                 long[] stamps = verify ? optimizer.gradStamps() : null;
                 Tensor g = scalarLoss("unconditional", loss.apply(forward(model, data, null), label));
                 if (check && sync == null) {
@@ -107,6 +114,7 @@ public final class Text2Data {
                 return new StepResult(gValue, fValue, projected, optimizer.checksOnDevice() ? optimizer : null);
             }
         } finally {
+            optimizer.endStep();
             optimizer.exit();
         }
     }

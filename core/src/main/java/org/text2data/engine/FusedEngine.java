@@ -81,6 +81,16 @@ public final class FusedEngine implements ProjectionEngine {
     private final MemorySegment paramTable;
     private final MemorySegment optimizerOptions;
     /** CUDA: the device's t2d_step_status (five int64), created at the first fused step; null on the host. */
+    /**
+     * The release protocol ({@link #releaseGradients()}): per parameter a reusable owning handle through which c_p
+     * is held (no wrapper allocated per step), whether its gradient exists in 1.13's terms (it existed when the step
+     * began or came from the first pass), and a zero c_p kept for a parameter whose gradient existed but got nothing
+     * from the first pass (rare; read-only to the kernels, so made once).
+     */
+    private final Tensor[] handle;
+    private final boolean[] hadGrad;
+    private final Tensor[] zeroKept;
+    private boolean releasing;
     private Tensor stepStatus;
     private boolean hasKept;
     private boolean closed;
@@ -124,6 +134,9 @@ public final class FusedEngine implements ProjectionEngine {
         this.keptNumel = new long[n];
         this.keptContiguous = new boolean[n];
         this.slotParam = new int[n];
+        this.handle = new Tensor[n];
+        this.hadGrad = new boolean[n];
+        this.zeroKept = new Tensor[n];
         this.device = commonDevice(this.params, this.names);
         this.arena = Arena.ofShared();
         this.table = arena.allocate(DESC_SIZE * Math.max(1, n), 16);
@@ -183,6 +196,11 @@ public final class FusedEngine implements ProjectionEngine {
     public void firstStep(boolean zeroGrad) {
         ensureOpen();
         releaseKept();
+        if (releasing && zeroGrad) {
+            keepByHandle();
+            return;
+        }
+        releasing = false;
         try (PointerScope scope = new PointerScope()) {
             for (int i = 0; i < params.length; i++) {
                 Tensor g = params[i].grad();
@@ -263,6 +281,116 @@ public final class FusedEngine implements ProjectionEngine {
         hasKept = true;
     }
 
+    /**
+     * Releases every gradient (see {@link ProjectionEngine#releaseGradients()}): the next backward pass hands its
+     * gradient buffers over instead of adding them into zeroed ones, so that neither the zeroing nor the addition
+     * is done (on CUDA: two kernels per tensor and pass fewer). Which gradients existed is remembered, so that the
+     * step's values are those of zeroing them (PyTorch 1.13, as the reference).
+     */
+    @Override
+    public boolean releaseGradients() {
+        ensureOpen();
+        releaseKept();
+        try (PointerScope scope = new PointerScope()) {
+            for (int i = 0; i < params.length; i++) {
+                boolean defined = params[i].grad().defined();
+                hadGrad[i] = defined;
+                if (defined) {
+                    params[i].mutable_grad().reset();
+                }
+                forgetInstalled(i);
+                if (spare[i] != null) {
+                    spare[i].releaseReference();
+                    spare[i] = null;
+                }
+            }
+        }
+        releasing = true;
+        return true;
+    }
+
+    @Override
+    public void endStep() {
+        releasing = false;
+    }
+
+    /**
+     * firstStep(true) after {@link #releaseGradients()}: each gradient the first pass produced becomes c_p under its
+     * parameter's handle and is released; a parameter whose gradient existed but that the pass did not reach keeps
+     * a zero c_p, as 1.13's zeroed gradient would have been kept.
+     */
+    private void keepByHandle() {
+        try (PointerScope scope = new PointerScope()) {
+            for (int i = 0; i < params.length; i++) {
+                Tensor g = params[i].grad();
+                if (!g.defined()) {
+                    if (hadGrad[i]) {
+                        keepZero(i);
+                    }
+                    continue;
+                }
+                hadGrad[i] = true;
+                Tensor h = handle[i];
+                if (h == null) {
+                    h = new Tensor();
+                    h.retainReference();
+                    handle[i] = h;
+                }
+                h.put(g); // an owning reference to the gradient: no copy, no wrapper
+                params[i].mutable_grad().reset(); // g is a view of the (now empty) field: use h from here on
+                int dtype = dtypeCode(h.scalar_type());
+                long numel = h.numel();
+                if (numel > 1 && !h.is_contiguous()) { // the kernels read c_p contiguous: copy it (rare)
+                    Tensor c = h.contiguous();
+                    c.retainReference();
+                    h.reset();
+                    kept[i] = c;
+                    keptAddress[i] = dataAddress(c);
+                } else {
+                    kept[i] = h;
+                    keptAddress[i] = dataAddress(h);
+                }
+                keptDtype[i] = dtype;
+                keptNumel[i] = numel;
+                keptContiguous[i] = true;
+            }
+        }
+        hasKept = true;
+    }
+
+    private void keepZero(int i) {
+        Tensor z = zeroKept[i];
+        if (z == null) {
+            z = torch.zeros_like(params[i].detach()).contiguous();
+            z.retainReference();
+            zeroKept[i] = z;
+        }
+        kept[i] = z;
+        keptAddress[i] = dataAddress(z);
+        keptDtype[i] = dtypeCode(z.scalar_type());
+        keptNumel[i] = z.numel();
+        keptContiguous[i] = true;
+    }
+
+    /**
+     * After {@link #releaseGradients()}, before a step uses the gradients: a parameter whose gradient exists in
+     * 1.13's terms but that the second pass did not reach gets a zero gradient, which the step projects and the
+     * optimizer steps, as the reference does. Ends the release protocol.
+     */
+    private void zeroMissingGradients() {
+        if (!releasing) {
+            return;
+        }
+        releasing = false;
+        try (PointerScope scope = new PointerScope()) {
+            for (int i = 0; i < params.length; i++) {
+                if (hadGrad[i] && !params[i].grad().defined()) {
+                    params[i].mutable_grad().put(torch.zeros_like(params[i].detach())); // as AccumulateGrad lays it out
+                }
+            }
+        }
+    }
+
     private void forgetInstalled(int i) {
         if (installed[i] != null) {
             installed[i].releaseReference();
@@ -287,6 +415,7 @@ public final class FusedEngine implements ProjectionEngine {
     @Override
     public int secondStep(Tensor gValue, double gConstraint, double alpha, double beta, boolean checkFinite) {
         ensureOpen();
+        zeroMissingGradients();
         int options = checkFinite ? text2data_h.T2D_CHECK_FINITE() : 0;
         int count = 0;
         try (PointerScope scope = new PointerScope()) {
@@ -421,6 +550,7 @@ public final class FusedEngine implements ProjectionEngine {
     public int optimizerStep(FusedOptimizer.ParamState[] states, FusedOptimizer.Options o, Tensor gValue,
                              double gConstraint, double alpha, double beta, boolean project) {
         ensureOpen();
+        zeroMissingGradients();
         if (states.length != params.length) {
             throw new IllegalArgumentException(states.length + " optimizer states for " + params.length + " parameters");
         }
@@ -644,7 +774,12 @@ public final class FusedEngine implements ProjectionEngine {
     /** Moves kept c_p into the spare slots (their buffers are reused), so nothing is kept. */
     private void releaseKept() {
         for (int i = 0; i < kept.length; i++) {
-            if (kept[i] != null) {
+            if (kept[i] == handle[i] && kept[i] != null) {
+                handle[i].reset(); // drop the reference: the memory goes back to libtorch
+                kept[i] = null;
+            } else if (kept[i] != null && kept[i] == zeroKept[i]) {
+                kept[i] = null;
+            } else if (kept[i] != null) {
                 if (spare[i] != null) {
                     spare[i].releaseReference();
                 }
@@ -669,9 +804,11 @@ public final class FusedEngine implements ProjectionEngine {
             forgetInstalled(i);
         }
         for (int i = 0; i < spare.length; i++) {
-            if (spare[i] != null) {
-                spare[i].releaseReference();
-                spare[i] = null;
+            for (Tensor[] held : new Tensor[][] {spare, handle, zeroKept}) {
+                if (held[i] != null) {
+                    held[i].releaseReference();
+                    held[i] = null;
+                }
             }
         }
         if (stepStatus != null) {

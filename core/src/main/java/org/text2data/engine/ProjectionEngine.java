@@ -38,6 +38,28 @@ public interface ProjectionEngine extends AutoCloseable {
     void firstStep(boolean zeroGrad);
 
     /**
+     * Begins a step in which the engine may hold gradients by handle instead of zeroing them (PyTorch 2's
+     * {@code zero_grad(set_to_none=True)}, kept exact to 1.13's zeroing semantics): every gradient is released, so
+     * that each backward pass hands its fresh gradient buffers over instead of adding them into zeroed ones; the next
+     * {@link #firstStep firstStep(true)} keeps the unconditional gradients by handle and releases them again, and
+     * {@link #secondStep} gives a parameter whose gradient 1.13 would have kept as zeros (it had one when the step
+     * began, or got one in the first pass, but none in the second) a zero gradient. The values are those of zeroing.
+     * An engine that does not do this returns false, and the caller zeroes the gradients itself.
+     *
+     * @return whether the gradients were released (false: nothing was done)
+     */
+    default boolean releaseGradients() {
+        return false;
+    }
+
+    /**
+     * Ends the step {@link #releaseGradients()} began, whether or not it got as far as {@link #secondStep}: later
+     * calls follow the zeroing protocol again. Does nothing for an engine that does not release gradients.
+     */
+    default void endStep() {
+    }
+
+    /**
      * Second step: adds {@code lam_p * c_p} to every gradient {@code g_p} that has a kept {@code c_p},
      * in place. {@code gValue} is a 0-dim tensor holding the unconditional loss, on the parameters'
      * device. Returns the number of tensors the projection was applied to (known without a host sync).

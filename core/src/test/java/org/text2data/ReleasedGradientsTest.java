@@ -1,0 +1,162 @@
+package org.text2data;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+import org.junit.jupiter.api.Test;
+import org.text2data.engine.Engines;
+
+/**
+ * The fused engine's runStep releases the gradients instead of zeroing them (each backward pass hands its buffers
+ * over), and must give the values of zeroing them, as the reference does with PyTorch 1.13's zero_grad: a parameter
+ * that only the unconditional pass reaches is still projected and stepped (its gradient is a kept zero), one that only
+ * the conditional pass reaches is stepped unprojected from its second step on (a kept zero c), one that no pass
+ * reaches is never stepped. Held to the plain engine, which zeroes, step by step: parameters, gradients (defined or
+ * not, and their values) and the count of projected tensors.
+ */
+class ReleasedGradientsTest {
+
+    @BeforeAll
+    static void nativeLibraryLoads() {
+        assertThat(Engines.fusedAvailable()).as(String.valueOf(Engines.fusedUnavailableReason())).isTrue();
+    }
+
+    /** W in both passes, nullEmb only in the unconditional one, condW only in the conditional one, unused in none. */
+    private static final class Model implements ConditionalModel, AutoCloseable {
+        final Map<String, Tensor> params = new LinkedHashMap<>();
+
+        Model() {
+            torch.manual_seed(11);
+            TensorOptions f64 = new TensorOptions(ScalarType.Double);
+            params.put("W", torch.randn(new long[] {4, 4}, f64).mul(new org.bytedeco.pytorch.Scalar(0.5)));
+            params.put("nullEmb", torch.randn(new long[] {4}, f64));
+            params.put("condW", torch.randn(new long[] {3, 4}, f64));
+            params.put("unused", torch.randn(new long[] {2}, f64));
+            params.values().forEach(t -> {
+                t.requires_grad_(true);
+                t.retainReference();
+            });
+        }
+
+        @Override
+        public Tensor forward(Tensor data, Tensor cond) {
+            Tensor h = data.matmul(params.get("W")).tanh();
+            return cond == null ? h.add(params.get("nullEmb")) : h.add(cond.matmul(params.get("condW")));
+        }
+
+        @Override
+        public void close() {
+            params.values().forEach(Tensor::releaseReference);
+        }
+    }
+
+    private static Tensor batch(long seed, long... shape) {
+        torch.manual_seed(seed);
+        Tensor t = torch.randn(shape, new TensorOptions(ScalarType.Double));
+        t.retainReference();
+        return t;
+    }
+
+    private static double diff(Tensor a, Tensor b) {
+        try (PointerScope scope = new PointerScope()) {
+            return a.detach().sub(b.detach()).abs().max().item_double();
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"fused adam", "libtorch adam", "fused sgd", "libtorch sgd"})
+    void releasedGradientsGiveTheValuesOfZeroedOnes(String setUp) {
+        OptimizerSpec spec = setUp.endsWith("adam") ? OptimizerSpec.adam(0.05)
+                : OptimizerSpec.sgd(0.05).momentum(0.9).weightDecay(0.01);
+        boolean fusedOptimizer = setUp.startsWith("fused");
+        Tensor data = batch(1, 16, 4);
+        Tensor cond = batch(2, 16, 3);
+        Tensor label = batch(3, 16, 4);
+        try (Model fm = new Model(); Model pm = new Model();
+             Constraint released = new Constraint(fm.params, spec.fused(fusedOptimizer), 1.0, 1.0, Engine.FUSED);
+             Constraint zeroed = new Constraint(pm.params, spec.fused(false), 1.0, 1.0, Engine.PLAIN)) {
+            assertThat(released.isFused()).isEqualTo(fusedOptimizer);
+            double gc;
+            try (StepResult r = Text2Data.runStep(zeroed, 0.0, pm, cond, data, label, Loss.MSE)) {
+                gc = 0.9 * r.uncondLoss(); // active in some steps; both sides take this first step alike
+            }
+            Text2Data.runStep(released, 0.0, fm, cond, data, label, Loss.MSE).close();
+            List<String> names = new ArrayList<>(fm.params.keySet());
+            int projectedBoth = 0;
+            for (int step = 0; step < 12; step++) {
+                int a;
+                int b;
+                try (StepResult r = Text2Data.runStep(released, gc, fm, cond, data, label, Loss.MSE)) {
+                    a = r.projectedTensors();
+                }
+                try (StepResult r = Text2Data.runStep(zeroed, gc, pm, cond, data, label, Loss.MSE)) {
+                    b = r.projectedTensors();
+                }
+                assertThat(a).as("step %d: tensors projected", step).isEqualTo(b);
+                projectedBoth += a;
+                for (String n : names) {
+                    Tensor p = fm.params.get(n);
+                    Tensor q = pm.params.get(n);
+                    String what = setUp + ", step " + step + ", " + n;
+                    assertThat(diff(p, q)).as(what + ": parameter").isLessThanOrEqualTo(1e-12);
+                    assertThat(p.grad().defined()).as(what + ": gradient defined").isEqualTo(q.grad().defined());
+                    if (q.grad().defined()) {
+                        assertThat(diff(p.grad(), q.grad())).as(what + ": gradient").isLessThanOrEqualTo(1e-12);
+                    }
+                }
+            }
+            // the cases the test is about happened: nullEmb stepped though the conditional pass never reaches it,
+            // unused never stepped, and the projection ran
+            assertThat(projectedBoth).isPositive();
+            try (Model start = new Model()) {
+                assertThat(diff(fm.params.get("nullEmb"), start.params.get("nullEmb"))).isGreaterThan(1e-6);
+                assertThat(diff(fm.params.get("unused"), start.params.get("unused"))).isZero();
+                assertThat(fm.params.get("unused").grad().defined()).isFalse();
+                assertThat(fm.params.get("nullEmb").grad().defined()).isTrue();
+            }
+        }
+    }
+
+    @Test
+    void aStepThatFailsMidwayLeavesTheZeroingProtocolForTheCallsThatFollow() {
+        Tensor data = batch(1, 16, 4);
+        Tensor cond = batch(2, 16, 3);
+        Tensor label = batch(3, 16, 4);
+        try (Model m = new Model();
+             Constraint opt = new Constraint(m.params, OptimizerSpec.adam(0.05), 1.0, 1.0, Engine.FUSED)) {
+            Text2Data.runStep(opt, 0.0, m, cond, data, label, Loss.MSE).close();
+            ConditionalModel failing = (x, c) -> {
+                if (c != null) {
+                    throw new IllegalStateException("conditional pass failed");
+                }
+                return m.forward(x, null);
+            };
+            assertThatThrownBy(() -> Text2Data.runStep(opt, 0.0, failing, cond, data, label, Loss.MSE))
+                    .hasMessageContaining("conditional pass failed");
+            // by hand, as the reference does it: zero_grad, backward, first_step(zero_grad=True), whose gradients
+            // must now be zeroed and kept, not released
+            try (PointerScope scope = new PointerScope()) {
+                opt.zeroGrad();
+                Loss.MSE.apply(m.forward(data, null), label).backward();
+                opt.firstStep(true);
+                for (String n : List.of("W", "nullEmb")) {
+                    Tensor g = m.params.get(n).grad();
+                    assertThat(g.defined()).as(n).isTrue();
+                    assertThat(g.abs().max().item_double()).as(n).isZero();
+                }
+            }
+        }
+    }
+}
