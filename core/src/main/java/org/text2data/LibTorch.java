@@ -96,6 +96,33 @@ public final class LibTorch {
     }
 
     /**
+     * Sets OpenBLAS's thread count now, as {@code -Dtext2data.blasThreads} does when libtorch loads: for code that
+     * knows its matrices are small, where a second spinning OpenBLAS thread only loses on a busy machine. Loads
+     * libtorch first.
+     *
+     * @param n the thread count, {@code >= 1}
+     * @return true if it was set (then {@link #blasThreads()} returns {@code n}); false where OpenBLAS was not found
+     * @throws IllegalArgumentException if {@code n < 1}
+     */
+    public static synchronized boolean setBlasThreads(int n) {
+        if (n < 1) {
+            throw new IllegalArgumentException("OpenBLAS thread count must be >= 1, got " + n);
+        }
+        ensureLoaded();
+        Optional<MethodHandle> setter = findOpenBlasSetter();
+        if (setter.isEmpty()) {
+            return false;
+        }
+        try {
+            setter.get().invokeExact(n);
+        } catch (Throwable t) {
+            return false;
+        }
+        blasThreads = n;
+        return true;
+    }
+
+    /**
      * Whether this libtorch build can use a CUDA device right now. Loads libtorch first.
      *
      * @return true if CUDA is available; false if not, or if asking fails

@@ -23,8 +23,13 @@ class DemoTest {
 
     @Test
     void quickDemoWritesTheSameReportTwice(@TempDir Path tmp) throws Exception {
+        int blas = LibTorch.blasThreads();
+        int threads = org.bytedeco.pytorch.global.torch.get_num_threads();
         CliTest.Run a = CliTest.cli("demo", "--quick", "--out", tmp.resolve("a").toString());
         assertThat(a.code()).as(a.err()).isZero();
+        // the demo runs both pools on one thread, and gives them back as they were
+        assertThat(LibTorch.blasThreads()).isEqualTo(blas);
+        assertThat(org.bytedeco.pytorch.global.torch.get_num_threads()).isEqualTo(threads);
         CliTest.Run b = CliTest.cli("demo", "--quick", "--out", tmp.resolve("b").toString(),
                 "--report", tmp.resolve("b-report.json").toString());
         assertThat(b.code()).as(b.err()).isZero();

@@ -44,7 +44,7 @@ final class DemoCommand implements Callable<Integer> {
     Double relax;
 
     @Option(names = "--guidance", paramLabel = "W",
-            description = "classifier-free guidance scale when sampling; 1 = plain conditional (default: 1.5)")
+            description = "classifier-free guidance scale when sampling; 1 = plain conditional (default: 1)")
     Double guidance;
 
     @Option(names = "--out", paramLabel = "DIR", defaultValue = "demo-output",

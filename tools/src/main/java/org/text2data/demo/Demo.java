@@ -206,13 +206,16 @@ public final class Demo {
 
     /**
      * Runs every seed; writes {@code report} and the {@link #PLOTS} into {@code plotDir} (each atomically).
-     * Runs libtorch on one thread (restored afterwards): tiny operations go faster so, and the result is
-     * the same on every run.
+     * Runs libtorch on one thread, and OpenBLAS too where the library chose its thread count (not the user, with
+     * {@code -Dtext2data.blasThreads}), both restored afterwards: the demo's matrices are tiny, a second spinning
+     * thread only loses on a busy machine, and the result is the same on every run.
      */
     public Report run(Path report, Path plotDir) throws IOException {
         LibTorch.ensureLoaded();
         int threads = torch.get_num_threads();
         torch.set_num_threads(1);
+        int blas = LibTorch.blasThreads();
+        boolean ownBlas = blas > 0 && System.getProperty("text2data.blasThreads") == null && LibTorch.setBlasThreads(1);
         try {
             Estimators est = Estimators.train(cfg.estimatorSeries(), 2000, cfg.estimatorSteps(), cfg.seed() + 1000);
             double[] validation = est.validation();
@@ -248,6 +251,9 @@ public final class Demo {
             return rep;
         } finally {
             torch.set_num_threads(threads);
+            if (ownBlas) {
+                LibTorch.setBlasThreads(blas);
+            }
         }
     }
 
@@ -332,12 +338,12 @@ public final class Demo {
             scores.put(name, train(name, m, labelled, cfg.finetuneSteps(), cfg.pretrainSteps(), gConstraint, mode,
                     seed + 2, prompts, real, est, gRows, gConstraint, samples));
         }
-        // 5. the ceiling: pretrained + plain finetune with every series labelled, as many finetuning steps as
-        //    conditional-only takes in all (a reference, not a competitor: more steps than the finetunes)
+        // 5. the ceiling: pretrained + plain finetune with every series labelled, for its own number of steps
+        //    (a reference, not a competitor: more steps than the finetunes)
         torch.manual_seed(seed + 2);
         FilmDenoiser top = new FilmDenoiser(length, timeDim, encoder.dim(), cfg.hidden(), cfg.blocks());
         top.loadStateDict(pretrained.namedParameters());
-        scores.put("ceiling", train("ceiling", top, allLabelled, budget, cfg.pretrainSteps(), gConstraint,
+        scores.put("ceiling", train("ceiling", top, allLabelled, cfg.ceilingSteps(), cfg.pretrainSteps(), gConstraint,
                 Finetuning.Mode.PLAIN, seed + 2, prompts, real, est, gRows, gConstraint, samples));
         // 6. the floor: the pretrained model's unconditional samples, scored against the prompts
         torch.manual_seed(seed + 3);

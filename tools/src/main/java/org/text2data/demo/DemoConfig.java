@@ -11,7 +11,9 @@ package org.text2data.demo;
  * @param blocks the denoiser's residual blocks
  * @param batchSize mini-batch size of every stage
  * @param pretrainSteps steps of unconditional pretraining
- * @param finetuneSteps steps of finetuning; conditional-only and the ceiling train pretrainSteps + finetuneSteps
+ * @param finetuneSteps steps of finetuning; conditional-only trains pretrainSteps + finetuneSteps
+ * @param ceilingSteps finetuning steps of the ceiling (every series labelled, after pretraining): a reference, not
+ *        one of the three compared methods, so it may train longer than they do
  * @param lr Adam's learning rate at the start of every stage (cosine decay to a tenth)
  * @param condDropout the probability that a row's condition is replaced by the null (zero) condition
  * @param relax g_constraint = relax x the pretrained model's unconditional loss on the evaluation rows
@@ -26,7 +28,7 @@ package org.text2data.demo;
  * @param seed the first seed
  */
 public record DemoConfig(String name, int trainSeries, int seen, int hidden, int blocks, int batchSize,
-                         int pretrainSteps, int finetuneSteps, double lr, double condDropout, double relax,
+                         int pretrainSteps, int finetuneSteps, int ceilingSteps, double lr, double condDropout, double relax,
                          int unseenPrompts, int samplesPerPrompt, int evaluations, int evalSamples, double guidance,
                          int estimatorSeries, int estimatorSteps, int seeds, long seed) {
 
@@ -47,7 +49,7 @@ public record DemoConfig(String name, int trainSeries, int seen, int hidden, int
                     + (combos - unseenPrompts) + " (at least one per shape, and " + unseenPrompts
                     + " combinations left unseen for the prompts), got " + seen);
         }
-        if (trainSeries < 10 * seen || pretrainSteps < 1 || finetuneSteps < 1 || evaluations < 1
+        if (trainSeries < 10 * seen || pretrainSteps < 1 || finetuneSteps < 1 || ceilingSteps < 1 || evaluations < 1
                 || samplesPerPrompt < 2 || evalSamples < 1 || unseenPrompts < 1) {
             throw new IllegalArgumentException("the demo's sizes are too small: " + this);
         }
@@ -55,13 +57,13 @@ public record DemoConfig(String name, int trainSeries, int seen, int hidden, int
 
     /** Seconds on a 2-core machine: for tests. */
     public static DemoConfig quick() {
-        return new DemoConfig("quick", 600, 8, 64, 2, 64, 150, 100, 2e-3, 0.1, 1.0, 8, 4, 2, 2, 1.5,
+        return new DemoConfig("quick", 600, 8, 64, 2, 64, 150, 100, 250, 5e-3, 0.1, 1.0, 8, 4, 2, 2, 1.0,
                 8000, 1500, 2, 7);
     }
 
     /** The default: about three minutes on a 2-core machine. */
     public static DemoConfig standard() {
-        return new DemoConfig("standard", 3000, 12, 128, 2, 64, 2000, 1000, 2e-3, 0.1, 1.0, 24, 8, 5, 4, 1.5,
+        return new DemoConfig("standard", 8000, 12, 128, 2, 64, 2000, 1000, 6000, 5e-3, 0.1, 1.0, 24, 16, 5, 4, 1.0,
                 8000, 1500, 3, 7);
     }
 
@@ -78,7 +80,7 @@ public record DemoConfig(String name, int trainSeries, int seen, int hidden, int
      */
     public DemoConfig with(Long newSeed, Integer newSeeds, Integer newSeen, Double newRelax, Double newGuidance) {
         return new DemoConfig(name, trainSeries, newSeen != null ? newSeen : seen, hidden, blocks, batchSize,
-                pretrainSteps, finetuneSteps, lr, condDropout, newRelax != null ? newRelax : relax, unseenPrompts,
+                pretrainSteps, finetuneSteps, ceilingSteps, lr, condDropout, newRelax != null ? newRelax : relax, unseenPrompts,
                 samplesPerPrompt, evaluations, evalSamples, newGuidance != null ? newGuidance : guidance,
                 estimatorSeries, estimatorSteps, newSeeds != null ? newSeeds : seeds, newSeed != null ? newSeed : seed);
     }

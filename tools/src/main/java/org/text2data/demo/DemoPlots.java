@@ -31,7 +31,8 @@ final class DemoPlots {
         BufferedImage img = Charts.canvas(760, 440);
         Graphics2D g = Charts.graphics(img);
         List<Charts.Line> lines = new ArrayList<>();
-        double end = 2.0 * rep.config().pretrainSteps() + rep.config().finetuneSteps(); // the ceiling's last step
+        double end = Math.max(rep.config().pretrainSteps() + rep.config().ceilingSteps(), // the ceiling's last step
+                rep.config().pretrainSteps() + rep.config().finetuneSteps()); // conditional-only's
         for (String m : List.of("conditional_only", "pretrain_finetune", "text2data", "ceiling")) {
             List<double[]> c0 = rep.runs().get(0).scores().get(m).curve();
             double[] x = new double[c0.size()];

@@ -24,7 +24,7 @@ public final class Waveforms {
 
     static final String[] SHAPES = {"sine", "square", "sawtooth", "spike"};
     static final double[] CYCLES = {1, 2, 3};
-    static final double[] AMPLITUDES = {0.4, 1.0, 2.5};
+    static final double[] AMPLITUDES = {0.8, 1.6, 3.2};
     static final double[] SLOPES = {-2.0, 0.0, 2.0};
 
     private static final String[][] SHAPE_WORDS = {{"sine", "sinusoidal"}, {"square", "boxy"},
