@@ -1056,6 +1056,11 @@ public final class Constraint implements AutoCloseable {
         }
     }
 
+    /** The per-parameter records this constraint passes to its engine (for tests: they are its own, not copies). */
+    ParamState[] paramStates() {
+        return states;
+    }
+
     boolean isClosed() {
         return closed;
     }
