@@ -25,6 +25,7 @@ import org.text2data.engine.Engines;
 import org.text2data.engine.FusedEngine;
 import org.text2data.engine.FusedOptimizer;
 import org.text2data.engine.NonFiniteGradientException;
+import org.text2data.engine.ParamState;
 import org.text2data.engine.ProjectionEngine;
 
 /**
@@ -49,7 +50,7 @@ import org.text2data.engine.ProjectionEngine;
  * (owning) handle of each tensor while the constructor runs: the tensors it updates are the caller's
  * (same storage, same autograd leaf), and what was passed in (a {@code TensorVector} and the views its
  * {@code get(i)} returns, say) may be closed or collected afterwards. {@link #close()} releases those
- * handles, the base optimizer's state and the engine's buffers; the parameters themselves stay with
+ * handles, the optimizer's state and the kept gradients; the parameters themselves stay with
  * their owner. Letting a constraint go without closing it leaves that native memory to the garbage
  * collector, which does not see its size: close it (try-with-resources).
  *
@@ -74,8 +75,12 @@ public final class Constraint implements AutoCloseable {
     private final ProjectionEngine engine;
     /** The fused optimizer's options (its learning rate is the param group's), or null for libtorch's optimizer. */
     private FusedOptimizer.Options fused;
-    /** The fused optimizer's per-parameter state (step count, moments, momentum buffer); null without it. */
-    private final FusedOptimizer.ParamState[] fusedState;
+    /**
+     * Per parameter, everything kept between calls, as PyTorch's {@code optimizer.state[p]}: the engine's kept
+     * gradient and buffers and the fused optimizer's state (step count, moments, momentum buffer). Created once,
+     * passed to the engine on every call, closed with this constraint.
+     */
+    private final ParamState[] states;
     /** CUDA fused steps: read the device's step status every this many steps (1: after every step). */
     private int checkFiniteEvery = 100;
     /** CUDA fused steps: skipped steps already reported, and steps since the status was last read. */
@@ -313,6 +318,10 @@ public final class Constraint implements AutoCloseable {
             this.paramVector = new TensorVector(this.params);
             this.spec = base;
             this.engine = Engines.create(engine.toString(), this.params, this.names);
+            this.states = new ParamState[this.params.length];
+            for (int i = 0; i < states.length; i++) {
+                states[i] = new ParamState();
+            }
             String whyNot = fusedUnavailable(base, engine, this.engine, this.params, this.names);
             if (Boolean.TRUE.equals(base.fused()) && whyNot != null) {
                 this.engine.close();
@@ -321,13 +330,8 @@ public final class Constraint implements AutoCloseable {
             }
             if (whyNot == null && !Boolean.FALSE.equals(base.fused())) {
                 this.fused = base.fusedOptions(base.lr());
-                this.fusedState = new FusedOptimizer.ParamState[this.params.length];
-                for (int i = 0; i < fusedState.length; i++) {
-                    fusedState[i] = new FusedOptimizer.ParamState();
-                }
                 this.base = null;
             } else {
-                this.fusedState = null;
                 try {
                     this.base = base.create(paramVector);
                 } catch (RuntimeException e) {
@@ -501,13 +505,13 @@ public final class Constraint implements AutoCloseable {
 
     /**
      * Begins a {@link Text2Data#runStep}: the engine releases the gradients when it can (see
-     * {@link ProjectionEngine#releaseGradients()}; the values are those of zeroing them), else they are zeroed.
+     * {@link ProjectionEngine#releaseGradients}; the values are those of zeroing them), else they are zeroed.
      * {@link #endStep()} ends it, however the step ends.
      */
     void beginStep() {
         enter();
         try {
-            if (!engine.releaseGradients()) {
+            if (!engine.releaseGradients(states)) {
                 zeroGrad();
             }
         } finally {
@@ -533,7 +537,7 @@ public final class Constraint implements AutoCloseable {
     public void firstStep(boolean zeroGrad) {
         enter();
         try {
-            engine.firstStep(zeroGrad);
+            engine.firstStep(states, zeroGrad);
         } finally {
             exit();
         }
@@ -566,7 +570,7 @@ public final class Constraint implements AutoCloseable {
                 throw new IllegalStateException("secondStep() before firstStep(): no constraint gradients kept");
             }
             try {
-                return engine.secondStep(gValue, gConstraint, alpha, beta, checkFinite);
+                return engine.secondStep(states, gValue, gConstraint, alpha, beta, checkFinite);
             } catch (NonFiniteGradientException e) {
                 throw new NonFiniteException("parameter '" + names[e.tensorIndex()] + "': " + e.getMessage()
                         + "; step " + (steps + 1) + " was refused, nothing was updated");
@@ -668,7 +672,7 @@ public final class Constraint implements AutoCloseable {
         FusedEngine fe = (FusedEngine) engine;
         int projected;
         try {
-            projected = fe.optimizerStep(fusedState, fused, gValue, gConstraint, alpha, beta, project);
+            projected = fe.optimizerStep(states, fused, gValue, gConstraint, alpha, beta, project);
         } catch (NonFiniteGradientException e) {
             throw new NonFiniteException("parameter '" + names[e.tensorIndex()] + "': " + e.getMessage() + "; step "
                     + (steps + 1) + " was refused, nothing was updated (parameters, gradients and the " + spec.type()
@@ -1052,14 +1056,19 @@ public final class Constraint implements AutoCloseable {
         }
     }
 
+    /** The per-parameter records this constraint passes to its engine (for tests: they are its own, not copies). */
+    ParamState[] paramStates() {
+        return states;
+    }
+
     boolean isClosed() {
         return closed;
     }
 
     /**
-     * Releases the base optimizer and the engine's buffers. Idempotent. Called while another thread is
-     * inside a step, it lets that step finish and the resources are released when it returns; every
-     * later call is refused.
+     * Releases the base optimizer, the engine and the per-parameter state (kept gradients, optimizer state).
+     * Idempotent. Called while another thread is inside a step, it lets that step finish and the resources are
+     * released when it returns; every later call is refused.
      */
     @Override
     public void close() {
@@ -1099,7 +1108,7 @@ public final class Constraint implements AutoCloseable {
         }
         List<Checkpoint.ParamState> perParam = new ArrayList<>();
         try (PointerScope scope = new PointerScope()) {
-            for (FusedOptimizer.ParamState st : fusedState) {
+            for (ParamState st : states) {
                 Map<String, Long> ints = new TreeMap<>();
                 Map<String, Tensor> live = st.view(fused, ints);
                 if (live == null) {
@@ -1137,7 +1146,7 @@ public final class Constraint implements AutoCloseable {
             Checkpoint.ParamState s = saved.get(i);
             // libtorch's SGD keeps no step count: a momentum buffer means a first step was taken
             long step = s == null ? 0 : s.ints().getOrDefault("step", 1L);
-            fusedState[i].load(fused, step, s == null ? null : s.tensors(), params[i]);
+            states[i].load(fused, step, s == null ? null : s.tensors(), params[i]);
         }
     }
 
@@ -1152,10 +1161,8 @@ public final class Constraint implements AutoCloseable {
                     if (base != null) {
                         base.close();
                     }
-                    if (fusedState != null) {
-                        for (FusedOptimizer.ParamState st : fusedState) {
-                            st.close();
-                        }
+                    for (ParamState st : states) {
+                        st.close();
                     }
                     paramVector.close();
                     for (Tensor p : params) {

@@ -28,6 +28,7 @@ import org.openjdk.jmh.annotations.TearDown;
 import org.openjdk.jmh.annotations.Warmup;
 import org.text2data.LibTorch;
 import org.text2data.engine.Engines;
+import org.text2data.engine.ParamState;
 import org.text2data.engine.ProjectionEngine;
 
 /**
@@ -86,6 +87,7 @@ public class ProjectionBench {
         Tensor[] params;
         Tensor[] saved;
         ProjectionEngine eng;
+        ParamState[] states;
         Tensor gValue;
 
         @Setup(Level.Trial)
@@ -104,7 +106,8 @@ public class ProjectionBench {
                 saved[i] = torch.randn(shapes.get(i));
             }
             eng = Engines.create(engine, params);
-            eng.firstStep(true);
+            states = records(params.length);
+            eng.firstStep(states, true);
             gValue = torch.scalar_tensor(new Scalar(1e6), new TensorOptions(torch.ScalarType.Float));
         }
 
@@ -119,6 +122,9 @@ public class ProjectionBench {
         @TearDown(Level.Trial)
         public void tearDown() {
             eng.close();
+            for (ParamState st : states) {
+                st.close();
+            }
         }
     }
 
@@ -132,6 +138,7 @@ public class ProjectionBench {
 
         Tensor[] params;
         ProjectionEngine eng;
+        ParamState[] states;
         Tensor gValue;
 
         @Setup(Level.Trial)
@@ -145,12 +152,16 @@ public class ProjectionBench {
                 params[i].mutable_grad().put(torch.randn(shapes.get(i)));
             }
             eng = Engines.create(engine, params);
+            states = records(params.length);
             gValue = torch.scalar_tensor(new Scalar(1e6), new TensorOptions(torch.ScalarType.Float));
         }
 
         @TearDown(Level.Trial)
         public void tearDown() {
             eng.close();
+            for (ParamState st : states) {
+                st.close();
+            }
         }
     }
 
@@ -179,15 +190,24 @@ public class ProjectionBench {
         }
     }
 
+    /** One record per parameter, as a Constraint makes them. */
+    static ParamState[] records(int n) {
+        ParamState[] states = new ParamState[n];
+        for (int i = 0; i < n; i++) {
+            states[i] = new ParamState();
+        }
+        return states;
+    }
+
     @Benchmark
     public int secondStep(Lists s) {
-        return s.eng.secondStep(s.gValue, 0.0, 1.0, 1.0, true);
+        return s.eng.secondStep(s.states, s.gValue, 0.0, 1.0, 1.0, true);
     }
 
     @Benchmark
     public int bothSteps(Pairs s) {
-        s.eng.firstStep(true);
-        return s.eng.secondStep(s.gValue, 0.0, 1.0, 1.0, true);
+        s.eng.firstStep(s.states, true);
+        return s.eng.secondStep(s.states, s.gValue, 0.0, 1.0, 1.0, true);
     }
 
     @Benchmark

@@ -83,6 +83,21 @@ public final class Engines {
         }
     }
 
+    /** Refuses records that are not one per parameter (a null array or element, or another count). */
+    static void checkStates(ParamState[] states, int params) {
+        if (states == null) {
+            throw new IllegalArgumentException("the per-parameter states are null");
+        }
+        if (states.length != params) {
+            throw new IllegalArgumentException(states.length + " per-parameter states for " + params + " parameters");
+        }
+        for (int i = 0; i < states.length; i++) {
+            if (states[i] == null) {
+                throw new IllegalArgumentException("the state of parameter #" + i + " is null");
+            }
+        }
+    }
+
     /** {@code #0}, {@code #1}, ...: the names of parameters given without names. */
     static String[] defaultNames(int n) {
         String[] names = new String[n];

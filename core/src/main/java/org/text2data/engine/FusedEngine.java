@@ -27,6 +27,9 @@ import org.text2data.ffi.text2data_h;
  * its new gradient (the previous step's {@code c_p} buffer when it fits), which the next backward
  * accumulates into. Without zeroing it copies.
  *
+ * <p>The engine keeps nothing per parameter: the kept {@code c_p}, the spare and installed buffers and the
+ * optimizer state live in the caller's {@link ParamState} records, one per parameter, passed to every call.
+ *
  * <p>On CUDA the kernel reads {@code gValue} on the device (no host synchronisation) and runs on
  * libtorch's current stream of the parameters' device. An engine is not thread-safe.
  */
@@ -48,29 +51,6 @@ public final class FusedEngine implements ProjectionEngine {
 
     private final Tensor[] params;
     private final String[] names;
-    /** Kept constraint gradients c_p (owned handles), null where the parameter had no gradient. */
-    private final Tensor[] kept;
-    /** Buffers of released c_p, reused as the next zeroed gradient or copy target (owned handles). */
-    private final Tensor[] spare;
-    /** Data address, dtype code and element count of each spare buffer (known from when it was kept). */
-    private final long[] spareAddress;
-    private final int[] spareDtype;
-    private final long[] spareNumel;
-    /**
-     * The gradient buffer firstStep installed for each parameter (0: none) and whether it is contiguous:
-     * when secondStep finds that very buffer still in place (backward accumulates into it), its dtype,
-     * size and device are known and need no asking.
-     */
-    private final long[] installedAddress;
-    /** Our handle on each installed buffer: while we hold it, no other tensor can come to live at its address. */
-    private final Tensor[] installed;
-    private final long[] installedNumel;
-    private final int[] installedDtype;
-    /** Data address and element count of each kept c_p (they do not move while kept). */
-    private final long[] keptAddress;
-    private final int[] keptDtype;
-    private final long[] keptNumel;
-    private final boolean[] keptContiguous;
     /** Which parameter each row of the last step's table described. */
     private final int[] slotParam;
     /** -1: host; k >= 0: CUDA device k. */
@@ -81,17 +61,10 @@ public final class FusedEngine implements ProjectionEngine {
     private final MemorySegment paramTable;
     private final MemorySegment optimizerOptions;
     /** CUDA: the device's t2d_step_status (five int64), created at the first fused step; null on the host. */
-    /**
-     * The release protocol ({@link #releaseGradients()}): per parameter a reusable owning handle through which c_p
-     * is held (no wrapper allocated per step), whether its gradient exists in 1.13's terms (it existed when the step
-     * began or came from the first pass), and a zero c_p kept for a parameter whose gradient existed but got nothing
-     * from the first pass (rare; read-only to the kernels, so made once).
-     */
-    private final Tensor[] handle;
-    private final boolean[] hadGrad;
-    private final Tensor[] zeroKept;
-    private boolean releasing;
     private Tensor stepStatus;
+    /** Between {@link #releaseGradients} and the step that uses the gradients: the release protocol is on. */
+    private boolean releasing;
+    /** Whether the last {@link #firstStep} kept constraint gradients that have not been released since. */
     private boolean hasKept;
     private boolean closed;
 
@@ -120,23 +93,7 @@ public final class FusedEngine implements ProjectionEngine {
         this.params = params.clone();
         this.names = names.clone();
         int n = params.length;
-        this.kept = new Tensor[n];
-        this.spare = new Tensor[n];
-        this.spareAddress = new long[n];
-        this.spareDtype = new int[n];
-        this.spareNumel = new long[n];
-        this.installedAddress = new long[n];
-        this.installed = new Tensor[n];
-        this.installedNumel = new long[n];
-        this.installedDtype = new int[n];
-        this.keptAddress = new long[n];
-        this.keptDtype = new int[n];
-        this.keptNumel = new long[n];
-        this.keptContiguous = new boolean[n];
         this.slotParam = new int[n];
-        this.handle = new Tensor[n];
-        this.hadGrad = new boolean[n];
-        this.zeroKept = new Tensor[n];
         this.device = commonDevice(this.params, this.names);
         this.arena = Arena.ofShared();
         this.table = arena.allocate(DESC_SIZE * Math.max(1, n), 16);
@@ -193,53 +150,54 @@ public final class FusedEngine implements ProjectionEngine {
      * wrapper created (a bytedeco {@code new Tensor(t)} costs microseconds), no libtorch op dispatched.
      */
     @Override
-    public void firstStep(boolean zeroGrad) {
-        ensureOpen();
-        releaseKept();
+    public void firstStep(ParamState[] states, boolean zeroGrad) {
+        ensureOpen(states);
+        releaseKept(states);
         if (releasing && zeroGrad) {
-            keepByHandle();
+            keepByHandle(states);
             return;
         }
         releasing = false;
         try (PointerScope scope = new PointerScope()) {
             for (int i = 0; i < params.length; i++) {
+                ParamState st = states[i];
                 Tensor g = params[i].grad();
                 if (!g.defined()) {
-                    forgetInstalled(i);
+                    st.forgetInstalled();
                     continue;
                 }
                 long address = dataAddress(g);
                 long numel = g.numel();
-                boolean ours = installed[i] != null && address != 0 && address == installedAddress[i]
-                        && numel == installedNumel[i];
-                int dtype = ours ? installedDtype[i] : dtypeCode(g.scalar_type());
+                boolean ours = st.installed != null && address != 0 && address == st.installedAddress
+                        && numel == st.installedNumel;
+                int dtype = ours ? st.installedDtype : dtypeCode(g.scalar_type());
                 boolean contiguous = ours || g.is_contiguous();
                 if (!contiguous) {
                     // A strided gradient (a non-contiguous parameter's gradient has its strides): the kernel
                     // reads contiguous memory, so c_p is a contiguous copy, and the gradient is zeroed in place.
-                    forgetInstalled(i);
+                    st.forgetInstalled();
                     Tensor c = g.detach().contiguous();
                     c.retainReference();
                     if (zeroGrad) {
                         g.zero_();
                     }
-                    kept[i] = c;
-                    keptAddress[i] = dataAddress(c);
-                    keptDtype[i] = dtype;
-                    keptNumel[i] = numel;
-                    keptContiguous[i] = true;
+                    st.kept = c;
+                    st.keptAddress = dataAddress(c);
+                    st.keptDtype = dtype;
+                    st.keptNumel = numel;
+                    st.keptContiguous = true;
                     continue;
                 }
-                Tensor s = spare[i];
-                boolean reuse = s != null && spareDtype[i] == dtype && spareNumel[i] == numel && contiguous
+                Tensor s = st.spare;
+                boolean reuse = s != null && st.spareDtype == dtype && st.spareNumel == numel && contiguous
                         && s.is_same_size(g);
                 Tensor c;
                 if (zeroGrad) {
                     if (ours) {
-                        c = installed[i]; // our handle on the gradient becomes c_p's
-                        installed[i] = null;
+                        c = st.installed; // our handle on the gradient becomes c_p's
+                        st.installed = null;
                     } else {
-                        forgetInstalled(i);
+                        st.forgetInstalled();
                         c = new Tensor(g); // an owning handle on the same tensor: no copy
                         c.retainReference();
                     }
@@ -247,8 +205,8 @@ public final class FusedEngine implements ProjectionEngine {
                     long zAddress;
                     if (reuse) {
                         z = s;
-                        zAddress = spareAddress[i];
-                        spare[i] = null;
+                        zAddress = st.spareAddress;
+                        st.spare = null;
                         zero(z, zAddress, numel, dtype);
                     } else {
                         z = torch.zeros_like(g);
@@ -256,53 +214,51 @@ public final class FusedEngine implements ProjectionEngine {
                         zAddress = dataAddress(z);
                     }
                     params[i].mutable_grad().put(z); // the next backward accumulates into z
-                    installed[i] = z;
-                    installedAddress[i] = zAddress;
-                    installedNumel[i] = numel;
-                    installedDtype[i] = dtype;
+                    st.installed = z;
+                    st.installedAddress = zAddress;
+                    st.installedNumel = numel;
+                    st.installedDtype = dtype;
                 } else if (reuse) {
                     s.copy_(g);
                     c = s;
-                    spare[i] = null;
-                    address = spareAddress[i];
+                    st.spare = null;
+                    address = st.spareAddress;
                 } else {
                     c = g.detach().clone();
                     c.retainReference();
                     address = dataAddress(c);
                     contiguous = c.is_contiguous();
                 }
-                kept[i] = c;
-                keptAddress[i] = address;
-                keptDtype[i] = dtype;
-                keptNumel[i] = numel;
-                keptContiguous[i] = contiguous;
+                st.kept = c;
+                st.keptAddress = address;
+                st.keptDtype = dtype;
+                st.keptNumel = numel;
+                st.keptContiguous = contiguous;
             }
         }
         hasKept = true;
     }
 
     /**
-     * Releases every gradient (see {@link ProjectionEngine#releaseGradients()}): the next backward pass hands its
+     * Releases every gradient (see {@link ProjectionEngine#releaseGradients}): the next backward pass hands its
      * gradient buffers over instead of adding them into zeroed ones, so that neither the zeroing nor the addition
      * is done (on CUDA: two kernels per tensor and pass fewer). Which gradients existed is remembered, so that the
      * step's values are those of zeroing them (PyTorch 1.13, as the reference).
      */
     @Override
-    public boolean releaseGradients() {
-        ensureOpen();
-        releaseKept();
+    public boolean releaseGradients(ParamState[] states) {
+        ensureOpen(states);
+        releaseKept(states);
         try (PointerScope scope = new PointerScope()) {
             for (int i = 0; i < params.length; i++) {
+                ParamState st = states[i];
                 boolean defined = params[i].grad().defined();
-                hadGrad[i] = defined;
+                st.hadGrad = defined;
                 if (defined) {
                     params[i].mutable_grad().reset();
                 }
-                forgetInstalled(i);
-                if (spare[i] != null) {
-                    spare[i].releaseReference();
-                    spare[i] = null;
-                }
+                st.forgetInstalled();
+                st.releaseSpare();
             }
         }
         releasing = true;
@@ -315,26 +271,27 @@ public final class FusedEngine implements ProjectionEngine {
     }
 
     /**
-     * firstStep(true) after {@link #releaseGradients()}: each gradient the first pass produced becomes c_p under its
+     * firstStep(true) after {@link #releaseGradients}: each gradient the first pass produced becomes c_p under its
      * parameter's handle and is released; a parameter whose gradient existed but that the pass did not reach keeps
      * a zero c_p, as 1.13's zeroed gradient would have been kept.
      */
-    private void keepByHandle() {
+    private void keepByHandle(ParamState[] states) {
         try (PointerScope scope = new PointerScope()) {
             for (int i = 0; i < params.length; i++) {
+                ParamState st = states[i];
                 Tensor g = params[i].grad();
                 if (!g.defined()) {
-                    if (hadGrad[i]) {
-                        keepZero(i);
+                    if (st.hadGrad) {
+                        keepZero(st, params[i]);
                     }
                     continue;
                 }
-                hadGrad[i] = true;
-                Tensor h = handle[i];
+                st.hadGrad = true;
+                Tensor h = st.handle;
                 if (h == null) {
                     h = new Tensor();
                     h.retainReference();
-                    handle[i] = h;
+                    st.handle = h;
                 }
                 h.put(g); // an owning reference to the gradient: no copy, no wrapper
                 params[i].mutable_grad().reset(); // g is a view of the (now empty) field: use h from here on
@@ -344,59 +301,51 @@ public final class FusedEngine implements ProjectionEngine {
                     Tensor c = h.contiguous();
                     c.retainReference();
                     h.reset();
-                    kept[i] = c;
-                    keptAddress[i] = dataAddress(c);
+                    st.kept = c;
+                    st.keptAddress = dataAddress(c);
                 } else {
-                    kept[i] = h;
-                    keptAddress[i] = dataAddress(h);
+                    st.kept = h;
+                    st.keptAddress = dataAddress(h);
                 }
-                keptDtype[i] = dtype;
-                keptNumel[i] = numel;
-                keptContiguous[i] = true;
+                st.keptDtype = dtype;
+                st.keptNumel = numel;
+                st.keptContiguous = true;
             }
         }
         hasKept = true;
     }
 
-    private void keepZero(int i) {
-        Tensor z = zeroKept[i];
+    private static void keepZero(ParamState st, Tensor param) {
+        Tensor z = st.zeroKept;
         if (z == null) {
-            z = torch.zeros_like(params[i].detach()).contiguous();
+            z = torch.zeros_like(param.detach()).contiguous();
             z.retainReference();
-            zeroKept[i] = z;
+            st.zeroKept = z;
         }
-        kept[i] = z;
-        keptAddress[i] = dataAddress(z);
-        keptDtype[i] = dtypeCode(z.scalar_type());
-        keptNumel[i] = z.numel();
-        keptContiguous[i] = true;
+        st.kept = z;
+        st.keptAddress = dataAddress(z);
+        st.keptDtype = dtypeCode(z.scalar_type());
+        st.keptNumel = z.numel();
+        st.keptContiguous = true;
     }
 
     /**
-     * After {@link #releaseGradients()}, before a step uses the gradients: a parameter whose gradient exists in
+     * After {@link #releaseGradients}, before a step uses the gradients: a parameter whose gradient exists in
      * 1.13's terms but that the second pass did not reach gets a zero gradient, which the step projects and the
      * optimizer steps, as the reference does. Ends the release protocol.
      */
-    private void zeroMissingGradients() {
+    private void zeroMissingGradients(ParamState[] states) {
         if (!releasing) {
             return;
         }
         releasing = false;
         try (PointerScope scope = new PointerScope()) {
             for (int i = 0; i < params.length; i++) {
-                if (hadGrad[i] && !params[i].grad().defined()) {
+                if (states[i].hadGrad && !params[i].grad().defined()) {
                     params[i].mutable_grad().put(torch.zeros_like(params[i].detach())); // as AccumulateGrad lays it out
                 }
             }
         }
-    }
-
-    private void forgetInstalled(int i) {
-        if (installed[i] != null) {
-            installed[i].releaseReference();
-            installed[i] = null;
-        }
-        installedAddress[i] = 0;
     }
 
     /** Zeroes a contiguous buffer: on the host straight through its memory, on CUDA with libtorch. */
@@ -413,16 +362,18 @@ public final class FusedEngine implements ProjectionEngine {
     }
 
     @Override
-    public int secondStep(Tensor gValue, double gConstraint, double alpha, double beta, boolean checkFinite) {
-        ensureOpen();
-        zeroMissingGradients();
+    public int secondStep(ParamState[] states, Tensor gValue, double gConstraint, double alpha, double beta,
+                          boolean checkFinite) {
+        ensureOpen(states);
+        zeroMissingGradients(states);
         int options = checkFinite ? text2data_h.T2D_CHECK_FINITE() : 0;
         int count = 0;
         try (PointerScope scope = new PointerScope()) {
             // strided gradients are projected in a contiguous copy, copied back after the kernel: rare
             Tensor[] copied = null;
             for (int i = 0; i < params.length; i++) {
-                if (kept[i] == null) {
+                ParamState st = states[i];
+                if (st.kept == null) {
                     // no unconditional gradient: c_p = 0, g_p unchanged (documented deviation); the base
                     // optimizer still uses g_p, so it is checked here (one host read, only for such tensors)
                     if (checkFinite) {
@@ -441,18 +392,18 @@ public final class FusedEngine implements ProjectionEngine {
                 long gNumel;
                 int gDtype;
                 boolean gContiguous;
-                if (gAddress != 0 && gAddress == installedAddress[i] && g.numel() == installedNumel[i]) {
+                if (gAddress != 0 && gAddress == st.installedAddress && g.numel() == st.installedNumel) {
                     // the buffer firstStep installed, accumulated into in place: its metadata is known
                     gDevice = cDevice;
-                    gNumel = installedNumel[i];
-                    gDtype = installedDtype[i];
+                    gNumel = st.installedNumel;
+                    gDtype = st.installedDtype;
                     gContiguous = true;
                 } else {
                     gDevice = g.is_cuda() ? Math.max(device, 0) : -1;
                     gNumel = g.numel();
                     gDtype = dtypeCode(g.scalar_type());
                     gContiguous = g.is_contiguous();
-                    if (!gContiguous && g.is_same_size(kept[i])) {
+                    if (!gContiguous && g.is_same_size(st.kept)) {
                         if (copied == null) {
                             copied = new Tensor[params.length];
                         }
@@ -462,15 +413,15 @@ public final class FusedEngine implements ProjectionEngine {
                     }
                 }
                 table.set(ValueLayout.JAVA_LONG, base + OFF_GRAD, gAddress);
-                table.set(ValueLayout.JAVA_LONG, base + OFF_CONSTRAINT, keptAddress[i]);
+                table.set(ValueLayout.JAVA_LONG, base + OFF_CONSTRAINT, st.keptAddress);
                 table.set(ValueLayout.JAVA_LONG, base + OFF_NUMEL, gNumel);
-                table.set(ValueLayout.JAVA_LONG, base + OFF_CNUMEL, keptNumel[i]);
+                table.set(ValueLayout.JAVA_LONG, base + OFF_CNUMEL, st.keptNumel);
                 table.set(ValueLayout.JAVA_INT, base + OFF_DTYPE, gDtype);
-                table.set(ValueLayout.JAVA_INT, base + OFF_CDTYPE, keptDtype[i]);
+                table.set(ValueLayout.JAVA_INT, base + OFF_CDTYPE, st.keptDtype);
                 table.set(ValueLayout.JAVA_INT, base + OFF_DEVICE, gDevice);
                 table.set(ValueLayout.JAVA_INT, base + OFF_CDEVICE, cDevice);
                 int flags = (gContiguous ? text2data_h.T2D_GRAD_CONTIGUOUS() : 0)
-                        | (keptContiguous[i] ? text2data_h.T2D_CONSTRAINT_CONTIGUOUS() : 0);
+                        | (st.keptContiguous ? text2data_h.T2D_CONSTRAINT_CONTIGUOUS() : 0);
                 table.set(ValueLayout.JAVA_INT, base + OFF_FLAGS, flags);
                 table.set(ValueLayout.JAVA_INT, base + OFF_RESERVED, 0);
                 slotParam[count] = i;
@@ -534,7 +485,7 @@ public final class FusedEngine implements ProjectionEngine {
      * gradients, state, step counts). On CUDA nothing waits for the device: such a step is skipped on the device and
      * counted in the step status ({@link #readStepStatus()}).
      *
-     * @param states each parameter's optimizer state, one per parameter
+     * @param states the per-parameter records, one per parameter: the optimizer state and the kept gradients
      * @param o the optimizer and its options
      * @param gValue the unconditional loss, a one-element tensor on the parameters' device; unused (may be null)
      *     when {@code project} is false
@@ -547,13 +498,10 @@ public final class FusedEngine implements ProjectionEngine {
      * @throws IllegalArgumentException if a gradient does not fit its parameter or its kept constraint gradient, or a
      *     parameter is not contiguous
      */
-    public int optimizerStep(FusedOptimizer.ParamState[] states, FusedOptimizer.Options o, Tensor gValue,
+    public int optimizerStep(ParamState[] states, FusedOptimizer.Options o, Tensor gValue,
                              double gConstraint, double alpha, double beta, boolean project) {
-        ensureOpen();
-        zeroMissingGradients();
-        if (states.length != params.length) {
-            throw new IllegalArgumentException(states.length + " optimizer states for " + params.length + " parameters");
-        }
+        ensureOpen(states);
+        zeroMissingGradients(states);
         int nStates = o.stateNames().length;
         int count = 0;
         int projected = 0;
@@ -561,6 +509,7 @@ public final class FusedEngine implements ProjectionEngine {
         try (PointerScope scope = new PointerScope()) {
             Tensor[] copied = null; // strided gradients, stepped in a contiguous copy and copied back: rare
             for (int i = 0; i < params.length; i++) {
+                ParamState st = states[i];
                 Tensor g = params[i].grad();
                 if (!g.defined()) {
                     continue; // as libtorch: a parameter without a gradient is not stepped
@@ -574,7 +523,7 @@ public final class FusedEngine implements ProjectionEngine {
                             + "optimizer needs contiguous parameters (use OptimizerSpec.fused(false))");
                 }
                 long gAddress = dataAddress(g);
-                boolean installedBuffer = gAddress != 0 && gAddress == installedAddress[i] && g.numel() == installedNumel[i];
+                boolean installedBuffer = gAddress != 0 && gAddress == st.installedAddress && g.numel() == st.installedNumel;
                 if (!installedBuffer) {
                     if (g.numel() != numel || dtypeCode(g.scalar_type()) != dtype) {
                         throw new IllegalArgumentException("parameter '" + names[i] + "': its gradient "
@@ -590,15 +539,14 @@ public final class FusedEngine implements ProjectionEngine {
                     }
                 }
                 long cAddress = 0;
-                if (project && kept[i] != null) {
-                    if (keptNumel[i] != numel || keptDtype[i] != dtype) {
+                if (project && st.kept != null) {
+                    if (st.keptNumel != numel || st.keptDtype != dtype) {
                         throw new IllegalArgumentException("parameter '" + names[i] + "': its gradient does not fit its "
-                                + "unconditional gradient (" + keptNumel[i] + " elements of dtype code " + keptDtype[i] + ")");
+                                + "unconditional gradient (" + st.keptNumel + " elements of dtype code " + st.keptDtype + ")");
                     }
-                    cAddress = keptContiguous[i] ? keptAddress[i] : dataAddress(kept[i].contiguous());
+                    cAddress = st.keptContiguous ? st.keptAddress : dataAddress(st.kept.contiguous());
                     projected++;
                 }
-                FusedOptimizer.ParamState st = states[i];
                 st.ensure(o, p);
                 long row = ROW_SIZE * count;
                 paramTable.set(ValueLayout.JAVA_LONG, row + ROW_PARAM, pAddress);
@@ -653,7 +601,7 @@ public final class FusedEngine implements ProjectionEngine {
             }
             ok = true;
         } finally {
-            for (FusedOptimizer.ParamState st : states) {
+            for (ParamState st : states) {
                 if (!ok) {
                     st.discardFresh(); // a refused first step leaves no state behind, as before the call
                 }
@@ -771,46 +719,26 @@ public final class FusedEngine implements ProjectionEngine {
         return hasKept;
     }
 
-    /** Moves kept c_p into the spare slots (their buffers are reused), so nothing is kept. */
-    private void releaseKept() {
-        for (int i = 0; i < kept.length; i++) {
-            if (kept[i] == handle[i] && kept[i] != null) {
-                handle[i].reset(); // drop the reference: the memory goes back to libtorch
-                kept[i] = null;
-            } else if (kept[i] != null && kept[i] == zeroKept[i]) {
-                kept[i] = null;
-            } else if (kept[i] != null) {
-                if (spare[i] != null) {
-                    spare[i].releaseReference();
-                }
-                spare[i] = kept[i];
-                spareAddress[i] = keptContiguous[i] ? keptAddress[i] : 0;
-                spareDtype[i] = keptContiguous[i] ? keptDtype[i] : -1; // a non-contiguous buffer is never reused
-                spareNumel[i] = keptNumel[i];
-                kept[i] = null;
-            }
+    /** Stops keeping c_p (see {@link ParamState#releaseKept()}), so nothing is kept. */
+    private void releaseKept(ParamState[] states) {
+        for (ParamState st : states) {
+            st.releaseKept();
         }
         hasKept = false;
     }
 
+    /**
+     * Releases the engine's own native resources (its tables and the CUDA step status). The per-parameter records
+     * are their owner's: closing them releases the gradient buffers and the optimizer state.
+     */
     @Override
     public void close() {
         if (closed) {
             return;
         }
         closed = true;
-        releaseKept();
-        for (int i = 0; i < installed.length; i++) {
-            forgetInstalled(i);
-        }
-        for (int i = 0; i < spare.length; i++) {
-            for (Tensor[] held : new Tensor[][] {spare, handle, zeroKept}) {
-                if (held[i] != null) {
-                    held[i].releaseReference();
-                    held[i] = null;
-                }
-            }
-        }
+        hasKept = false;
+        releasing = false;
         if (stepStatus != null) {
             stepStatus.releaseReference();
             stepStatus = null;
@@ -818,10 +746,12 @@ public final class FusedEngine implements ProjectionEngine {
         arena.close();
     }
 
-    private void ensureOpen() {
+    /** Refuses a closed engine and records that are not one per parameter. */
+    private void ensureOpen(ParamState[] states) {
         if (closed) {
             throw new IllegalStateException("engine is closed");
         }
+        Engines.checkStates(states, params.length);
     }
 
     /** libtorch's current CUDA stream, found reflectively so that CPU-only builds need no CUDA classes. */

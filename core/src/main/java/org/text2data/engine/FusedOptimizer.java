@@ -1,14 +1,7 @@
 package org.text2data.engine;
 
 import java.lang.foreign.MemorySegment;
-import java.util.LinkedHashMap;
-import java.util.Map;
 
-import org.bytedeco.javacpp.PointerScope;
-import org.bytedeco.pytorch.Scalar;
-import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.TensorOptions;
-import org.bytedeco.pytorch.global.torch;
 import org.text2data.ffi.t2d_optimizer;
 import org.text2data.ffi.text2data_h;
 
@@ -17,7 +10,8 @@ import org.text2data.ffi.text2data_h;
  * they update. The step itself is {@link FusedEngine#optimizerStep}: one native call over every parameter that
  * projects its gradient and updates the parameter and this state in the same pass over memory, with libtorch's
  * operation order. The state is PyTorch's: a step count and {@code exp_avg}, {@code exp_avg_sq},
- * {@code max_exp_avg_sq} (Adam, AdamW) or {@code momentum_buffer} (SGD), each like the parameter.
+ * {@code max_exp_avg_sq} (Adam, AdamW) or {@code momentum_buffer} (SGD), each like the parameter, kept in each
+ * parameter's {@link ParamState}.
  */
 public final class FusedOptimizer {
 
@@ -97,139 +91,4 @@ public final class FusedOptimizer {
             t2d_optimizer.dampening(o, dampening);
         }
     }
-
-    /**
-     * One parameter's optimizer state: its step count (a one-element int64 tensor on the parameter's device, which
-     * the kernel increments) and its state buffers, created at the parameter's first step as libtorch creates them.
-     * Owned by the constraint; {@link #close()} releases the tensors.
-     */
-    public static final class ParamState implements AutoCloseable {
-        /** The state buffers in the kernel's order (null until created). */
-        final Tensor[] buffers = new Tensor[3];
-        Tensor step;
-        /** Whether the buffers were created by the call in progress (dropped again if it is refused). */
-        boolean fresh;
-
-        /** Creates an empty state: no step taken. */
-        public ParamState() {
-        }
-
-        /** Creates the step count and the buffers {@code o} needs, zero, like {@code param}, where missing. */
-        void ensure(Options o, Tensor param) {
-            int n = o.stateNames().length;
-            if (step == null) {
-                try (PointerScope scope = new PointerScope()) {
-                    Tensor s = param.detach().new_zeros(new long[0], new TensorOptions(torch.ScalarType.Long));
-                    s.retainReference();
-                    step = s;
-                }
-                fresh = true;
-            }
-            for (int k = 0; k < n; k++) {
-                if (buffers[k] == null) {
-                    Tensor b = torch.zeros_like(param.detach());
-                    b.retainReference();
-                    buffers[k] = b;
-                    fresh = true;
-                }
-            }
-        }
-
-        /** Drops what {@link #ensure} created for a call that was refused: the state is as before the call. */
-        void discardFresh() {
-            if (fresh) {
-                close();
-                fresh = false;
-            }
-        }
-
-        /**
-         * The step count (reads the device when the state lives on a GPU).
-         *
-         * @return the steps this parameter has taken
-         */
-        public long steps() {
-            if (step == null) {
-                return 0;
-            }
-            try (PointerScope scope = new PointerScope()) {
-                return step.item_long();
-            }
-        }
-
-        /**
-         * The state as PyTorch names it, or null where PyTorch has none (before the first step; SGD without
-         * momentum): integer fields ({@code step} for Adam and AdamW) and tensors (the live buffers, not copies).
-         *
-         * @param o the optimizer's options
-         * @param ints receives the integer fields
-         * @return the tensors by name, or null for no state
-         */
-        public Map<String, Tensor> view(Options o, Map<String, Long> ints) {
-            long s = steps();
-            String[] names = o.stateNames();
-            if (s == 0 || (names.length == 0 && !o.savesStep())) {
-                return null;
-            }
-            if (o.savesStep()) {
-                ints.put("step", s);
-            }
-            Map<String, Tensor> out = new LinkedHashMap<>();
-            for (int k = 0; k < names.length; k++) {
-                out.put(names[k], buffers[k]);
-            }
-            return out;
-        }
-
-        /**
-         * Replaces this state by a saved one (see {@link #view}): the buffers are copied into new tensors like
-         * {@code param}; a null {@code tensors} means no state.
-         *
-         * @param o the optimizer's options
-         * @param steps the saved step count (for SGD, which saves none: 1 when a momentum buffer is given)
-         * @param tensors the saved buffers by name, or null for none
-         * @param param the parameter
-         */
-        public void load(Options o, long steps, Map<String, Tensor> tensors, Tensor param) {
-            close();
-            if (tensors == null) {
-                return;
-            }
-            ensure(o, param);
-            fresh = false;
-            String[] names = o.stateNames();
-            try (PointerScope scope = new PointerScope()) {
-                for (int k = 0; k < names.length; k++) {
-                    buffers[k].copy_(tensors.get(names[k]));
-                }
-                step.fill_(new Scalar(steps));
-            }
-        }
-
-        /** The data address of buffer k (0 if there is none). */
-        long address(int k) {
-            return buffers[k] == null ? 0 : FusedEngine.dataAddress(buffers[k]);
-        }
-
-        /** Writes the step count's address into a row's {@code step} field. */
-        long stepAddress() {
-            return FusedEngine.dataAddress(step);
-        }
-
-        /** Releases the tensors; the state is empty afterwards. */
-        @Override
-        public void close() {
-            for (int k = 0; k < buffers.length; k++) {
-                if (buffers[k] != null) {
-                    buffers[k].releaseReference();
-                    buffers[k] = null;
-                }
-            }
-            if (step != null) {
-                step.releaseReference();
-                step = null;
-            }
-        }
-    }
-
 }

@@ -11,12 +11,13 @@ import org.bytedeco.pytorch.global.torch;
 /**
  * The reference engine: the projection written with plain libtorch tensor operations, per tensor, in
  * the order the Python reference computes it. It stays the yardstick the fused engine is tested against.
+ * The kept gradients are copies, held in the caller's {@link ParamState} records.
  */
 public final class PlainEngine implements ProjectionEngine {
 
     private final Tensor[] params;
     private final String[] names;
-    private final Tensor[] constraintGrads;
+    /** Whether the last {@link #firstStep} kept constraint gradients that have not been released since. */
     private boolean kept;
 
     /**
@@ -37,7 +38,6 @@ public final class PlainEngine implements ProjectionEngine {
     public PlainEngine(Tensor[] params, String[] names) {
         this.params = params.clone();
         this.names = names.clone();
-        this.constraintGrads = new Tensor[params.length];
     }
 
     @Override
@@ -46,15 +46,16 @@ public final class PlainEngine implements ProjectionEngine {
     }
 
     @Override
-    public void firstStep(boolean zeroGrad) {
-        releaseKept();
+    public void firstStep(ParamState[] states, boolean zeroGrad) {
+        Engines.checkStates(states, params.length);
+        releaseKept(states);
         try (PointerScope scope = new PointerScope()) {
             for (int i = 0; i < params.length; i++) {
                 Tensor g = params[i].grad();
                 if (g.defined()) {
                     Tensor c = g.detach().clone();
                     c.retainReference(); // outlives the scope
-                    constraintGrads[i] = c;
+                    states[i].kept = c;
                     if (zeroGrad) {
                         g.zero_();
                     }
@@ -65,7 +66,9 @@ public final class PlainEngine implements ProjectionEngine {
     }
 
     @Override
-    public int secondStep(Tensor gValue, double gConstraint, double alpha, double beta, boolean checkFinite) {
+    public int secondStep(ParamState[] states, Tensor gValue, double gConstraint, double alpha, double beta,
+                          boolean checkFinite) {
+        Engines.checkStates(states, params.length);
         try (PointerScope scope = new PointerScope();
              Scalar a = new Scalar(alpha);
              Scalar b = new Scalar(beta);
@@ -88,7 +91,7 @@ public final class PlainEngine implements ProjectionEngine {
                 if (!g.defined()) {
                     continue;
                 }
-                Tensor c = constraintGrads[i];
+                Tensor c = states[i].kept;
                 if (c == null) {
                     // documented deviation: no unconditional gradient, no projection; the base optimizer
                     // still uses g, so it is still checked
@@ -115,7 +118,7 @@ public final class PlainEngine implements ProjectionEngine {
                 requireFinite(index, norms, dots, m, unprojected, unprojectedGrads, u);
             }
             for (int k = 0; k < m; k++) {
-                Tensor c = constraintGrads[index[k]];
+                Tensor c = states[index[k]].kept;
                 Tensor n = norms[k];
                 Tensor phi = torch.minimum(excess, n.mul(b));
                 Tensor lam = torch.relu(phi.sub(dots[k]).div(n.add(eps)));
@@ -178,16 +181,18 @@ public final class PlainEngine implements ProjectionEngine {
         return kept;
     }
 
+    /** Holds nothing of its own: the kept gradients are in the records, released by their owner. */
     @Override
     public void close() {
-        releaseKept();
+        kept = false;
     }
 
-    private void releaseKept() {
-        for (int i = 0; i < constraintGrads.length; i++) {
-            if (constraintGrads[i] != null) {
-                constraintGrads[i].close();
-                constraintGrads[i] = null;
+    /** Drops the kept copies (the plain engine reuses no buffer). */
+    private void releaseKept(ParamState[] states) {
+        for (ParamState st : states) {
+            if (st.kept != null) {
+                st.kept.close();
+                st.kept = null;
             }
         }
         kept = false;

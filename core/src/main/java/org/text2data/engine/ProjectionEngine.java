@@ -5,9 +5,11 @@ import org.bytedeco.pytorch.Tensor;
 /**
  * Computes Text2Data's two gradient steps over a fixed list of parameter tensors.
  *
- * <p>An engine belongs to one {@code Constraint}: it is created for that constraint's parameters and
- * keeps the per-parameter constraint gradients {@code c_p} between {@link #firstStep} and
- * {@link #secondStep}. The math, per tensor (see the conformance README):
+ * <p>An engine belongs to one {@code Constraint}: it is created for that constraint's parameters and is a
+ * function over the constraint's per-parameter records ({@link ParamState}, one per parameter, in the
+ * parameters' order, passed to every call), which keep the constraint gradients {@code c_p} between
+ * {@link #firstStep} and {@link #secondStep}; the engine keeps nothing per parameter. The math, per tensor
+ * (see the conformance README):
  *
  * <pre>
  *   n_p   = ||c_p||^2
@@ -33,9 +35,11 @@ public interface ProjectionEngine extends AutoCloseable {
      * gradient is left defined and zero afterwards (PyTorch 1.13's {@code zero_grad()} semantics, which
      * the reference relies on), so that the conditional backward accumulates into zeros.
      *
+     * @param states the per-parameter records, one per parameter; they receive the kept gradients
      * @param zeroGrad whether to zero the gradients after keeping them
+     * @throws IllegalArgumentException if {@code states} is not one record per parameter
      */
-    void firstStep(boolean zeroGrad);
+    void firstStep(ParamState[] states, boolean zeroGrad);
 
     /**
      * Begins a step in which the engine may hold gradients by handle instead of zeroing them (PyTorch 2's
@@ -46,14 +50,15 @@ public interface ProjectionEngine extends AutoCloseable {
      * began, or got one in the first pass, but none in the second) a zero gradient. The values are those of zeroing.
      * An engine that does not do this returns false, and the caller zeroes the gradients itself.
      *
+     * @param states the per-parameter records, one per parameter
      * @return whether the gradients were released (false: nothing was done)
      */
-    default boolean releaseGradients() {
+    default boolean releaseGradients(ParamState[] states) {
         return false;
     }
 
     /**
-     * Ends the step {@link #releaseGradients()} began, whether or not it got as far as {@link #secondStep}: later
+     * Ends the step {@link #releaseGradients} began, whether or not it got as far as {@link #secondStep}: later
      * calls follow the zeroing protocol again. Does nothing for an engine that does not release gradients.
      */
     default void endStep() {
@@ -73,6 +78,7 @@ public interface ProjectionEngine extends AutoCloseable {
      * On CUDA the check costs one host sync (two when a gradient is not projected); without it the
      * step makes none.
      *
+     * @param states the per-parameter records, one per parameter, holding the kept gradients
      * @param gValue the unconditional loss, a 0-dim tensor on the parameters' device
      * @param gConstraint the bound on the unconditional loss
      * @param alpha the factor of the loss's excess over {@code gConstraint}
@@ -80,10 +86,10 @@ public interface ProjectionEngine extends AutoCloseable {
      * @param checkFinite whether to check the gradients for NaN and infinity
      * @return the number of tensors projected
      * @throws NonFiniteGradientException if {@code checkFinite} is true and a gradient holds a NaN or an infinity
-     * @throws IllegalArgumentException if a gradient does not fit its kept constraint gradient, or {@code gValue}
-     *     is on the wrong device or holds more than one element
+     * @throws IllegalArgumentException if a gradient does not fit its kept constraint gradient, {@code gValue}
+     *     is on the wrong device or holds more than one element, or {@code states} is not one record per parameter
      */
-    int secondStep(Tensor gValue, double gConstraint, double alpha, double beta, boolean checkFinite);
+    int secondStep(ParamState[] states, Tensor gValue, double gConstraint, double alpha, double beta, boolean checkFinite);
 
     /**
      * Whether {@link #firstStep} has kept constraint gradients that {@link #secondStep} can use.
@@ -92,7 +98,10 @@ public interface ProjectionEngine extends AutoCloseable {
      */
     boolean hasConstraintGrads();
 
-    /** Releases the kept constraint gradients and any native resources. Idempotent. */
+    /**
+     * Releases the engine's own native resources. Idempotent. The per-parameter records are their owner's to close
+     * ({@link ParamState#close()} releases the kept gradients and every other buffer).
+     */
     @Override
     void close();
 }

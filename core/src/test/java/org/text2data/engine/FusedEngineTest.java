@@ -115,10 +115,11 @@ class FusedEngineTest {
                     setGrad(pb[i], tensor(cs.get(i), shapes.get(i), type));
                 }
             }
-            try (PlainEngine plain = new PlainEngine(pa); FusedEngine fused = new FusedEngine(pb)) {
+            try (Records rp = new Records(n); Records rf = new Records(n);
+                 PlainEngine plain = new PlainEngine(pa); FusedEngine fused = new FusedEngine(pb)) {
                 assertThat(fused.name()).isEqualTo("fused-cpu");
-                plain.firstStep(true);
-                fused.firstStep(true);
+                plain.firstStep(rp.all, true);
+                fused.firstStep(rf.all, true);
                 assertThat(fused.hasConstraintGrads()).isTrue();
                 int expectedCount = 0;
                 for (int i = 0; i < n; i++) {
@@ -144,8 +145,8 @@ class FusedEngineTest {
                         exact[i] = org.text2data.ProjectionOracle.project(g, c, excess, beta);
                     }
                 }
-                int ca = plain.secondStep(scalar(gValue, type), gConstraint, alpha, beta, false);
-                int cb = fused.secondStep(scalar(gValue, type), gConstraint, alpha, beta, false);
+                int ca = plain.secondStep(rp.all, scalar(gValue, type), gConstraint, alpha, beta, false);
+                int cb = fused.secondStep(rf.all, scalar(gValue, type), gConstraint, alpha, beta, false);
                 assertThat(cb).isEqualTo(ca).isEqualTo(expectedCount);
                 for (int i = 0; i < n; i++) {
                     assertClose(values(pb[i].grad()), exact[i], tol, "parameter " + i + " against float64");
@@ -252,13 +253,13 @@ class FusedEngineTest {
                     params[i] = param(shape, type);
                     setGrad(params[i], tensor(doubles(t.getAsJsonArray("constraint_grad")), shape, type));
                 }
-                try (FusedEngine fused = new FusedEngine(params)) {
-                    fused.firstStep(true);
+                try (Records rf = new Records(params.length); FusedEngine fused = new FusedEngine(params)) {
+                    fused.firstStep(rf.all, true);
                     for (int i = 0; i < ts.size(); i++) {
                         JsonObject t = ts.get(i).getAsJsonObject();
                         params[i].grad().add_(tensor(doubles(t.getAsJsonArray("grad")), longs(t.getAsJsonArray("shape")), type));
                     }
-                    int count = fused.secondStep(scalar(c.get("g_value").getAsDouble(), type),
+                    int count = fused.secondStep(rf.all, scalar(c.get("g_value").getAsDouble(), type),
                             c.get("g_constraint").getAsDouble(), c.get("alpha").getAsDouble(), c.get("beta").getAsDouble(), true);
                     assertThat(count).isEqualTo(ts.size());
                     for (int i = 0; i < ts.size(); i++) {
@@ -298,12 +299,12 @@ class FusedEngineTest {
         try (PointerScope scope = new PointerScope()) {
             Tensor p = param(new long[] {4, 5}, ScalarType.Double);
             p.detach().copy_(torch.randn(4, 5).to(ScalarType.Double));
-            try (FusedEngine fused = new FusedEngine(new Tensor[] {p})) {
+            try (Records rf = new Records(1); FusedEngine fused = new FusedEngine(new Tensor[] {p})) {
                 for (int step = 0; step < 3; step++) {
                     p.mul(p).sum().backward(); // grad = 2p
                     double[] c = values(p.grad());
                     long before = address(p.grad());
-                    fused.firstStep(true);
+                    fused.firstStep(rf.all, true);
                     long fresh = address(p.grad());
                     assertThat(fresh).as("new gradient buffer").isNotEqualTo(before);
                     assertThat(values(p.grad())).containsOnly(0.0);
@@ -314,7 +315,7 @@ class FusedEngineTest {
                     double[] three = new double[c.length];
                     java.util.Arrays.fill(three, 3.0);
                     double lam = org.text2data.ProjectionOracle.lam(three, c, 1e9, 1.0);
-                    fused.secondStep(scalar(1e9, ScalarType.Double), 0.0, 1.0, 1.0, false);
+                    fused.secondStep(rf.all, scalar(1e9, ScalarType.Double), 0.0, 1.0, 1.0, false);
                     double[] g = values(p.grad());
                     for (int k = 0; k < g.length; k++) {
                         assertThat(g[k]).isCloseTo(3 + lam * c[k], org.assertj.core.data.Offset.offset(1e-12));
@@ -335,17 +336,17 @@ class FusedEngineTest {
     void swapReusesThePreviousConstraintBuffer() {
         try (PointerScope scope = new PointerScope()) {
             Tensor p = param(new long[] {10}, ScalarType.Float);
-            try (FusedEngine fused = new FusedEngine(new Tensor[] {p})) {
+            try (Records rf = new Records(1); FusedEngine fused = new FusedEngine(new Tensor[] {p})) {
                 setGrad(p, torch.ones(10).to(ScalarType.Float));
                 long a = address(p.grad());
-                fused.firstStep(true);
+                fused.firstStep(rf.all, true);
                 long b = address(p.grad());
                 p.grad().add_(torch.ones(10).to(ScalarType.Float));
-                fused.secondStep(scalar(5, ScalarType.Float), 0, 1, 1, false);
-                fused.firstStep(true); // the old c_p (buffer a) becomes the gradient, b is kept
+                fused.secondStep(rf.all, scalar(5, ScalarType.Float), 0, 1, 1, false);
+                fused.firstStep(rf.all, true); // the old c_p (buffer a) becomes the gradient, b is kept
                 assertThat(address(p.grad())).isEqualTo(a);
                 assertThat(values(p.grad())).containsOnly(0.0);
-                fused.firstStep(true);
+                fused.firstStep(rf.all, true);
                 assertThat(address(p.grad())).isEqualTo(b);
             }
             p.releaseReference();
@@ -361,22 +362,23 @@ class FusedEngineTest {
             setGrad(p, tensor(c, new long[] {6}, ScalarType.Double));
             setGrad(q, tensor(c, new long[] {6}, ScalarType.Double));
             long before = address(p.grad());
-            try (FusedEngine fused = new FusedEngine(new Tensor[] {p}); PlainEngine plain = new PlainEngine(new Tensor[] {q})) {
-                fused.firstStep(false);
-                plain.firstStep(false);
+            try (Records rf = new Records(1); Records rp = new Records(1);
+                 FusedEngine fused = new FusedEngine(new Tensor[] {p}); PlainEngine plain = new PlainEngine(new Tensor[] {q})) {
+                fused.firstStep(rf.all, false);
+                plain.firstStep(rp.all, false);
                 assertThat(address(p.grad())).isEqualTo(before);
                 assertThat(values(p.grad())).containsExactly(c);
                 double[] g = {0.5, 1, -1, 2, 3, -4};
                 p.grad().add_(tensor(g, new long[] {6}, ScalarType.Double));
                 q.grad().add_(tensor(g, new long[] {6}, ScalarType.Double));
-                fused.secondStep(scalar(4, ScalarType.Double), 1, 1, 1, false);
-                plain.secondStep(scalar(4, ScalarType.Double), 1, 1, 1, false);
+                fused.secondStep(rf.all, scalar(4, ScalarType.Double), 1, 1, 1, false);
+                plain.secondStep(rp.all, scalar(4, ScalarType.Double), 1, 1, 1, false);
                 assertClose(values(p.grad()), values(q.grad()), 1e-14, "projected");
                 // again, reusing the copy buffer
-                fused.firstStep(false);
-                plain.firstStep(false);
-                fused.secondStep(scalar(4, ScalarType.Double), 1, 1, 1, false);
-                plain.secondStep(scalar(4, ScalarType.Double), 1, 1, 1, false);
+                fused.firstStep(rf.all, false);
+                plain.firstStep(rp.all, false);
+                fused.secondStep(rf.all, scalar(4, ScalarType.Double), 1, 1, 1, false);
+                plain.secondStep(rp.all, scalar(4, ScalarType.Double), 1, 1, 1, false);
                 assertClose(values(p.grad()), values(q.grad()), 1e-14, "projected twice");
             }
             p.releaseReference();
@@ -394,8 +396,8 @@ class FusedEngineTest {
             for (Tensor p : ps) {
                 setGrad(p, torch.randn(p.numel()).reshape(shapeOf(p)).to(ScalarType.Float));
             }
-            try (FusedEngine fused = new FusedEngine(ps)) {
-                fused.firstStep(true);
+            try (Records rf = new Records(ps.length); FusedEngine fused = new FusedEngine(ps)) {
+                fused.firstStep(rf.all, true);
                 for (Tensor p : ps) {
                     p.grad().add_(torch.randn(p.numel()).reshape(shapeOf(p)).to(ScalarType.Float));
                 }
@@ -404,7 +406,7 @@ class FusedEngineTest {
                 for (int i = 0; i < ps.length; i++) {
                     before[i] = values(ps[i].grad());
                 }
-                var thrown = assertThatThrownBy(() -> fused.secondStep(scalar(100, ScalarType.Float), 0, 1, 1, false)).isInstanceOf(type);
+                var thrown = assertThatThrownBy(() -> fused.secondStep(rf.all, scalar(100, ScalarType.Float), 0, 1, 1, false)).isInstanceOf(type);
                 for (String part : messageParts) {
                     thrown.hasMessageContaining(part);
                 }
@@ -435,7 +437,8 @@ class FusedEngineTest {
             Tensor c1 = torch.randn(3).to(ScalarType.Double);
             Tensor g0 = torch.randn(5, 4).to(ScalarType.Double).t();
             Tensor g1 = torch.randn(3).to(ScalarType.Double);
-            try (PlainEngine plain = new PlainEngine(pa); FusedEngine fused = new FusedEngine(pb)) {
+            try (Records rp = new Records(2); Records rf = new Records(2);
+                 PlainEngine plain = new PlainEngine(pa); FusedEngine fused = new FusedEngine(pb)) {
                 for (int k = 0; k < 2; k++) { // the second round finds the first round's buffers in place
                     Tensor[][] sets = {pa, pb};
                     for (Tensor[] ps : sets) {
@@ -443,15 +446,15 @@ class FusedEngineTest {
                         setGrad(ps[1], c1.clone());
                     }
                     assertThat(pb[0].grad().is_contiguous()).isFalse();
-                    plain.firstStep(true);
-                    fused.firstStep(true);
+                    plain.firstStep(rp.all, true);
+                    fused.firstStep(rf.all, true);
                     for (Tensor[] ps : sets) {
                         ps[0].grad().add_(g0);
                         ps[1].grad().add_(g1);
                     }
                     assertThat(pb[0].grad().is_contiguous()).isFalse();
-                    assertThat(plain.secondStep(scalar(100, ScalarType.Double), 0, 1, 1, true)).isEqualTo(2);
-                    assertThat(fused.secondStep(scalar(100, ScalarType.Double), 0, 1, 1, true)).isEqualTo(2);
+                    assertThat(plain.secondStep(rp.all, scalar(100, ScalarType.Double), 0, 1, 1, true)).isEqualTo(2);
+                    assertThat(fused.secondStep(rf.all, scalar(100, ScalarType.Double), 0, 1, 1, true)).isEqualTo(2);
                     for (int i = 0; i < 2; i++) {
                         assertClose(values(pb[i].grad()), values(pa[i].grad()), 1e-12, "parameter " + i);
                     }
@@ -472,10 +475,11 @@ class FusedEngineTest {
             for (Tensor p : ps) {
                 setGrad(p, torch.randn(3).to(ScalarType.Float));
             }
-            try (FusedEngine fused = new FusedEngine(ps, new String[] {"enc.weight", "enc.bias"})) {
-                fused.firstStep(true);
+            try (Records rf = new Records(ps.length);
+                 FusedEngine fused = new FusedEngine(ps, new String[] {"enc.weight", "enc.bias"})) {
+                fused.firstStep(rf.all, true);
                 setGrad(ps[1], torch.randn(3).to(ScalarType.Double));
-                assertThatThrownBy(() -> fused.secondStep(scalar(1, ScalarType.Float), 0, 1, 1, true))
+                assertThatThrownBy(() -> fused.secondStep(rf.all, scalar(1, ScalarType.Float), 0, 1, 1, true))
                         .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("parameter 'enc.bias'")
                         .hasMessageContaining("float64");
             }
@@ -510,16 +514,16 @@ class FusedEngineTest {
             for (Tensor p : ps) {
                 setGrad(p, torch.randn(8).to(ScalarType.Float));
             }
-            try (FusedEngine fused = new FusedEngine(ps)) {
-                fused.firstStep(true);
+            try (Records rf = new Records(ps.length); FusedEngine fused = new FusedEngine(ps)) {
+                fused.firstStep(rf.all, true);
                 ps[0].grad().add_(torch.randn(8).to(ScalarType.Float));
                 ps[1].grad().add_(tensor(new double[] {1, 2, Double.NaN, 4, 5, 6, 7, 8}, new long[] {8}, ScalarType.Float));
-                assertThatThrownBy(() -> fused.secondStep(scalar(100, ScalarType.Float), 0, 1, 1, true))
+                assertThatThrownBy(() -> fused.secondStep(rf.all, scalar(100, ScalarType.Float), 0, 1, 1, true))
                         .isInstanceOf(NonFiniteGradientException.class)
                         .hasMessage("its gradient holds a NaN or an infinity")
                         .satisfies(e -> assertThat(((NonFiniteGradientException) e).tensorIndex()).isEqualTo(1));
                 // without the check, NaN propagates as with libtorch ops
-                assertThat(fused.secondStep(scalar(100, ScalarType.Float), 0, 1, 1, false)).isEqualTo(2);
+                assertThat(fused.secondStep(rf.all, scalar(100, ScalarType.Float), 0, 1, 1, false)).isEqualTo(2);
             }
             for (Tensor p : ps) {
                 p.releaseReference();
@@ -531,12 +535,85 @@ class FusedEngineTest {
     void noKeptGradientsMeansNothingIsProjected() {
         try (PointerScope scope = new PointerScope()) {
             Tensor p = param(new long[] {3}, ScalarType.Float);
-            try (FusedEngine fused = new FusedEngine(new Tensor[] {p})) {
+            try (Records rf = new Records(1); FusedEngine fused = new FusedEngine(new Tensor[] {p})) {
                 assertThat(fused.hasConstraintGrads()).isFalse();
-                fused.firstStep(true); // no gradient at all: nothing kept
+                fused.firstStep(rf.all, true); // no gradient at all: nothing kept
                 setGrad(p, torch.ones(3).to(ScalarType.Float));
-                assertThat(fused.secondStep(scalar(1, ScalarType.Float), 0, 1, 1, false)).isZero();
+                assertThat(fused.secondStep(rf.all, scalar(1, ScalarType.Float), 0, 1, 1, false)).isZero();
                 assertThat(values(p.grad())).containsOnly(1.0);
+            }
+            p.releaseReference();
+        }
+    }
+
+    /** One record per parameter, as a Constraint makes them, closed with the try block that made them. */
+    static final class Records implements AutoCloseable {
+        final ParamState[] all;
+
+        Records(int n) {
+            all = new ParamState[n];
+            for (int i = 0; i < n; i++) {
+                all[i] = new ParamState();
+            }
+        }
+
+        @Override
+        public void close() {
+            for (ParamState st : all) {
+                st.close();
+            }
+        }
+    }
+
+    @Test
+    void theRecordsHoldTheKeptGradientsNotTheEngine() {
+        // c_p is kept by one engine and used by another, built afresh: only the records carry it from one to the
+        // other (an engine keeping c_p itself would hand the second one nothing, and it would project nothing)
+        try (PointerScope scope = new PointerScope()) {
+            Tensor p = param(new long[] {6}, ScalarType.Double);
+            Tensor q = param(new long[] {6}, ScalarType.Double);
+            double[] c = {1, -2, 3, 0.5, 0, 2};
+            double[] g = {0.5, 1, -1, 2, 3, -4};
+            setGrad(p, tensor(c, new long[] {6}, ScalarType.Double));
+            setGrad(q, tensor(c, new long[] {6}, ScalarType.Double));
+            try (Records rf = new Records(1); Records rp = new Records(1);
+                 PlainEngine plain = new PlainEngine(new Tensor[] {q})) {
+                try (FusedEngine first = new FusedEngine(new Tensor[] {p})) {
+                    first.firstStep(rf.all, true);
+                }
+                plain.firstStep(rp.all, true);
+                assertThat(rf.all[0].keeps()).isTrue();
+                assertThat(values(rf.all[0].kept)).containsExactly(c);
+                assertThat(values(rp.all[0].kept)).containsExactly(c);
+                p.grad().add_(tensor(g, new long[] {6}, ScalarType.Double));
+                q.grad().add_(tensor(g, new long[] {6}, ScalarType.Double));
+                try (FusedEngine second = new FusedEngine(new Tensor[] {p})) {
+                    assertThat(second.secondStep(rf.all, scalar(4, ScalarType.Double), 1, 1, 1, true)).isEqualTo(1);
+                }
+                assertThat(plain.secondStep(rp.all, scalar(4, ScalarType.Double), 1, 1, 1, true)).isEqualTo(1);
+                assertThat(values(p.grad())).isNotEqualTo(g); // projected
+                assertClose(values(p.grad()), values(q.grad()), 1e-14, "projected with the records' c_p");
+                // closing a record releases everything it holds
+                rf.all[0].close();
+                assertThat(rf.all[0].keeps()).isFalse();
+                assertThat(rf.all[0].installed).isNull();
+                assertThat(rf.all[0].spare).isNull();
+            }
+            p.releaseReference();
+            q.releaseReference();
+        }
+    }
+
+    @Test
+    void recordsThatAreNotOnePerParameterAreRefused() {
+        try (PointerScope scope = new PointerScope()) {
+            Tensor p = param(new long[] {3}, ScalarType.Float);
+            try (Records two = new Records(2); FusedEngine fused = new FusedEngine(new Tensor[] {p});
+                 PlainEngine plain = new PlainEngine(new Tensor[] {p})) {
+                assertThatThrownBy(() -> fused.firstStep(two.all, true)).isInstanceOf(IllegalArgumentException.class)
+                        .hasMessageContaining("2 per-parameter states for 1 parameters");
+                assertThatThrownBy(() -> plain.firstStep(new ParamState[1], true))
+                        .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("parameter #0");
             }
             p.releaseReference();
         }
@@ -547,6 +624,6 @@ class FusedEngineTest {
         FusedEngine fused = new FusedEngine(new Tensor[0]);
         fused.close();
         fused.close();
-        assertThatThrownBy(() -> fused.firstStep(true)).isInstanceOf(IllegalStateException.class);
+        assertThatThrownBy(() -> fused.firstStep(new ParamState[0], true)).isInstanceOf(IllegalStateException.class);
     }
 }
