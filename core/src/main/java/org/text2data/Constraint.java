@@ -291,6 +291,7 @@ public final class Constraint implements AutoCloseable {
 
     private Constraint(Taken taken, OptimizerSpec base, double alpha, double beta, Engine engine) {
         boolean ok = false;
+        ProjectionEngine created = null; // closed again if the constructor fails after creating it
         try {
             if (base == null) {
                 throw new IllegalArgumentException("base optimizer spec is null");
@@ -317,14 +318,14 @@ public final class Constraint implements AutoCloseable {
             checkDistinct(this.names, this.params);
             this.paramVector = new TensorVector(this.params);
             this.spec = base;
-            this.engine = Engines.create(engine.toString(), this.params, this.names);
+            created = Engines.create(engine.toString(), this.params, this.names);
+            this.engine = created;
             this.states = new ParamState[this.params.length];
             for (int i = 0; i < states.length; i++) {
                 states[i] = new ParamState();
             }
             String whyNot = fusedUnavailable(base, engine, this.engine, this.params, this.names);
             if (Boolean.TRUE.equals(base.fused()) && whyNot != null) {
-                this.engine.close();
                 throw new IllegalArgumentException("OptimizerSpec.fused(true) cannot be honoured: " + whyNot
                         + " (fused(false) or the default uses libtorch's optimizer)");
             }
@@ -332,16 +333,14 @@ public final class Constraint implements AutoCloseable {
                 this.fused = base.fusedOptions(base.lr());
                 this.base = null;
             } else {
-                try {
-                    this.base = base.create(paramVector);
-                } catch (RuntimeException e) {
-                    this.engine.close();
-                    throw e;
-                }
+                this.base = base.create(paramVector);
             }
             ok = true;
         } finally {
             if (!ok) {
+                if (created != null) {
+                    created.close();
+                }
                 taken.release();
             }
         }
@@ -506,12 +505,14 @@ public final class Constraint implements AutoCloseable {
     /**
      * Begins a {@link Text2Data#runStep}: the engine releases the gradients when it can (see
      * {@link ProjectionEngine#releaseGradients}; the values are those of zeroing them), else they are zeroed.
-     * {@link #endStep()} ends it, however the step ends.
+     * With a {@link GradientSync} they are always zeroed: a gradient this process's pass did not reach must
+     * still exist (zero) to receive the other processes' average, as in the reference. {@link #endStep()} ends
+     * it, however the step ends.
      */
     void beginStep() {
         enter();
         try {
-            if (!engine.releaseGradients(states)) {
+            if (gradientSync != null || !engine.releaseGradients(states)) {
                 zeroGrad();
             }
         } finally {

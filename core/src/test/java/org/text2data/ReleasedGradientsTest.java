@@ -129,6 +129,50 @@ class ReleasedGradientsTest {
         }
     }
 
+    /**
+     * Data parallelism: the sync averages every gradient that exists with the other processes' (here: one other
+     * process whose gradients are all ones), so a gradient this process's pass did not reach must exist, zero, to
+     * receive the average, as with zeroing. condW is not reached by the unconditional pass from step 2 on.
+     */
+    @Test
+    void withAGradientSyncTheStepsAreThoseOfZeroing() {
+        GradientSync otherProcessAllOnes = (loss, rows, params) -> {
+            try (PointerScope scope = new PointerScope()) {
+                for (Tensor p : params) {
+                    Tensor g = p.grad();
+                    if (g.defined()) {
+                        g.mul_(new org.bytedeco.pytorch.Scalar(0.5)).add_(new org.bytedeco.pytorch.Scalar(0.5));
+                    }
+                }
+            }
+            return loss;
+        };
+        Tensor data = batch(1, 16, 4);
+        Tensor cond = batch(2, 16, 3);
+        Tensor label = batch(3, 16, 4);
+        try (Model fm = new Model(); Model pm = new Model();
+             Constraint fused = new Constraint(fm.params, OptimizerSpec.adam(0.05), 1.0, 1.0, Engine.FUSED);
+             Constraint plain = new Constraint(pm.params, OptimizerSpec.adam(0.05), 1.0, 1.0, Engine.PLAIN)) {
+            fused.setGradientSync(otherProcessAllOnes);
+            plain.setGradientSync(otherProcessAllOnes);
+            for (int step = 0; step < 6; step++) {
+                int a;
+                int b;
+                try (StepResult r = Text2Data.runStep(fused, 0.5, fm, cond, data, label, Loss.MSE)) {
+                    a = r.projectedTensors();
+                }
+                try (StepResult r = Text2Data.runStep(plain, 0.5, pm, cond, data, label, Loss.MSE)) {
+                    b = r.projectedTensors();
+                }
+                assertThat(a).as("step %d: tensors projected", step).isEqualTo(b);
+                for (String n : fm.params.keySet()) {
+                    assertThat(diff(fm.params.get(n), pm.params.get(n))).as("step %d, %s", step, n)
+                            .isLessThanOrEqualTo(1e-12);
+                }
+            }
+        }
+    }
+
     @Test
     void aStepThatFailsMidwayLeavesTheZeroingProtocolForTheCallsThatFollow() {
         Tensor data = batch(1, 16, 4);
