@@ -109,14 +109,24 @@ public final class LibTorch {
             throw new IllegalArgumentException("OpenBLAS thread count must be >= 1, got " + n);
         }
         ensureLoaded();
-        Optional<MethodHandle> setter = findOpenBlasSetter();
-        if (setter.isEmpty()) {
+        return applyBlasThreads(n);
+    }
+
+    /** OpenBLAS's {@code openblas_set_num_threads}, looked up once (empty where OpenBLAS is not loaded). */
+    private static Optional<MethodHandle> blasSetter;
+
+    /** Sets OpenBLAS's thread count through the setter found once; the caller holds LibTorch's lock. */
+    private static boolean applyBlasThreads(int n) {
+        if (blasSetter == null) {
+            blasSetter = findOpenBlasSetter();
+        }
+        if (blasSetter.isEmpty()) {
             return false;
         }
         try {
-            setter.get().invokeExact(n);
+            blasSetter.get().invokeExact(n);
         } catch (Throwable t) {
-            return false;
+            return false; // OpenBLAS left as it is; performance only
         }
         blasThreads = n;
         return true;
@@ -168,14 +178,7 @@ public final class LibTorch {
         if (plan.blas() <= 0) {
             return;
         }
-        findOpenBlasSetter().ifPresent(setter -> {
-            try {
-                setter.invokeExact(plan.blas());
-                blasThreads = plan.blas();
-            } catch (Throwable t) {
-                // leave OpenBLAS as it is; performance only
-            }
-        });
+        applyBlasThreads(plan.blas());
     }
 
     /**
