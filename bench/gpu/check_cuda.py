@@ -1344,6 +1344,24 @@ def fused_nonfinite(B, R, gen):
                 detail = "rc %d '%s' tensor %d" % (rc, msg, at)
             R.check("fused step %s %s: nothing written" % (name, DTYPE_NAME[dt]), ok and untouched,
                     "%s; everything bit for bit as before: %s" % (detail, untouched))
+    # an infinite g_value (the loss): refused like NaN, though lam alone would come out finite (phi = beta n for
+    # +inf, lam 0 for -inf); the first projected tensor is named (tensor 0 here)
+    for gv in (float("inf"), float("-inf"), float("nan")):
+        fps = [FusedParam(n, torch.float32, B.device, gen) for n in (40, 300)]
+        status = new_status(B)
+        snaps = [fp.snapshot() for fp in fps]
+        rc = fused_step(B, fps, o, gv, 1.0, status)
+        B.sync()
+        untouched = all(fp.unchanged(sn) for fp, sn in zip(fps, snaps))
+        if B.cuda:
+            calls, skipped, first, tensor, why = read_status(status)
+            ok = rc == T2D_OK and skipped == 1 and tensor == 0 and why == T2D_NONFINITE_LOSS
+            detail = "status skipped %d tensor %d reason %d" % (skipped, tensor, why)
+        else:
+            msg, at = B.last_error()
+            ok = rc == T2D_ERR_NONFINITE and at == 0 and "g_value" in msg
+            detail = "rc %d '%s'" % (rc, msg)
+        R.check("fused step g_value %s: nothing written" % gv, ok and untouched, "%s; untouched %s" % (detail, untouched))
     # float16: finite gradients, an SGD update that leaves float16's range
     fps = [FusedParam(n, torch.float16, B.device, gen) for n in (40, 300)]
     fps[1].p.view(-1)[7], fps[1].g.view(-1)[7] = 65000.0, -60000.0

@@ -621,10 +621,6 @@ int32_t step_host(const t2d_param* params, int32_t count, const t2d_optimizer& o
     for (int32_t i = 0; i < count; i++)
         if (*params[i].step < 0 || *params[i].step == INT64_MAX)
             return fail_t(i, T2D_ERR_BAD_COUNT, "tensor %d: step count %lld is out of range", i, (long long)*params[i].step);
-    if (!std::isfinite(excess))
-        for (int32_t i = 0; i < count; i++)
-            if (params[i].constraint != nullptr)
-                return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: g_value (the unconditional loss) is not finite", i);
     ChunkPlan plan(params, count);
     int threads = thread_budget();
     int workers = threads <= 1 || plan.total < kParallelMin
@@ -661,11 +657,18 @@ int32_t step_host(const t2d_param* params, int32_t count, const t2d_optimizer& o
         }
         for (int32_t i = 0; i < count; i++) {
             const Sums& s = tot[(size_t)i];
-            if (!std::isfinite(s.n))
+            bool projected = params[i].constraint != nullptr;
+            double lam = projected ? t2d_lambda(s.n, s.dot, excess, beta) : 0.0;
+            switch (t2d_step_reason(projected, s.n, s.dot, excess, lam)) {
+            case T2D_NONFINITE_CONSTRAINT:
                 return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its constraint gradient holds a NaN or an infinity", i);
-            if (!std::isfinite(s.dot))
+            case T2D_NONFINITE_GRAD:
                 return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its gradient holds a NaN or an infinity", i);
-            if (params[i].constraint != nullptr) lams[(size_t)i] = t2d_lambda(s.n, s.dot, excess, beta);
+            case T2D_NONFINITE_LOSS:
+                return fail_t(i, T2D_ERR_NONFINITE,
+                              "tensor %d: g_value (the unconditional loss) is not finite, or lam overflowed", i);
+            }
+            lams[(size_t)i] = lam;
         }
     }
 

@@ -573,13 +573,10 @@ __global__ void step_lambda_kernel(const DevParam* __restrict__ table, int count
     const double2 sums = tensor_sums(partials, t.first_chunk, t.numel, lane);
     const double n = sums.x, dot = sums.y;
     if (lane == 0) {
-        double l = 0.0;
-        if (t.constraint != nullptr) {
-            double excess = alpha * (read_scalar(g_value, g_value_dtype) - g_constraint);
-            l = t2d_lambda(n, dot, excess, beta);
-        }
-        int reason = !isfinite(n) ? T2D_NONFINITE_CONSTRAINT : !isfinite(dot) ? T2D_NONFINITE_GRAD
-                     : !isfinite(l) ? T2D_NONFINITE_LOSS : 0;
+        bool projected = t.constraint != nullptr;
+        double excess = projected ? alpha * (read_scalar(g_value, g_value_dtype) - g_constraint) : 0.0;
+        double l = projected ? t2d_lambda(n, dot, excess, beta) : 0.0;
+        int reason = t2d_step_reason(projected, n, dot, excess, l);
         if (reason) atomicMin(bad, warp * 8 + reason);
         lam[warp] = l;
         if (lambdas_out) lambdas_out[warp] = l;

@@ -126,6 +126,17 @@ T2D_HD_ELEM uint32_t t2d_step_elem(const Op& op, typename S::T* p, typename S::T
            | (NS > 1 ? (uint32_t)S::bad(S::st(b)) : 0u) | (NS > 2 ? (uint32_t)S::bad(S::st(d)) : 0u);
 }
 
+// Why a tensor's fused step must be refused, from its reductions (n = <c,c>, dot = <g,c>; for a tensor that is
+// not projected n = 0 and dot is NaN when its gradient is not finite), and, when it is projected, the loss's
+// excess alpha * (g_value - g_constraint) and its lam: 0 if it may go on, else a T2D_NONFINITE_* reason. The one
+// rule of both paths: an infinite g_value refuses the step even where lam comes out finite.
+T2D_HD int t2d_step_reason(bool projected, double n, double dot, double excess, double lam) {
+    if (!isfinite(n)) return T2D_NONFINITE_CONSTRAINT;
+    if (!isfinite(dot)) return T2D_NONFINITE_GRAD;
+    if (projected && !(isfinite(excess) && isfinite(lam))) return T2D_NONFINITE_LOSS;
+    return 0;
+}
+
 // How many state buffers an optimizer uses (0..3): exp_avg, exp_avg_sq, max_exp_avg_sq in that order.
 T2D_HD int t2d_state_count(const t2d_optimizer& o) {
     if (o.kind == T2D_SGD) return o.momentum != 0 ? 1 : 0;

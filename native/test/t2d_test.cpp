@@ -502,8 +502,9 @@ static void test_step_nonfinite() {
                          which == 1 ? "constraint gradient" : "gradient");
                 expect_step_error(name, ps, d, &adam, T2D_ERR_NONFINITE, text);
             }
-    // a non-finite g_value (the unconditional loss) when a tensor is projected
-    {
+    // a non-finite g_value (the unconditional loss) when a tensor is projected: NaN, and +-inf, for which lam
+    // alone would come out finite (phi = min(inf, beta n); -inf gives lam 0)
+    for (double gv : {(double)NAN, (double)INFINITY, -(double)INFINITY}) {
         std::vector<PBuf> ps;
         for (int i = 0; i < 3; i++) ps.emplace_back(T2D_FLOAT32, 40, 0.3);
         ps[0].proj = false;
@@ -511,11 +512,11 @@ static void test_step_nonfinite() {
         for (auto& x : ps) d.push_back(x.desc());
         std::vector<std::vector<unsigned char>> before;
         for (auto& q : ps) before.push_back(q.bytes());
-        int32_t rc = t2d_step_host(d.data(), 3, &adam, NAN, 1.0, 1.0, 1.0, 0, nullptr);
-        CHECK(rc == T2D_ERR_NONFINITE && t2d_last_error_tensor() == 1, "NaN g_value: rc %d %s", rc, t2d_last_error());
+        int32_t rc = t2d_step_host(d.data(), 3, &adam, gv, 1.0, 1.0, 1.0, 0, nullptr);
+        CHECK(rc == T2D_ERR_NONFINITE && t2d_last_error_tensor() == 1, "g_value %g: rc %d %s", gv, rc, t2d_last_error());
         CHECK(std::string(t2d_last_error()).find("g_value (the unconditional loss) is not finite") != std::string::npos,
-              "NaN g_value message '%s'", t2d_last_error());
-        for (size_t i = 0; i < ps.size(); i++) CHECK(before[i] == ps[i].bytes(), "NaN g_value: tensor %zu written", i);
+              "g_value %g message '%s'", gv, t2d_last_error());
+        for (size_t i = 0; i < ps.size(); i++) CHECK(before[i] == ps[i].bytes(), "g_value %g: tensor %zu written", gv, i);
     }
     // float16 overflow of the update: finite gradients, an SGD step that leaves float16's range
     for (int32_t dt : {T2D_FLOAT16, T2D_BFLOAT16}) {
