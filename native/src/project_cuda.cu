@@ -565,7 +565,7 @@ __global__ void step_reduce_kernel(const DevParam* __restrict__ table, int count
 // tensor into *bad.
 __global__ void step_lambda_kernel(const DevParam* __restrict__ table, int count, const double2* __restrict__ partials,
                                    const void* g_value, int g_value_dtype, double g_constraint, double alpha, double beta,
-                                   double* __restrict__ lam, double* __restrict__ lambdas_out, int* __restrict__ bad) {
+                                   double* __restrict__ lam, int* __restrict__ bad) {
     int warp = (int)((blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (warp >= count) return;
@@ -579,7 +579,6 @@ __global__ void step_lambda_kernel(const DevParam* __restrict__ table, int count
         int reason = t2d_step_reason(projected, n, dot, excess, l);
         if (reason) atomicMin(bad, warp * 8 + reason);
         lam[warp] = l;
-        if (lambdas_out) lambdas_out[warp] = l;
     }
 }
 
@@ -624,7 +623,10 @@ __device__ void step_chunk(const DevParam& t, const t2d_optimizer& o, int64_t be
 template <bool Write>
 __global__ void step_update_kernel(const DevParam* __restrict__ table, int count, const double* __restrict__ lam,
                                    t2d_optimizer o, int* bad) {
-    if (Write && *(volatile int*)bad != kNoBad) return;
+    // a step already refused by an earlier pass: nothing to write, nothing to check (the check pass goes on only
+    // while the flag is unset or holds its own kind, so that the lowest overflowing tensor is the one named)
+    const int b = *(volatile int*)bad;
+    if (b != kNoBad && (Write || b % 8 != T2D_NONFINITE_UPDATE)) return;
     __shared__ int s_t;
     if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
     __syncthreads();
@@ -639,11 +641,15 @@ __global__ void step_update_kernel(const DevParam* __restrict__ table, int count
 
 // Pass 5, one block: the step counts, or the skipped step in the status.
 __global__ void step_finalize_kernel(const DevParam* __restrict__ table, int count, const int* bad,
+                                     const double* __restrict__ lam, double* __restrict__ lambdas_out,
                                      t2d_step_status* status) {
     const int b = *bad;
     const bool skip = b != kNoBad;
     if (!skip)
-        for (int i = threadIdx.x; i < count; i += blockDim.x) *table[i].step += 1;
+        for (int i = threadIdx.x; i < count; i += blockDim.x) {
+            *table[i].step += 1;
+            if (lambdas_out) lambdas_out[i] = lam[i]; // a skipped step writes nothing, lambdas_out included
+        }
     if (threadIdx.x == 0) {
         status->calls += 1;
         if (skip) {
@@ -727,7 +733,7 @@ int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o
     if (count > 0) {
         unsigned warps_per_block = 4;
         step_lambda_kernel<<<(unsigned)((count + warps_per_block - 1) / warps_per_block), 32 * warps_per_block, 0, stream>>>(
-            d_table, count, d_partials, g_value, g_value_dtype, g_constraint, alpha, beta, d_lam, lambdas_out, d_bad);
+            d_table, count, d_partials, g_value, g_value_dtype, g_constraint, alpha, beta, d_lam, d_bad);
         T2D_CU(cudaGetLastError(), "step lambda kernel launch");
     }
     if (half && chunks > 0) {
@@ -736,7 +742,7 @@ int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o
     }
     if (chunks > 0) step_update_kernel<true><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam, o, d_bad);
     T2D_CU(cudaGetLastError(), "step update kernel launch");
-    step_finalize_kernel<<<1, kThreads, 0, stream>>>(d_table, count, d_bad, status);
+    step_finalize_kernel<<<1, kThreads, 0, stream>>>(d_table, count, d_bad, d_lam, lambdas_out, status);
     T2D_CU(cudaGetLastError(), "step finalize kernel launch");
     T2D_CU(cudaEventRecord(st.done, stream), "cudaEventRecord");
     st.has_done = true;
