@@ -384,15 +384,37 @@ public final class Demo {
         };
         Finetuning.Result r;
         try (Constraint opt = new Constraint(model.namedParameters(), OptimizerSpec.adam(cfg.lr()), 1, 1, Engine.AUTO)) {
-            TrainingListener named = (stage, step, total, g, f) -> listener.onStep(name, step, total, g, f);
             r = Finetuning.run(opt, gConstraint, model, data, Loss.MSE, stage(steps, seed).evalEvery(every), mode,
-                    transform, evaluator, named);
+                    transform, evaluator, named(name, listener));
         }
         torch.manual_seed(seed + 3);
         List<Double> stepG = r.steps().stream().map(Finetuning.Step::g).toList();
         Score s = score(name, model, true, prompts, real, est, curve, gCurve, stepG, samples);
         model.close();
         return s;
+    }
+
+    /**
+     * {@code listener} with every call (step, evaluation, warning) passed on under the stage {@code name}: the
+     * demo's methods all finetune, and the progress shown names the method.
+     */
+    static TrainingListener named(String name, TrainingListener listener) {
+        return new TrainingListener() {
+            @Override
+            public void onStep(String stage, long step, long totalSteps, double g, double f) {
+                listener.onStep(name, step, totalSteps, g, f);
+            }
+
+            @Override
+            public void onEval(String stage, long step, double score) {
+                listener.onEval(name, step, score);
+            }
+
+            @Override
+            public void onWarning(String stage, long step, String message) {
+                listener.onWarning(name, step, message);
+            }
+        };
     }
 
     /** Zeroes the condition of each row with probability {@link DemoConfig#condDropout}: the null condition. */
