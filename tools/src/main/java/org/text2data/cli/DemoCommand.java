@@ -112,7 +112,7 @@ final class DemoCommand implements Callable<Integer> {
         System.out.printf(Locale.ROOT, "%-18s %-24s %-24s %-26s %s%n", "method", "unseen combinations",
                 "seen combinations", "quality (MMD)", "max g/g_constraint");
         for (String m : Demo.METHODS) {
-            boolean g = m.equals("text2data") || m.equals("pretrain_finetune");
+            boolean g = Demo.G_METHODS.contains(m);
             System.out.printf(Locale.ROOT, "%-18s %-24s %-24s %-26s %s%n", m, cell(r, m, "unseen", 3),
                     cell(r, m, "seen", 3), cell(r, m, "mmd", 4), g ? cell(r, m, "g", 2) : "-");
         }

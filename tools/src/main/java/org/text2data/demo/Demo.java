@@ -47,6 +47,12 @@ public final class Demo {
     public static final List<String> METHODS = List.of("conditional_only", "pretrain_finetune", "text2data",
             "ceiling", "floor");
 
+    /**
+     * The methods whose g is reported against g_constraint (max g / g_constraint, the g plot): the plain and the
+     * Text2Data finetune of the same pretrained model, in report order.
+     */
+    public static final List<String> G_METHODS = List.of("pretrain_finetune", "text2data");
+
     /** What one method scored on one seed. */
     record Score(double[] seenPerFactor, double[] unseenPerFactor, double mmd, double diversity,
                  List<double[]> curve, List<double[]> gCurve, List<Double> stepG) {
@@ -110,10 +116,7 @@ public final class Demo {
                 }
                 x.put("unseen_accuracy_per_factor", uf);
                 x.put("seen_accuracy_per_factor", sf);
-                if (name.equals("text2data")) {
-                    x.put("max_g_over_constraint", stat(r -> maxG(r, name)));
-                }
-                if (name.equals("pretrain_finetune")) {
+                if (G_METHODS.contains(name)) {
                     x.put("max_g_over_constraint", stat(r -> maxG(r, name)));
                 }
                 methods.put(name, x);
@@ -328,7 +331,7 @@ public final class Demo {
         torch.manual_seed(seed + 1);
         scores.put("conditional_only", train("conditional_only", new FilmDenoiser(length, timeDim, encoder.dim(),
                         cfg.hidden(), cfg.blocks()), labelled, budget, 0, 0, Finetuning.Mode.PLAIN, seed + 1, prompts,
-                real, est, gRows, gConstraint, samples));
+                real, est, gRows, samples));
         // 3, 4. pretrained + plain finetune, pretrained + Text2Data: the same start, the same steps
         for (Finetuning.Mode mode : List.of(Finetuning.Mode.PLAIN, Finetuning.Mode.TEXT2DATA)) {
             torch.manual_seed(seed + 2);
@@ -336,7 +339,7 @@ public final class Demo {
             m.loadStateDict(pretrained.namedParameters());
             String name = mode == Finetuning.Mode.PLAIN ? "pretrain_finetune" : "text2data";
             scores.put(name, train(name, m, labelled, cfg.finetuneSteps(), cfg.pretrainSteps(), gConstraint, mode,
-                    seed + 2, prompts, real, est, gRows, gConstraint, samples));
+                    seed + 2, prompts, real, est, gRows, samples));
         }
         // 5. the ceiling: pretrained + plain finetune with every series labelled, for its own number of steps
         //    (a reference, not a competitor: more steps than the finetunes)
@@ -344,7 +347,7 @@ public final class Demo {
         FilmDenoiser top = new FilmDenoiser(length, timeDim, encoder.dim(), cfg.hidden(), cfg.blocks());
         top.loadStateDict(pretrained.namedParameters());
         scores.put("ceiling", train("ceiling", top, allLabelled, cfg.ceilingSteps(), cfg.pretrainSteps(), gConstraint,
-                Finetuning.Mode.PLAIN, seed + 2, prompts, real, est, gRows, gConstraint, samples));
+                Finetuning.Mode.PLAIN, seed + 2, prompts, real, est, gRows, samples));
         // 6. the floor: the pretrained model's unconditional samples, scored against the prompts
         torch.manual_seed(seed + 3);
         scores.put("floor", score("floor", pretrained, false, prompts, real, est, List.of(), List.of(), List.of(),
@@ -366,7 +369,7 @@ public final class Demo {
      */
     private Score train(String name, FilmDenoiser model, Batch data, int steps, int offset, double gConstraint,
                         Finetuning.Mode mode, long seed, List<Prompt> prompts, List<float[][]> real, Estimators est,
-                        Batch gRows, double gc, Map<String, List<float[][]>> samples) {
+                        Batch gRows, Map<String, List<float[][]>> samples) {
         Diffusion diffusion = Diffusion.small(seed).predictingClean();
         Random dropRnd = new Random(seed ^ 0x9E3779B97F4A7C15L);
         BatchTransform transform = rows -> dropCondition(diffusion.noised(rows), dropRnd);
