@@ -85,6 +85,8 @@ class DemoTest {
         cases.put(List.of("--seeds", "0"), "seeds must lie in 1..20, got 0");
         cases.put(List.of("--seen", "3"), "seen combinations must lie in 4..84");
         cases.put(List.of("--seen", "500"), "seen combinations must lie in 4..84");
+        // --quick has 600 training series: at most 60 seen combinations (10 series each), not the 100 the prompts allow
+        cases.put(List.of("--quick", "--seen", "61"), "seen combinations must lie in 4..60");
         cases.put(List.of("--seeds", "two"), "--seeds");
         cases.put(List.of("--full"), "--full");
         cases.put(List.of("--frobnicate"), "--frobnicate");

@@ -174,22 +174,11 @@ public final class Interleaved {
     /** libtorch's intra-op threads and OpenBLAS's (the instance libtorch's GEMMs call), at once. */
     private static void setThreads(int blas, int torchThreads) {
         org.bytedeco.pytorch.global.torch.set_num_threads(torchThreads);
-        try {
-            Blas.SET.invokeExact(blas);
-        } catch (Throwable e) {
-            throw new IllegalStateException(e);
+        if (!LibTorch.setBlasThreads(blas)) {
+            throw new IllegalStateException("cannot set OpenBLAS to " + blas + " thread(s): OpenBLAS was not found "
+                    + "among the libraries libtorch loaded, so the OpenBLAS thread counts this benchmark compares "
+                    + "would not be the ones measured");
         }
-    }
-
-    /**
-     * {@code openblas_set_num_threads} of libopenblas_nolapack, the OpenBLAS whose {@code sgemm_} libtorch binds to
-     * (it is loaded first; {@code LD_DEBUG=bindings} shows it), found by its soname among the loaded libraries.
-     */
-    private static final class Blas { // initialised at first use, once libtorch has loaded it
-        static final java.lang.invoke.MethodHandle SET = java.lang.foreign.Linker.nativeLinker().downcallHandle(
-                java.lang.foreign.SymbolLookup.libraryLookup("libopenblas_nolapack.so.0", java.lang.foreign.Arena.global())
-                        .find("openblas_set_num_threads").orElseThrow(),
-                java.lang.foreign.FunctionDescriptor.ofVoid(java.lang.foreign.ValueLayout.JAVA_INT));
     }
 
     private static Map<String, Variant> variants(String workload, List<String> engines, List<String> kinds,

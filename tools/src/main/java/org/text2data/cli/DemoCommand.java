@@ -85,14 +85,22 @@ final class DemoCommand implements Callable<Integer> {
         Path reportFile = report != null ? report : out.resolve("report.json");
         checkOutputs(reportFile);
         Map<String, ProgressBar> bars = new HashMap<>();
-        TrainingListener progress = (stage, step, total, g, f) -> {
-            if (step == 1) { // a stage starts again with each seed
-                bars.remove(stage);
+        TrainingListener progress = new TrainingListener() {
+            @Override
+            public void onStep(String stage, long step, long total, double g, double f) {
+                if (step == 1) { // a stage starts again with each seed
+                    bars.remove(stage);
+                }
+                ProgressBar bar = bars.computeIfAbsent(stage, s -> new ProgressBar(String.format("%-20s", s), total));
+                String info = Double.isNaN(g) ? "" : Double.isNaN(f) ? String.format(Locale.ROOT, "loss %.4f", g)
+                        : String.format(Locale.ROOT, "g %.4f  f %.4f", g, f);
+                bar.update(step, info);
             }
-            ProgressBar bar = bars.computeIfAbsent(stage, s -> new ProgressBar(String.format("%-20s", s), total));
-            String info = Double.isNaN(g) ? "" : Double.isNaN(f) ? String.format(Locale.ROOT, "loss %.4f", g)
-                    : String.format(Locale.ROOT, "g %.4f  f %.4f", g, f);
-            bar.update(step, info);
+
+            @Override
+            public void onWarning(String stage, long step, String message) {
+                System.err.println((System.console() != null ? "\n" : "") + "warning: " + stage + ": " + message);
+            }
         };
         long t0 = System.nanoTime();
         System.err.println("demo (" + cfg.name() + ", seeds " + cfg.seed() + ".." + (cfg.seed() + cfg.seeds() - 1) + ")");
@@ -104,7 +112,7 @@ final class DemoCommand implements Callable<Integer> {
         System.out.printf(Locale.ROOT, "%-18s %-24s %-24s %-26s %s%n", "method", "unseen combinations",
                 "seen combinations", "quality (MMD)", "max g/g_constraint");
         for (String m : Demo.METHODS) {
-            boolean g = m.equals("text2data") || m.equals("pretrain_finetune");
+            boolean g = Demo.G_METHODS.contains(m);
             System.out.printf(Locale.ROOT, "%-18s %-24s %-24s %-26s %s%n", m, cell(r, m, "unseen", 3),
                     cell(r, m, "seen", 3), cell(r, m, "mmd", 4), g ? cell(r, m, "g", 2) : "-");
         }

@@ -47,6 +47,12 @@ public final class Demo {
     public static final List<String> METHODS = List.of("conditional_only", "pretrain_finetune", "text2data",
             "ceiling", "floor");
 
+    /**
+     * The methods whose g is reported against g_constraint (max g / g_constraint, the g plot): the plain and the
+     * Text2Data finetune of the same pretrained model, in report order.
+     */
+    public static final List<String> G_METHODS = List.of("pretrain_finetune", "text2data");
+
     /** What one method scored on one seed. */
     record Score(double[] seenPerFactor, double[] unseenPerFactor, double mmd, double diversity,
                  List<double[]> curve, List<double[]> gCurve, List<Double> stepG) {
@@ -110,10 +116,7 @@ public final class Demo {
                 }
                 x.put("unseen_accuracy_per_factor", uf);
                 x.put("seen_accuracy_per_factor", sf);
-                if (name.equals("text2data")) {
-                    x.put("max_g_over_constraint", stat(r -> maxG(r, name)));
-                }
-                if (name.equals("pretrain_finetune")) {
+                if (G_METHODS.contains(name)) {
                     x.put("max_g_over_constraint", stat(r -> maxG(r, name)));
                 }
                 methods.put(name, x);
@@ -217,29 +220,31 @@ public final class Demo {
         int blas = LibTorch.blasThreads();
         boolean ownBlas = blas > 0 && System.getProperty("text2data.blasThreads") == null && LibTorch.setBlasThreads(1);
         try {
-            Estimators est = Estimators.train(cfg.estimatorSeries(), 2000, cfg.estimatorSteps(), cfg.seed() + 1000);
-            double[] validation = est.validation();
-            log.accept(String.format(java.util.Locale.ROOT,
-                    "estimators: level recovered on real series: shape %.1f%%, cycles %.1f%%, amplitude %.1f%%, "
-                            + "trend %.1f%% (required: %.0f%% each)", 100 * validation[0], 100 * validation[1],
-                    100 * validation[2], 100 * validation[3], 100 * Estimators.REQUIRED_ACCURACY));
-            for (int f = 0; f < validation.length; f++) {
-                if (validation[f] < Estimators.REQUIRED_ACCURACY) {
-                    throw new IllegalStateException(String.format(java.util.Locale.ROOT, "the %s estimator "
-                            + "recovers %.1f%% of real series' levels, below the %.0f%% required: its scores would "
-                            + "mean nothing", Waveforms.FACTORS.get(f), 100 * validation[f],
-                            100 * Estimators.REQUIRED_ACCURACY));
-                }
-            }
+            double[] validation;
             double[] chance = new double[Waveforms.LEVELS.length];
             for (int f = 0; f < chance.length; f++) {
                 chance[f] = 1.0 / Waveforms.LEVELS[f];
             }
             List<SeedRun> runs = new ArrayList<>();
-            for (int s = 0; s < cfg.seeds(); s++) {
-                runs.add(runSeed(cfg.seed() + s, est));
+            try (Estimators est = Estimators.train(cfg.estimatorSeries(), 2000, cfg.estimatorSteps(),
+                    cfg.seed() + 1000)) {
+                validation = est.validation();
+                log.accept(String.format(java.util.Locale.ROOT,
+                        "estimators: level recovered on real series: shape %.1f%%, cycles %.1f%%, amplitude %.1f%%, "
+                                + "trend %.1f%% (required: %.0f%% each)", 100 * validation[0], 100 * validation[1],
+                        100 * validation[2], 100 * validation[3], 100 * Estimators.REQUIRED_ACCURACY));
+                for (int f = 0; f < validation.length; f++) {
+                    if (validation[f] < Estimators.REQUIRED_ACCURACY) {
+                        throw new IllegalStateException(String.format(java.util.Locale.ROOT, "the %s estimator "
+                                + "recovers %.1f%% of real series' levels, below the %.0f%% required: its scores would "
+                                + "mean nothing", Waveforms.FACTORS.get(f), 100 * validation[f],
+                                100 * Estimators.REQUIRED_ACCURACY));
+                    }
+                }
+                for (int s = 0; s < cfg.seeds(); s++) {
+                    runs.add(runSeed(cfg.seed() + s, est));
+                }
             }
-            est.close();
             Report rep = new Report(cfg, validation, chance, runs);
             Files.createDirectories(plotDir);
             writeAtomically(report, rep.toJson());
@@ -308,49 +313,59 @@ public final class Demo {
 
         // 1. pretrain on everything, unconditionally
         torch.manual_seed(seed);
-        FilmDenoiser pretrained = new FilmDenoiser(length, timeDim, encoder.dim(), cfg.hidden(), cfg.blocks());
-        Pretraining.Result pre;
-        Diffusion diffusion = Diffusion.small(seed).predictingClean();
-        try (Constraint opt = new Constraint(pretrained.namedParameters(), OptimizerSpec.adam(cfg.lr()), 1, 1, Engine.AUTO)) {
-            pre = Pretraining.run(opt, pretrained, all, Loss.MSE, stage(cfg.pretrainSteps(), seed),
-                    diffusion.transform(), listener);
-        }
-        double g0 = gEval(pretrained, gRows);
-        double gConstraint = Pretraining.relaxed(g0, cfg.relax());
-        log.accept(String.format(java.util.Locale.ROOT, "seed %d: pretrained, last epoch loss %.4f; on the %d "
-                        + "evaluation rows g = %.4f -> g_constraint %.4f (relax %.2f)", seed,
-                pre.epochLosses().get(pre.epochLosses().size() - 1), gRows.size(), g0, gConstraint, cfg.relax()));
+        try (FilmDenoiser pretrained = new FilmDenoiser(length, timeDim, encoder.dim(), cfg.hidden(), cfg.blocks())) {
+            Pretraining.Result pre;
+            Diffusion diffusion = Diffusion.small(seed).predictingClean();
+            try (Constraint opt = new Constraint(pretrained.namedParameters(), OptimizerSpec.adam(cfg.lr()), 1, 1, Engine.AUTO)) {
+                pre = Pretraining.run(opt, pretrained, all, Loss.MSE, stage(cfg.pretrainSteps(), seed),
+                        diffusion.transform(), listener);
+            }
+            double g0 = gEval(pretrained, gRows);
+            double gConstraint = Pretraining.relaxed(g0, cfg.relax());
+            log.accept(String.format(java.util.Locale.ROOT, "seed %d: pretrained, last epoch loss %.4f; on the %d "
+                            + "evaluation rows g = %.4f -> g_constraint %.4f (relax %.2f)", seed,
+                    pre.epochLosses().get(pre.epochLosses().size() - 1), gRows.size(), g0, gConstraint, cfg.relax()));
 
-        Map<String, Score> scores = new LinkedHashMap<>();
-        Map<String, List<float[][]>> samples = new LinkedHashMap<>();
-        int budget = cfg.pretrainSteps() + cfg.finetuneSteps();
-        // 2. conditional-only: the same model from scratch on the labelled rows, the whole budget
-        torch.manual_seed(seed + 1);
-        scores.put("conditional_only", train("conditional_only", new FilmDenoiser(length, timeDim, encoder.dim(),
-                        cfg.hidden(), cfg.blocks()), labelled, budget, 0, 0, Finetuning.Mode.PLAIN, seed + 1, prompts,
-                real, est, gRows, gConstraint, samples));
-        // 3, 4. pretrained + plain finetune, pretrained + Text2Data: the same start, the same steps
-        for (Finetuning.Mode mode : List.of(Finetuning.Mode.PLAIN, Finetuning.Mode.TEXT2DATA)) {
+            Map<String, Score> scores = new LinkedHashMap<>();
+            Map<String, List<float[][]>> samples = new LinkedHashMap<>();
+            int budget = cfg.pretrainSteps() + cfg.finetuneSteps();
+            // 2. conditional-only: the same model from scratch on the labelled rows, the whole budget
+            torch.manual_seed(seed + 1);
+            scores.put("conditional_only", train("conditional_only", new FilmDenoiser(length, timeDim, encoder.dim(),
+                            cfg.hidden(), cfg.blocks()), labelled, budget, 0, 0, Finetuning.Mode.PLAIN, seed + 1, prompts,
+                    real, est, gRows, samples));
+            // 3, 4. pretrained + plain finetune, pretrained + Text2Data: the same start, the same steps
+            for (Finetuning.Mode mode : List.of(Finetuning.Mode.PLAIN, Finetuning.Mode.TEXT2DATA)) {
+                torch.manual_seed(seed + 2);
+                FilmDenoiser m = copyOf(pretrained, length, timeDim);
+                String name = mode == Finetuning.Mode.PLAIN ? "pretrain_finetune" : "text2data";
+                scores.put(name, train(name, m, labelled, cfg.finetuneSteps(), cfg.pretrainSteps(), gConstraint, mode,
+                        seed + 2, prompts, real, est, gRows, samples));
+            }
+            // 5. the ceiling: pretrained + plain finetune with every series labelled, for its own number of steps
+            //    (a reference, not a competitor: more steps than the finetunes)
             torch.manual_seed(seed + 2);
-            FilmDenoiser m = new FilmDenoiser(length, timeDim, encoder.dim(), cfg.hidden(), cfg.blocks());
-            m.loadStateDict(pretrained.namedParameters());
-            String name = mode == Finetuning.Mode.PLAIN ? "pretrain_finetune" : "text2data";
-            scores.put(name, train(name, m, labelled, cfg.finetuneSteps(), cfg.pretrainSteps(), gConstraint, mode,
-                    seed + 2, prompts, real, est, gRows, gConstraint, samples));
+            FilmDenoiser top = copyOf(pretrained, length, timeDim);
+            scores.put("ceiling", train("ceiling", top, allLabelled, cfg.ceilingSteps(), cfg.pretrainSteps(), gConstraint,
+                    Finetuning.Mode.PLAIN, seed + 2, prompts, real, est, gRows, samples));
+            // 6. the floor: the pretrained model's unconditional samples, scored against the prompts
+            torch.manual_seed(seed + 3);
+            scores.put("floor", score("floor", pretrained, false, prompts, real, est, List.of(), List.of(), List.of(),
+                    samples));
+            return new SeedRun(seed, labelledRows.size(), gConstraint, realMmd, scores, prompts, real, samples);
         }
-        // 5. the ceiling: pretrained + plain finetune with every series labelled, for its own number of steps
-        //    (a reference, not a competitor: more steps than the finetunes)
-        torch.manual_seed(seed + 2);
-        FilmDenoiser top = new FilmDenoiser(length, timeDim, encoder.dim(), cfg.hidden(), cfg.blocks());
-        top.loadStateDict(pretrained.namedParameters());
-        scores.put("ceiling", train("ceiling", top, allLabelled, cfg.ceilingSteps(), cfg.pretrainSteps(), gConstraint,
-                Finetuning.Mode.PLAIN, seed + 2, prompts, real, est, gRows, gConstraint, samples));
-        // 6. the floor: the pretrained model's unconditional samples, scored against the prompts
-        torch.manual_seed(seed + 3);
-        scores.put("floor", score("floor", pretrained, false, prompts, real, est, List.of(), List.of(), List.of(),
-                samples));
-        pretrained.close();
-        return new SeedRun(seed, labelledRows.size(), gConstraint, realMmd, scores, prompts, real, samples);
+    }
+
+    /** A new denoiser (its weights drawn, then replaced) holding the pretrained one's weights; closed if that fails. */
+    private FilmDenoiser copyOf(FilmDenoiser pretrained, int length, int timeDim) {
+        FilmDenoiser m = new FilmDenoiser(length, timeDim, encoder.dim(), cfg.hidden(), cfg.blocks());
+        try {
+            m.loadStateDict(pretrained.namedParameters());
+            return m;
+        } catch (RuntimeException | Error e) {
+            m.close();
+            throw e;
+        }
     }
 
     /** A stage's loop settings: Adam's rate decays along a cosine to a tenth over {@code steps}. */
@@ -366,33 +381,58 @@ public final class Demo {
      */
     private Score train(String name, FilmDenoiser model, Batch data, int steps, int offset, double gConstraint,
                         Finetuning.Mode mode, long seed, List<Prompt> prompts, List<float[][]> real, Estimators est,
-                        Batch gRows, double gc, Map<String, List<float[][]>> samples) {
-        Diffusion diffusion = Diffusion.small(seed).predictingClean();
-        Random dropRnd = new Random(seed ^ 0x9E3779B97F4A7C15L);
-        BatchTransform transform = rows -> dropCondition(diffusion.noised(rows), dropRnd);
-        List<Prompt> unseen = prompts.stream().filter(p -> !p.seen()).toList();
-        List<double[]> curve = new ArrayList<>();
-        List<double[]> gCurve = new ArrayList<>();
-        int every = Math.max(1, steps / cfg.evaluations());
-        java.util.function.ToDoubleFunction<ConditionalModel> evaluator = m -> {
-            long step = offset + (long) (curve.size() + 1) * every;
-            List<float[][]> gen = generate(m, unseen, cfg.evalSamples(), true);
-            double acc = Arrays.stream(accuracy(unseen, gen, est)).average().orElseThrow();
-            curve.add(new double[] {Math.min(step, offset + steps), acc});
-            gCurve.add(new double[] {Math.min(step, offset + steps), gEval(m, gRows)});
-            return 1 - acc;
-        };
-        Finetuning.Result r;
-        try (Constraint opt = new Constraint(model.namedParameters(), OptimizerSpec.adam(cfg.lr()), 1, 1, Engine.AUTO)) {
-            TrainingListener named = (stage, step, total, g, f) -> listener.onStep(name, step, total, g, f);
-            r = Finetuning.run(opt, gConstraint, model, data, Loss.MSE, stage(steps, seed).evalEvery(every), mode,
-                    transform, evaluator, named);
+                        Batch gRows, Map<String, List<float[][]>> samples) {
+        try {
+            Diffusion diffusion = Diffusion.small(seed).predictingClean();
+            Random dropRnd = new Random(seed ^ 0x9E3779B97F4A7C15L);
+            BatchTransform transform = rows -> dropCondition(diffusion.noised(rows), dropRnd);
+            List<Prompt> unseen = prompts.stream().filter(p -> !p.seen()).toList();
+            List<double[]> curve = new ArrayList<>();
+            List<double[]> gCurve = new ArrayList<>();
+            int every = Math.max(1, steps / cfg.evaluations());
+            java.util.function.ToDoubleFunction<ConditionalModel> evaluator = m -> {
+                long step = offset + (long) (curve.size() + 1) * every;
+                List<float[][]> gen = generate(m, unseen, cfg.evalSamples(), true);
+                double acc = Arrays.stream(accuracy(unseen, gen, est)).average().orElseThrow();
+                curve.add(new double[] {Math.min(step, offset + steps), acc});
+                gCurve.add(new double[] {Math.min(step, offset + steps), gEval(m, gRows)});
+                return 1 - acc;
+            };
+            Finetuning.Result r;
+            try (Constraint opt = new Constraint(model.namedParameters(), OptimizerSpec.adam(cfg.lr()), 1, 1, Engine.AUTO)) {
+                r = Finetuning.run(opt, gConstraint, model, data, Loss.MSE, stage(steps, seed).evalEvery(every), mode,
+                        transform, evaluator, named(name, listener));
+            }
+            torch.manual_seed(seed + 3);
+            List<Double> stepG = r.steps().stream().map(Finetuning.Step::g).toList();
+            Score s = score(name, model, true, prompts, real, est, curve, gCurve, stepG, samples);
+            return s;
+        } finally {
+            model.close(); // its native memory, whatever happened
         }
-        torch.manual_seed(seed + 3);
-        List<Double> stepG = r.steps().stream().map(Finetuning.Step::g).toList();
-        Score s = score(name, model, true, prompts, real, est, curve, gCurve, stepG, samples);
-        model.close();
-        return s;
+    }
+
+    /**
+     * {@code listener} with every call (step, evaluation, warning) passed on under the stage {@code name}: the
+     * demo's methods all finetune, and the progress shown names the method.
+     */
+    static TrainingListener named(String name, TrainingListener listener) {
+        return new TrainingListener() {
+            @Override
+            public void onStep(String stage, long step, long totalSteps, double g, double f) {
+                listener.onStep(name, step, totalSteps, g, f);
+            }
+
+            @Override
+            public void onEval(String stage, long step, double score) {
+                listener.onEval(name, step, score);
+            }
+
+            @Override
+            public void onWarning(String stage, long step, String message) {
+                listener.onWarning(name, step, message);
+            }
+        };
     }
 
     /** Zeroes the condition of each row with probability {@link DemoConfig#condDropout}: the null condition. */

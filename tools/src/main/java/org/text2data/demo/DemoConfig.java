@@ -44,12 +44,14 @@ public record DemoConfig(String name, int trainSeries, int seen, int hidden, int
             throw new IllegalArgumentException("seeds must lie in 1..20, got " + seeds);
         }
         int combos = Waveforms.combinations();
-        if (seen < Waveforms.LEVELS[0] || seen > combos - unseenPrompts) {
+        int mostSeen = Math.min(combos - unseenPrompts, trainSeries / 10);
+        if (seen < Waveforms.LEVELS[0] || seen > mostSeen) {
             throw new IllegalArgumentException("seen combinations must lie in " + Waveforms.LEVELS[0] + ".."
-                    + (combos - unseenPrompts) + " (at least one per shape, and " + unseenPrompts
-                    + " combinations left unseen for the prompts), got " + seen);
+                    + mostSeen + " (at least one per shape, " + unseenPrompts
+                    + " combinations left unseen for the prompts, and at least 10 of the " + trainSeries
+                    + " training series per seen combination), got " + seen);
         }
-        if (trainSeries < 10 * seen || pretrainSteps < 1 || finetuneSteps < 1 || ceilingSteps < 1 || evaluations < 1
+        if (pretrainSteps < 1 || finetuneSteps < 1 || ceilingSteps < 1 || evaluations < 1
                 || samplesPerPrompt < 2 || evalSamples < 1 || unseenPrompts < 1) {
             throw new IllegalArgumentException("the demo's sizes are too small: " + this);
         }

@@ -63,7 +63,7 @@ final class DemoPlots {
         List<Charts.Line> batch = new ArrayList<>();
         double start = rep.config().pretrainSteps();
         double end = start + rep.config().finetuneSteps();
-        for (String m : List.of("pretrain_finetune", "text2data")) {
+        for (String m : Demo.G_METHODS) {
             for (int s = 0; s < rep.runs().size(); s++) {
                 Demo.SeedRun r = rep.runs().get(s);
                 List<double[]> c = r.scores().get(m).gCurve();
