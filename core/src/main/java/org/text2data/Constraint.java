@@ -700,6 +700,9 @@ public final class Constraint implements AutoCloseable {
     public void checkSkippedSteps() {
         enter();
         try {
+            if (unchecked == 0) {
+                return; // no fused device step since the status was last read: nothing new to read
+            }
             unchecked = 0;
             if (fused == null || !(engine instanceof FusedEngine fe)) {
                 return;
@@ -723,6 +726,23 @@ public final class Constraint implements AutoCloseable {
                     + "; a skipped step changes nothing (parameters, gradients and optimizer state stay as they were)");
         } finally {
             exit();
+        }
+    }
+
+    /**
+     * {@link #checkSkippedSteps()} unless another thread is inside a call on this constraint (a logging thread
+     * reading a {@link StepResult}'s loss while the training thread steps): then nothing is read here, and the
+     * training thread reports a skipped step at its own next check.
+     */
+    void checkSkippedStepsIfFree() {
+        Thread owner = user.get();
+        if (owner != null && owner != Thread.currentThread()) {
+            return;
+        }
+        try {
+            checkSkippedSteps();
+        } catch (ConcurrentModificationException e) {
+            // the training thread entered between the look and the call: it reports at its next check
         }
     }
 

@@ -40,7 +40,7 @@ public final class StepResult implements AutoCloseable {
     private double read(Tensor loss) {
         double v = loss.item_double();
         if (onDevice != null && !onDevice.isClosed()) {
-            onDevice.checkSkippedSteps();
+            onDevice.checkSkippedStepsIfFree();
         }
         return v;
     }

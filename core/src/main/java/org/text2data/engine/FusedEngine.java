@@ -62,6 +62,8 @@ public final class FusedEngine implements ProjectionEngine {
     private final MemorySegment optimizerOptions;
     /** CUDA: the device's t2d_step_status (five int64), created at the first fused step; null on the host. */
     private Tensor stepStatus;
+    /** CUDA: a zero loss on the device for steps that project nothing (no gValue), made once. */
+    private Tensor zeroLoss;
     /** Between {@link #releaseGradients} and the step that uses the gradients: the release protocol is on. */
     private boolean releasing;
     /** Whether the last {@link #firstStep} kept constraint gradients that have not been released since. */
@@ -580,7 +582,12 @@ public final class FusedEngine implements ProjectionEngine {
             } else {
                 Tensor gv = gValue;
                 if (gv == null) {
-                    gv = params[0].detach().new_zeros(new long[0]);
+                    if (zeroLoss == null) {
+                        Tensor z = params[0].detach().new_zeros(new long[0]);
+                        z.retainReference();
+                        zeroLoss = z;
+                    }
+                    gv = zeroLoss;
                 } else if (!gv.is_cuda() || gv.numel() != 1) {
                     throw new IllegalArgumentException("gValue must be a one-element tensor on cuda:" + device);
                 }
@@ -742,6 +749,10 @@ public final class FusedEngine implements ProjectionEngine {
         if (stepStatus != null) {
             stepStatus.releaseReference();
             stepStatus = null;
+        }
+        if (zeroLoss != null) {
+            zeroLoss.releaseReference();
+            zeroLoss = null;
         }
         arena.close();
     }
