@@ -1,4 +1,5 @@
 #include "common.h"
+#include "t2d_optim.h"
 
 #include <cstdarg>
 #include <cstdio>
@@ -110,7 +111,7 @@ int32_t validate(const t2d_tensor* tensors, int32_t count, bool expect_host, int
 
 static bool finite_nonneg(double v) { return v >= 0 && v <= 1.7976931348623157e308; }
 
-int32_t validate_step(const t2d_param* params, int32_t count, const t2d_optimizer* o, bool expect_host,
+int32_t validate_step(const t2d_param* params, int32_t count, const t2d_optimizer* o, int32_t options, bool expect_host,
                       int32_t* device) {
     if (o == nullptr) return fail(T2D_ERR_NULL_POINTER, "optimizer is NULL");
     if (o->kind != T2D_SGD && o->kind != T2D_ADAM && o->kind != T2D_ADAMW)
@@ -133,7 +134,8 @@ int32_t validate_step(const t2d_param* params, int32_t count, const t2d_optimize
         if (!finite_nonneg(o->eps)) return fail(T2D_ERR_BAD_OPTION, "eps must be a finite number >= 0, got %g", o->eps);
         if (o->flags & T2D_NESTEROV) return fail(T2D_ERR_BAD_OPTION, "nesterov is not an option of Adam or AdamW");
     }
-    int states = o->kind == T2D_SGD ? (o->momentum != 0 ? 1 : 0) : ((o->flags & T2D_AMSGRAD) ? 3 : 2);
+    if (options != 0) return fail(T2D_ERR_BAD_OPTION, "options must be 0 (reserved), got %d", options);
+    int states = t2d_state_count(*o);
     static const char* const state_names[3] = {"exp_avg (or momentum buffer)", "exp_avg_sq", "max_exp_avg_sq"};
     if (count < 0) return fail(T2D_ERR_BAD_COUNT, "tensor count is negative (%d)", count);
     if (count > 0 && params == nullptr) return fail(T2D_ERR_NULL_POINTER, "params is NULL but count is %d", count);
@@ -170,12 +172,11 @@ int32_t validate_step(const t2d_param* params, int32_t count, const t2d_optimize
 int32_t validate_step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
                            const void* g_value_device, int32_t g_value_dtype, int32_t options,
                            const t2d_step_status* status_device, int32_t* device) {
-    int32_t rc = validate_step(params, count, optimizer, false, device);
+    int32_t rc = validate_step(params, count, optimizer, options, false, device);
     if (rc != T2D_OK) return rc;
     if (g_value_device == nullptr) return fail(T2D_ERR_NULL_POINTER, "g_value_device is NULL");
     if (status_device == nullptr) return fail(T2D_ERR_NULL_POINTER, "status_device is NULL");
     if (!valid_dtype(g_value_dtype)) return fail(T2D_ERR_UNSUPPORTED_DTYPE, "unsupported g_value dtype code %d", g_value_dtype);
-    if (options != 0) return fail(T2D_ERR_BAD_OPTION, "options must be 0 (reserved), got %d", options);
     return T2D_OK;
 }
 

@@ -27,12 +27,12 @@ void clear_error();
 // T2D_DEVICE_HOST; otherwise all device fields must be one CUDA device k >= 0, returned in *device.
 int32_t validate(const t2d_tensor* tensors, int32_t count, bool expect_host, int32_t* device);
 
-// Validation of a fused step's arguments (see t2d_step_host): the optimizer's options, then every
-// parameter's pointers, sizes, dtype, device and contiguity, as validate() does for a projection.
-int32_t validate_step(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer, bool expect_host,
-                      int32_t* device);
+// Validation of a fused step's arguments (see t2d_step_host): the optimizer's options, the reserved options
+// word, then every parameter's pointers, sizes, dtype, device and contiguity, as validate() does for a projection.
+int32_t validate_step(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer, int32_t options,
+                      bool expect_host, int32_t* device);
 
-// validate_step (device side) and t2d_step_cuda's own arguments: g_value_device, its dtype, options, status.
+// validate_step (device side) and t2d_step_cuda's own arguments: g_value_device, its dtype, status.
 int32_t validate_step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
                            const void* g_value_device, int32_t g_value_dtype, int32_t options,
                            const t2d_step_status* status_device, int32_t* device);

@@ -726,9 +726,8 @@ extern "C" int32_t t2d_step_host(const t2d_param* params, int32_t count, const t
                                  double g_value, double g_constraint, double alpha, double beta, int32_t options,
                                  double* lambdas_out) {
     t2d::clear_error();
-    int32_t rc = t2d::validate_step(params, count, optimizer, true, nullptr);
+    int32_t rc = t2d::validate_step(params, count, optimizer, options, true, nullptr);
     if (rc != T2D_OK) return rc;
-    if (options != 0) return t2d::fail(T2D_ERR_BAD_OPTION, "options must be 0 (reserved), got %d", options);
     try {
         return t2d::step_host(params, count, *optimizer, alpha * (g_value - g_constraint), beta, lambdas_out);
     } catch (const std::bad_alloc&) {
