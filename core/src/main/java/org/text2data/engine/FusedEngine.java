@@ -183,11 +183,7 @@ public final class FusedEngine implements ProjectionEngine {
                     if (zeroGrad) {
                         g.zero_();
                     }
-                    st.kept = c;
-                    st.keptAddress = dataAddress(c);
-                    st.keptDtype = dtype;
-                    st.keptNumel = numel;
-                    st.keptContiguous = true;
+                    st.keep(c, dataAddress(c), dtype, numel, true);
                     continue;
                 }
                 Tensor s = st.spare;
@@ -231,11 +227,7 @@ public final class FusedEngine implements ProjectionEngine {
                     address = dataAddress(c);
                     contiguous = c.is_contiguous();
                 }
-                st.kept = c;
-                st.keptAddress = address;
-                st.keptDtype = dtype;
-                st.keptNumel = numel;
-                st.keptContiguous = contiguous;
+                st.keep(c, address, dtype, numel, contiguous);
             }
         }
         hasKept = true;
@@ -303,15 +295,10 @@ public final class FusedEngine implements ProjectionEngine {
                     Tensor c = h.contiguous();
                     c.retainReference();
                     h.reset();
-                    st.kept = c;
-                    st.keptAddress = dataAddress(c);
+                    st.keep(c, dataAddress(c), dtype, numel, true);
                 } else {
-                    st.kept = h;
-                    st.keptAddress = dataAddress(h);
+                    st.keep(h, dataAddress(h), dtype, numel, true);
                 }
-                st.keptDtype = dtype;
-                st.keptNumel = numel;
-                st.keptContiguous = true;
             }
         }
         hasKept = true;
@@ -324,11 +311,7 @@ public final class FusedEngine implements ProjectionEngine {
             z.retainReference();
             st.zeroKept = z;
         }
-        st.kept = z;
-        st.keptAddress = dataAddress(z);
-        st.keptDtype = dtypeCode(z.scalar_type());
-        st.keptNumel = z.numel();
-        st.keptContiguous = true;
+        st.keep(z, dataAddress(z), dtypeCode(z.scalar_type()), z.numel(), true);
     }
 
     /**

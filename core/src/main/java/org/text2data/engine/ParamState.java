@@ -190,6 +190,15 @@ public final class ParamState implements AutoCloseable {
 
     // ---------------------------------------------------------------- the gradient buffers
 
+    /** Keeps {@code c} (an owned handle) as c_p, with what the kernels need to know about its memory. */
+    void keep(Tensor c, long address, int dtype, long numel, boolean contiguous) {
+        kept = c;
+        keptAddress = address;
+        keptDtype = dtype;
+        keptNumel = numel;
+        keptContiguous = contiguous;
+    }
+
     /** Forgets the installed gradient buffer (the parameter keeps it; we drop our handle). */
     void forgetInstalled() {
         installed = release(installed);
