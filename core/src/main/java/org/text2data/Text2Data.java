@@ -29,7 +29,7 @@ public final class Text2Data {
      * adding them into zeroed ones, and keeps the unconditional ones by handle, without a copy. The values are those
      * of zeroing, which the reference relies on: a gradient that existed stays defined (a parameter no pass of this
      * step reaches keeps a zero gradient, which is projected and stepped). Afterwards each parameter's gradient is
-     * its projected conditional gradient, as with zeroing.
+     * its projected conditional gradient, as with zeroing. With a {@link GradientSync} the gradients are zeroed.
      *
      * @param optimizer   the constraint optimizer over the model's parameters
      * @param gConstraint the barrier's target for the unconditional loss (finite, &gt;= 0), as in
