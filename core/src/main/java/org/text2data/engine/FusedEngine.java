@@ -487,7 +487,7 @@ public final class FusedEngine implements ProjectionEngine {
                              double gConstraint, double alpha, double beta, boolean project) {
         ensureOpen(states);
         zeroMissingGradients(states);
-        int nStates = o.stateNames().length;
+        int nStates = o.stateCount();
         int count = 0;
         int projected = 0;
         boolean ok = false;

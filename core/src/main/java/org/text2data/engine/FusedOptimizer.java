@@ -68,6 +68,11 @@ public final class FusedOptimizer {
                     : new String[] {"exp_avg", "exp_avg_sq"};
         }
 
+        /** How many state buffers this optimizer keeps per parameter: {@code stateNames().length}, without allocating. */
+        int stateCount() {
+            return kind == Kind.SGD ? (momentum != 0 ? 1 : 0) : amsgrad ? 3 : 2;
+        }
+
         /** Whether PyTorch keeps a {@code step} count in this optimizer's state (Adam and AdamW do, SGD does not). */
         boolean savesStep() {
             return kind != Kind.SGD;

@@ -36,6 +36,9 @@ public final class ParamState implements AutoCloseable {
     final Tensor[] buffers = new Tensor[3];
     /** The step count, a one-element int64 tensor on the parameter's device (null before the first step). */
     Tensor step;
+    /** The data addresses of {@link #buffers} (0: none) and of {@link #step}, read once when each is made. */
+    private final long[] bufferAddress = new long[3];
+    private long stepAddress;
     /** Whether the optimizer state was created by the call in progress (dropped again if it is refused). */
     boolean fresh;
 
@@ -80,12 +83,13 @@ public final class ParamState implements AutoCloseable {
 
     /** Creates the step count and the buffers {@code o} needs, zero, like {@code param}, where missing. */
     void ensure(FusedOptimizer.Options o, Tensor param) {
-        int n = o.stateNames().length;
+        int n = o.stateCount();
         if (step == null) {
             try (PointerScope scope = new PointerScope()) {
                 Tensor s = param.detach().new_zeros(new long[0], new TensorOptions(torch.ScalarType.Long));
                 s.retainReference();
                 step = s;
+                stepAddress = FusedEngine.dataAddress(s);
             }
             fresh = true;
         }
@@ -94,6 +98,7 @@ public final class ParamState implements AutoCloseable {
                 Tensor b = torch.zeros_like(param.detach());
                 b.retainReference();
                 buffers[k] = b;
+                bufferAddress[k] = FusedEngine.dataAddress(b);
                 fresh = true;
             }
         }
@@ -170,22 +175,24 @@ public final class ParamState implements AutoCloseable {
         }
     }
 
-    /** The data address of optimizer buffer k (0 if there is none). */
+    /** The data address of optimizer buffer k (0 if there is none): found when it was made (loads copy into it). */
     long address(int k) {
-        return buffers[k] == null ? 0 : FusedEngine.dataAddress(buffers[k]);
+        return bufferAddress[k];
     }
 
     /** The step count's data address, for a row's {@code step} field. */
     long stepAddress() {
-        return FusedEngine.dataAddress(step);
+        return stepAddress;
     }
 
     /** Releases the optimizer state's tensors: no step taken afterwards. */
     private void clearOptimizerState() {
         for (int k = 0; k < buffers.length; k++) {
             buffers[k] = release(buffers[k]);
+            bufferAddress[k] = 0;
         }
         step = release(step);
+        stepAddress = 0;
     }
 
     // ---------------------------------------------------------------- the gradient buffers
