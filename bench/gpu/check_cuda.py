@@ -1348,37 +1348,31 @@ def fused_nonfinite(B, R, gen):
     # +inf, lam 0 for -inf); the first projected tensor is named (tensor 0 here)
     for gv in (float("inf"), float("-inf"), float("nan")):
         fps = [FusedParam(n, torch.float32, B.device, gen) for n in (40, 300)]
-        status = new_status(B)
-        snaps = [fp.snapshot() for fp in fps]
-        rc = fused_step(B, fps, o, gv, 1.0, status)
-        B.sync()
-        untouched = all(fp.unchanged(sn) for fp, sn in zip(fps, snaps))
-        if B.cuda:
-            calls, skipped, first, tensor, why = read_status(status)
-            ok = rc == T2D_OK and skipped == 1 and tensor == 0 and why == T2D_NONFINITE_LOSS
-            detail = "status skipped %d tensor %d reason %d" % (skipped, tensor, why)
-        else:
-            msg, at = B.last_error()
-            ok = rc == T2D_ERR_NONFINITE and at == 0 and "g_value" in msg
-            detail = "rc %d '%s'" % (rc, msg)
-        R.check("fused step g_value %s: nothing written" % gv, ok and untouched, "%s; untouched %s" % (detail, untouched))
-    # float16: finite gradients, an SGD update that leaves float16's range
+        refused_step(B, R, "g_value %s" % gv, fps, o, gv, 0, T2D_NONFINITE_LOSS, "g_value")
+    # float16: finite gradients, an SGD update that leaves float16's range (g_value < g_constraint: lam = 0)
     fps = [FusedParam(n, torch.float16, B.device, gen) for n in (40, 300)]
     fps[1].p.view(-1)[7], fps[1].g.view(-1)[7] = 65000.0, -60000.0
+    refused_step(B, R, "float16 update overflow", fps, opt_struct(T2D_SGD, 1.0), 0.0, 1, T2D_NONFINITE_UPDATE,
+                 "overflowed")
+
+
+def refused_step(B, R, label, fps, o, g_value, tensor_want, reason, host_word):
+    """One fused step that must be refused: nothing written; host: T2D_ERR_NONFINITE naming tensor_want with
+    host_word in the message; CUDA: rc 0 and the status says skipped, tensor_want, reason."""
     status = new_status(B)
     snaps = [fp.snapshot() for fp in fps]
-    rc = fused_step(B, fps, opt_struct(T2D_SGD, 1.0), 0.0, 1.0, status)  # g_value < g_constraint: lam = 0
+    rc = fused_step(B, fps, o, g_value, 1.0, status)
     B.sync()
     untouched = all(fp.unchanged(sn) for fp, sn in zip(fps, snaps))
     if B.cuda:
         calls, skipped, first, tensor, why = read_status(status)
-        ok = rc == T2D_OK and skipped == 1 and tensor == 1 and why == T2D_NONFINITE_UPDATE
+        ok = rc == T2D_OK and skipped == 1 and tensor == tensor_want and why == reason
         detail = "status skipped %d tensor %d reason %d" % (skipped, tensor, why)
     else:
         msg, at = B.last_error()
-        ok = rc == T2D_ERR_NONFINITE and at == 1 and "overflowed" in msg
+        ok = rc == T2D_ERR_NONFINITE and at == tensor_want and host_word in msg
         detail = "rc %d '%s'" % (rc, msg)
-    R.check("fused step float16 update overflow: nothing written", ok and untouched, "%s; untouched %s" % (detail, untouched))
+    R.check("fused step %s: nothing written" % label, ok and untouched, "%s; untouched %s" % (detail, untouched))
 
 
 def fused_no_host_sync(B, R, gen):
