@@ -207,6 +207,59 @@ T2D_API int32_t t2d_step_cuda(const t2d_param* params, int32_t count, const t2d_
                          double g_constraint, double alpha, double beta, int32_t options,
                          void* cuda_stream, t2d_step_status* status_device, double* lambdas_out_device);
 
+/* ------------------------------------------------------------------ CUDA graphs
+ * t2d_step_cuda cannot be captured into a CUDA graph: it reuses a ring of pinned tables, records events, may
+ * grow its workspace, and takes the learning rate and the projection's scalars as values, which a graph would
+ * keep forever. A plan holds what a captured step needs fixed (its own pinned table and device workspace, sized
+ * once), and the scalars are read on the device, so that a replay sees their current values.
+ */
+
+/* The scalars of a planned step, in device memory (written by the caller between replays). */
+typedef struct t2d_step_scalars {
+    double lr;            /* the optimizer's learning rate (replaces optimizer->lr) */
+    double g_constraint;
+    double alpha;
+    double beta;
+} t2d_step_scalars;       /* 32 bytes */
+
+typedef struct t2d_cuda_plan t2d_cuda_plan; /* opaque */
+
+/*
+ * Makes a plan for steps over at most count parameters of at most these sizes (numel of each row; the
+ * pointers are not read) on CUDA device `device`, and loads the step's kernels. Allocates device and pinned
+ * memory: call it outside any stream capture. *plan_out is NULL on failure.
+ */
+T2D_API int32_t t2d_plan_create(const t2d_param* params, int32_t count, int32_t device, t2d_cuda_plan** plan_out);
+
+/* Frees a plan (NULL: nothing), once the device has finished every step enqueued with it (it waits for the
+   device). A graph that captured a step with the plan must not be replayed afterwards. */
+T2D_API void t2d_plan_destroy(t2d_cuda_plan* plan);
+
+/*
+ * t2d_step_cuda with a plan: the same checks, step and status, but lr, g_constraint, alpha and beta are read
+ * by the kernels from scalars_device (device memory of the plan's device), and the call enqueues only a copy
+ * of the table from the plan's pinned memory, a memset and the kernels: no allocation, no event, no host
+ * synchronisation. A stream capture of the call records the whole step, and each replay of the graph takes it
+ * again with the table the plan's pinned memory then holds (that of the plan's last call). The rows must fit
+ * the plan (no more rows or chunks than it was made for). A plan serves one stream at a time.
+ */
+T2D_API int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* params, int32_t count,
+                         const t2d_optimizer* optimizer, const void* g_value_device, int32_t g_value_dtype,
+                         const t2d_step_scalars* scalars_device, int32_t options, void* cuda_stream,
+                         t2d_step_status* status_device);
+
+/*
+ * Stream capture, for callers without a CUDA runtime binding of their own. capture_begin starts capturing
+ * cuda_stream (a cudaStream_t other than the legacy default stream) in cudaStreamCaptureModeGlobal;
+ * capture_end ends it and, when graph_exec_out is not NULL, instantiates the graph into *graph_exec_out (NULL
+ * discards the capture, e.g. after a failure). launch enqueues one replay on cuda_stream; destroy frees an
+ * instantiated graph (a replay in flight completes first).
+ */
+T2D_API int32_t t2d_graph_capture_begin(void* cuda_stream);
+T2D_API int32_t t2d_graph_capture_end(void* cuda_stream, void** graph_exec_out);
+T2D_API int32_t t2d_graph_launch(void* graph_exec, void* cuda_stream);
+T2D_API void t2d_graph_destroy(void* graph_exec);
+
 /* 1 if the library was built with CUDA and a CUDA driver and at least one device are present. */
 T2D_API int32_t t2d_cuda_available(void);
 

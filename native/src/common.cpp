@@ -180,6 +180,29 @@ int32_t validate_step_cuda(const t2d_param* params, int32_t count, const t2d_opt
     return T2D_OK;
 }
 
+int32_t validate_step_planned(bool plan_null, const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
+                              const void* g_value_device, int32_t g_value_dtype, const t2d_step_scalars* scalars_device,
+                              int32_t options, const t2d_step_status* status_device, int32_t* device) {
+    if (plan_null) return fail(T2D_ERR_NULL_POINTER, "plan is NULL");
+    int32_t rc = validate_step_cuda(params, count, optimizer, g_value_device, g_value_dtype, options, status_device, device);
+    if (rc != T2D_OK) return rc;
+    if (scalars_device == nullptr) return fail(T2D_ERR_NULL_POINTER, "scalars_device is NULL");
+    return T2D_OK;
+}
+
+int32_t validate_plan(const t2d_param* params, int32_t count, int32_t device) {
+    if (count < 0) return fail(T2D_ERR_BAD_COUNT, "tensor count is negative (%d)", count);
+    if (count > 0 && params == nullptr) return fail(T2D_ERR_NULL_POINTER, "params is NULL but count is %d", count);
+    if (device < 0) return fail(T2D_ERR_WRONG_DEVICE, "a plan is for a CUDA device, got device %d", device);
+    for (int32_t i = 0; i < count; i++) {
+        if (params[i].numel < 0)
+            return fail_t(i, T2D_ERR_BAD_COUNT, "tensor %d: negative numel (%lld)", i, (long long)params[i].numel);
+        if (!valid_dtype(params[i].dtype))
+            return fail_t(i, T2D_ERR_UNSUPPORTED_DTYPE, "tensor %d: unsupported dtype code %d", i, params[i].dtype);
+    }
+    return T2D_OK;
+}
+
 }  // namespace t2d
 
 extern "C" const char* t2d_last_error(void) { return t2d::g_last_error.c_str(); }

@@ -37,6 +37,14 @@ int32_t validate_step_cuda(const t2d_param* params, int32_t count, const t2d_opt
                            const void* g_value_device, int32_t g_value_dtype, int32_t options,
                            const t2d_step_status* status_device, int32_t* device);
 
+// validate_step_cuda, and t2d_step_cuda_planned's own arguments: the plan and the scalars.
+int32_t validate_step_planned(bool plan_null, const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
+                              const void* g_value_device, int32_t g_value_dtype, const t2d_step_scalars* scalars_device,
+                              int32_t options, const t2d_step_status* status_device, int32_t* device);
+
+// t2d_plan_create's arguments: the count, each row's numel and dtype, the device.
+int32_t validate_plan(const t2d_param* params, int32_t count, int32_t device);
+
 inline bool valid_dtype(int32_t d) { return d >= T2D_FLOAT32 && d <= T2D_FLOAT16; }
 const char* dtype_name(int32_t d);
 

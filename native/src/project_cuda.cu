@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <mutex>
+#include <new>
 #include <vector>
 
 #include "common.h"
@@ -565,7 +566,12 @@ __global__ void step_reduce_kernel(const DevParam* __restrict__ table, int count
 // tensor into *bad.
 __global__ void step_lambda_kernel(const DevParam* __restrict__ table, int count, const double2* __restrict__ partials,
                                    const void* g_value, int g_value_dtype, double g_constraint, double alpha, double beta,
-                                   double* __restrict__ lam, int* __restrict__ bad) {
+                                   const t2d_step_scalars* sc, double* __restrict__ lam, int* __restrict__ bad) {
+    if (sc) {  // a planned step: the scalars' current values, read on the device
+        g_constraint = sc->g_constraint;
+        alpha = sc->alpha;
+        beta = sc->beta;
+    }
     int warp = (int)((blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (warp >= count) return;
@@ -622,7 +628,7 @@ __device__ void step_chunk(const DevParam& t, const t2d_optimizer& o, int64_t be
 // Pass 3 (!Write, half types only) and pass 4 (Write, skipped entirely when *bad is set).
 template <bool Write>
 __global__ void step_update_kernel(const DevParam* __restrict__ table, int count, const double* __restrict__ lam,
-                                   t2d_optimizer o, int* bad) {
+                                   t2d_optimizer o, const t2d_step_scalars* sc, int* bad) {
     // a step already refused by an earlier pass: nothing to write, nothing to check (the check pass goes on only
     // while the flag is unset or holds its own kind, so that the lowest overflowing tensor is the one named)
     const int b = *(volatile int*)bad;
@@ -636,6 +642,7 @@ __global__ void step_update_kernel(const DevParam* __restrict__ table, int count
     int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
     int64_t end = min(begin + kCudaChunk, t.numel);
     const double l = lam[ti];
+    if (sc) o.lr = sc->lr;
     with_dtype(t.dtype, [&](auto s) { step_chunk<decltype(s), Write>(t, o, begin, end, l, ti, bad); });
 }
 
@@ -668,12 +675,10 @@ __global__ void step_finalize_kernel(const DevParam* __restrict__ table, int cou
     }
 }
 
-int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o, int32_t device, const void* g_value,
-                  int32_t g_value_dtype, double g_constraint, double alpha, double beta, cudaStream_t stream,
-                  t2d_step_status* status, double* lambdas_out) {
-    int32_t rc0 = check_device(device);
-    if (rc0 != T2D_OK) return rc0;
-    DeviceGuard guard(device);
+// Every pointer of a fused step on cuda:device (nothing is written before this).
+int32_t check_step_pointers(const t2d_param* params, int32_t count, const t2d_optimizer& o, int32_t device,
+                            const void* g_value, const t2d_step_status* status, const double* lambdas_out,
+                            const t2d_step_scalars* scalars) {
     int states = t2d_state_count(o);
     for (int32_t i = 0; i < count; i++) {
         const t2d_param& t = params[i];
@@ -691,67 +696,132 @@ int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o
     int32_t rc = check_pointer(g_value, device, -1, "g_value");
     if (rc == T2D_OK) rc = check_pointer(status, device, -1, "status");
     if (rc == T2D_OK && lambdas_out) rc = check_pointer(lambdas_out, device, -1, "lambdas_out");
-    if (rc != T2D_OK) return rc;
+    if (rc == T2D_OK && scalars) rc = check_pointer(scalars, device, -1, "scalars");
+    return rc;
+}
 
-    DeviceState& st = g_states[device];
-    std::lock_guard<std::mutex> lock(st.mutex);
-    size_t table_bytes = sizeof(DevParam) * (size_t)std::max(count, 1);
+// A fused step's chunk count, and whether a row is half precision.
+int64_t step_chunks(const t2d_param* params, int32_t count, bool* half) {
     int64_t chunks = 0;
-    bool half = false;
+    *half = false;
     for (int32_t i = 0; i < count; i++) {
         chunks += (params[i].numel + kCudaChunk - 1) / kCudaChunk;
-        half |= params[i].dtype == T2D_FLOAT16 || params[i].dtype == T2D_BFLOAT16;
+        *half |= params[i].dtype == T2D_FLOAT16 || params[i].dtype == T2D_BFLOAT16;
     }
-    if (chunks > INT32_MAX) return fail(T2D_ERR_BAD_COUNT, "too many elements for one step (%lld chunks)", (long long)chunks);
-    size_t off_partials = align_up(table_bytes);
-    size_t off_lam = off_partials + align_up(sizeof(double2) * (size_t)chunks);
-    size_t off_bad = off_lam + align_up(sizeof(double) * (size_t)std::max(count, 1));
-    int slot = 0;
-    void* hv = nullptr;
-    rc = acquire(st, stream, table_bytes, off_bad + sizeof(int), &slot, &hv);
-    if (rc != T2D_OK) return rc;
-    DevParam* h = (DevParam*)hv;
-    chunks = 0;
+    return chunks;
+}
+
+// Offsets in a fused step's device workspace [table | partials | lam | bad] and its size.
+struct StepLayout {
+    size_t partials, lam, bad, size;
+    StepLayout(int32_t count, int64_t chunks) {
+        size_t rows = (size_t)std::max(count, 1);
+        partials = align_up(sizeof(DevParam) * rows);
+        lam = partials + align_up(sizeof(double2) * (size_t)chunks);
+        bad = lam + align_up(sizeof(double) * rows);
+        size = bad + sizeof(int);
+    }
+};
+
+// Writes the rows into the (pinned) host table h.
+void fill_table(DevParam* h, const t2d_param* params, int32_t count) {
+    int64_t chunks = 0;
     for (int32_t i = 0; i < count; i++) {
         const t2d_param& t = params[i];
         h[i] = DevParam{t.param, t.grad, t.constraint, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq, t.step, t.numel, chunks,
                         t.dtype, 0};
         chunks += (t.numel + kCudaChunk - 1) / kCudaChunk;
     }
-    char* base = (char*)st.d_buf;
-    DevParam* d_table = (DevParam*)base;
-    double2* d_partials = (double2*)(base + off_partials);
-    double* d_lam = (double*)(base + off_lam);
-    int* d_bad = (int*)(base + off_bad);
+}
 
-    T2D_CU(cudaMemcpyAsync(d_table, h, sizeof(DevParam) * (size_t)count, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
-    T2D_CU(cudaEventRecord(st.copied[slot], stream), "cudaEventRecord");
-    st.has_copied[slot] = true;
+// Enqueues a fused step on stream: the table's copy from pinned memory, the flag's reset and the five passes.
+// scalars, when not NULL, replace lr, g_constraint, alpha and beta (read on the device).
+int32_t launch_step(const DevParam* h, int32_t count, int64_t chunks, bool half, const t2d_optimizer& o,
+                    const void* g_value, int32_t g_value_dtype, double g_constraint, double alpha, double beta,
+                    const t2d_step_scalars* scalars, cudaStream_t stream, t2d_step_status* status, double* lambdas_out,
+                    void* workspace) {
+    StepLayout layout(count, chunks);
+    char* base = (char*)workspace;
+    DevParam* d_table = (DevParam*)base;
+    double2* d_partials = (double2*)(base + layout.partials);
+    double* d_lam = (double*)(base + layout.lam);
+    int* d_bad = (int*)(base + layout.bad);
+    if (count > 0)
+        T2D_CU(cudaMemcpyAsync(d_table, h, sizeof(DevParam) * (size_t)count, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
     T2D_CU(cudaMemsetAsync(d_bad, 0x7f, sizeof(int), stream), "cudaMemsetAsync");
     if (chunks > 0) step_reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_partials);
     T2D_CU(cudaGetLastError(), "step reduce kernel launch");
     if (count > 0) {
         unsigned warps_per_block = 4;
         step_lambda_kernel<<<(unsigned)((count + warps_per_block - 1) / warps_per_block), 32 * warps_per_block, 0, stream>>>(
-            d_table, count, d_partials, g_value, g_value_dtype, g_constraint, alpha, beta, d_lam, d_bad);
+            d_table, count, d_partials, g_value, g_value_dtype, g_constraint, alpha, beta, scalars, d_lam, d_bad);
         T2D_CU(cudaGetLastError(), "step lambda kernel launch");
     }
     if (half && chunks > 0) {
-        step_update_kernel<false><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam, o, d_bad);
+        step_update_kernel<false><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam, o, scalars, d_bad);
         T2D_CU(cudaGetLastError(), "step check kernel launch");
     }
-    if (chunks > 0) step_update_kernel<true><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam, o, d_bad);
+    if (chunks > 0) step_update_kernel<true><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam, o, scalars, d_bad);
     T2D_CU(cudaGetLastError(), "step update kernel launch");
     step_finalize_kernel<<<1, kThreads, 0, stream>>>(d_table, count, d_bad, d_lam, lambdas_out, status);
     T2D_CU(cudaGetLastError(), "step finalize kernel launch");
+    return T2D_OK;
+}
+
+int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o, int32_t device, const void* g_value,
+                  int32_t g_value_dtype, double g_constraint, double alpha, double beta, cudaStream_t stream,
+                  t2d_step_status* status, double* lambdas_out) {
+    int32_t rc = check_device(device);
+    if (rc != T2D_OK) return rc;
+    DeviceGuard guard(device);
+    rc = check_step_pointers(params, count, o, device, g_value, status, lambdas_out, nullptr);
+    if (rc != T2D_OK) return rc;
+
+    DeviceState& st = g_states[device];
+    std::lock_guard<std::mutex> lock(st.mutex);
+    bool half = false;
+    int64_t chunks = step_chunks(params, count, &half);
+    if (chunks > INT32_MAX) return fail(T2D_ERR_BAD_COUNT, "too many elements for one step (%lld chunks)", (long long)chunks);
+    StepLayout layout(count, chunks);
+    int slot = 0;
+    void* hv = nullptr;
+    rc = acquire(st, stream, sizeof(DevParam) * (size_t)std::max(count, 1), layout.size, &slot, &hv);
+    if (rc != T2D_OK) return rc;
+    fill_table((DevParam*)hv, params, count);
+    rc = launch_step((const DevParam*)hv, count, chunks, half, o, g_value, g_value_dtype, g_constraint, alpha, beta, nullptr,
+                     stream, status, lambdas_out, st.d_buf);
+    // recorded after the kernels, so that the slot and the workspace are reused only once they are done with
+    T2D_CU(cudaEventRecord(st.copied[slot], stream), "cudaEventRecord");
+    st.has_copied[slot] = true;
     T2D_CU(cudaEventRecord(st.done, stream), "cudaEventRecord");
     st.has_done = true;
     st.d_stream = stream;
+    return rc;
+}
+
+// The step's kernels, loaded now (with lazy module loading they would be loaded at their first launch,
+// which a stream capture must not be the one to do).
+int32_t load_step_kernels() {
+    cudaFuncAttributes a;
+    T2D_CU(cudaFuncGetAttributes(&a, step_reduce_kernel), "cudaFuncGetAttributes");
+    T2D_CU(cudaFuncGetAttributes(&a, step_lambda_kernel), "cudaFuncGetAttributes");
+    T2D_CU(cudaFuncGetAttributes(&a, step_update_kernel<false>), "cudaFuncGetAttributes");
+    T2D_CU(cudaFuncGetAttributes(&a, step_update_kernel<true>), "cudaFuncGetAttributes");
+    T2D_CU(cudaFuncGetAttributes(&a, step_finalize_kernel), "cudaFuncGetAttributes");
     return T2D_OK;
 }
 
 }  // namespace
 }  // namespace t2d
+
+// A plan (text2data.h): a pinned table and a device workspace sized once, owned by the caller.
+struct t2d_cuda_plan {
+    int32_t device;
+    int32_t rows;         // at most this many rows per step
+    int64_t chunks;       // at most this many chunks per step
+    t2d::DevParam* host;  // pinned, rows entries
+    void* workspace;      // device memory, StepLayout(rows, chunks).size bytes
+};
 
 extern "C" int32_t t2d_cuda_available(void) {
     int n = 0;
@@ -802,4 +872,113 @@ extern "C" int32_t t2d_step_cuda(const t2d_param* params, int32_t count, const t
     } catch (...) {
         return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "unexpected internal error");
     }
+}
+
+extern "C" int32_t t2d_plan_create(const t2d_param* params, int32_t count, int32_t device, t2d_cuda_plan** plan_out) {
+    t2d::clear_error();
+    if (plan_out == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "plan_out is NULL");
+    *plan_out = nullptr;
+    int32_t rc = t2d::validate_plan(params, count, device);
+    if (rc != T2D_OK) return rc;
+    if (!t2d_cuda_available()) return t2d::fail(T2D_ERR_CUDA_UNAVAILABLE, "CUDA is not available (no driver or no device)");
+    rc = t2d::check_device(device);
+    if (rc != T2D_OK) return rc;
+    t2d::DeviceGuard guard(device);
+    bool half = false;
+    int64_t chunks = t2d::step_chunks(params, count, &half);
+    if (chunks > INT32_MAX) return t2d::fail(T2D_ERR_BAD_COUNT, "too many elements for one step (%lld chunks)", (long long)chunks);
+    rc = t2d::load_step_kernels();
+    if (rc != T2D_OK) return rc;
+    t2d_cuda_plan* plan = new (std::nothrow) t2d_cuda_plan{device, count, chunks, nullptr, nullptr};
+    if (plan == nullptr) return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "out of host memory for a plan");
+    cudaError_t e = cudaHostAlloc((void**)&plan->host, sizeof(t2d::DevParam) * (size_t)std::max(count, 1), cudaHostAllocDefault);
+    if (e == cudaSuccess) e = cudaMalloc(&plan->workspace, t2d::StepLayout(count, chunks).size);
+    if (e != cudaSuccess) {
+        t2d_plan_destroy(plan);
+        return t2d::cuda_fail(e, "allocating a plan");
+    }
+    *plan_out = plan;
+    return T2D_OK;
+}
+
+extern "C" void t2d_plan_destroy(t2d_cuda_plan* plan) {
+    if (plan == nullptr) return;
+    t2d::DeviceGuard guard(plan->device);
+    cudaDeviceSynchronize();  // no step enqueued with the plan may still read its memory
+    if (plan->workspace) cudaFree(plan->workspace);
+    if (plan->host) cudaFreeHost(plan->host);
+    cudaGetLastError();
+    delete plan;
+}
+
+extern "C" int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* params, int32_t count,
+                                         const t2d_optimizer* optimizer, const void* g_value_device,
+                                         int32_t g_value_dtype, const t2d_step_scalars* scalars_device,
+                                         int32_t options, void* cuda_stream, t2d_step_status* status_device) {
+    t2d::clear_error();
+    int32_t device = 0;
+    int32_t rc = t2d::validate_step_planned(plan == nullptr, params, count, optimizer, g_value_device, g_value_dtype,
+                                            scalars_device, options, status_device, &device);
+    if (rc != T2D_OK) return rc;
+    if (count > 0 && device != plan->device)
+        return t2d::fail(T2D_ERR_WRONG_DEVICE, "the tensors are on cuda:%d but the plan was made for cuda:%d", device, plan->device);
+    bool half = false;
+    int64_t chunks = t2d::step_chunks(params, count, &half);
+    if (count > plan->rows || chunks > plan->chunks)
+        return t2d::fail(T2D_ERR_SIZE_MISMATCH, "the step (%d tensors, %lld chunks) does not fit the plan (%d tensors, %lld chunks)",
+                         count, (long long)chunks, plan->rows, (long long)plan->chunks);
+    try {
+        t2d::DeviceGuard guard(plan->device);
+        rc = t2d::check_step_pointers(params, count, *optimizer, plan->device, g_value_device, status_device, nullptr,
+                                      scalars_device);
+        if (rc != T2D_OK) return rc;
+        t2d::fill_table(plan->host, params, count);
+        return t2d::launch_step(plan->host, count, chunks, half, *optimizer, g_value_device, g_value_dtype, 0.0, 0.0, 0.0,
+                                scalars_device, (cudaStream_t)cuda_stream, status_device, nullptr, plan->workspace);
+    } catch (...) {
+        return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "unexpected internal error");
+    }
+}
+
+extern "C" int32_t t2d_graph_capture_begin(void* cuda_stream) {
+    t2d::clear_error();
+    if (cuda_stream == nullptr)
+        return t2d::fail(T2D_ERR_NULL_POINTER, "cuda_stream is NULL: the legacy default stream cannot be captured");
+    cudaError_t e = cudaStreamBeginCapture((cudaStream_t)cuda_stream, cudaStreamCaptureModeGlobal);
+    return e == cudaSuccess ? T2D_OK : t2d::cuda_fail(e, "cudaStreamBeginCapture");
+}
+
+extern "C" int32_t t2d_graph_capture_end(void* cuda_stream, void** graph_exec_out) {
+    t2d::clear_error();
+    if (graph_exec_out) *graph_exec_out = nullptr;
+    if (cuda_stream == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "cuda_stream is NULL");
+    cudaGraph_t graph = nullptr;
+    cudaError_t e = cudaStreamEndCapture((cudaStream_t)cuda_stream, &graph);
+    if (e != cudaSuccess) {
+        if (graph) cudaGraphDestroy(graph);
+        return t2d::cuda_fail(e, "cudaStreamEndCapture (something in the captured work was not capturable)");
+    }
+    if (graph == nullptr) return t2d::fail(T2D_ERR_CUDA, "the capture produced no graph");
+    if (graph_exec_out == nullptr) {
+        cudaGraphDestroy(graph);
+        return T2D_OK;
+    }
+    cudaGraphExec_t exec = nullptr;
+    e = cudaGraphInstantiateWithFlags(&exec, graph, 0);
+    cudaGraphDestroy(graph);  // the executable graph is independent of it
+    if (e != cudaSuccess) return t2d::cuda_fail(e, "cudaGraphInstantiateWithFlags");
+    *graph_exec_out = exec;
+    return T2D_OK;
+}
+
+extern "C" int32_t t2d_graph_launch(void* graph_exec, void* cuda_stream) {
+    t2d::clear_error();
+    if (graph_exec == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "graph_exec is NULL");
+    cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph_exec, (cudaStream_t)cuda_stream);
+    return e == cudaSuccess ? T2D_OK : t2d::cuda_fail(e, "cudaGraphLaunch");
+}
+
+extern "C" void t2d_graph_destroy(void* graph_exec) {
+    if (graph_exec) cudaGraphExecDestroy((cudaGraphExec_t)graph_exec);
+    cudaGetLastError();
 }

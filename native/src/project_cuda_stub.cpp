@@ -26,3 +26,44 @@ extern "C" int32_t t2d_step_cuda(const t2d_param* params, int32_t count, const t
     if (rc != T2D_OK) return rc;
     return t2d::fail(T2D_ERR_CUDA_NOT_BUILT, "libtext2data was built without CUDA (no nvcc, or T2D_CUDA=OFF)");
 }
+
+extern "C" int32_t t2d_plan_create(const t2d_param* params, int32_t count, int32_t device, t2d_cuda_plan** plan_out) {
+    t2d::clear_error();
+    if (plan_out == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "plan_out is NULL");
+    *plan_out = nullptr;
+    int32_t rc = t2d::validate_plan(params, count, device);
+    if (rc != T2D_OK) return rc;
+    return t2d::fail(T2D_ERR_CUDA_NOT_BUILT, "libtext2data was built without CUDA (no nvcc, or T2D_CUDA=OFF)");
+}
+
+extern "C" void t2d_plan_destroy(t2d_cuda_plan*) {}
+
+extern "C" int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* params, int32_t count,
+                                         const t2d_optimizer* optimizer, const void* g_value_device,
+                                         int32_t g_value_dtype, const t2d_step_scalars* scalars_device,
+                                         int32_t options, void*, t2d_step_status* status_device) {
+    t2d::clear_error();
+    int32_t device = 0;
+    int32_t rc = t2d::validate_step_planned(plan == nullptr, params, count, optimizer, g_value_device, g_value_dtype,
+                                            scalars_device, options, status_device, &device);
+    if (rc != T2D_OK) return rc;
+    return t2d::fail(T2D_ERR_CUDA_NOT_BUILT, "libtext2data was built without CUDA (no nvcc, or T2D_CUDA=OFF)");
+}
+
+extern "C" int32_t t2d_graph_capture_begin(void*) {
+    t2d::clear_error();
+    return t2d::fail(T2D_ERR_CUDA_NOT_BUILT, "libtext2data was built without CUDA (no nvcc, or T2D_CUDA=OFF)");
+}
+
+extern "C" int32_t t2d_graph_capture_end(void*, void** graph_exec_out) {
+    t2d::clear_error();
+    if (graph_exec_out) *graph_exec_out = nullptr;
+    return t2d::fail(T2D_ERR_CUDA_NOT_BUILT, "libtext2data was built without CUDA (no nvcc, or T2D_CUDA=OFF)");
+}
+
+extern "C" int32_t t2d_graph_launch(void*, void*) {
+    t2d::clear_error();
+    return t2d::fail(T2D_ERR_CUDA_NOT_BUILT, "libtext2data was built without CUDA (no nvcc, or T2D_CUDA=OFF)");
+}
+
+extern "C" void t2d_graph_destroy(void*) {}

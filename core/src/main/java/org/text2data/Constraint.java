@@ -101,6 +101,8 @@ public final class Constraint implements AutoCloseable {
     /** The last model runStep found to reach these parameters (see Text2Data.runStep). */
     private WeakReference<Object> verifiedModel = new WeakReference<>(null);
     private GradientSync gradientSync;
+    /** While a {@link CapturedStep} records the step: a step that is recorded, not taken, is not counted. */
+    private boolean capturing;
 
     /**
      * The parameters of a bytedeco module that require grad, named as in its {@code named_parameters()},
@@ -679,11 +681,54 @@ public final class Constraint implements AutoCloseable {
                     + (steps + 1) + " was refused, nothing was updated (parameters, gradients and the " + spec.type()
                     + " state are as they were)");
         }
-        steps++;
-        if (fe.device() >= 0 && ++unchecked >= checkFiniteEvery) {
-            checkSkippedSteps();
+        if (!capturing) {
+            countDeviceStep();
         }
         return projected;
+    }
+
+    /** A fused step was enqueued on the device (taken or replayed): counted, and its status read every N steps. */
+    void countDeviceStep() {
+        steps++;
+        if (((FusedEngine) engine).device() >= 0 && ++unchecked >= checkFiniteEvery) {
+            checkSkippedSteps();
+        }
+    }
+
+    /**
+     * Why this constraint's step cannot be captured as a CUDA graph, or null if it can (see {@link CapturedStep}).
+     */
+    String captureRefusal() {
+        if (fused == null) {
+            return "it needs the fused optimizer (OptimizerSpec.fused(true), the default on a GPU with Engine.FUSED): "
+                    + "libtorch's optimizers compute their step counts and bias corrections on the host, which a "
+                    + "graph would replay frozen";
+        }
+        if (!(engine instanceof FusedEngine fe)) {
+            return "it needs Engine.FUSED (this constraint's engine is " + engine.name() + ")";
+        }
+        if (fe.device() < 0) {
+            return "the parameters are on the CPU; a CUDA graph replays work on a CUDA device only "
+                    + "(move the model and the batch to a GPU)";
+        }
+        if (gradientSync != null) {
+            return "a GradientSync is attached: its exchange of the losses and gradients between processes is not "
+                    + "captured (capture each process's step without it)";
+        }
+        return null;
+    }
+
+    /** The fused engine, the records and options a {@link CapturedStep} captures with (see captureRefusal). */
+    FusedEngine fusedEngine() {
+        return (FusedEngine) engine;
+    }
+
+    FusedOptimizer.Options fusedOptions() {
+        return fused;
+    }
+
+    void setCapturing(boolean capturing) {
+        this.capturing = capturing;
     }
 
     /**

@@ -69,6 +69,9 @@ public final class FusedEngine implements ProjectionEngine {
     /** Whether the last {@link #firstStep} kept constraint gradients that have not been released since. */
     private boolean hasKept;
     private boolean closed;
+    /** While a step is captured: the plan its fused step is enqueued with, and the device scalars it reads. */
+    private MemorySegment plan = MemorySegment.NULL;
+    private long scalarsAddress;
 
     /**
      * Creates an engine for these parameters, which must all live on the host or all on one CUDA device.
@@ -533,6 +536,10 @@ public final class FusedEngine implements ProjectionEngine {
                     projected++;
                 }
                 st.ensure(o, p);
+                if (st.fresh && !plan.equals(MemorySegment.NULL)) { // its zeroing would be captured and replayed
+                    throw new IllegalStateException("parameter '" + names[i] + "' has no optimizer state before the "
+                            + "capture: it received no gradient in the warm-up passes but does in the captured step");
+                }
                 long row = ROW_SIZE * count;
                 paramTable.set(ValueLayout.JAVA_LONG, row + ROW_PARAM, pAddress);
                 paramTable.set(ValueLayout.JAVA_LONG, row + ROW_GRAD, gAddress);
@@ -574,10 +581,14 @@ public final class FusedEngine implements ProjectionEngine {
                 } else if (!gv.is_cuda() || gv.numel() != 1) {
                     throw new IllegalArgumentException("gValue must be a one-element tensor on cuda:" + device);
                 }
-                rc = text2data_h.t2d_step_cuda(paramTable, count, optimizerOptions,
-                        MemorySegment.ofAddress(dataAddress(gv)), dtypeCode(gv.scalar_type()), gConstraint, alpha, beta, 0,
-                        MemorySegment.ofAddress(CudaStreams.current(device)), MemorySegment.ofAddress(statusAddress()),
-                        MemorySegment.NULL);
+                MemorySegment stream = MemorySegment.ofAddress(CudaStreams.current(device));
+                MemorySegment status = MemorySegment.ofAddress(statusAddress());
+                MemorySegment gvAddress = MemorySegment.ofAddress(dataAddress(gv));
+                rc = plan.equals(MemorySegment.NULL)
+                        ? text2data_h.t2d_step_cuda(paramTable, count, optimizerOptions, gvAddress,
+                                dtypeCode(gv.scalar_type()), gConstraint, alpha, beta, 0, stream, status, MemorySegment.NULL)
+                        : text2data_h.t2d_step_cuda_planned(plan, paramTable, count, optimizerOptions, gvAddress,
+                                dtypeCode(gv.scalar_type()), MemorySegment.ofAddress(scalarsAddress), 0, stream, status);
             }
             if (rc != text2data_h.T2D_OK()) {
                 throw failure(rc);
@@ -599,6 +610,91 @@ public final class FusedEngine implements ProjectionEngine {
             }
         }
         return projected;
+    }
+
+    /**
+     * CUDA: makes a plan for fused steps over these parameters ({@code t2d_plan_create}: a pinned table and a device
+     * workspace of their own, so that a stream capture can record the step). The caller owns it and frees it with
+     * {@link #destroyPlan} once no graph that captured a step with it will be replayed.
+     *
+     * @return the plan
+     * @throws IllegalStateException if the parameters are not on a CUDA device, or the plan cannot be made
+     */
+    public MemorySegment createPlan() {
+        if (closed) {
+            throw new IllegalStateException("engine is closed");
+        }
+        if (device < 0) {
+            throw new IllegalStateException("a plan is for parameters on a CUDA device; these are on the host");
+        }
+        try (Arena a = Arena.ofConfined(); PointerScope scope = new PointerScope()) {
+            MemorySegment rows = t2d_param.allocateArray(params.length, a);
+            for (int i = 0; i < params.length; i++) {
+                long row = ROW_SIZE * i;
+                rows.set(ValueLayout.JAVA_LONG, row + ROW_NUMEL, params[i].numel());
+                rows.set(ValueLayout.JAVA_INT, row + ROW_DTYPE, dtypeCode(params[i].scalar_type()));
+                rows.set(ValueLayout.JAVA_INT, row + ROW_DEVICE, device);
+            }
+            MemorySegment out = a.allocate(ValueLayout.ADDRESS);
+            int rc = text2data_h.t2d_plan_create(rows, params.length, device, out);
+            if (rc != text2data_h.T2D_OK()) {
+                throw new IllegalStateException("cannot make a plan for the fused step (code " + rc + "): " + lastError());
+            }
+            return out.get(ValueLayout.ADDRESS, 0);
+        }
+    }
+
+    /**
+     * Frees a plan made by {@link #createPlan} (waits for the device).
+     *
+     * @param plan the plan, or {@code MemorySegment.NULL}
+     */
+    public static void destroyPlan(MemorySegment plan) {
+        if (plan != null && !plan.equals(MemorySegment.NULL)) {
+            text2data_h.t2d_plan_destroy(plan);
+        }
+    }
+
+    /**
+     * Routes the fused steps that follow through a plan (CUDA): they read the learning rate, {@code gConstraint},
+     * {@code alpha} and {@code beta} from the device scalars at {@code scalarsAddress} ({@code t2d_step_scalars}) and
+     * enqueue nothing a stream capture cannot record. {@code MemorySegment.NULL} routes them back. While a plan is
+     * in use, a step that would create a parameter's optimizer state is refused: a capture would replay its zeroing.
+     *
+     * @param plan a plan from {@link #createPlan}, or {@code MemorySegment.NULL}
+     * @param scalarsAddress the device address of the scalars (ignored without a plan)
+     */
+    public void usePlan(MemorySegment plan, long scalarsAddress) {
+        this.plan = plan == null ? MemorySegment.NULL : plan;
+        this.scalarsAddress = scalarsAddress;
+    }
+
+    /**
+     * Before a capture, right after warm-up passes: makes what a fused step would otherwise create at its first call,
+     * whose zeroing a capture would record and every replay repeat. That is the optimizer state of every parameter
+     * the captured step will step (one the warm-up's passes reached, or that had a gradient before them), the step
+     * status and the zero loss.
+     *
+     * @param states the per-parameter records
+     * @param o the optimizer and its options
+     * @param hadGrad which parameters had a gradient before the warm-up
+     */
+    public void prepareCapture(ParamState[] states, FusedOptimizer.Options o, boolean[] hadGrad) {
+        ensureOpen(states);
+        try (PointerScope scope = new PointerScope()) {
+            for (int i = 0; i < params.length; i++) {
+                if (hadGrad[i] || states[i].hadGrad || params[i].grad().defined()) {
+                    states[i].ensure(o, params[i]);
+                    states[i].fresh = false;
+                }
+            }
+            statusAddress();
+            if (zeroLoss == null) {
+                Tensor z = params[0].detach().new_zeros(new long[0]);
+                z.retainReference();
+                zeroLoss = z;
+            }
+        }
     }
 
     /** The device address of the CUDA step status, created (zeroed) at the first call. */
@@ -693,8 +789,13 @@ public final class FusedEngine implements ProjectionEngine {
     private static final int BFLOAT16 = torch.ScalarType.BFloat16.value;
     private static final int HALF = torch.ScalarType.Half.value;
 
-    /** The tensor's data address (0 for a tensor without storage, e.g. an empty one). */
-    static long dataAddress(Tensor t) {
+    /**
+     * The tensor's data address (0 for a tensor without storage, e.g. an empty one).
+     *
+     * @param t a tensor
+     * @return its data pointer's address
+     */
+    public static long dataAddress(Tensor t) {
         Pointer p = t.data_ptr();
         if (p == null) {
             return 0L;
@@ -748,6 +849,27 @@ public final class FusedEngine implements ProjectionEngine {
         Engines.checkStates(states, params.length);
     }
 
+    /**
+     * The {@code cudaStream_t} of libtorch's current stream on a CUDA device (0 where CUDA classes are missing).
+     *
+     * @param device the CUDA device
+     * @return the stream's handle
+     */
+    public static long currentStream(int device) {
+        return CudaStreams.current(device);
+    }
+
+    /**
+     * The {@code cudaStream_t} of a libtorch {@code CUDAStream} (read reflectively: its type is in bytedeco's CUDA
+     * presets, which a CPU-only build lacks).
+     *
+     * @param cudaStream an {@code org.bytedeco.pytorch.cuda.CUDAStream}
+     * @return the stream's handle
+     */
+    public static long streamHandle(Object cudaStream) {
+        return CudaStreams.raw(cudaStream);
+    }
+
     /** libtorch's current CUDA stream, found reflectively so that CPU-only builds need no CUDA classes. */
     static final class CudaStreams {
         private static final Method GET_CURRENT;
@@ -771,6 +893,18 @@ public final class FusedEngine implements ProjectionEngine {
         }
 
         private CudaStreams() {}
+
+        /** The cudaStream_t of a libtorch CUDAStream. */
+        static long raw(Object cudaStream) {
+            if (STREAM == null) {
+                throw new IllegalStateException("libtorch's CUDA streams are not available: " + REASON);
+            }
+            try (Pointer p = (Pointer) STREAM.invoke(cudaStream)) {
+                return p == null ? 0L : p.address();
+            } catch (ReflectiveOperationException | LinkageError e) {
+                throw new IllegalStateException("cannot read a CUDA stream's handle: " + e, e);
+            }
+        }
 
         /** The cudaStream_t of libtorch's current stream on the device (0, the legacy default stream, if unknown). */
         static long current(int device) {

@@ -587,6 +587,438 @@ public class text2data_h extends text2data_h$shared {
         }
     }
 
+    private static class t2d_plan_create {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            text2data_h.C_INT,
+            text2data_h.C_POINTER,
+            text2data_h.C_INT,
+            text2data_h.C_INT,
+            text2data_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("t2d_plan_create");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int32_t t2d_plan_create(const t2d_param *params, int32_t count, int32_t device, t2d_cuda_plan **plan_out)
+     * }
+     */
+    public static FunctionDescriptor t2d_plan_create$descriptor() {
+        return t2d_plan_create.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int32_t t2d_plan_create(const t2d_param *params, int32_t count, int32_t device, t2d_cuda_plan **plan_out)
+     * }
+     */
+    public static MethodHandle t2d_plan_create$handle() {
+        return t2d_plan_create.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int32_t t2d_plan_create(const t2d_param *params, int32_t count, int32_t device, t2d_cuda_plan **plan_out)
+     * }
+     */
+    public static MemorySegment t2d_plan_create$address() {
+        return t2d_plan_create.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int32_t t2d_plan_create(const t2d_param *params, int32_t count, int32_t device, t2d_cuda_plan **plan_out)
+     * }
+     */
+    public static int t2d_plan_create(MemorySegment params, int count, int device, MemorySegment plan_out) {
+        var mh$ = t2d_plan_create.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("t2d_plan_create", params, count, device, plan_out);
+            }
+            return (int)mh$.invokeExact(params, count, device, plan_out);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class t2d_plan_destroy {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.ofVoid(
+            text2data_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("t2d_plan_destroy");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * void t2d_plan_destroy(t2d_cuda_plan *plan)
+     * }
+     */
+    public static FunctionDescriptor t2d_plan_destroy$descriptor() {
+        return t2d_plan_destroy.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * void t2d_plan_destroy(t2d_cuda_plan *plan)
+     * }
+     */
+    public static MethodHandle t2d_plan_destroy$handle() {
+        return t2d_plan_destroy.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * void t2d_plan_destroy(t2d_cuda_plan *plan)
+     * }
+     */
+    public static MemorySegment t2d_plan_destroy$address() {
+        return t2d_plan_destroy.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * void t2d_plan_destroy(t2d_cuda_plan *plan)
+     * }
+     */
+    public static void t2d_plan_destroy(MemorySegment plan) {
+        var mh$ = t2d_plan_destroy.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("t2d_plan_destroy", plan);
+            }
+            mh$.invokeExact(plan);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class t2d_step_cuda_planned {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            text2data_h.C_INT,
+            text2data_h.C_POINTER,
+            text2data_h.C_POINTER,
+            text2data_h.C_INT,
+            text2data_h.C_POINTER,
+            text2data_h.C_POINTER,
+            text2data_h.C_INT,
+            text2data_h.C_POINTER,
+            text2data_h.C_INT,
+            text2data_h.C_POINTER,
+            text2data_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("t2d_step_cuda_planned");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int32_t t2d_step_cuda_planned(t2d_cuda_plan *plan, const t2d_param *params, int32_t count, const t2d_optimizer *optimizer, const void *g_value_device, int32_t g_value_dtype, const t2d_step_scalars *scalars_device, int32_t options, void *cuda_stream, t2d_step_status *status_device)
+     * }
+     */
+    public static FunctionDescriptor t2d_step_cuda_planned$descriptor() {
+        return t2d_step_cuda_planned.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int32_t t2d_step_cuda_planned(t2d_cuda_plan *plan, const t2d_param *params, int32_t count, const t2d_optimizer *optimizer, const void *g_value_device, int32_t g_value_dtype, const t2d_step_scalars *scalars_device, int32_t options, void *cuda_stream, t2d_step_status *status_device)
+     * }
+     */
+    public static MethodHandle t2d_step_cuda_planned$handle() {
+        return t2d_step_cuda_planned.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int32_t t2d_step_cuda_planned(t2d_cuda_plan *plan, const t2d_param *params, int32_t count, const t2d_optimizer *optimizer, const void *g_value_device, int32_t g_value_dtype, const t2d_step_scalars *scalars_device, int32_t options, void *cuda_stream, t2d_step_status *status_device)
+     * }
+     */
+    public static MemorySegment t2d_step_cuda_planned$address() {
+        return t2d_step_cuda_planned.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int32_t t2d_step_cuda_planned(t2d_cuda_plan *plan, const t2d_param *params, int32_t count, const t2d_optimizer *optimizer, const void *g_value_device, int32_t g_value_dtype, const t2d_step_scalars *scalars_device, int32_t options, void *cuda_stream, t2d_step_status *status_device)
+     * }
+     */
+    public static int t2d_step_cuda_planned(MemorySegment plan, MemorySegment params, int count, MemorySegment optimizer, MemorySegment g_value_device, int g_value_dtype, MemorySegment scalars_device, int options, MemorySegment cuda_stream, MemorySegment status_device) {
+        var mh$ = t2d_step_cuda_planned.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("t2d_step_cuda_planned", plan, params, count, optimizer, g_value_device, g_value_dtype, scalars_device, options, cuda_stream, status_device);
+            }
+            return (int)mh$.invokeExact(plan, params, count, optimizer, g_value_device, g_value_dtype, scalars_device, options, cuda_stream, status_device);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class t2d_graph_capture_begin {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            text2data_h.C_INT,
+            text2data_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("t2d_graph_capture_begin");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int32_t t2d_graph_capture_begin(void *cuda_stream)
+     * }
+     */
+    public static FunctionDescriptor t2d_graph_capture_begin$descriptor() {
+        return t2d_graph_capture_begin.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int32_t t2d_graph_capture_begin(void *cuda_stream)
+     * }
+     */
+    public static MethodHandle t2d_graph_capture_begin$handle() {
+        return t2d_graph_capture_begin.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int32_t t2d_graph_capture_begin(void *cuda_stream)
+     * }
+     */
+    public static MemorySegment t2d_graph_capture_begin$address() {
+        return t2d_graph_capture_begin.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int32_t t2d_graph_capture_begin(void *cuda_stream)
+     * }
+     */
+    public static int t2d_graph_capture_begin(MemorySegment cuda_stream) {
+        var mh$ = t2d_graph_capture_begin.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("t2d_graph_capture_begin", cuda_stream);
+            }
+            return (int)mh$.invokeExact(cuda_stream);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class t2d_graph_capture_end {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            text2data_h.C_INT,
+            text2data_h.C_POINTER,
+            text2data_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("t2d_graph_capture_end");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int32_t t2d_graph_capture_end(void *cuda_stream, void **graph_exec_out)
+     * }
+     */
+    public static FunctionDescriptor t2d_graph_capture_end$descriptor() {
+        return t2d_graph_capture_end.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int32_t t2d_graph_capture_end(void *cuda_stream, void **graph_exec_out)
+     * }
+     */
+    public static MethodHandle t2d_graph_capture_end$handle() {
+        return t2d_graph_capture_end.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int32_t t2d_graph_capture_end(void *cuda_stream, void **graph_exec_out)
+     * }
+     */
+    public static MemorySegment t2d_graph_capture_end$address() {
+        return t2d_graph_capture_end.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int32_t t2d_graph_capture_end(void *cuda_stream, void **graph_exec_out)
+     * }
+     */
+    public static int t2d_graph_capture_end(MemorySegment cuda_stream, MemorySegment graph_exec_out) {
+        var mh$ = t2d_graph_capture_end.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("t2d_graph_capture_end", cuda_stream, graph_exec_out);
+            }
+            return (int)mh$.invokeExact(cuda_stream, graph_exec_out);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class t2d_graph_launch {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            text2data_h.C_INT,
+            text2data_h.C_POINTER,
+            text2data_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("t2d_graph_launch");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int32_t t2d_graph_launch(void *graph_exec, void *cuda_stream)
+     * }
+     */
+    public static FunctionDescriptor t2d_graph_launch$descriptor() {
+        return t2d_graph_launch.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int32_t t2d_graph_launch(void *graph_exec, void *cuda_stream)
+     * }
+     */
+    public static MethodHandle t2d_graph_launch$handle() {
+        return t2d_graph_launch.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int32_t t2d_graph_launch(void *graph_exec, void *cuda_stream)
+     * }
+     */
+    public static MemorySegment t2d_graph_launch$address() {
+        return t2d_graph_launch.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int32_t t2d_graph_launch(void *graph_exec, void *cuda_stream)
+     * }
+     */
+    public static int t2d_graph_launch(MemorySegment graph_exec, MemorySegment cuda_stream) {
+        var mh$ = t2d_graph_launch.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("t2d_graph_launch", graph_exec, cuda_stream);
+            }
+            return (int)mh$.invokeExact(graph_exec, cuda_stream);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class t2d_graph_destroy {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.ofVoid(
+            text2data_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("t2d_graph_destroy");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * void t2d_graph_destroy(void *graph_exec)
+     * }
+     */
+    public static FunctionDescriptor t2d_graph_destroy$descriptor() {
+        return t2d_graph_destroy.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * void t2d_graph_destroy(void *graph_exec)
+     * }
+     */
+    public static MethodHandle t2d_graph_destroy$handle() {
+        return t2d_graph_destroy.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * void t2d_graph_destroy(void *graph_exec)
+     * }
+     */
+    public static MemorySegment t2d_graph_destroy$address() {
+        return t2d_graph_destroy.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * void t2d_graph_destroy(void *graph_exec)
+     * }
+     */
+    public static void t2d_graph_destroy(MemorySegment graph_exec) {
+        var mh$ = t2d_graph_destroy.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("t2d_graph_destroy", graph_exec);
+            }
+            mh$.invokeExact(graph_exec);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
     private static class t2d_cuda_available {
         public static final FunctionDescriptor DESC = FunctionDescriptor.of(
             text2data_h.C_INT    );

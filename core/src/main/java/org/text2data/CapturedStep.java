@@ -1,0 +1,290 @@
+package org.text2data;
+
+import java.lang.foreign.MemorySegment;
+import java.util.List;
+
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.text2data.engine.CudaGraph;
+import org.text2data.engine.FusedEngine;
+import org.text2data.engine.ParamState;
+
+/**
+ * {@link Text2Data#runStep} captured once as a CUDA graph and replayed: both forward and backward passes, the
+ * projection and the fused optimizer update become one launch per step, as with {@code torch.cuda.graphs}.
+ *
+ * <p>As there, the step is fixed: the model, the optimizer, the loss and the input tensors. The caller keeps the
+ * three input tensors given to {@link #capture} (the <em>static inputs</em>) and refills them in place before each
+ * {@link #replay} ({@code data.copy_(nextBatch)}); shapes cannot change. The losses a replay returns are the
+ * graph's own output tensors, overwritten by the next replay ({@code clone()} one to keep it). The learning rate
+ * ({@link Constraint#setLr}), {@code alpha}, {@code beta} and {@code gConstraint} are read on the device at each
+ * replay, so changing them needs no new capture. Each replay counts as a step of the constraint, and a replay
+ * whose values are not all finite is skipped on the device and reported as every fused GPU step is (see
+ * {@link Constraint#checkSkippedSteps()}).
+ *
+ * <p>Capturing needs the fused optimizer on a CUDA device ({@link Engine#FUSED}), no {@link GradientSync}, and
+ * a model and loss that do not synchronise with the host or draw random numbers on the GPU while they run (a
+ * graph would replay the same ones). Before the capture, the two passes run three times on a side stream
+ * without updating anything (libtorch initialises its handles and workspaces there); the parameters and the
+ * optimizer state are not changed by {@link #capture}. While capturing, no other thread may use the GPU.
+ *
+ * <p>Between replays, a parameter's {@code grad()} is its projected conditional gradient of the last replay, as
+ * after {@link Text2Data#runStep}, as long as no other step of the constraint ran since the capture. Close a
+ * captured step (try-with-resources) to free the graph and its memory; closing the constraint does not.
+ *
+ * <p><b>Status:</b> written against the CUDA runtime's and libtorch's documented capture protocol and checked on
+ * the CPU (refusals); the GPU checks are in {@code bench/gpu/java-check.sh} and had not been run when it was
+ * written.
+ */
+public final class CapturedStep implements AutoCloseable {
+
+    /** Warm-up runs of the two passes before the capture, as PyTorch's examples do. */
+    static final int WARMUP = 3;
+
+    private final Constraint optimizer;
+    private final int device;
+    /** The step's scalars on the device, {@code t2d_step_scalars}: lr, gConstraint, alpha, beta. */
+    private final Tensor scalars;
+    private final double[] written = {Double.NaN, Double.NaN, Double.NaN, Double.NaN};
+    private MemorySegment plan;
+    private CudaGraph graph;
+    private CudaCapture capture;
+    private Tensor uncond;
+    private Tensor cond;
+    private final int projected;
+    private boolean closed;
+
+    /**
+     * Captures {@link Text2Data#runStep} with these arguments as a CUDA graph (see the class comment).
+     *
+     * @param optimizer   the constraint optimizer: the fused optimizer over parameters on a CUDA device
+     * @param gConstraint the barrier's target used by the first replays (each {@link #replay} passes its own)
+     * @param model       the model; its passes must reach {@code optimizer}'s parameters
+     * @param cond        the static condition input, refilled by the caller before each replay
+     * @param data        the static model input, refilled by the caller before each replay
+     * @param label       the static target, refilled by the caller before each replay
+     * @param loss        the loss of (prediction, label)
+     * @return the captured step, ready to replay
+     * @throws IllegalArgumentException if an argument is invalid (as for runStep) or the step cannot be captured
+     *                                  (parameters on the CPU, libtorch's optimizer, another engine, a GradientSync),
+     *                                  naming the cause; nothing was changed
+     * @throws IllegalStateException    if the capture failed on the device (e.g. the model synchronised with the
+     *                                  host or drew random numbers); the parameters and optimizer state are as they
+     *                                  were
+     */
+    public static CapturedStep capture(Constraint optimizer, double gConstraint, ConditionalModel model,
+                                       Tensor cond, Tensor data, Tensor label, Loss loss) {
+        if (optimizer == null) {
+            throw new IllegalArgumentException("optimizer is null");
+        }
+        optimizer.enter();
+        try {
+            Constraint.checkGConstraint(gConstraint);
+            if (model == null || loss == null) {
+                throw new IllegalArgumentException(model == null ? "model is null" : "loss is null");
+            }
+            Text2Data.checkBatch(optimizer.parameters().get(0), cond, data, label);
+            String why = optimizer.captureRefusal();
+            if (why != null) {
+                throw new IllegalArgumentException("this step cannot be captured as a CUDA graph: " + why
+                        + "; nothing was changed");
+            }
+            return new CapturedStep(optimizer, gConstraint, model, cond, data, label, loss);
+        } finally {
+            optimizer.exit();
+        }
+    }
+
+    private CapturedStep(Constraint optimizer, double gConstraint, ConditionalModel model, Tensor condIn,
+                         Tensor data, Tensor label, Loss loss) {
+        this.optimizer = optimizer;
+        FusedEngine fe = optimizer.fusedEngine();
+        this.device = fe.device();
+        List<Tensor> params = optimizer.parameters();
+        ParamState[] states = optimizer.paramStates();
+        Tensor[] saved = saveGrads(params);
+        boolean ok = false;
+        boolean capturing = false;
+        Tensor s = null;
+        StepResult r = null;
+        try {
+            plan = fe.createPlan();
+            try (PointerScope scope = new PointerScope()) {
+                s = params.get(0).detach().new_zeros(new long[] {4}, new TensorOptions(torch.ScalarType.Double));
+                s.retainReference();
+            }
+            capture = new CudaCapture(device); // from here libtorch's current stream is a side stream
+            for (int k = 0; k < WARMUP; k++) {
+                warmUp(optimizer, model, loss, condIn, data, label);
+            }
+            boolean[] hadGrad = new boolean[params.size()];
+            for (int i = 0; i < hadGrad.length; i++) {
+                hadGrad[i] = saved[i] != null;
+            }
+            fe.prepareCapture(states, optimizer.fusedOptions(), hadGrad);
+            restoreGrads(params, saved);
+            writeScalars(s, optimizer.fusedOptions().lr(), gConstraint, optimizer.alpha(), optimizer.beta());
+            capture.synchronize();
+            capture.beginPool();
+            fe.usePlan(plan, FusedEngine.dataAddress(s));
+            optimizer.setCapturing(true);
+            CudaGraph.beginCapture(capture.stream());
+            capturing = true;
+            r = Text2Data.runStep(optimizer, gConstraint, model, condIn, data, label, loss);
+            capturing = false;
+            graph = CudaGraph.endCapture(capture.stream());
+            ok = true;
+        } catch (RuntimeException | Error e) {
+            if (capturing) {
+                CudaGraph.discardCapture(capture.stream());
+            }
+            if (e instanceof IllegalArgumentException) {
+                throw e;
+            }
+            throw new IllegalStateException("the step could not be captured as a CUDA graph: " + e.getMessage()
+                    + " (a captured model and loss must not synchronise with the host, e.g. read a value with item(),"
+                    + " nor draw random numbers on the GPU); the parameters and optimizer state are as they were", e);
+        } finally {
+            optimizer.setCapturing(false);
+            fe.usePlan(MemorySegment.NULL, 0L);
+            if (capture != null) {
+                capture.close(); // the pool's allocation ends, the device is waited for, the old stream is current
+            }
+            if (!ok) {
+                fe.releaseGradients(states); // whatever the failed capture left in the gradients and kept handles
+                fe.endStep();
+                restoreGrads(params, saved);
+                if (r != null) {
+                    r.close();
+                }
+                release(s);
+            }
+            for (Tensor t : saved) {
+                if (t != null) {
+                    t.releaseReference();
+                }
+            }
+        }
+        this.scalars = s;
+        this.uncond = r.uncondLossTensor();
+        this.cond = r.condLossTensor();
+        this.projected = r.projectedTensors();
+    }
+
+    /**
+     * Replays the captured step on libtorch's current stream: one launch, no host synchronisation (except every
+     * {@link Constraint#setCheckFiniteEvery N} steps, when the constraint reads its step status).
+     *
+     * @param gConstraint the barrier's target for the unconditional loss (finite, &gt;= 0)
+     * @return the step's losses (the graph's output tensors, overwritten by the next replay) and projected count
+     * @throws IllegalArgumentException if {@code gConstraint} is negative or not finite; nothing is replayed
+     * @throws IllegalStateException    if this captured step or its constraint is closed, or the launch fails
+     * @throws NonFiniteException       if the constraint's periodic read finds a step skipped on the device
+     */
+    public StepResult replay(double gConstraint) {
+        optimizer.enter();
+        try {
+            if (closed) {
+                throw new IllegalStateException("this CapturedStep is closed");
+            }
+            Constraint.checkGConstraint(gConstraint);
+            try (PointerScope scope = new PointerScope()) {
+                writeScalars(scalars, optimizer.fusedOptions().lr(), gConstraint, optimizer.alpha(), optimizer.beta());
+            }
+            graph.replay(FusedEngine.currentStream(device));
+            optimizer.countDeviceStep();
+            return new StepResult(new Tensor(uncond), new Tensor(cond), projected, optimizer);
+        } finally {
+            optimizer.exit();
+        }
+    }
+
+    /**
+     * Whether {@link #close()} was called.
+     *
+     * @return true once closed
+     */
+    public boolean isClosed() {
+        return closed;
+    }
+
+    /** Frees the graph, its plan and its memory pool (waits for the device). Idempotent. */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        if (graph != null) {
+            graph.close();
+        }
+        FusedEngine.destroyPlan(plan); // waits for the device
+        plan = null;
+        capture.releasePool();
+        release(scalars);
+        uncond.close();
+        cond.close();
+    }
+
+    /** Writes into the device scalars each value that differs from what they hold (one small kernel each). */
+    private void writeScalars(Tensor s, double lr, double gConstraint, double alpha, double beta) {
+        double[] v = {lr, gConstraint, alpha, beta};
+        for (int k = 0; k < 4; k++) {
+            if (Double.doubleToRawLongBits(v[k]) != Double.doubleToRawLongBits(written[k])) {
+                s.select(0, k).fill_(new Scalar(v[k]));
+                written[k] = v[k];
+            }
+        }
+    }
+
+    /** The two passes of a step without the update: what libtorch initialises lazily happens here. */
+    private static void warmUp(Constraint c, ConditionalModel model, Loss loss, Tensor cond, Tensor data,
+                               Tensor label) {
+        try (PointerScope scope = new PointerScope()) {
+            c.beginStep();
+            try {
+                loss.apply(model.forward(data, null), label).backward();
+                c.firstStep(true);
+                loss.apply(model.forward(data, cond), label).backward();
+            } finally {
+                c.endStep();
+            }
+        }
+    }
+
+    /** Owning handles on the parameters' current gradients (null where none). */
+    private static Tensor[] saveGrads(List<Tensor> params) {
+        Tensor[] saved = new Tensor[params.size()];
+        try (PointerScope scope = new PointerScope()) {
+            for (int i = 0; i < saved.length; i++) {
+                Tensor g = params.get(i).grad();
+                if (g.defined()) {
+                    saved[i] = new Tensor(g);
+                    saved[i].retainReference();
+                }
+            }
+        }
+        return saved;
+    }
+
+    private static void restoreGrads(List<Tensor> params, Tensor[] saved) {
+        try (PointerScope scope = new PointerScope()) {
+            for (int i = 0; i < saved.length; i++) {
+                if (saved[i] != null) {
+                    params.get(i).mutable_grad().put(saved[i]);
+                } else {
+                    params.get(i).mutable_grad().reset();
+                }
+            }
+        }
+    }
+
+    private static void release(Tensor t) {
+        if (t != null) {
+            t.releaseReference();
+        }
+    }
+}

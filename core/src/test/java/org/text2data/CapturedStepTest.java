@@ -1,0 +1,191 @@
+package org.text2data;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.text2data.engine.CudaGraph;
+import org.text2data.engine.Engines;
+import org.text2data.engine.FusedEngine;
+
+/**
+ * What a captured step does without a GPU: it refuses, naming the cause, and changes nothing (parameters, their
+ * gradients and the optimizer state stay bit for bit); the native capture calls fail with a message instead of
+ * crashing. Capturing and replaying on a GPU is checked by bench/gpu/java-check.sh.
+ */
+class CapturedStepTest {
+
+    @BeforeAll
+    static void nativeLibraryLoads() {
+        assertThat(Engines.fusedAvailable()).as(String.valueOf(Engines.fusedUnavailableReason())).isTrue();
+    }
+
+    private static final class Model implements ConditionalModel, AutoCloseable {
+        final Map<String, Tensor> params = new LinkedHashMap<>();
+
+        Model() {
+            torch.manual_seed(5);
+            TensorOptions f32 = new TensorOptions(ScalarType.Float);
+            params.put("W", torch.randn(new long[] {4, 4}, f32));
+            params.put("condW", torch.randn(new long[] {3, 4}, f32));
+            params.values().forEach(t -> {
+                t.requires_grad_(true);
+                t.retainReference();
+            });
+        }
+
+        @Override
+        public Tensor forward(Tensor data, Tensor cond) {
+            Tensor h = data.matmul(params.get("W")).tanh();
+            return cond == null ? h : h.add(cond.matmul(params.get("condW")));
+        }
+
+        @Override
+        public void close() {
+            params.values().forEach(Tensor::releaseReference);
+        }
+    }
+
+    private static Tensor batch(long seed, long... shape) {
+        torch.manual_seed(seed);
+        Tensor t = torch.randn(shape, new TensorOptions(ScalarType.Float));
+        t.retainReference();
+        return t;
+    }
+
+    /** Every parameter, gradient and fused optimizer state tensor, cloned, and the step counts. */
+    private static final class Snapshot {
+        final java.util.List<Tensor> tensors = new java.util.ArrayList<>();
+        final java.util.List<Long> counts = new java.util.ArrayList<>();
+
+        Snapshot(Model m, Constraint c) {
+            try (PointerScope scope = new PointerScope()) {
+                for (Tensor p : m.params.values()) {
+                    keep(p.detach().clone());
+                    keep(p.grad().defined() ? p.grad().clone() : torch.zeros(new long[] {0}));
+                }
+                for (org.text2data.engine.ParamState st : c.paramStates()) {
+                    counts.add(st.steps());
+                    java.util.Map<String, Tensor> state = c.isFused() ? st.view(c.fusedOptions(), new java.util.HashMap<>()) : null;
+                    if (state != null) {
+                        state.values().forEach(t -> keep(t.clone()));
+                    }
+                }
+                counts.add(c.steps());
+            }
+        }
+
+        private void keep(Tensor t) {
+            t.retainReference();
+            tensors.add(t);
+        }
+    }
+
+    private static Snapshot snapshot(Model m, Constraint c) {
+        return new Snapshot(m, c);
+    }
+
+    private static void assertUnchanged(Snapshot before, Model m, Constraint c) {
+        Snapshot after = snapshot(m, c);
+        assertThat(after.counts).isEqualTo(before.counts);
+        assertThat(after.tensors).hasSameSizeAs(before.tensors);
+        for (int i = 0; i < before.tensors.size(); i++) {
+            assertThat(torch.equal(before.tensors.get(i), after.tensors.get(i))).as("snapshot tensor %d", i).isTrue();
+        }
+    }
+
+    @Test
+    void parametersOnTheCpuAreRefusedNamingTheCauseAndNothingChanges() {
+        Tensor data = batch(1, 8, 4);
+        Tensor cond = batch(2, 8, 3);
+        Tensor label = batch(3, 8, 4);
+        try (Model m = new Model(); Constraint c = new Constraint(m.params, OptimizerSpec.adam(0.01), 1.0, 1.0, Engine.FUSED)) {
+            assertThat(c.isFused()).isTrue();
+            Text2Data.runStep(c, 0.1, m, cond, data, label, Loss.MSE).close(); // state, gradients and a step exist
+            Snapshot before = snapshot(m, c);
+            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, m, cond, data, label, Loss.MSE))
+                    .isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("cannot be captured as a CUDA graph")
+                    .hasMessageContaining("on the CPU")
+                    .hasMessageContaining("nothing was changed");
+            assertUnchanged(before, m, c);
+            // still usable as before
+            try (StepResult r = Text2Data.runStep(c, 0.1, m, cond, data, label, Loss.MSE)) {
+                assertThat(Double.isFinite(r.uncondLoss())).isTrue();
+            }
+        }
+    }
+
+    @Test
+    void libtorchsOptimizerIsRefusedBecauseItsStepCountsLiveOnTheHost() {
+        Tensor data = batch(1, 8, 4);
+        Tensor cond = batch(2, 8, 3);
+        Tensor label = batch(3, 8, 4);
+        try (Model m = new Model();
+             Constraint c = new Constraint(m.params, OptimizerSpec.adam(0.01).fused(false), 1.0, 1.0, Engine.FUSED)) {
+            Snapshot before = snapshot(m, c);
+            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, m, cond, data, label, Loss.MSE))
+                    .isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("fused optimizer");
+            assertUnchanged(before, m, c);
+        }
+    }
+
+    @Test
+    void badInputsAreRefusedAsRunStepRefusesThem() {
+        Tensor data = batch(1, 8, 4);
+        Tensor cond = batch(2, 8, 3);
+        Tensor label = batch(3, 8, 4);
+        Tensor shortLabel = batch(4, 5, 4);
+        try (Model m = new Model(); Constraint c = new Constraint(m.params, OptimizerSpec.adam(0.01), 1.0, 1.0, Engine.FUSED)) {
+            Snapshot before = snapshot(m, c);
+            assertThatThrownBy(() -> CapturedStep.capture(null, 0.1, m, cond, data, label, Loss.MSE))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("optimizer is null");
+            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, null, cond, data, label, Loss.MSE))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("model is null");
+            assertThatThrownBy(() -> CapturedStep.capture(c, -1.0, m, cond, data, label, Loss.MSE))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("gConstraint");
+            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, m, cond, data, shortLabel, Loss.MSE))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("label batch size");
+            assertUnchanged(before, m, c);
+        }
+    }
+
+    @Test
+    void aClosedConstraintIsRefused() {
+        Tensor data = batch(1, 8, 4);
+        Tensor cond = batch(2, 8, 3);
+        Tensor label = batch(3, 8, 4);
+        try (Model m = new Model()) {
+            Constraint c = new Constraint(m.params, OptimizerSpec.adam(0.01), 1.0, 1.0, Engine.FUSED);
+            c.close();
+            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, m, cond, data, label, Loss.MSE))
+                    .isInstanceOf(IllegalStateException.class).hasMessageContaining("closed");
+        }
+    }
+
+    /** The engine's capture calls on a machine without a GPU: a message, never a crash. */
+    @Test
+    void theNativeCaptureCallsFailCleanlyWithoutAGpu() {
+        assertThatThrownBy(() -> CudaGraph.beginCapture(0L))
+                .isInstanceOf(IllegalStateException.class)
+                .hasMessageContaining("starting a stream capture failed")
+                .hasMessageMatching("(?s).*(legacy default stream cannot be captured|built without CUDA).*");
+        assertThatThrownBy(() -> CudaGraph.endCapture(0L))
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining("ending the stream capture failed");
+        CudaGraph.discardCapture(0L); // ignores the error
+        try (Model m = new Model(); FusedEngine fe = new FusedEngine(m.params.values().toArray(new Tensor[0]))) {
+            assertThatThrownBy(fe::createPlan)
+                    .isInstanceOf(IllegalStateException.class).hasMessageContaining("on the host");
+        }
+        FusedEngine.destroyPlan(java.lang.foreign.MemorySegment.NULL); // nothing to free: no crash
+    }
+}
