@@ -65,6 +65,7 @@ T2D_DEVICE_HOST = -1
 T2D_GRAD_CONTIGUOUS = 1
 T2D_CONSTRAINT_CONTIGUOUS = 2
 T2D_ERR_BAD_OPTION = 13
+T2D_NONFINITE_GRAD = 2
 T2D_SGD, T2D_ADAM, T2D_ADAMW = 0, 1, 2
 T2D_AMSGRAD, T2D_NESTEROV = 1, 2
 T2D_PARAM_CONTIGUOUS = 1
@@ -136,6 +137,25 @@ def load_library(path):
     lib.t2d_step_cuda.argtypes = [ctypes.POINTER(T2dParam), i32, ctypes.POINTER(T2dOptimizer), vp, i32, f64, f64, f64,
                                   i32, vp, vp, P_DOUBLE]
     lib.t2d_step_cuda.restype = i32
+    # int32_t t2d_plan_create(const t2d_param*, int32_t count, int32_t device, t2d_cuda_plan** plan_out);
+    # int32_t t2d_step_cuda_planned(t2d_cuda_plan*, const t2d_param*, int32_t, const t2d_optimizer*, const void* g_value,
+    #                               int32_t g_value_dtype, const t2d_step_scalars*, int32_t options, void* stream,
+    #                               t2d_step_status*)
+    lib.t2d_plan_create.argtypes = [ctypes.POINTER(T2dParam), i32, i32, ctypes.POINTER(vp)]
+    lib.t2d_plan_create.restype = i32
+    lib.t2d_plan_destroy.argtypes = [vp]
+    lib.t2d_plan_destroy.restype = None
+    lib.t2d_step_cuda_planned.argtypes = [vp, ctypes.POINTER(T2dParam), i32, ctypes.POINTER(T2dOptimizer), vp, i32, vp,
+                                          i32, vp, vp]
+    lib.t2d_step_cuda_planned.restype = i32
+    lib.t2d_graph_capture_begin.argtypes = [vp]
+    lib.t2d_graph_capture_begin.restype = i32
+    lib.t2d_graph_capture_end.argtypes = [vp, ctypes.POINTER(vp)]
+    lib.t2d_graph_capture_end.restype = i32
+    lib.t2d_graph_launch.argtypes = [vp, vp]
+    lib.t2d_graph_launch.restype = i32
+    lib.t2d_graph_destroy.argtypes = [vp]
+    lib.t2d_graph_destroy.restype = None
     for name in ("t2d_cuda_available", "t2d_cuda_built", "t2d_last_error_tensor"):
         getattr(lib, name).argtypes = []
         getattr(lib, name).restype = i32
@@ -1375,6 +1395,106 @@ def refused_step(B, R, label, fps, o, g_value, tensor_want, reason, host_word):
     R.check("fused step %s: nothing written" % label, ok and untouched, "%s; untouched %s" % (detail, untouched))
 
 
+def planned_rows(fps, o):
+    arr = (T2dParam * max(1, len(fps)))()
+    for i, fp in enumerate(fps):
+        fp.row(arr[i], opt_states(o))
+    return arr
+
+
+def planned_capture(B, R, gen):
+    """t2d_step_cuda_planned captured with the t2d_graph_* wrappers and replayed: the same bits as t2d_step_cuda
+    called eagerly with the same scalars, a learning rate and gConstraint changed in the device scalars between
+    replays reach the replays, a NaN gradient makes a replay skip (nothing written, counted), and the capture itself
+    writes nothing."""
+    o = opt_struct(T2D_ADAM, 1e-2, wd=0.01)
+    sizes = [numel_of(s) for s in MLP_DEEP_SMALL]
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    eager = [FusedParam(n, torch.float32, B.device, torch.Generator().manual_seed(seed + i), project=(i % 4 != 3))
+             for i, n in enumerate(sizes)]
+    graphed = [FusedParam(n, torch.float32, B.device, torch.Generator().manual_seed(seed + i), project=(i % 4 != 3))
+               for i, n in enumerate(sizes)]
+    gv = torch.tensor(2.0, dtype=torch.float32, device=B.device)
+    status_e, status_g = new_status(B), new_status(B)
+    plan = ctypes.c_void_p()
+    rc = B.lib.t2d_plan_create(planned_rows(graphed, o), len(graphed), torch.cuda.current_device(), ctypes.byref(plan))
+    R.check("plan: created", rc == T2D_OK and plan.value, B.last_error())
+    if rc != T2D_OK:
+        return
+    scalars = torch.tensor([o.lr, 1.0, 1.0, 1.0], dtype=torch.float64, device=B.device)
+    rows = planned_rows(graphed, o)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    torch.cuda.synchronize()
+    before = [fp.snapshot() for fp in graphed]
+    exec_ = ctypes.c_void_p()
+    with torch.cuda.stream(side):
+        rc0 = B.lib.t2d_graph_capture_begin(ctypes.c_void_p(side.cuda_stream))
+        rc1 = B.lib.t2d_step_cuda_planned(plan, rows, len(graphed), ctypes.byref(o), ctypes.c_void_p(gv.data_ptr()),
+                                          DTYPE_CODE[gv.dtype], ctypes.c_void_p(scalars.data_ptr()), 0,
+                                          ctypes.c_void_p(side.cuda_stream), ctypes.c_void_p(status_g.data_ptr()))
+        rc2 = B.lib.t2d_graph_capture_end(ctypes.c_void_p(side.cuda_stream), ctypes.byref(exec_))
+    torch.cuda.synchronize()
+    R.check("planned step captured (t2d_graph_capture_begin/end), nothing written by the capture",
+            (rc0, rc1, rc2) == (T2D_OK, T2D_OK, T2D_OK) and exec_.value
+            and all(fp.unchanged(b) for fp, b in zip(graphed, before)), "rc %s %s %s: %s" % (rc0, rc1, rc2, B.last_error()))
+    if not exec_.value:
+        B.lib.t2d_plan_destroy(plan)
+        return
+    schedule = [(1e-2, 1.0), (1e-2, 1.0), (5e-3, 1.0), (5e-3, 3.0), (2e-2, 0.5)]
+    same = True
+    for lr, gc in schedule:
+        o.lr = lr
+        fused_step(B, eager, o, gv, gc, status_e)
+        scalars.copy_(torch.tensor([lr, gc, 1.0, 1.0], dtype=torch.float64))
+        rcl = B.lib.t2d_graph_launch(exec_, ctypes.c_void_p(torch.cuda.current_stream().cuda_stream))
+        same &= rcl == T2D_OK
+        torch.cuda.synchronize()
+        same &= all(a.unchanged(b.snapshot()) for a, b in zip(eager, graphed))
+        for e, g in zip(eager, graphed):  # the next step's gradients, the same on both sides
+            g.g.copy_(e.g.mul_(0.9).add_(0.01))
+    R.check("planned step replayed 5 times: the bits of t2d_step_cuda, lr and gConstraint changed in the device "
+            "scalars between replays", same and read_status(status_g)[:2] == (5, 0),
+            "status (calls, skipped) %s" % (read_status(status_g)[:2],))
+    graphed[5].g.view(-1)[0] = float("nan")
+    torch.cuda.synchronize()
+    before = [fp.snapshot() for fp in graphed]
+    B.lib.t2d_graph_launch(exec_, ctypes.c_void_p(torch.cuda.current_stream().cuda_stream))
+    torch.cuda.synchronize()
+    calls, skipped, first, tensor, why = read_status(status_g)
+    R.check("planned step replay with a NaN gradient: skipped, nothing written, named",
+            all(fp.unchanged(b) for fp, b in zip(graphed, before)) and skipped == 1 and tensor == 5
+            and why == T2D_NONFINITE_GRAD, "calls %d skipped %d tensor %d reason %d" % (calls, skipped, tensor, why))
+    B.lib.t2d_graph_destroy(exec_)
+    B.lib.t2d_plan_destroy(plan)
+
+
+def planned_errors(B, R, gen):
+    """The plan and capture entry points refuse bad arguments with a message and write nothing (both modes)."""
+    o = opt_struct(T2D_ADAM, 1e-2)
+    fps = [FusedParam(n, torch.float32, B.device, gen) for n in (5, 7)]
+    plan = ctypes.c_void_p(12345)
+    rc = B.lib.t2d_plan_create(planned_rows(fps, o), -1, 0, ctypes.byref(plan))
+    R.check("plan_create: negative count refused, *plan_out set to NULL", rc == T2D_ERR_BAD_COUNT and not plan.value,
+            "rc %d: %s" % (rc, B.last_error()))
+    rc = B.lib.t2d_plan_create(planned_rows(fps, o), 2, -1, ctypes.byref(plan))
+    R.check("plan_create: a host device refused", rc == T2D_ERR_WRONG_DEVICE and "CUDA device" in B.last_error()[0],
+            "rc %d: %s" % (rc, B.last_error()))
+    before = [fp.snapshot() for fp in fps]
+    rc = B.lib.t2d_step_cuda_planned(None, planned_rows(fps, o), 2, ctypes.byref(o), None, 0, None, 0, None, None)
+    R.check("step_cuda_planned: NULL plan refused, nothing written",
+            rc == T2D_ERR_NULL_POINTER and "plan is NULL" in B.last_error()[0]
+            and all(fp.unchanged(b) for fp, b in zip(fps, before)), "rc %d: %s" % (rc, B.last_error()))
+    rc = B.lib.t2d_graph_capture_begin(None)
+    R.check("graph_capture_begin: the legacy default stream refused",
+            rc in (T2D_ERR_NULL_POINTER, T2D_ERR_CUDA_NOT_BUILT) and B.last_error(), "rc %d: %s" % (rc, B.last_error()))
+    rc = B.lib.t2d_graph_launch(None, None)
+    R.check("graph_launch: NULL graph refused", rc in (T2D_ERR_NULL_POINTER, T2D_ERR_CUDA_NOT_BUILT),
+            "rc %d: %s" % (rc, B.last_error()))
+    B.lib.t2d_graph_destroy(None)
+    B.lib.t2d_plan_destroy(None)
+
+
 def fused_no_host_sync(B, R, gen):
     """The fused step returns while a long kernel queued before it still runs, also when it skips the step."""
     busy = Busy.get()
@@ -1467,10 +1587,12 @@ def main():
         R.guard("nonfinite", nonfinite, B, R, gen)
         R.guard("fused optimizer", fused_optimizer, B, R, gen)
         R.guard("fused optimizer nonfinite", fused_nonfinite, B, R, gen)
+        R.guard("plan and capture errors", planned_errors, B, R, gen)
         if cuda:
             R.guard("streams", cuda_streams, B, R, gen)
             R.guard("no host sync", no_host_sync, B, R, gen)
             R.guard("fused optimizer no host sync", fused_no_host_sync, B, R, gen)
+            R.guard("planned step in a CUDA graph", planned_capture, B, R, gen)
         R.info("checks took %.1f s" % (time.time() - t0))
         if not args.no_timing and (cuda or args.host):
             t0 = time.time()

@@ -173,7 +173,7 @@ EOF
     if ! tail -n 1 "$conf" | grep -qE '^[0-9]+ passed, [0-9]+ failed$'; then bad "conformance: no summary line (exit $rc)"; fi
 
     # --- JUnit: the tests that matter on a GPU
-    sect "JUnit (ConformanceTest with its CUDA test, NativeLoadFailureTest)"
+    sect "JUnit (ConformanceTest with its CUDA test, NativeLoadFailureTest, CapturedStepCudaTest)"
     local tcp junit="$D/java-junit.out"
     tcp="$BUNDLE/test/classes:$(sed "s#\([^:]*\)#$BUNDLE/\1#g" "$BUNDLE/classpath.txt")"
     for cand in "$BUNDLE"/test/lib/*.jar; do
@@ -183,7 +183,8 @@ EOF
     (cd "$ROOT/core" && timeout "${T2D_JAVA_TIMEOUT:-420}" "$BUNDLE/jre/bin/java" --enable-native-access=ALL-UNNAMED \
         --sun-misc-unsafe-memory-access=allow -Xss4m -Dorg.bytedeco.javacpp.cachedir="$BUNDLE/javacpp-cache" \
         -jar "$BUNDLE/test/lib/junit-platform-console-standalone.jar" execute --disable-banner --disable-ansi-colors --details=tree \
-        --class-path "$tcp" --select-class org.text2data.ConformanceTest --select-class org.text2data.NativeLoadFailureTest) \
+        --class-path "$tcp" --select-class org.text2data.ConformanceTest --select-class org.text2data.NativeLoadFailureTest \
+        --select-class org.text2data.CapturedStepCudaTest) \
         > "$junit" 2>&1
     rc=$?
     grep -vE '^(ok|FAIL|BARRIER) ' "$junit" | tail -n 60

@@ -610,6 +610,51 @@ static void test_step_errors() {
     CHECK(rc == T2D_ERR_WRONG_DEVICE, "cuda step with host tensors: rc %d %s", rc, t2d_last_error());
 }
 
+// Plans and graphs without a GPU: every bad argument refused with a message; valid ones report that CUDA is
+// missing (not built, or no device); nothing crashes, *plan_out is NULL.
+static void test_plan_errors() {
+    float p[4] = {1, 2, 3, 4}, g[4] = {0.5f, 0.5f, 0.5f, 0.5f}, m[4] = {}, v[4] = {};
+    int64_t step = 0;
+    t2d_param row{};
+    row.param = p; row.grad = g; row.exp_avg = m; row.exp_avg_sq = v; row.step = &step;
+    row.numel = 4; row.dtype = T2D_FLOAT32; row.device = 0; row.flags = T2D_PARAM_CONTIGUOUS;
+    t2d_cuda_plan* plan = reinterpret_cast<t2d_cuda_plan*>(&row);  // not NULL: must be set to NULL on failure
+    CHECK(t2d_plan_create(&row, 1, 0, nullptr) == T2D_ERR_NULL_POINTER, "plan_create with NULL plan_out: %s", t2d_last_error());
+    CHECK(t2d_plan_create(&row, -1, 0, &plan) == T2D_ERR_BAD_COUNT && plan == nullptr, "negative count: %s", t2d_last_error());
+    CHECK(t2d_plan_create(nullptr, 2, 0, &plan) == T2D_ERR_NULL_POINTER, "NULL rows: %s", t2d_last_error());
+    CHECK(t2d_plan_create(&row, 1, -1, &plan) == T2D_ERR_WRONG_DEVICE && strstr(t2d_last_error(), "CUDA device"),
+          "host device: %s", t2d_last_error());
+    row.dtype = 9;
+    CHECK(t2d_plan_create(&row, 1, 0, &plan) == T2D_ERR_UNSUPPORTED_DTYPE && t2d_last_error_tensor() == 0,
+          "bad dtype: %s", t2d_last_error());
+    row.dtype = T2D_FLOAT32;
+    int32_t rc = t2d_plan_create(&row, 1, 0, &plan);
+    CHECK((rc == T2D_ERR_CUDA_UNAVAILABLE || rc == T2D_ERR_CUDA_NOT_BUILT) && plan == nullptr,
+          "valid plan without a GPU: rc %d %s", rc, t2d_last_error());
+    t2d_optimizer adam = make_opt(T2D_ADAM, 0, 0, 0, 0);
+    float gv = 1.0f;
+    t2d_step_status status{};
+    t2d_step_scalars scalars{0.01, 1, 1, 1};
+    rc = t2d_step_cuda_planned(nullptr, &row, 1, &adam, &gv, T2D_FLOAT32, &scalars, 0, nullptr, &status);
+    CHECK(rc == T2D_ERR_NULL_POINTER && strstr(t2d_last_error(), "plan is NULL"), "NULL plan: rc %d %s", rc, t2d_last_error());
+    t2d_cuda_plan* fake = reinterpret_cast<t2d_cuda_plan*>(&row);  // validation fails before the plan is read
+    rc = t2d_step_cuda_planned(fake, &row, 1, &adam, &gv, T2D_FLOAT32, nullptr, 0, nullptr, &status);
+    CHECK(rc == T2D_ERR_NULL_POINTER && strstr(t2d_last_error(), "scalars_device is NULL"), "NULL scalars: rc %d %s", rc,
+          t2d_last_error());
+    rc = t2d_step_cuda_planned(fake, &row, 1, &adam, nullptr, T2D_FLOAT32, &scalars, 0, nullptr, &status);
+    CHECK(rc == T2D_ERR_NULL_POINTER, "NULL g_value: rc %d %s", rc, t2d_last_error());
+    CHECK(p[0] == 1 && g[0] == 0.5f && m[0] == 0 && step == 0 && status.calls == 0, "a refused planned step wrote");
+    rc = t2d_graph_capture_begin(nullptr);
+    CHECK(rc == T2D_ERR_NULL_POINTER || rc == T2D_ERR_CUDA_NOT_BUILT, "capture on the legacy stream: rc %d %s", rc, t2d_last_error());
+    void* exec = &row;
+    rc = t2d_graph_capture_end(nullptr, &exec);
+    CHECK(rc != T2D_OK && exec == nullptr, "capture_end without a stream: rc %d %s", rc, t2d_last_error());
+    rc = t2d_graph_launch(nullptr, nullptr);
+    CHECK(rc == T2D_ERR_NULL_POINTER || rc == T2D_ERR_CUDA_NOT_BUILT, "launch of NULL: rc %d %s", rc, t2d_last_error());
+    t2d_graph_destroy(nullptr);
+    t2d_plan_destroy(nullptr);
+}
+
 int main() {
     auto t0 = std::chrono::steady_clock::now();
     test_half_conversion();
@@ -620,6 +665,7 @@ int main() {
     test_step_math();
     test_step_nonfinite();
     test_step_errors();
+    test_plan_errors();
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);

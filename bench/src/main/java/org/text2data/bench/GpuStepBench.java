@@ -16,6 +16,7 @@ import org.bytedeco.pytorch.Device;
 import org.bytedeco.pytorch.NoGradGuard;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
+import org.text2data.CapturedStep;
 import org.text2data.Constraint;
 import org.text2data.diffusion.Denoiser;
 import org.text2data.Engine;
@@ -32,6 +33,8 @@ import org.text2data.engine.Engines;
  * every call, of
  * <ul>
  *   <li>{@code runStep-<engine>}: {@link Text2Data#runStep} per available engine;</li>
+ *   <li>{@code captured}: on CUDA with the fused engine, {@link CapturedStep#replay} of runStep captured as a CUDA
+ *       graph (skipped, with the reason, where the capture fails);</li>
  *   <li>{@code plain}: zero the gradients, unconditional and conditional forward/backward, the base Adam step
  *       (no constraint): the floor of {@code runStep}, as {@code bench/python/bench_ref.py}'s baseline.</li>
  * </ul>
@@ -122,6 +125,24 @@ public final class GpuStepBench {
                     }
                 });
             }
+            if (cuda && engines.contains("fused")) {
+                Workloads.Workload wc = onDevice(Workloads.load(name), device);
+                double gc = 0.9 * uncondLoss(wc);
+                Constraint opt = new Constraint(wc.params(), OptimizerSpec.adam(1e-3), 1.0, 1.0, Engine.FUSED);
+                open.add(opt);
+                try {
+                    CapturedStep captured = CapturedStep.capture(opt, gc, wc.model(), wc.cond(), wc.data(), wc.label(),
+                            Loss.MSE);
+                    open.add(0, captured); // closed before its constraint
+                    modes.put("captured", () -> {
+                        try (StepResult r = captured.replay(gc)) {
+                            r.projectedTensors();
+                        }
+                    });
+                } catch (RuntimeException e) {
+                    System.out.println("captured step not measured: " + e.getMessage());
+                }
+            }
             Workloads.Workload w = onDevice(Workloads.load(name), device);
             Constraint base = new Constraint(w.params(), OptimizerSpec.adam(1e-3), 1.0, 1.0, Engine.PLAIN);
             open.add(base);
@@ -145,6 +166,10 @@ public final class GpuStepBench {
             for (String engine : engines) {
                 System.out.printf(Locale.ROOT, "  runStep-%s / plain = %.3f%n", engine,
                         (double) res.get("runStep-" + engine).get("median_ms") / (double) res.get("plain").get("median_ms"));
+            }
+            if (res.containsKey("captured")) {
+                System.out.printf(Locale.ROOT, "  captured / plain = %.3f%n",
+                        (double) res.get("captured").get("median_ms") / (double) res.get("plain").get("median_ms"));
             }
             Map<String, Object> entry = new LinkedHashMap<>();
             entry.put("param_tensors", tensors);

@@ -1,0 +1,172 @@
+package org.text2data;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.Device;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The captured step on a GPU (skipped without one; bench/gpu/java-check.sh runs it): 100 replays give the
+ * parameters of 100 uncaptured runStep calls (float32, 1e-5 relative) with the static inputs refilled each step,
+ * the learning rate and gConstraint changed on the way; the capture itself changes nothing; a replay with a NaN
+ * input is skipped on the device and reported, and changes nothing.
+ */
+class CapturedStepCudaTest {
+
+    @BeforeAll
+    static void needsAGpu() {
+        assumeTrue(LibTorch.cudaAvailable(), "no CUDA device: the captured step is checked on a GPU only");
+    }
+
+    private static final Device CUDA = new Device("cuda:0");
+
+    /** A small conditional MLP on cuda:0, seeded: two instances are equal. */
+    private static final class Model implements ConditionalModel, AutoCloseable {
+        final Map<String, Tensor> params = new LinkedHashMap<>();
+
+        Model() {
+            torch.manual_seed(21);
+            TensorOptions f32 = new TensorOptions(ScalarType.Float);
+            put("W1", torch.randn(new long[] {8, 32}, f32).mul(new Scalar(0.3)));
+            put("b1", torch.zeros(new long[] {32}, f32));
+            put("nullEmb", torch.randn(new long[] {32}, f32).mul(new Scalar(0.1)));
+            put("condW", torch.randn(new long[] {4, 32}, f32).mul(new Scalar(0.3)));
+            put("W2", torch.randn(new long[] {32, 8}, f32).mul(new Scalar(0.3)));
+        }
+
+        private void put(String name, Tensor cpu) {
+            Tensor t = cpu.to(CUDA, ScalarType.Float).detach();
+            t.requires_grad_(true);
+            t.retainReference();
+            params.put(name, t);
+        }
+
+        @Override
+        public Tensor forward(Tensor data, Tensor cond) {
+            Tensor h = data.matmul(params.get("W1")).add(params.get("b1"));
+            h = cond == null ? h.add(params.get("nullEmb")) : h.add(cond.matmul(params.get("condW")));
+            return h.tanh().matmul(params.get("W2"));
+        }
+
+        @Override
+        public void close() {
+            params.values().forEach(Tensor::releaseReference);
+        }
+    }
+
+    private static Tensor onGpu(long seed, long... shape) {
+        torch.manual_seed(seed);
+        Tensor t = torch.randn(shape, new TensorOptions(ScalarType.Float)).to(CUDA, ScalarType.Float);
+        t.retainReference();
+        return t;
+    }
+
+    private static double relDiff(Tensor a, Tensor b) {
+        try (PointerScope scope = new PointerScope()) {
+            double scale = Math.max(b.detach().abs().max().item_double(), 1e-30);
+            return a.detach().sub(b.detach()).abs().max().item_double() / scale;
+        }
+    }
+
+    private static List<Tensor> clones(Model m) {
+        List<Tensor> out = new ArrayList<>();
+        try (PointerScope scope = new PointerScope()) {
+            for (Tensor p : m.params.values()) {
+                Tensor c = p.detach().clone();
+                c.retainReference();
+                out.add(c);
+            }
+        }
+        return out;
+    }
+
+    @Test
+    void replaysGiveTheUncapturedTrajectoryAndSeeLrAndGConstraintChanges() {
+        int steps = 100;
+        List<Tensor[]> batches = new ArrayList<>();
+        for (int k = 0; k < 8; k++) {
+            batches.add(new Tensor[] {onGpu(100 + k, 16, 8), onGpu(200 + k, 16, 4), onGpu(300 + k, 16, 8)});
+        }
+        Tensor data = onGpu(1, 16, 8);
+        Tensor cond = onGpu(2, 16, 4);
+        Tensor label = onGpu(3, 16, 8);
+        try (Model a = new Model(); Model b = new Model();
+             Constraint eager = new Constraint(a.params, OptimizerSpec.adam(5e-3), 1.0, 1.0, Engine.FUSED);
+             Constraint graphed = new Constraint(b.params, OptimizerSpec.adam(5e-3), 1.0, 1.0, Engine.FUSED)) {
+            double g0;
+            try (StepResult r = Text2Data.runStep(eager, 0.0, a, batches.get(0)[1], batches.get(0)[0], batches.get(0)[2],
+                    Loss.MSE)) {
+                g0 = r.uncondLoss();
+            }
+            Text2Data.runStep(graphed, 0.0, b, batches.get(0)[1], batches.get(0)[0], batches.get(0)[2], Loss.MSE).close();
+            List<Tensor> beforeCapture = clones(b);
+            try (CapturedStep step = CapturedStep.capture(graphed, g0, b, cond, data, label, Loss.MSE)) {
+                List<Tensor> afterCapture = clones(b);
+                for (int i = 0; i < beforeCapture.size(); i++) {
+                    assertThat(torch.equal(beforeCapture.get(i), afterCapture.get(i))).as("capture changed parameter %d", i)
+                            .isTrue();
+                }
+                int projected = 0;
+                for (int k = 0; k < steps; k++) {
+                    Tensor[] batch = batches.get(k % batches.size());
+                    double gc = g0 * (0.8 + 0.004 * k);
+                    if (k == steps / 2) {
+                        eager.setLr(1e-3);
+                        graphed.setLr(1e-3);
+                    }
+                    Text2Data.runStep(eager, gc, a, batch[1], batch[0], batch[2], Loss.MSE).close();
+                    data.copy_(batch[0]);
+                    cond.copy_(batch[1]);
+                    label.copy_(batch[2]);
+                    try (StepResult r = step.replay(gc)) {
+                        projected = r.projectedTensors();
+                    }
+                }
+                graphed.checkSkippedSteps();
+                assertThat(projected).isPositive();
+                for (String n : a.params.keySet()) {
+                    assertThat(relDiff(b.params.get(n), a.params.get(n))).as("parameter %s after %d steps", n, steps)
+                            .isLessThanOrEqualTo(1e-5);
+                }
+                assertThat(relDiff(b.params.get("W1"), beforeCapture.get(0))).as("the replays stepped").isGreaterThan(1e-4);
+            }
+        }
+    }
+
+    @Test
+    void aReplayWithANanInputIsSkippedReportedAndChangesNothing() {
+        Tensor data = onGpu(1, 16, 8);
+        Tensor cond = onGpu(2, 16, 4);
+        Tensor label = onGpu(3, 16, 8);
+        try (Model m = new Model();
+             Constraint c = new Constraint(m.params, OptimizerSpec.adam(5e-3), 1.0, 1.0, Engine.FUSED);
+             CapturedStep step = CapturedStep.capture(c, 0.1, m, cond, data, label, Loss.MSE)) {
+            step.replay(0.1).close();
+            c.checkSkippedSteps();
+            List<Tensor> before = clones(m);
+            try (PointerScope scope = new PointerScope()) {
+                data.select(0, 3).select(0, 1).fill_(new Scalar(Double.NaN));
+            }
+            step.replay(0.1).close();
+            assertThatThrownBy(c::checkSkippedSteps).isInstanceOf(NonFiniteException.class)
+                    .hasMessageContaining("skipped");
+            List<Tensor> after = clones(m);
+            for (int i = 0; i < before.size(); i++) {
+                assertThat(torch.equal(before.get(i), after.get(i))).as("skipped replay changed parameter %d", i).isTrue();
+            }
+        }
+    }
+}
