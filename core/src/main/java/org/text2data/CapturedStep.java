@@ -108,6 +108,7 @@ public final class CapturedStep implements AutoCloseable {
         Tensor[] saved = saveGrads(params);
         boolean ok = false;
         boolean capturing = false;
+        RuntimeException failure = null;
         Tensor s = null;
         StepResult r = null;
         try {
@@ -141,32 +142,61 @@ public final class CapturedStep implements AutoCloseable {
             if (capturing) {
                 CudaGraph.discardCapture(capture.stream());
             }
-            if (e instanceof IllegalArgumentException) {
+            if (e instanceof IllegalArgumentException iae) {
+                failure = iae;
                 throw e;
             }
-            throw new IllegalStateException("the step could not be captured as a CUDA graph: " + e.getMessage()
+            throw failure = new IllegalStateException("the step could not be captured as a CUDA graph: " + e.getMessage()
                     + " (a captured model and loss must not synchronise with the host, e.g. read a value with item(),"
                     + " nor draw random numbers on the GPU); the parameters and optimizer state are as they were", e);
         } finally {
             optimizer.setCapturing(false);
             fe.usePlan(MemorySegment.NULL, 0L);
             if (capture != null) {
-                capture.close(); // the pool's allocation ends, the device is waited for, the old stream is current
+                try {
+                    capture.close(); // the pool's allocation ends, the device is waited for, the old stream is current
+                } catch (RuntimeException x) {
+                    if (failure == null) {
+                        ok = false; // cleaned up below, then thrown
+                        failure = x;
+                    } else {
+                        failure.addSuppressed(x);
+                    }
+                }
             }
             if (!ok) {
-                fe.releaseGradients(states); // whatever the failed capture left in the gradients and kept handles
-                fe.endStep();
-                restoreGrads(params, saved);
-                if (r != null) {
-                    r.close();
+                try {
+                    fe.releaseGradients(states); // whatever the failed capture left in gradients and kept handles
+                    fe.endStep();
+                    restoreGrads(params, saved);
+                    if (r != null) {
+                        r.close();
+                    }
+                    FusedEngine.destroyPlan(plan);
+                    if (capture != null) {
+                        capture.releasePool();
+                    }
+                } catch (RuntimeException cleanup) {
+                    if (failure == null) {
+                        throw cleanup;
+                    }
+                    failure.addSuppressed(cleanup); // the capture's own failure is the one to report
+                } finally {
+                    release(s);
                 }
-                release(s);
             }
             for (Tensor t : saved) {
                 if (t != null) {
                     t.releaseReference();
                 }
             }
+        }
+        if (!ok) {
+            if (graph != null) {
+                graph.close();
+            }
+            throw new IllegalStateException("the step could not be captured as a CUDA graph: " + failure.getMessage(),
+                    failure);
         }
         this.scalars = s;
         this.uncond = r.uncondLossTensor();
