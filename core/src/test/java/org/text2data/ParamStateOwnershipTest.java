@@ -56,4 +56,35 @@ class ParamStateOwnershipTest {
         // closing the constraint closes its records: the optimizer state is gone
         assertThat(opt.paramStates()[0].steps()).isZero();
     }
+
+    /**
+     * Loading a checkpoint copies the saved optimizer state into the buffers the records already hold, instead of
+     * replacing them: a captured step's graph writes to those very buffers (see CapturedStep), and new ones would
+     * leave it writing into freed memory.
+     */
+    @Test
+    void loadingACheckpointCopiesTheOptimizerStateIntoTheSameBuffers(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir)
+            throws java.io.IOException {
+        assertThat(Engines.fusedAvailable()).as(String.valueOf(Engines.fusedUnavailableReason())).isTrue();
+        Tensor p = leaf(0.1, 0.2, 0.3, 0.4);
+        try (Constraint opt = new Constraint(List.of(p), OptimizerSpec.adam(0.1), 1, 1, Engine.FUSED);
+             PointerScope scope = new PointerScope()) {
+            p.mutable_grad().put(Tensor.create(1.0, -2.0, 3.0, 0.5));
+            opt.stepBase();
+            java.nio.file.Path file = dir.resolve("ckpt.pt");
+            opt.saveCheckpoint(file);
+            java.util.Map<String, Tensor> before = opt.paramStates()[0].view(opt.fusedOptions(), new java.util.HashMap<>());
+            Tensor expAvg = before.get("exp_avg");
+            double saved = expAvg.sum().item_double();
+            opt.stepBase(); // the state moves on
+            assertThat(expAvg.sum().item_double()).isNotEqualTo(saved);
+            opt.loadCheckpoint(file);
+            java.util.Map<String, Long> ints = new java.util.HashMap<>();
+            java.util.Map<String, Tensor> after = opt.paramStates()[0].view(opt.fusedOptions(), ints);
+            assertThat(after.get("exp_avg")).isSameAs(expAvg);
+            assertThat(after.get("exp_avg_sq")).isSameAs(before.get("exp_avg_sq"));
+            assertThat(expAvg.sum().item_double()).isEqualTo(saved);
+            assertThat(ints.get("step")).isEqualTo(1L);
+        }
+    }
 }

@@ -151,8 +151,10 @@ public final class ParamState implements AutoCloseable {
     }
 
     /**
-     * Replaces the optimizer state by a saved one (see {@link #view}): the buffers are copied into new tensors like
-     * {@code param}; a null {@code tensors} means no state. The gradient buffers are left as they are.
+     * Replaces the optimizer state by a saved one (see {@link #view}): the saved buffers are copied into this
+     * state's buffers in place (made, like {@code param}, where there are none yet), so that their addresses stay
+     * those a captured step uses; a null {@code tensors} means no state (the buffers are released). The gradient
+     * buffers are left as they are.
      *
      * @param o the optimizer's options
      * @param steps the saved step count (for SGD, which saves none: 1 when a momentum buffer is given)
@@ -160,8 +162,8 @@ public final class ParamState implements AutoCloseable {
      * @param param the parameter
      */
     public void load(FusedOptimizer.Options o, long steps, Map<String, Tensor> tensors, Tensor param) {
-        clearOptimizerState();
         if (tensors == null) {
+            clearOptimizerState();
             return;
         }
         ensure(o, param);
