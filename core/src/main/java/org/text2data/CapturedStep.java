@@ -55,6 +55,8 @@ public final class CapturedStep implements AutoCloseable {
     private Tensor uncond;
     private Tensor cond;
     private final int projected;
+    /** The optimizer state's addresses when the graph was captured (see FusedEngine#stateAddresses). */
+    private final long[] stateAddresses;
     private boolean closed;
 
     /**
@@ -199,6 +201,7 @@ public final class CapturedStep implements AutoCloseable {
                     failure);
         }
         this.scalars = s;
+        this.stateAddresses = fe.stateAddresses(states);
         this.uncond = r.uncondLossTensor();
         this.cond = r.condLossTensor();
         this.projected = r.projectedTensors();
@@ -211,7 +214,8 @@ public final class CapturedStep implements AutoCloseable {
      * @param gConstraint the barrier's target for the unconditional loss (finite, &gt;= 0)
      * @return the step's losses (the graph's output tensors, overwritten by the next replay) and projected count
      * @throws IllegalArgumentException if {@code gConstraint} is negative or not finite; nothing is replayed
-     * @throws IllegalStateException    if this captured step or its constraint is closed, or the launch fails
+     * @throws IllegalStateException    if this captured step or its constraint is closed, the optimizer state was
+     *                                  released since the capture, or the launch fails
      * @throws NonFiniteException       if the constraint's periodic read finds a step skipped on the device
      */
     public StepResult replay(double gConstraint) {
@@ -221,6 +225,11 @@ public final class CapturedStep implements AutoCloseable {
                 throw new IllegalStateException("this CapturedStep is closed");
             }
             Constraint.checkGConstraint(gConstraint);
+            if (!java.util.Arrays.equals(optimizer.fusedEngine().stateAddresses(optimizer.paramStates()), stateAddresses)) {
+                throw new IllegalStateException("the optimizer state was released since the capture (a checkpoint "
+                        + "without state for some parameter was loaded): the graph would write into freed memory; close "
+                        + "this captured step and capture again. Nothing was replayed");
+            }
             try (PointerScope scope = new PointerScope()) {
                 writeScalars(scalars, optimizer.fusedOptions().lr(), gConstraint, optimizer.alpha(), optimizer.beta());
             }

@@ -697,6 +697,24 @@ public final class FusedEngine implements ProjectionEngine {
         }
     }
 
+    /**
+     * The addresses of every parameter's optimizer state (its step count, then its three buffers; 0 where there is
+     * none): what a captured step's graph reads and writes.
+     *
+     * @param states the per-parameter records
+     * @return four addresses per parameter
+     */
+    public long[] stateAddresses(ParamState[] states) {
+        long[] a = new long[4 * states.length];
+        for (int i = 0; i < states.length; i++) {
+            a[4 * i] = states[i].stepAddress();
+            for (int k = 0; k < 3; k++) {
+                a[4 * i + 1 + k] = states[i].address(k);
+            }
+        }
+        return a;
+    }
+
     /** The device address of the CUDA step status, created (zeroed) at the first call. */
     private long statusAddress() {
         if (stepStatus == null) {
