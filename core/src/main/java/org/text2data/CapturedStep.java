@@ -108,9 +108,7 @@ public final class CapturedStep implements AutoCloseable {
         List<Tensor> params = optimizer.parameters();
         ParamState[] states = optimizer.paramStates();
         Tensor[] saved = saveGrads(params);
-        boolean ok = false;
         boolean capturing = false;
-        RuntimeException failure = null;
         Tensor s = null;
         StepResult r = null;
         try {
@@ -139,66 +137,20 @@ public final class CapturedStep implements AutoCloseable {
             r = Text2Data.runStep(optimizer, gConstraint, model, condIn, data, label, loss);
             capturing = false;
             graph = CudaGraph.endCapture(capture.stream());
-            ok = true;
+            capture.close(); // the pool's allocation ends, the device is waited for, the old stream is current
         } catch (RuntimeException | Error e) {
-            if (capturing) {
-                CudaGraph.discardCapture(capture.stream());
-            }
-            if (e instanceof IllegalArgumentException iae) {
-                failure = iae;
-                throw e;
-            }
-            throw failure = new IllegalStateException("the step could not be captured as a CUDA graph: " + e.getMessage()
+            RuntimeException failure = e instanceof IllegalArgumentException iae ? iae
+                    : new IllegalStateException("the step could not be captured as a CUDA graph: " + e.getMessage()
                     + " (a captured model and loss must not synchronise with the host, e.g. read a value with item(),"
                     + " nor draw random numbers on the GPU); the parameters and optimizer state are as they were", e);
+            undo(failure, capturing, fe, states, params, saved, r, s);
+            throw failure;
         } finally {
             optimizer.setCapturing(false);
             fe.usePlan(MemorySegment.NULL, 0L);
-            if (capture != null) {
-                try {
-                    capture.close(); // the pool's allocation ends, the device is waited for, the old stream is current
-                } catch (RuntimeException x) {
-                    if (failure == null) {
-                        ok = false; // cleaned up below, then thrown
-                        failure = x;
-                    } else {
-                        failure.addSuppressed(x);
-                    }
-                }
-            }
-            if (!ok) {
-                try {
-                    fe.releaseGradients(states); // whatever the failed capture left in gradients and kept handles
-                    fe.endStep();
-                    restoreGrads(params, saved);
-                    if (r != null) {
-                        r.close();
-                    }
-                    FusedEngine.destroyPlan(plan);
-                    if (capture != null) {
-                        capture.releasePool();
-                    }
-                } catch (RuntimeException cleanup) {
-                    if (failure == null) {
-                        throw cleanup;
-                    }
-                    failure.addSuppressed(cleanup); // the capture's own failure is the one to report
-                } finally {
-                    release(s);
-                }
-            }
             for (Tensor t : saved) {
-                if (t != null) {
-                    t.releaseReference();
-                }
+                release(t);
             }
-        }
-        if (!ok) {
-            if (graph != null) {
-                graph.close();
-            }
-            throw new IllegalStateException("the step could not be captured as a CUDA graph: " + failure.getMessage(),
-                    failure);
         }
         this.scalars = s;
         this.stateAddresses = fe.stateAddresses(states);
@@ -266,6 +218,54 @@ public final class CapturedStep implements AutoCloseable {
         release(scalars);
         uncond.close();
         cond.close();
+    }
+
+    /**
+     * Undoes a capture that failed: every step is tried, and what fails on the way is attached to {@code failure}
+     * (the capture's own error is the one to report). The gradients and kept handles go back to what they were.
+     */
+    private void undo(RuntimeException failure, boolean capturing, FusedEngine fe, ParamState[] states,
+                      List<Tensor> params, Tensor[] saved, StepResult r, Tensor s) {
+        attempt(failure, () -> {
+            if (capturing) {
+                CudaGraph.discardCapture(capture.stream());
+            }
+        });
+        attempt(failure, () -> {
+            if (graph != null) {
+                graph.close();
+            }
+        });
+        attempt(failure, () -> {
+            if (capture != null) {
+                capture.close();
+            }
+        });
+        attempt(failure, () -> {
+            fe.releaseGradients(states); // whatever the capture left in the gradients and kept handles
+            fe.endStep();
+            restoreGrads(params, saved);
+        });
+        attempt(failure, () -> {
+            if (r != null) {
+                r.close();
+            }
+        });
+        attempt(failure, () -> FusedEngine.destroyPlan(plan));
+        attempt(failure, () -> {
+            if (capture != null) {
+                capture.releasePool();
+            }
+        });
+        release(s);
+    }
+
+    private static void attempt(RuntimeException failure, Runnable step) {
+        try {
+            step.run();
+        } catch (RuntimeException | Error e) {
+            failure.addSuppressed(e);
+        }
     }
 
     /** Writes into the device scalars each value that differs from what they hold (one small kernel each). */
