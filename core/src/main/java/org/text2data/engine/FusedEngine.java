@@ -572,12 +572,7 @@ public final class FusedEngine implements ProjectionEngine {
             } else {
                 Tensor gv = gValue;
                 if (gv == null) {
-                    if (zeroLoss == null) {
-                        Tensor z = params[0].detach().new_zeros(new long[0]);
-                        z.retainReference();
-                        zeroLoss = z;
-                    }
-                    gv = zeroLoss;
+                    gv = zeroLoss();
                 } else if (!gv.is_cuda() || gv.numel() != 1) {
                     throw new IllegalArgumentException("gValue must be a one-element tensor on cuda:" + device);
                 }
@@ -689,12 +684,18 @@ public final class FusedEngine implements ProjectionEngine {
                 }
             }
             statusAddress();
-            if (zeroLoss == null) {
-                Tensor z = params[0].detach().new_zeros(new long[0]);
-                z.retainReference();
-                zeroLoss = z;
-            }
+            zeroLoss();
         }
+    }
+
+    /** CUDA: the zero loss handed to steps that project nothing (they read no gValue), made once. */
+    private Tensor zeroLoss() {
+        if (zeroLoss == null) {
+            Tensor z = params[0].detach().new_zeros(new long[0]);
+            z.retainReference();
+            zeroLoss = z;
+        }
+        return zeroLoss;
     }
 
     /**
@@ -929,11 +930,8 @@ public final class FusedEngine implements ProjectionEngine {
             if (GET_CURRENT == null) {
                 return 0L;
             }
-            try {
-                Object s = GET_CURRENT.invoke(null, (byte) device);
-                try (Pointer cudaStream = (Pointer) s; Pointer raw = (Pointer) STREAM.invoke(s)) {
-                    return raw == null ? 0L : raw.address();
-                }
+            try (Pointer s = (Pointer) GET_CURRENT.invoke(null, (byte) device)) {
+                return raw(s);
             } catch (ReflectiveOperationException | LinkageError e) {
                 throw new IllegalStateException("cannot read libtorch's current CUDA stream: " + e, e);
             }
