@@ -61,6 +61,11 @@ class CapturedStepTest {
         return t;
     }
 
+    /** The batch every test tries to capture with (the capture is refused before it is read). */
+    private static final Tensor DATA = batch(1, 8, 4);
+    private static final Tensor COND = batch(2, 8, 3);
+    private static final Tensor LABEL = batch(3, 8, 4);
+
     /** Every parameter, gradient and fused optimizer state tensor, cloned, and the step counts. */
     private static final class Snapshot {
         final java.util.List<Tensor> tensors = new java.util.ArrayList<>();
@@ -104,21 +109,18 @@ class CapturedStepTest {
 
     @Test
     void parametersOnTheCpuAreRefusedNamingTheCauseAndNothingChanges() {
-        Tensor data = batch(1, 8, 4);
-        Tensor cond = batch(2, 8, 3);
-        Tensor label = batch(3, 8, 4);
         try (Model m = new Model(); Constraint c = new Constraint(m.params, OptimizerSpec.adam(0.01), 1.0, 1.0, Engine.FUSED)) {
             assertThat(c.isFused()).isTrue();
-            Text2Data.runStep(c, 0.1, m, cond, data, label, Loss.MSE).close(); // state, gradients and a step exist
+            Text2Data.runStep(c, 0.1, m, COND, DATA, LABEL, Loss.MSE).close(); // state, gradients and a step exist
             Snapshot before = snapshot(m, c);
-            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, m, cond, data, label, Loss.MSE))
+            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, m, COND, DATA, LABEL, Loss.MSE))
                     .isInstanceOf(IllegalArgumentException.class)
                     .hasMessageContaining("cannot be captured as a CUDA graph")
                     .hasMessageContaining("on the CPU")
                     .hasMessageContaining("nothing was changed");
             assertUnchanged(before, m, c);
             // still usable as before
-            try (StepResult r = Text2Data.runStep(c, 0.1, m, cond, data, label, Loss.MSE)) {
+            try (StepResult r = Text2Data.runStep(c, 0.1, m, COND, DATA, LABEL, Loss.MSE)) {
                 assertThat(Double.isFinite(r.uncondLoss())).isTrue();
             }
         }
@@ -126,13 +128,10 @@ class CapturedStepTest {
 
     @Test
     void libtorchsOptimizerIsRefusedBecauseItsStepCountsLiveOnTheHost() {
-        Tensor data = batch(1, 8, 4);
-        Tensor cond = batch(2, 8, 3);
-        Tensor label = batch(3, 8, 4);
         try (Model m = new Model();
              Constraint c = new Constraint(m.params, OptimizerSpec.adam(0.01).fused(false), 1.0, 1.0, Engine.FUSED)) {
             Snapshot before = snapshot(m, c);
-            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, m, cond, data, label, Loss.MSE))
+            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, m, COND, DATA, LABEL, Loss.MSE))
                     .isInstanceOf(IllegalArgumentException.class)
                     .hasMessageContaining("fused optimizer");
             assertUnchanged(before, m, c);
@@ -141,19 +140,16 @@ class CapturedStepTest {
 
     @Test
     void badInputsAreRefusedAsRunStepRefusesThem() {
-        Tensor data = batch(1, 8, 4);
-        Tensor cond = batch(2, 8, 3);
-        Tensor label = batch(3, 8, 4);
         Tensor shortLabel = batch(4, 5, 4);
         try (Model m = new Model(); Constraint c = new Constraint(m.params, OptimizerSpec.adam(0.01), 1.0, 1.0, Engine.FUSED)) {
             Snapshot before = snapshot(m, c);
-            assertThatThrownBy(() -> CapturedStep.capture(null, 0.1, m, cond, data, label, Loss.MSE))
+            assertThatThrownBy(() -> CapturedStep.capture(null, 0.1, m, COND, DATA, LABEL, Loss.MSE))
                     .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("optimizer is null");
-            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, null, cond, data, label, Loss.MSE))
+            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, null, COND, DATA, LABEL, Loss.MSE))
                     .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("model is null");
-            assertThatThrownBy(() -> CapturedStep.capture(c, -1.0, m, cond, data, label, Loss.MSE))
+            assertThatThrownBy(() -> CapturedStep.capture(c, -1.0, m, COND, DATA, LABEL, Loss.MSE))
                     .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("gConstraint");
-            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, m, cond, data, shortLabel, Loss.MSE))
+            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, m, COND, DATA, shortLabel, Loss.MSE))
                     .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("label batch size");
             assertUnchanged(before, m, c);
         }
@@ -161,13 +157,10 @@ class CapturedStepTest {
 
     @Test
     void aClosedConstraintIsRefused() {
-        Tensor data = batch(1, 8, 4);
-        Tensor cond = batch(2, 8, 3);
-        Tensor label = batch(3, 8, 4);
         try (Model m = new Model()) {
             Constraint c = new Constraint(m.params, OptimizerSpec.adam(0.01), 1.0, 1.0, Engine.FUSED);
             c.close();
-            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, m, cond, data, label, Loss.MSE))
+            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, m, COND, DATA, LABEL, Loss.MSE))
                     .isInstanceOf(IllegalStateException.class).hasMessageContaining("closed");
         }
     }
