@@ -22,7 +22,6 @@ import org.text2data.Engine;
 import org.text2data.LibTorch;
 import org.text2data.Loss;
 import org.text2data.OptimizerSpec;
-import org.text2data.StepResult;
 import org.text2data.Text2Data;
 import org.text2data.engine.Engines;
 
@@ -341,15 +340,9 @@ public final class Interleaved {
         return (System.nanoTime() - t0) / 1e6;
     }
 
-    private static double initialUncondLoss(Workloads.Workload w) {
-        try (PointerScope s = new PointerScope(); NoGradGuard g = new NoGradGuard()) {
-            return Loss.MSE.apply(w.model().forward(w.data(), null), w.label()).item_double();
-        }
-    }
-
     private static Variant runStep(String workload, Engine engine, List<AutoCloseable> toClose) {
         Workloads.Workload w = Workloads.load(workload);
-        double gConstraint = 0.9 * initialUncondLoss(w);
+        double gConstraint = 0.9 * w.uncondLoss();
         Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(StepBench.LR), 1.0, 1.0, engine);
         toClose.add(opt);
         return new Variant() {
@@ -359,9 +352,7 @@ public final class Interleaved {
 
             @Override
             public void call() {
-                try (StepResult r = Text2Data.runStep(opt, gConstraint, w.model(), w.cond(), w.data(), w.label(), Loss.MSE)) {
-                    r.projectedTensors();
-                }
+                w.runStep(opt, gConstraint);
             }
         };
     }
@@ -376,13 +367,8 @@ public final class Interleaved {
             }
 
             @Override
-            public void call() { // as StepBench.plain
-                try (PointerScope scope = new PointerScope()) {
-                    opt.zeroGrad();
-                    Loss.MSE.apply(w.model().forward(w.data(), null), w.label()).backward();
-                    Loss.MSE.apply(w.model().forward(w.data(), w.cond()), w.label()).backward();
-                    opt.stepBase();
-                }
+            public void call() {
+                w.plainStep(opt);
             }
         };
     }
