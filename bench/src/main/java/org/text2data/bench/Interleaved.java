@@ -16,7 +16,11 @@ import com.google.gson.JsonObject;
 
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.text2data.BenchAccess;
 import org.text2data.Constraint;
 import org.text2data.Engine;
 import org.text2data.LibTorch;
@@ -35,11 +39,12 @@ import org.text2data.engine.Engines;
  *   <li>{@code runStep/E}: {@link Text2Data#runStep} on engine E;</li>
  *   <li>{@code plain}: zero the gradients, unconditional and conditional forward/backward, libtorch's Adam
  *       ({@link Constraint#stepBase()}): the same passes with no constraint, the floor of {@code runStep};</li>
- *   <li>{@code update/E}: {@link Constraint#secondStep(double, double)} + {@link Constraint#stepBase()} on engine
- *       E: the projection and the optimizer pass, everything of a step after the two backward passes. Before
- *       each call, untimed: the kept gradient and the conditional gradient are put back ({@code firstStep(true)}
- *       between two {@code copy_}s), and {@code gValue} = 1e6 keeps the constraint active, so every call does
- *       the full update. Where the engine fuses the optimizer into its kernel, this times that one pass;</li>
+ *   <li>{@code update/E}: on engine E, the call {@link Text2Data#runStep} makes after its two backward passes
+ *       (the package-private {@code Constraint.constrainedStep}, through {@link BenchAccess}): with the fused
+ *       optimizer one native pass that projects and updates, else {@code secondStep} + {@code stepBase}.
+ *       Before each call, untimed: the kept gradient and the conditional gradient are put back
+ *       ({@code firstStep(true)} between two {@code copy_}s), and {@code gValue} = 1e6 keeps the constraint
+ *       active, so every call does the full update;</li>
  *   <li>{@code copy}: {@code dst.copy_(src)} over a copy of every parameter tensor: 8 bytes per float32
  *       parameter (read and write), the bandwidth yardstick of the update pass. A fused Adam step must move
  *       44 bytes per float32 parameter (bench/NOTES.md, "Interleaved").</li>
@@ -102,7 +107,7 @@ public final class Interleaved {
             i++;
         }
         LibTorch.ensureLoaded();
-        org.bytedeco.pytorch.global.torch.globalContext().setFlushDenormal(true);
+        torch.globalContext().setFlushDenormal(true);
         JsonObject root = new JsonObject();
         JsonObject env = new JsonObject();
         env.addProperty("available_processors", Runtime.getRuntime().availableProcessors());
@@ -172,7 +177,7 @@ public final class Interleaved {
 
     /** libtorch's intra-op threads and OpenBLAS's (the instance libtorch's GEMMs call), at once. */
     private static void setThreads(int blas, int torchThreads) {
-        org.bytedeco.pytorch.global.torch.set_num_threads(torchThreads);
+        torch.set_num_threads(torchThreads);
         if (!LibTorch.setBlasThreads(blas)) {
             throw new IllegalStateException("cannot set OpenBLAS to " + blas + " thread(s): OpenBLAS was not found "
                     + "among the libraries libtorch loaded, so the OpenBLAS thread counts this benchmark compares "
@@ -377,6 +382,8 @@ public final class Interleaved {
         Workloads.Workload w = Workloads.load(workload);
         Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(StepBench.LR), 1.0, 1.0, engine);
         toClose.add(opt);
+        // g - gConstraint far above any dot product: the projection always runs (a 0-dim tensor, as runStep's)
+        Tensor gValue = torch.scalar_tensor(new Scalar(1e6), new TensorOptions(torch.ScalarType.Float));
         List<Tensor> params = opt.parameters();
         List<Tensor> uncond = new ArrayList<>();
         List<Tensor> cond = new ArrayList<>();
@@ -405,8 +412,7 @@ public final class Interleaved {
 
             @Override
             public void call() {
-                opt.secondStep(1e6, 0.0); // g - gConstraint far above any dot product: the projection always runs
-                opt.stepBase();
+                BenchAccess.constrainedStep(opt, gValue, 0.0);
             }
         };
     }
