@@ -168,8 +168,8 @@ public final class GpuStepBench {
             for (AutoCloseable c : open) {
                 try {
                     c.close();
-                } catch (Exception ignored) {
-                    // closing a Constraint does not throw
+                } catch (Exception e) { // a CapturedStep's close waits for the device: report what it found
+                    System.out.println("closing " + c.getClass().getSimpleName() + " failed: " + e);
                 }
             }
         }
