@@ -47,7 +47,10 @@ import org.text2data.engine.Engines;
  *       active, so every call does the full update;</li>
  *   <li>{@code copy}: {@code dst.copy_(src)} over a copy of every parameter tensor: 8 bytes per float32
  *       parameter (read and write), the bandwidth yardstick of the update pass. A fused Adam step must move
- *       44 bytes per float32 parameter (bench/NOTES.md, "Interleaved").</li>
+ *       44 bytes per float32 parameter (bench/NOTES.md, "Interleaved"). The copy runs on libtorch's intra-op
+ *       pool (one thread under {@code LibTorch}'s thread rule), the fused kernel on its own (every available core
+ *       from 2^18 parameters on):
+ *       on a multi-core machine the ratio can exceed 1.</li>
  * </ul>
  * Blocks: each block runs every variant {@code calls} times in a row, the variants' order rotating from block
  * to block. Reported per variant: the median of the block medians and their range; per block, the ratio
@@ -55,7 +58,8 @@ import org.text2data.engine.Engines;
  * those ratios. Denormals are flushed to zero, as in {@link StepBench}.
  *
  * <p>With {@code --threads B:T,...} every variant runs once per thread configuration (OpenBLAS threads B,
- * libtorch intra-op threads T, switched before each block), all interleaved (bench/threads).
+ * libtorch intra-op threads T, set untimed before every call, so a block runs each configuration on the one it
+ * names), all interleaved (bench/threads).
  *
  * <p>Usage: {@code Interleaved [--workloads a,b] [--engines fused,plain|available] [--variants runStep,plain,update,copy]
  * [--blocks 5] [--calls 3] [--warmup 3] [--threads B:T,B:T] [--json FILE]}; engines default to the default
