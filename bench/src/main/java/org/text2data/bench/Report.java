@@ -293,7 +293,7 @@ public final class Report {
         o.addProperty("python_ms", round(p.median()));
         o.addProperty("java_plain_ms", round(jp.median()));
         o.addProperty("python_plain_ms", round(pp.median()));
-        // the projection and the optimizer pass (secondStep + stepBase), and a copy of every parameter, in the same JVM
+        // the update runStep makes after its backward passes (Constraint.constrainedStep), and a copy of every parameter, in the same JVM
         o.addProperty("java_update_ms", round(get("java/" + w + "/update/" + engine).median()));
         o.addProperty("java_copy_ms", round(get("java/" + w + "/copy").median()));
         o.addProperty("java_update_bandwidth_over_copy",
