@@ -20,9 +20,10 @@ build() { # installs the library's jar when its sources changed, then packages b
   find_jdk
   local jar="$HOME/.m2/repository/org/text2data/text2data-tools/0.1.0-SNAPSHOT/text2data-tools-0.1.0-SNAPSHOT.jar"
   # The stamp is this checkout's: ~/.m2 is shared by every checkout of the project, and a jar another
-  # checkout installed later must not pass for this one's (its classes also come first on the class path).
+  # checkout installed later (newer than the stamp) must not pass for this one's: the bench is compiled
+  # against it. At run time this checkout's classes also come first on the class path.
   local stamp="$ROOT/tools/target/.bench-installed"
-  if [ ! -f "$jar" ] || [ ! -f "$stamp" ] || [ -n "$(find "$ROOT/pom.xml" "$ROOT/core/pom.xml" "$ROOT/tools/pom.xml" "$ROOT/core/src/main" "$ROOT/tools/src/main" "$ROOT/native" -newer "$stamp" -type f -print -quit 2>/dev/null)" ]; then
+  if [ ! -f "$jar" ] || [ ! -f "$stamp" ] || [ "$jar" -nt "$stamp" ] || [ -n "$(find "$ROOT/pom.xml" "$ROOT/core/pom.xml" "$ROOT/tools/pom.xml" "$ROOT/core/src/main" "$ROOT/tools/src/main" "$ROOT/native" -newer "$stamp" -type f -print -quit 2>/dev/null)" ]; then
     echo "bench: installing the library (mvn install, no tests) ..." >&2
     (cd "$ROOT" && mvn -q -B -ntp -Dstyle.color=never -DskipTests -Dmaven.javadoc.skip=true install) >&2
     touch "$stamp"

@@ -116,18 +116,14 @@ public final class GpuStepBench {
                 Workloads.Workload w = onDevice(Workloads.load(name), device);
                 tensors = w.params().size();
                 params = w.parameterCount();
-                double gc = 0.9 * uncondLoss(w);
+                double gc = 0.9 * w.uncondLoss();
                 Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(1e-3), 1.0, 1.0, Engine.parse(engine));
                 open.add(opt);
-                modes.put("runStep-" + engine, () -> {
-                    try (StepResult r = Text2Data.runStep(opt, gc, w.model(), w.cond(), w.data(), w.label(), Loss.MSE)) {
-                        r.projectedTensors();
-                    }
-                });
+                modes.put("runStep-" + engine, () -> w.runStep(opt, gc));
             }
             if (cuda && engines.contains("fused")) {
                 Workloads.Workload wc = onDevice(Workloads.load(name), device);
-                double gc = 0.9 * uncondLoss(wc);
+                double gc = 0.9 * wc.uncondLoss();
                 Constraint opt = new Constraint(wc.params(), OptimizerSpec.adam(1e-3), 1.0, 1.0, Engine.FUSED);
                 open.add(opt);
                 try {
@@ -146,14 +142,7 @@ public final class GpuStepBench {
             Workloads.Workload w = onDevice(Workloads.load(name), device);
             Constraint base = new Constraint(w.params(), OptimizerSpec.adam(1e-3), 1.0, 1.0, Engine.PLAIN);
             open.add(base);
-            modes.put("plain", () -> {
-                try (PointerScope scope = new PointerScope()) {
-                    base.zeroGrad();
-                    Loss.MSE.apply(w.model().forward(w.data(), null), w.label()).backward();
-                    Loss.MSE.apply(w.model().forward(w.data(), w.cond()), w.label()).backward();
-                    base.stepBase();
-                }
-            });
+            modes.put("plain", () -> w.plainStep(base));
             System.out.printf(Locale.ROOT, "%s: %d parameter tensors, %d parameters, data %s%n", name, tensors,
                     params, Arrays.toString(w.data().shape()));
             Map<String, Map<String, Object>> res = time(modes, warmup, iters, budget, cuda);
@@ -179,8 +168,8 @@ public final class GpuStepBench {
             for (AutoCloseable c : open) {
                 try {
                     c.close();
-                } catch (Exception ignored) {
-                    // closing a Constraint does not throw
+                } catch (Exception e) { // a CapturedStep's close waits for the device: report what it found
+                    System.out.println("closing " + c.getClass().getSimpleName() + " failed: " + e);
                 }
             }
         }
@@ -238,12 +227,6 @@ public final class GpuStepBench {
             }
             return new Workloads.Workload(cfg, model, params, w.data().to(dev, torch.ScalarType.Float),
                     w.cond().to(dev, torch.ScalarType.Float), w.label().to(dev, torch.ScalarType.Float), w.fromFiles());
-        }
-    }
-
-    private static double uncondLoss(Workloads.Workload w) {
-        try (PointerScope s = new PointerScope(); NoGradGuard g = new NoGradGuard()) {
-            return Loss.MSE.apply(w.model().forward(w.data(), null), w.label()).item_double();
         }
     }
 

@@ -16,13 +16,16 @@ import com.google.gson.JsonObject;
 
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.text2data.BenchAccess;
 import org.text2data.Constraint;
 import org.text2data.Engine;
 import org.text2data.LibTorch;
 import org.text2data.Loss;
 import org.text2data.OptimizerSpec;
-import org.text2data.StepResult;
 import org.text2data.Text2Data;
 import org.text2data.engine.Engines;
 
@@ -36,14 +39,18 @@ import org.text2data.engine.Engines;
  *   <li>{@code runStep/E}: {@link Text2Data#runStep} on engine E;</li>
  *   <li>{@code plain}: zero the gradients, unconditional and conditional forward/backward, libtorch's Adam
  *       ({@link Constraint#stepBase()}): the same passes with no constraint, the floor of {@code runStep};</li>
- *   <li>{@code update/E}: {@link Constraint#secondStep(double, double)} + {@link Constraint#stepBase()} on engine
- *       E: the projection and the optimizer pass, everything of a step after the two backward passes. Before
- *       each call, untimed: the kept gradient and the conditional gradient are put back ({@code firstStep(true)}
- *       between two {@code copy_}s), and {@code gValue} = 1e6 keeps the constraint active, so every call does
- *       the full update. Where the engine fuses the optimizer into its kernel, this times that one pass;</li>
+ *   <li>{@code update/E}: on engine E, the call {@link Text2Data#runStep} makes after its two backward passes
+ *       (the package-private {@code Constraint.constrainedStep}, through {@link BenchAccess}): with the fused
+ *       optimizer one native pass that projects and updates, else {@code secondStep} + {@code stepBase}.
+ *       Before each call, untimed: the kept gradient and the conditional gradient are put back
+ *       ({@code firstStep(true)} between two {@code copy_}s), and {@code gValue} = 1e6 keeps the constraint
+ *       active, so every call does the full update;</li>
  *   <li>{@code copy}: {@code dst.copy_(src)} over a copy of every parameter tensor: 8 bytes per float32
  *       parameter (read and write), the bandwidth yardstick of the update pass. A fused Adam step must move
- *       44 bytes per float32 parameter (bench/NOTES.md, "Interleaved").</li>
+ *       44 bytes per float32 parameter (bench/NOTES.md, "Interleaved"). The copy runs on libtorch's intra-op
+ *       pool (one thread under {@code LibTorch}'s thread rule), the fused kernel on its own (every available core
+ *       from 2^18 parameters on):
+ *       on a multi-core machine the ratio can exceed 1.</li>
  * </ul>
  * Blocks: each block runs every variant {@code calls} times in a row, the variants' order rotating from block
  * to block. Reported per variant: the median of the block medians and their range; per block, the ratio
@@ -51,7 +58,8 @@ import org.text2data.engine.Engines;
  * those ratios. Denormals are flushed to zero, as in {@link StepBench}.
  *
  * <p>With {@code --threads B:T,...} every variant runs once per thread configuration (OpenBLAS threads B,
- * libtorch intra-op threads T, switched before each block), all interleaved (bench/threads).
+ * libtorch intra-op threads T, set untimed before every call, so a block runs each configuration on the one it
+ * names), all interleaved (bench/threads).
  *
  * <p>Usage: {@code Interleaved [--workloads a,b] [--engines fused,plain|available] [--variants runStep,plain,update,copy]
  * [--blocks 5] [--calls 3] [--warmup 3] [--threads B:T,B:T] [--json FILE]}; engines default to the default
@@ -103,7 +111,7 @@ public final class Interleaved {
             i++;
         }
         LibTorch.ensureLoaded();
-        org.bytedeco.pytorch.global.torch.globalContext().setFlushDenormal(true);
+        torch.globalContext().setFlushDenormal(true);
         JsonObject root = new JsonObject();
         JsonObject env = new JsonObject();
         env.addProperty("available_processors", Runtime.getRuntime().availableProcessors());
@@ -173,7 +181,7 @@ public final class Interleaved {
 
     /** libtorch's intra-op threads and OpenBLAS's (the instance libtorch's GEMMs call), at once. */
     private static void setThreads(int blas, int torchThreads) {
-        org.bytedeco.pytorch.global.torch.set_num_threads(torchThreads);
+        torch.set_num_threads(torchThreads);
         if (!LibTorch.setBlasThreads(blas)) {
             throw new IllegalStateException("cannot set OpenBLAS to " + blas + " thread(s): OpenBLAS was not found "
                     + "among the libraries libtorch loaded, so the OpenBLAS thread counts this benchmark compares "
@@ -341,15 +349,9 @@ public final class Interleaved {
         return (System.nanoTime() - t0) / 1e6;
     }
 
-    private static double initialUncondLoss(Workloads.Workload w) {
-        try (PointerScope s = new PointerScope(); NoGradGuard g = new NoGradGuard()) {
-            return Loss.MSE.apply(w.model().forward(w.data(), null), w.label()).item_double();
-        }
-    }
-
     private static Variant runStep(String workload, Engine engine, List<AutoCloseable> toClose) {
         Workloads.Workload w = Workloads.load(workload);
-        double gConstraint = 0.9 * initialUncondLoss(w);
+        double gConstraint = 0.9 * w.uncondLoss();
         Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(StepBench.LR), 1.0, 1.0, engine);
         toClose.add(opt);
         return new Variant() {
@@ -359,9 +361,7 @@ public final class Interleaved {
 
             @Override
             public void call() {
-                try (StepResult r = Text2Data.runStep(opt, gConstraint, w.model(), w.cond(), w.data(), w.label(), Loss.MSE)) {
-                    r.projectedTensors();
-                }
+                w.runStep(opt, gConstraint);
             }
         };
     }
@@ -376,13 +376,8 @@ public final class Interleaved {
             }
 
             @Override
-            public void call() { // as StepBench.plain
-                try (PointerScope scope = new PointerScope()) {
-                    opt.zeroGrad();
-                    Loss.MSE.apply(w.model().forward(w.data(), null), w.label()).backward();
-                    Loss.MSE.apply(w.model().forward(w.data(), w.cond()), w.label()).backward();
-                    opt.stepBase();
-                }
+            public void call() {
+                w.plainStep(opt);
             }
         };
     }
@@ -391,6 +386,8 @@ public final class Interleaved {
         Workloads.Workload w = Workloads.load(workload);
         Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(StepBench.LR), 1.0, 1.0, engine);
         toClose.add(opt);
+        // g - gConstraint far above any dot product: the projection always runs (a 0-dim tensor, as runStep's)
+        Tensor gValue = torch.scalar_tensor(new Scalar(1e6), new TensorOptions(torch.ScalarType.Float));
         List<Tensor> params = opt.parameters();
         List<Tensor> uncond = new ArrayList<>();
         List<Tensor> cond = new ArrayList<>();
@@ -419,8 +416,7 @@ public final class Interleaved {
 
             @Override
             public void call() {
-                opt.secondStep(1e6, 0.0); // g - gConstraint far above any dot product: the projection always runs
-                opt.stepBase();
+                BenchAccess.constrainedStep(opt, gValue, 0.0);
             }
         };
     }

@@ -293,7 +293,7 @@ public final class Report {
         o.addProperty("python_ms", round(p.median()));
         o.addProperty("java_plain_ms", round(jp.median()));
         o.addProperty("python_plain_ms", round(pp.median()));
-        // the projection and the optimizer pass (secondStep + stepBase), and a copy of every parameter, in the same JVM
+        // the update runStep makes after its backward passes (Constraint.constrainedStep), and a copy of every parameter, in the same JVM
         o.addProperty("java_update_ms", round(get("java/" + w + "/update/" + engine).median()));
         o.addProperty("java_copy_ms", round(get("java/" + w + "/copy").median()));
         o.addProperty("java_update_bandwidth_over_copy",
@@ -369,6 +369,14 @@ public final class Report {
         return String.format(Locale.ROOT, "%s (%s–%s)", fmt(s.median()), fmt(s.min()), fmt(s.max()));
     }
 
+    /** A ratio and its rounds' range, to 3 decimals (the 1.05 of the overhead verdict must be readable). */
+    private static String ratio(Series s) {
+        if (s.rounds().isEmpty()) {
+            return "n/a";
+        }
+        return String.format(Locale.ROOT, "%.3f (%.3f–%.3f)", s.median(), s.min(), s.max());
+    }
+
     private static String fmt(double v) {
         return String.format(Locale.ROOT, v >= 100 ? "%.0f" : v >= 10 ? "%.1f" : "%.2f", v);
     }
@@ -392,9 +400,9 @@ public final class Report {
                 Series ratio = get("java/" + w + "/runStep_over_plain/" + eng);
                 b.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %.2f | %s | %s | %s (%s) | %s | %.3f | %s | %s | %s |%n",
                         w, eng, ms(j), ms(p), j.median() / p.median(), verdictFaster(j, p), ms(jp),
-                        ratio.rounds().isEmpty() ? String.format(Locale.ROOT, "%.3f", j.median() / jp.median()) : ms(ratio),
+                        ratio.rounds().isEmpty() ? String.format(Locale.ROOT, "%.3f", j.median() / jp.median()) : ratio(ratio),
                         verdictOverhead(ratio, j, jp), ms(pp), p.median() / pp.median(),
-                        ms(get("java/" + w + "/update/" + eng)), ms(get("java/" + w + "/update_bandwidth_over_copy/" + eng)),
+                        ms(get("java/" + w + "/update/" + eng)), ratio(get("java/" + w + "/update_bandwidth_over_copy/" + eng)),
                         ms(get("python/" + w + "/projection"))));
             }
         }
@@ -450,14 +458,17 @@ public final class Report {
             String w = workloads.get(i);
             Series[] bars = {get("java/" + w + "/runStep/" + eng), get("java/" + w + "/plain"),
                     get("python/" + w + "/constrained"), get("python/" + w + "/baseline")};
-            panel(w, bars, labels).draw(g, new Rectangle2D.Double((i % cols) * pw, top + (i / cols) * ph, pw, ph));
+            panel(w, bars, labels, get("java/" + w + "/runStep_over_plain/" + eng)).draw(g, new Rectangle2D.Double((i % cols) * pw, top + (i / cols) * ph, pw, ph));
         }
         g.dispose();
         return img;
     }
 
-    /** One workload: a bar per measurement (median), whiskers from the lowest to the highest round. */
-    private static JFreeChart panel(String title, Series[] bars, String[] labels) {
+    /**
+     * One workload: a bar per measurement (median), whiskers from the lowest to the highest round; Java's
+     * runStep / plain is {@code sameJvm} (the table's per-block ratio) where measured, else the ratio of the bars.
+     */
+    private static JFreeChart panel(String title, Series[] bars, String[] labels, Series sameJvm) {
         DefaultCategoryDataset data = new DefaultCategoryDataset();
         for (int k = 0; k < bars.length; k++) {
             data.addValue(bars[k].rounds().isEmpty() ? null : bars[k].median(), labels[k], "");
@@ -472,7 +483,8 @@ public final class Report {
         if (!bars[0].rounds().isEmpty() && !bars[2].rounds().isEmpty()) {
             chart.addSubtitle(new TextTitle(String.format(Locale.ROOT,
                     "Java/Python %.2f   Java runStep/plain %.3f   Python run_step/plain %.3f",
-                    bars[0].median() / bars[2].median(), bars[0].median() / bars[1].median(),
+                    bars[0].median() / bars[2].median(),
+                    sameJvm.rounds().isEmpty() ? bars[0].median() / bars[1].median() : sameJvm.median(),
                     bars[2].median() / bars[3].median()), new Font(Font.SANS_SERIF, Font.PLAIN, 12),
                     Color.BLACK, RectangleEdge.BOTTOM, HorizontalAlignment.CENTER, VerticalAlignment.CENTER,
                     new RectangleInsets(2, 0, 0, 0)));

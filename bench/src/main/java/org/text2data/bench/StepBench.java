@@ -24,7 +24,6 @@ import org.text2data.Constraint;
 import org.text2data.Engine;
 import org.text2data.Loss;
 import org.text2data.OptimizerSpec;
-import org.text2data.StepResult;
 import org.text2data.Text2Data;
 
 /**
@@ -66,9 +65,7 @@ public class StepBench {
         }
 
         double initialUncondLoss() {
-            try (PointerScope s = new PointerScope(); NoGradGuard g = new NoGradGuard()) {
-                return Loss.MSE.apply(w.model().forward(w.data(), null), w.label()).item_double();
-            }
+            return w.uncondLoss();
         }
     }
 
@@ -151,21 +148,13 @@ public class StepBench {
     }
 
     @Benchmark
-    public double runStep(StepState s) {
-        try (StepResult r = Text2Data.runStep(s.opt, s.gConstraint, s.w.model(), s.w.cond(), s.w.data(),
-                s.w.label(), Loss.MSE)) {
-            return r.projectedTensors();
-        }
+    public int runStep(StepState s) {
+        return s.w.runStep(s.opt, s.gConstraint);
     }
 
     @Benchmark
     public void plain(PlainState s) {
-        try (PointerScope scope = new PointerScope()) {
-            s.opt.zeroGrad();
-            Loss.MSE.apply(s.w.model().forward(s.w.data(), null), s.w.label()).backward();
-            Loss.MSE.apply(s.w.model().forward(s.w.data(), s.w.cond()), s.w.label()).backward();
-            s.opt.stepBase();
-        }
+        s.w.plainStep(s.opt);
     }
 
     @Benchmark

@@ -14,11 +14,17 @@ import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 
 import org.bytedeco.javacpp.FloatPointer;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.NoGradGuard;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 import org.text2data.ConditionalModel;
+import org.text2data.Constraint;
 import org.text2data.diffusion.Denoiser;
 import org.text2data.LibTorch;
+import org.text2data.Loss;
+import org.text2data.StepResult;
+import org.text2data.Text2Data;
 
 /**
  * The benchmark workloads of {@code bench/python/workloads.py}, read from the raw float32 weights and
@@ -49,7 +55,10 @@ public final class Workloads {
         CONFIGS.put(c.name(), c);
     }
 
-    /** A model, its named parameters (state-dict order) and its batch. */
+    /**
+     * A model, its named parameters (state-dict order) and its batch; the steps every benchmark times on it
+     * (Adam, MSE, as {@code bench/python/bench_ref.py}) are here, so that they all time the same ones.
+     */
     public record Workload(Config config, ConditionalModel model, Map<String, Tensor> params,
                            Tensor data, Tensor cond, Tensor label, boolean fromFiles) {
         public long parameterCount() {
@@ -58,6 +67,37 @@ public final class Workloads {
                 n += t.numel();
             }
             return n;
+        }
+
+        /**
+         * The unconditional MSE loss of the batch under the current weights, without gradients: the benchmarks'
+         * {@code gConstraint} is 0.9 x this, so that the constraint is active.
+         */
+        public double uncondLoss() {
+            try (PointerScope s = new PointerScope(); NoGradGuard g = new NoGradGuard()) {
+                return Loss.MSE.apply(model.forward(data, null), label).item_double();
+            }
+        }
+
+        /** One {@link Text2Data#runStep} on the batch (MSE); returns how many tensors it projected. */
+        public int runStep(Constraint opt, double gConstraint) {
+            try (StepResult r = Text2Data.runStep(opt, gConstraint, model, cond, data, label, Loss.MSE)) {
+                return r.projectedTensors();
+            }
+        }
+
+        /**
+         * The floor of {@link #runStep}, as {@code bench_ref.py}'s baseline: zero the gradients (in place, as
+         * PyTorch 1.13), unconditional then conditional forward/backward (the gradients accumulate), the base
+         * optimizer's step ({@link Constraint#stepBase()}, no constraint).
+         */
+        public void plainStep(Constraint opt) {
+            try (PointerScope scope = new PointerScope()) {
+                opt.zeroGrad();
+                Loss.MSE.apply(model.forward(data, null), label).backward();
+                Loss.MSE.apply(model.forward(data, cond), label).backward();
+                opt.stepBase();
+            }
         }
     }
 
