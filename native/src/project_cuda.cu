@@ -35,6 +35,9 @@ constexpr int kThreads = 256;
 constexpr int64_t kCudaChunk = 16 * 1024;  // elements per block
 constexpr int kMaxDevices = 64;
 
+// Chunks of a tensor of numel elements (one block each).
+__host__ __device__ constexpr int64_t chunks_of(int64_t numel) { return (numel + kCudaChunk - 1) / kCudaChunk; }
+
 struct DevTensor {
     void* grad;
     const void* constraint;
@@ -214,7 +217,7 @@ __device__ __forceinline__ double read_scalar(const void* p, int dtype) {
 // A warp's sum of one tensor's chunk partials (n, dot), in a fixed order: valid in every lane.
 __device__ __forceinline__ double2 tensor_sums(const double2* __restrict__ partials, int64_t first_chunk, int64_t numel,
                                                int lane) {
-    int64_t chunks = (numel + kCudaChunk - 1) / kCudaChunk;
+    int64_t chunks = chunks_of(numel);
     double n = 0, dot = 0;
     for (int64_t k = lane; k < chunks; k += 32) {
         double2 p = partials[first_chunk + k];
@@ -342,6 +345,36 @@ int32_t cuda_fail(cudaError_t e, const char* what) {
 
 size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
 
+// A call's device workspace [table | partials | lam | bad]: byte offsets, and the total size. row_bytes is the size
+// of one table row (DevTensor or DevParam); the table takes at least one row.
+struct Workspace {
+    size_t table, partials, lam, bad, size;
+    Workspace(size_t row_bytes, int32_t count, int64_t chunks) {
+        size_t rows = (size_t)std::max(count, 1);
+        table = row_bytes * rows;
+        partials = align_up(table);
+        lam = partials + align_up(sizeof(double2) * (size_t)chunks);
+        bad = lam + align_up(sizeof(double) * rows);
+        size = bad + sizeof(int);
+    }
+    double2* partials_in(void* base) const { return (double2*)((char*)base + partials); }
+    double* lam_in(void* base) const { return (double*)((char*)base + lam); }
+    int* bad_in(void* base) const { return (int*)((char*)base + bad); }
+};
+
+// The chunks of a call's rows (t2d_tensor or t2d_param); a launch takes one block each: check_chunks.
+template <typename Row>
+int64_t total_chunks(const Row* rows, int32_t count) {
+    int64_t chunks = 0;
+    for (int32_t i = 0; i < count; i++) chunks += chunks_of(rows[i].numel);
+    return chunks;
+}
+
+int32_t check_chunks(int64_t chunks) {
+    if (chunks > INT32_MAX) return fail(T2D_ERR_BAD_COUNT, "too many elements for one step (%lld chunks)", (long long)chunks);
+    return T2D_OK;
+}
+
 int32_t check_pointer(const void* p, int32_t device, int32_t tensor, const char* what) {
     cudaPointerAttributes a;
     cudaError_t e = cudaPointerGetAttributes(&a, p);
@@ -453,35 +486,26 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
 
     DeviceState& st = g_states[device];
     std::lock_guard<std::mutex> lock(st.mutex);
-    size_t table_bytes = sizeof(DevTensor) * (size_t)count;
-    int64_t chunks = 0;
-    for (int32_t i = 0; i < count; i++) chunks += (tensors[i].numel + kCudaChunk - 1) / kCudaChunk;
-    if (chunks > INT32_MAX) return fail(T2D_ERR_BAD_COUNT, "too many elements for one step (%lld chunks)", (long long)chunks);
-    size_t off_partials = align_up(table_bytes);
-    size_t off_lam = off_partials + align_up(sizeof(double2) * (size_t)chunks);
-    size_t off_bad = off_lam + align_up(sizeof(double) * (size_t)count);
+    int64_t chunks = total_chunks(tensors, count);
+    rc = check_chunks(chunks);
+    if (rc != T2D_OK) return rc;
+    Workspace layout(sizeof(DevTensor), count, chunks);
     int slot = 0;
     void* hv = nullptr;
-    rc = acquire(st, stream, table_bytes, off_bad + sizeof(int), &slot, &hv);
+    rc = acquire(st, stream, layout.table, layout.size, &slot, &hv);
     if (rc != T2D_OK) return rc;
     DevTensor* h = (DevTensor*)hv;
     chunks = 0;
     for (int32_t i = 0; i < count; i++) {
-        h[i].grad = tensors[i].grad;
-        h[i].constraint = tensors[i].constraint;
-        h[i].numel = tensors[i].numel;
-        h[i].first_chunk = chunks;
-        h[i].dtype = tensors[i].dtype;
-        h[i].pad = 0;
-        chunks += (tensors[i].numel + kCudaChunk - 1) / kCudaChunk;
+        h[i] = DevTensor{tensors[i].grad, tensors[i].constraint, tensors[i].numel, chunks, tensors[i].dtype, 0};
+        chunks += chunks_of(tensors[i].numel);
     }
-    char* base = (char*)st.d_buf;
-    DevTensor* d_table = (DevTensor*)base;
-    double2* d_partials = (double2*)(base + off_partials);
-    double* d_lam = (double*)(base + off_lam);
-    int* d_bad = (int*)(base + off_bad);
+    DevTensor* d_table = (DevTensor*)st.d_buf;
+    double2* d_partials = layout.partials_in(st.d_buf);
+    double* d_lam = layout.lam_in(st.d_buf);
+    int* d_bad = layout.bad_in(st.d_buf);
 
-    T2D_CU(cudaMemcpyAsync(d_table, h, table_bytes, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
+    T2D_CU(cudaMemcpyAsync(d_table, h, layout.table, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
     T2D_CU(cudaEventRecord(st.copied[slot], stream), "cudaEventRecord");
     st.has_copied[slot] = true;
     bool check = (options & T2D_CHECK_FINITE) != 0;
@@ -700,28 +724,12 @@ int32_t check_step_pointers(const t2d_param* params, int32_t count, const t2d_op
     return rc;
 }
 
-// A fused step's chunk count, and whether a row is half precision.
-int64_t step_chunks(const t2d_param* params, int32_t count, bool* half) {
-    int64_t chunks = 0;
-    *half = false;
-    for (int32_t i = 0; i < count; i++) {
-        chunks += (params[i].numel + kCudaChunk - 1) / kCudaChunk;
-        *half |= params[i].dtype == T2D_FLOAT16 || params[i].dtype == T2D_BFLOAT16;
-    }
-    return chunks;
+// Whether a row of a fused step is half precision (the step then takes the check pass).
+bool has_half(const t2d_param* params, int32_t count) {
+    for (int32_t i = 0; i < count; i++)
+        if (params[i].dtype == T2D_FLOAT16 || params[i].dtype == T2D_BFLOAT16) return true;
+    return false;
 }
-
-// Offsets in a fused step's device workspace [table | partials | lam | bad] and its size.
-struct StepLayout {
-    size_t partials, lam, bad, size;
-    StepLayout(int32_t count, int64_t chunks) {
-        size_t rows = (size_t)std::max(count, 1);
-        partials = align_up(sizeof(DevParam) * rows);
-        lam = partials + align_up(sizeof(double2) * (size_t)chunks);
-        bad = lam + align_up(sizeof(double) * rows);
-        size = bad + sizeof(int);
-    }
-};
 
 // Writes the rows into the (pinned) host table h.
 void fill_table(DevParam* h, const t2d_param* params, int32_t count) {
@@ -730,7 +738,7 @@ void fill_table(DevParam* h, const t2d_param* params, int32_t count) {
         const t2d_param& t = params[i];
         h[i] = DevParam{t.param, t.grad, t.constraint, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq, t.step, t.numel, chunks,
                         t.dtype, 0};
-        chunks += (t.numel + kCudaChunk - 1) / kCudaChunk;
+        chunks += chunks_of(t.numel);
     }
 }
 
@@ -740,12 +748,11 @@ int32_t launch_step(const DevParam* h, int32_t count, int64_t chunks, bool half,
                     const void* g_value, int32_t g_value_dtype, double g_constraint, double alpha, double beta,
                     const t2d_step_scalars* scalars, cudaStream_t stream, t2d_step_status* status, double* lambdas_out,
                     void* workspace) {
-    StepLayout layout(count, chunks);
-    char* base = (char*)workspace;
-    DevParam* d_table = (DevParam*)base;
-    double2* d_partials = (double2*)(base + layout.partials);
-    double* d_lam = (double*)(base + layout.lam);
-    int* d_bad = (int*)(base + layout.bad);
+    Workspace layout(sizeof(DevParam), count, chunks);
+    DevParam* d_table = (DevParam*)workspace;
+    double2* d_partials = layout.partials_in(workspace);
+    double* d_lam = layout.lam_in(workspace);
+    int* d_bad = layout.bad_in(workspace);
     if (count > 0)
         T2D_CU(cudaMemcpyAsync(d_table, h, sizeof(DevParam) * (size_t)count, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
     T2D_CU(cudaMemsetAsync(d_bad, 0x7f, sizeof(int), stream), "cudaMemsetAsync");
@@ -779,17 +786,17 @@ int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o
 
     DeviceState& st = g_states[device];
     std::lock_guard<std::mutex> lock(st.mutex);
-    bool half = false;
-    int64_t chunks = step_chunks(params, count, &half);
-    if (chunks > INT32_MAX) return fail(T2D_ERR_BAD_COUNT, "too many elements for one step (%lld chunks)", (long long)chunks);
-    StepLayout layout(count, chunks);
+    int64_t chunks = total_chunks(params, count);
+    rc = check_chunks(chunks);
+    if (rc != T2D_OK) return rc;
+    Workspace layout(sizeof(DevParam), count, chunks);
     int slot = 0;
     void* hv = nullptr;
-    rc = acquire(st, stream, sizeof(DevParam) * (size_t)std::max(count, 1), layout.size, &slot, &hv);
+    rc = acquire(st, stream, layout.table, layout.size, &slot, &hv);
     if (rc != T2D_OK) return rc;
     fill_table((DevParam*)hv, params, count);
-    rc = launch_step((const DevParam*)hv, count, chunks, half, o, g_value, g_value_dtype, g_constraint, alpha, beta, nullptr,
-                     stream, status, lambdas_out, st.d_buf);
+    rc = launch_step((const DevParam*)hv, count, chunks, has_half(params, count), o, g_value, g_value_dtype, g_constraint,
+                     alpha, beta, nullptr, stream, status, lambdas_out, st.d_buf);
     // recorded after the kernels, so that the slot and the workspace are reused only once they are done with
     T2D_CU(cudaEventRecord(st.copied[slot], stream), "cudaEventRecord");
     st.has_copied[slot] = true;
@@ -820,7 +827,7 @@ struct t2d_cuda_plan {
     int32_t rows;         // at most this many rows per step
     int64_t chunks;       // at most this many chunks per step
     t2d::DevParam* host;  // pinned, rows entries
-    void* workspace;      // device memory, StepLayout(rows, chunks).size bytes
+    void* workspace;      // device memory, Workspace(sizeof(DevParam), rows, chunks).size bytes
 };
 
 extern "C" int32_t t2d_cuda_available(void) {
@@ -884,15 +891,15 @@ extern "C" int32_t t2d_plan_create(const t2d_param* params, int32_t count, int32
     rc = t2d::check_device(device);
     if (rc != T2D_OK) return rc;
     t2d::DeviceGuard guard(device);
-    bool half = false;
-    int64_t chunks = t2d::step_chunks(params, count, &half);
-    if (chunks > INT32_MAX) return t2d::fail(T2D_ERR_BAD_COUNT, "too many elements for one step (%lld chunks)", (long long)chunks);
+    int64_t chunks = t2d::total_chunks(params, count);
+    rc = t2d::check_chunks(chunks);
+    if (rc != T2D_OK) return rc;
     rc = t2d::load_step_kernels();
     if (rc != T2D_OK) return rc;
     t2d_cuda_plan* plan = new (std::nothrow) t2d_cuda_plan{device, count, chunks, nullptr, nullptr};
     if (plan == nullptr) return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "out of host memory for a plan");
     cudaError_t e = cudaHostAlloc((void**)&plan->host, sizeof(t2d::DevParam) * (size_t)std::max(count, 1), cudaHostAllocDefault);
-    if (e == cudaSuccess) e = cudaMalloc(&plan->workspace, t2d::StepLayout(count, chunks).size);
+    if (e == cudaSuccess) e = cudaMalloc(&plan->workspace, t2d::Workspace(sizeof(t2d::DevParam), count, chunks).size);
     if (e != cudaSuccess) {
         t2d_plan_destroy(plan);
         return t2d::cuda_fail(e, "allocating a plan");
@@ -922,8 +929,7 @@ extern "C" int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* p
     if (rc != T2D_OK) return rc;
     if (count > 0 && device != plan->device)
         return t2d::fail(T2D_ERR_WRONG_DEVICE, "the tensors are on cuda:%d but the plan was made for cuda:%d", device, plan->device);
-    bool half = false;
-    int64_t chunks = t2d::step_chunks(params, count, &half);
+    int64_t chunks = t2d::total_chunks(params, count);
     if (count > plan->rows || chunks > plan->chunks)
         return t2d::fail(T2D_ERR_SIZE_MISMATCH, "the step (%d tensors, %lld chunks) does not fit the plan (%d tensors, %lld chunks)",
                          count, (long long)chunks, plan->rows, (long long)plan->chunks);
@@ -933,8 +939,8 @@ extern "C" int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* p
                                       scalars_device);
         if (rc != T2D_OK) return rc;
         t2d::fill_table(plan->host, params, count);
-        return t2d::launch_step(plan->host, count, chunks, half, *optimizer, g_value_device, g_value_dtype, 0.0, 0.0, 0.0,
-                                scalars_device, (cudaStream_t)cuda_stream, status_device, nullptr, plan->workspace);
+        return t2d::launch_step(plan->host, count, chunks, t2d::has_half(params, count), *optimizer, g_value_device,
+                                g_value_dtype, 0.0, 0.0, 0.0, scalars_device, (cudaStream_t)cuda_stream, status_device, nullptr, plan->workspace);
     } catch (...) {
         return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "unexpected internal error");
     }
