@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <mutex>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "common.h"
@@ -38,6 +39,7 @@ constexpr int kMaxDevices = 64;
 // Chunks of a tensor of numel elements (one block each).
 __host__ __device__ constexpr int64_t chunks_of(int64_t numel) { return (numel + kCudaChunk - 1) / kCudaChunk; }
 
+// A row of the device table: a projection's tensor (DevTensor) or a fused step's parameter (DevParam).
 struct DevTensor {
     void* grad;
     const void* constraint;
@@ -46,6 +48,21 @@ struct DevTensor {
     int32_t dtype;
     int32_t pad;
 };
+struct DevParam {
+    void* param;
+    void* grad;
+    const void* constraint;
+    void* s0;
+    void* s1;
+    void* s2;
+    int64_t* step;
+    int64_t numel;
+    int64_t first_chunk;
+    int32_t dtype;
+    int32_t pad;
+};
+
+constexpr int kNoBad = 0x7f7f7f7f;  // the flag word's value when every value is finite (memset 0x7f)
 
 template <typename T>
 struct Acc {  // accumulation type: double for float/double, float for half types
@@ -133,6 +150,15 @@ __device__ __forceinline__ int find_tensor(const Table* table, int count, int64_
     return lo;
 }
 
+// The table row of this block's chunk (block b is the call's chunk b). Every thread of the block must call it.
+template <typename Table>
+__device__ __forceinline__ int block_row(const Table* table, int count) {
+    __shared__ int s_t;
+    if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
+    __syncthreads();
+    return s_t;
+}
+
 template <typename A>
 __device__ __forceinline__ A warp_sum(A v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
@@ -191,14 +217,33 @@ __device__ void reduce_chunk(const T* __restrict__ g, const T* __restrict__ c, i
     }
 }
 
-__global__ void reduce_kernel(const DevTensor* __restrict__ table, int count, double2* __restrict__ partials) {
-    __shared__ int s_t;
-    if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
-    __syncthreads();
-    const DevTensor t = table[s_t];
+// A chunk of a gradient that is not projected (a fused step's row without constraint gradient): (0, NaN) when it
+// holds a non-finite value, else (0, 0).
+template <typename S>
+__device__ void probe_chunk(const typename S::T* __restrict__ g, int64_t begin, int64_t end, double2* out) {
+    int bad = 0;
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) bad |= S::bad(g[i]);
+    bad = __syncthreads_or(bad);
+    if (threadIdx.x == 0) *out = make_double2(0.0, bad ? (double)NAN : 0.0);
+}
+
+// Pass 1 of the projection (Row = DevTensor) and of the fused step (DevParam): per chunk, a projected row's
+// (n, dot) partial sums; a fused step's row without constraint gradient is probed instead (probe_chunk).
+template <typename Row>
+__global__ void reduce_kernel(const Row* __restrict__ table, int count, double2* __restrict__ partials) {
+    const Row t = table[block_row(table, count)];
     int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
     int64_t end = min(begin + kCudaChunk, t.numel);
     double2* out = partials + blockIdx.x;
+    if constexpr (std::is_same<Row, DevParam>::value) {  // a projection's rows always have a constraint gradient
+        if (t.constraint == nullptr) {
+            with_dtype(t.dtype, [&](auto s) {
+                using S = decltype(s);
+                probe_chunk<S>((const typename S::T*)t.grad, begin, end, out);
+            });
+            return;
+        }
+    }
     with_dtype(t.dtype, [&](auto s) {
         using T = typename decltype(s)::T;
         reduce_chunk((const T*)t.grad, (const T*)t.constraint, begin, end, out);
@@ -294,11 +339,8 @@ __device__ void update_chunk(T* __restrict__ g, const T* __restrict__ c, int64_t
 
 __global__ void update_kernel(const DevTensor* __restrict__ table, int count, const double* __restrict__ lam,
                               const int* bad) {
-    if (bad != nullptr && *bad != 0x7f7f7f7f) return;  // T2D_CHECK_FINITE found a non-finite tensor: nothing is written
-    __shared__ int s_t;
-    if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
-    __syncthreads();
-    const int ti = s_t;
+    if (bad != nullptr && *bad != kNoBad) return;  // T2D_CHECK_FINITE found a non-finite tensor: nothing is written
+    const int ti = block_row(table, count);
     const double l = lam[ti];
     if (l == 0.0) return;
     const DevTensor t = table[ti];
@@ -528,7 +570,7 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
         T2D_CU(cudaMemcpyAsync(st.h_bad, d_bad, sizeof(int), cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
         T2D_CU(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
         int bad = *st.h_bad;
-        if (bad != 0x7f7f7f7f) {
+        if (bad != kNoBad) {
             int i = bad / 2;
             if (bad % 2 == 0)
                 return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its constraint gradient holds a NaN or an infinity", i);
@@ -539,52 +581,6 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
 }
 
 // ---------------------------------------------------------------- fused optimizer step
-struct DevParam {
-    void* param;
-    void* grad;
-    const void* constraint;
-    void* s0;
-    void* s1;
-    void* s2;
-    int64_t* step;
-    int64_t numel;
-    int64_t first_chunk;
-    int32_t dtype;
-    int32_t pad;
-};
-
-constexpr int kNoBad = 0x7f7f7f7f;  // the flag word's value when every value is finite (memset 0x7f)
-
-// Pass 1: projected tensors' (n, dot) per chunk; for a tensor without constraint gradient, (0, NaN) when its
-// gradient holds a non-finite value, else (0, 0).
-template <typename S>
-__device__ void probe_chunk(const typename S::T* __restrict__ g, int64_t begin, int64_t end, double2* out) {
-    int bad = 0;
-    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) bad |= S::bad(g[i]);
-    bad = __syncthreads_or(bad);
-    if (threadIdx.x == 0) *out = make_double2(0.0, bad ? (double)NAN : 0.0);
-}
-
-__global__ void step_reduce_kernel(const DevParam* __restrict__ table, int count, double2* __restrict__ partials) {
-    __shared__ int s_t;
-    if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
-    __syncthreads();
-    const DevParam t = table[s_t];
-    int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
-    int64_t end = min(begin + kCudaChunk, t.numel);
-    double2* out = partials + blockIdx.x;
-    if (t.constraint == nullptr) {
-        with_dtype(t.dtype, [&](auto s) {
-            using S = decltype(s);
-            probe_chunk<S>((const typename S::T*)t.grad, begin, end, out);
-        });
-        return;
-    }
-    with_dtype(t.dtype, [&](auto s) {
-        using T = typename decltype(s)::T;
-        reduce_chunk((const T*)t.grad, (const T*)t.constraint, begin, end, out);
-    });
-}
 
 // Pass 2: one warp per tensor: lam (0 where not projected); the lowest (tensor * 8 + reason) of a non-finite
 // tensor into *bad.
@@ -657,10 +653,7 @@ __global__ void step_update_kernel(const DevParam* __restrict__ table, int count
     // while the flag is unset or holds its own kind, so that the lowest overflowing tensor is the one named)
     const int b = *(volatile int*)bad;
     if (b != kNoBad && (Write || b % 8 != T2D_NONFINITE_UPDATE)) return;
-    __shared__ int s_t;
-    if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
-    __syncthreads();
-    const int ti = s_t;
+    const int ti = block_row(table, count);
     const DevParam t = table[ti];
     if (!Write && t.dtype != T2D_FLOAT16 && t.dtype != T2D_BFLOAT16) return;
     int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
@@ -756,7 +749,7 @@ int32_t launch_step(const DevParam* h, int32_t count, int64_t chunks, bool half,
     if (count > 0)
         T2D_CU(cudaMemcpyAsync(d_table, h, sizeof(DevParam) * (size_t)count, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
     T2D_CU(cudaMemsetAsync(d_bad, 0x7f, sizeof(int), stream), "cudaMemsetAsync");
-    if (chunks > 0) step_reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_partials);
+    if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_partials);
     T2D_CU(cudaGetLastError(), "step reduce kernel launch");
     if (count > 0) {
         unsigned warps_per_block = 4;
@@ -810,7 +803,7 @@ int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o
 // which a stream capture must not be the one to do).
 int32_t load_step_kernels() {
     cudaFuncAttributes a;
-    T2D_CU(cudaFuncGetAttributes(&a, step_reduce_kernel), "cudaFuncGetAttributes");
+    T2D_CU(cudaFuncGetAttributes(&a, reduce_kernel<DevParam>), "cudaFuncGetAttributes");
     T2D_CU(cudaFuncGetAttributes(&a, step_lambda_kernel), "cudaFuncGetAttributes");
     T2D_CU(cudaFuncGetAttributes(&a, step_update_kernel<false>), "cudaFuncGetAttributes");
     T2D_CU(cudaFuncGetAttributes(&a, step_update_kernel<true>), "cudaFuncGetAttributes");
