@@ -587,11 +587,6 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
 __global__ void step_lambda_kernel(const DevParam* __restrict__ table, int count, const double2* __restrict__ partials,
                                    const void* g_value, int g_value_dtype, double g_constraint, double alpha, double beta,
                                    const t2d_step_scalars* sc, double* __restrict__ lam, int* __restrict__ bad) {
-    if (sc) {  // a planned step: the scalars' current values, read on the device
-        g_constraint = sc->g_constraint;
-        alpha = sc->alpha;
-        beta = sc->beta;
-    }
     int warp = (int)((blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (warp >= count) return;
@@ -599,6 +594,11 @@ __global__ void step_lambda_kernel(const DevParam* __restrict__ table, int count
     const double2 sums = tensor_sums(partials, t.first_chunk, t.numel, lane);
     const double n = sums.x, dot = sums.y;
     if (lane == 0) {
+        if (sc) {  // a planned step: the scalars' current values, read on the device (by the lane that uses them)
+            g_constraint = sc->g_constraint;
+            alpha = sc->alpha;
+            beta = sc->beta;
+        }
         bool projected = t.constraint != nullptr;
         double excess = projected ? alpha * (read_scalar(g_value, g_value_dtype) - g_constraint) : 0.0;
         double l = projected ? t2d_lambda(n, dot, excess, beta) : 0.0;
