@@ -735,12 +735,13 @@ void fill_table(DevParam* h, const t2d_param* params, int32_t count) {
     }
 }
 
-// Enqueues a fused step on stream: the table's copy from pinned memory, the flag's reset and the five passes.
-// scalars, when not NULL, replace lr, g_constraint, alpha and beta (read on the device).
+// Enqueues a fused step on stream: the table's copy from pinned memory (then copied, when not NULL, is recorded:
+// the pinned table may be rewritten once it has completed), the flag's reset and the five passes. scalars, when
+// not NULL, replace lr, g_constraint, alpha and beta (read on the device).
 int32_t launch_step(const DevParam* h, int32_t count, int64_t chunks, bool half, const t2d_optimizer& o,
                     const void* g_value, int32_t g_value_dtype, double g_constraint, double alpha, double beta,
                     const t2d_step_scalars* scalars, cudaStream_t stream, t2d_step_status* status, double* lambdas_out,
-                    void* workspace) {
+                    void* workspace, cudaEvent_t copied) {
     Workspace layout(sizeof(DevParam), count, chunks);
     DevParam* d_table = (DevParam*)workspace;
     double2* d_partials = layout.partials_in(workspace);
@@ -748,6 +749,7 @@ int32_t launch_step(const DevParam* h, int32_t count, int64_t chunks, bool half,
     int* d_bad = layout.bad_in(workspace);
     if (count > 0)
         T2D_CU(cudaMemcpyAsync(d_table, h, sizeof(DevParam) * (size_t)count, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
+    if (copied) T2D_CU(cudaEventRecord(copied, stream), "cudaEventRecord");
     T2D_CU(cudaMemsetAsync(d_bad, 0x7f, sizeof(int), stream), "cudaMemsetAsync");
     if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_partials);
     T2D_CU(cudaGetLastError(), "step reduce kernel launch");
@@ -789,10 +791,9 @@ int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o
     if (rc != T2D_OK) return rc;
     fill_table((DevParam*)hv, params, count);
     rc = launch_step((const DevParam*)hv, count, chunks, has_half(params, count), o, g_value, g_value_dtype, g_constraint,
-                     alpha, beta, nullptr, stream, status, lambdas_out, st.d_buf);
-    // recorded after the kernels, so that the slot and the workspace are reused only once they are done with
-    T2D_CU(cudaEventRecord(st.copied[slot], stream), "cudaEventRecord");
-    st.has_copied[slot] = true;
+                     alpha, beta, nullptr, stream, status, lambdas_out, st.d_buf, st.copied[slot]);
+    st.has_copied[slot] = true;  // the ring slot is free again once its copy is done, as in project_cuda
+    // recorded even after a failed launch: the next call's workspace waits for what was enqueued
     T2D_CU(cudaEventRecord(st.done, stream), "cudaEventRecord");
     st.has_done = true;
     st.d_stream = stream;
@@ -933,7 +934,8 @@ extern "C" int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* p
         if (rc != T2D_OK) return rc;
         t2d::fill_table(plan->host, params, count);
         return t2d::launch_step(plan->host, count, chunks, t2d::has_half(params, count), *optimizer, g_value_device,
-                                g_value_dtype, 0.0, 0.0, 0.0, scalars_device, (cudaStream_t)cuda_stream, status_device, nullptr, plan->workspace);
+                                g_value_dtype, 0.0, 0.0, 0.0, scalars_device, (cudaStream_t)cuda_stream, status_device,
+                                nullptr, plan->workspace, nullptr);
     } catch (...) {
         return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "unexpected internal error");
     }
