@@ -1416,13 +1416,13 @@ def planned_capture(B, R, gen):
                for i, n in enumerate(sizes)]
     gv = torch.tensor(2.0, dtype=torch.float32, device=B.device)
     status_e, status_g = new_status(B), new_status(B)
+    rows = planned_rows(graphed, o)
     plan = ctypes.c_void_p()
-    rc = B.lib.t2d_plan_create(planned_rows(graphed, o), len(graphed), torch.cuda.current_device(), ctypes.byref(plan))
+    rc = B.lib.t2d_plan_create(rows, len(graphed), torch.cuda.current_device(), ctypes.byref(plan))
     R.check("plan: created", rc == T2D_OK and plan.value, B.last_error())
     if rc != T2D_OK:
         return
     scalars = torch.tensor([o.lr, 1.0, 1.0, 1.0], dtype=torch.float64, device=B.device)
-    rows = planned_rows(graphed, o)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     torch.cuda.synchronize()
