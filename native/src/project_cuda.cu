@@ -77,8 +77,6 @@ struct Acc<__nv_bfloat16> {
     using type = float;
 };
 
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 template <typename T>
 __device__ __forceinline__ typename Acc<T>::type load(const T* p, int64_t i) {
@@ -300,19 +298,18 @@ __global__ void lambda_kernel(const DevTensor* __restrict__ table, int count, in
     }
 }
 
-// One element of the update, in the precision the CPU path uses: float for float and the half types, double
-// for double; the half types convert back rounding to nearest even.
-__device__ __forceinline__ float update_elem(float g, float c, float lam) { return update_rn(g, c, lam); }
-__device__ __forceinline__ double update_elem(double g, double c, double lam) { return update_rn(g, c, lam); }
-__device__ __forceinline__ __half update_elem(__half g, __half c, float lam) {
-    return __float2half_rn(update_rn(to_f(g), to_f(c), lam));
-}
-__device__ __forceinline__ __nv_bfloat16 update_elem(__nv_bfloat16 g, __nv_bfloat16 c, float lam) {
-    return __float2bfloat16_rn(update_rn(to_f(g), to_f(c), lam));
+// One element of the update, in the precision the CPU path uses (S's math type: float for float and the half
+// types, double for double; the half types convert back rounding to nearest even): the rule t2d_step_elem
+// applies to a fused step's projected gradient.
+template <typename S>
+__device__ __forceinline__ typename S::T update_elem(typename S::T g, typename S::T c, typename S::M lam) {
+    return S::st(S::proj(S::ld(g), S::ld(c), lam));
 }
 
-template <typename T, typename L>
-__device__ void update_chunk(T* __restrict__ g, const T* __restrict__ c, int64_t begin, int64_t end, L lam) {
+template <typename S>
+__device__ void update_chunk(typename S::T* __restrict__ g, const typename S::T* __restrict__ c, int64_t begin,
+                             int64_t end, typename S::M lam) {
+    using T = typename S::T;
     int64_t rest = begin;
     if constexpr (sizeof(T) < 8) {
         if (aligned16(g + begin, c + begin)) {  // 16-byte accesses, as in reduce_chunk
@@ -326,14 +323,14 @@ __device__ void update_chunk(T* __restrict__ g, const T* __restrict__ c, int64_t
                 T* ga = reinterpret_cast<T*>(&a);
                 const T* cb = reinterpret_cast<const T*>(&b);
 #pragma unroll
-                for (int k = 0; k < W; k++) ga[k] = update_elem(ga[k], cb[k], lam);
+                for (int k = 0; k < W; k++) ga[k] = update_elem<S>(ga[k], cb[k], lam);
                 gv[v] = a;
             }
             rest = begin + nv * W;
         }
     }
     for (int64_t i = rest + threadIdx.x; i < end; i += blockDim.x) {
-        g[i] = update_elem(g[i], c[i], lam);
+        g[i] = update_elem<S>(g[i], c[i], lam);
     }
 }
 
@@ -349,7 +346,7 @@ __global__ void update_kernel(const DevTensor* __restrict__ table, int count, co
     with_dtype(t.dtype, [&](auto s) {
         using S = decltype(s);
         using T = typename S::T;
-        update_chunk((T*)t.grad, (const T*)t.constraint, begin, end, (typename S::M)l);
+        update_chunk<S>((T*)t.grad, (const T*)t.constraint, begin, end, (typename S::M)l);
     });
 }
 
