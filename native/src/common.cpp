@@ -193,10 +193,10 @@ int32_t validate_step_cuda(const t2d_param* params, int32_t count, const t2d_opt
     return T2D_OK;
 }
 
-int32_t validate_step_planned(bool plan_null, const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
+int32_t validate_step_planned(const t2d_cuda_plan* plan, const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
                               const void* g_value_device, int32_t g_value_dtype, const t2d_step_scalars* scalars_device,
                               int32_t options, const t2d_step_status* status_device, int32_t* device) {
-    if (plan_null) return fail(T2D_ERR_NULL_POINTER, "plan is NULL");
+    if (plan == nullptr) return fail(T2D_ERR_NULL_POINTER, "plan is NULL");
     int32_t rc = validate_step_cuda(params, count, optimizer, g_value_device, g_value_dtype, options, status_device, device);
     if (rc != T2D_OK) return rc;
     if (scalars_device == nullptr) return fail(T2D_ERR_NULL_POINTER, "scalars_device is NULL");

@@ -915,7 +915,7 @@ extern "C" int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* p
                                          int32_t options, void* cuda_stream, t2d_step_status* status_device) {
     t2d::clear_error();
     int32_t device = 0;
-    int32_t rc = t2d::validate_step_planned(plan == nullptr, params, count, optimizer, g_value_device, g_value_dtype,
+    int32_t rc = t2d::validate_step_planned(plan, params, count, optimizer, g_value_device, g_value_dtype,
                                             scalars_device, options, status_device, &device);
     if (rc != T2D_OK) return rc;
     if (count > 0 && device != plan->device)
