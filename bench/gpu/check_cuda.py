@@ -1423,6 +1423,21 @@ def planned_capture(B, R, gen):
     if rc != T2D_OK:
         return
     scalars = torch.tensor([o.lr, 1.0, 1.0, 1.0], dtype=torch.float64, device=B.device)
+    # one row more than the plan was made for: refused before anything is enqueued (status_g stays at 0 calls, which
+    # the replay check below also asserts)
+    extra = graphed + [FusedParam(16, torch.float32, B.device, torch.Generator().manual_seed(seed + len(sizes)))]
+    before = [fp.snapshot() for fp in extra]
+    rc = B.lib.t2d_step_cuda_planned(plan, planned_rows(extra, o), len(extra), ctypes.byref(o),
+                                     ctypes.c_void_p(gv.data_ptr()), DTYPE_CODE[gv.dtype],
+                                     ctypes.c_void_p(scalars.data_ptr()), 0,
+                                     ctypes.c_void_p(torch.cuda.current_stream().cuda_stream),
+                                     ctypes.c_void_p(status_g.data_ptr()))
+    msg = B.last_error()[0]
+    torch.cuda.synchronize()
+    R.check("planned step: more rows than the plan refused (T2D_ERR_SIZE_MISMATCH), nothing written",
+            rc == T2D_ERR_SIZE_MISMATCH and "does not fit the plan" in msg
+            and all(fp.unchanged(b) for fp, b in zip(extra, before)) and read_status(status_g)[0] == 0,
+            "rc %d: %s" % (rc, msg))
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     torch.cuda.synchronize()
