@@ -183,7 +183,7 @@ typedef struct t2d_step_status {
     int64_t skipped;        /* of which skipped because a value was not finite */
     int64_t first_skipped;  /* the call number (1-based) of the first skipped step, 0 if none */
     int32_t first_tensor;   /* the first offending tensor of that step */
-    int32_t first_reason;   /* T2D_NONFINITE_CONSTRAINT, T2D_NONFINITE_GRAD or T2D_NONFINITE_UPDATE */
+    int32_t first_reason;   /* T2D_NONFINITE_CONSTRAINT, _GRAD, _UPDATE or _LOSS (below) */
     int32_t current;        /* this call's first offending tensor + 1 (0: none); scratch of the kernels */
     int32_t current_reason; /* scratch of the kernels */
 } t2d_step_status;          /* 40 bytes */
@@ -232,7 +232,8 @@ typedef struct t2d_cuda_plan t2d_cuda_plan; /* opaque */
 T2D_API int32_t t2d_plan_create(const t2d_param* params, int32_t count, int32_t device, t2d_cuda_plan** plan_out);
 
 /* Frees a plan (NULL: nothing), once the device has finished every step enqueued with it (it waits for the
-   device). A graph that captured a step with the plan must not be replayed afterwards. */
+   whole device, cudaDeviceSynchronize: call it outside any stream capture, as t2d_plan_create). A graph that
+   captured a step with the plan must not be replayed afterwards. */
 T2D_API void t2d_plan_destroy(t2d_cuda_plan* plan);
 
 /*
@@ -241,7 +242,11 @@ T2D_API void t2d_plan_destroy(t2d_cuda_plan* plan);
  * of the table from the plan's pinned memory, a memset and the kernels: no allocation, no event, no host
  * synchronisation. A stream capture of the call records the whole step, and each replay of the graph takes it
  * again with the table the plan's pinned memory then holds (that of the plan's last call). The rows must fit
- * the plan (no more rows or chunks than it was made for). A plan serves one stream at a time.
+ * the plan (no more rows or chunks than it was made for). Each call rewrites that pinned table, which a step
+ * enqueued with the plan (or a replay) reads only when it runs: call it with other rows only once those have
+ * run. A plan serves one stream and one thread at a time. The optimizer's other options are the call's (a
+ * graph keeps those of the captured call), and the device scalars are used as they are: the checks of
+ * optimizer->lr do not apply to them.
  */
 T2D_API int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* params, int32_t count,
                          const t2d_optimizer* optimizer, const void* g_value_device, int32_t g_value_dtype,

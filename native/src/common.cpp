@@ -109,6 +109,20 @@ int32_t validate(const t2d_tensor* tensors, int32_t count, bool expect_host, int
     return T2D_OK;
 }
 
+// A fused step's row count and table, and one row's numel and dtype: the checks of t2d_step_* and t2d_plan_create.
+static int32_t validate_rows(const t2d_param* params, int32_t count) {
+    if (count < 0) return fail(T2D_ERR_BAD_COUNT, "tensor count is negative (%d)", count);
+    if (count > 0 && params == nullptr) return fail(T2D_ERR_NULL_POINTER, "params is NULL but count is %d", count);
+    return T2D_OK;
+}
+
+static int32_t validate_row(const t2d_param& t, int32_t i) {
+    if (t.numel < 0) return fail_t(i, T2D_ERR_BAD_COUNT, "tensor %d: negative numel (%lld)", i, (long long)t.numel);
+    if (!valid_dtype(t.dtype))
+        return fail_t(i, T2D_ERR_UNSUPPORTED_DTYPE, "tensor %d: unsupported dtype code %d (float32, float64, bfloat16, float16 only)", i, t.dtype);
+    return T2D_OK;
+}
+
 static bool finite_nonneg(double v) { return v >= 0 && v <= 1.7976931348623157e308; }
 
 int32_t validate_step(const t2d_param* params, int32_t count, const t2d_optimizer* o, int32_t options, bool expect_host,
@@ -137,14 +151,13 @@ int32_t validate_step(const t2d_param* params, int32_t count, const t2d_optimize
     if (options != 0) return fail(T2D_ERR_BAD_OPTION, "options must be 0 (reserved), got %d", options);
     int states = t2d_state_count(*o);
     static const char* const state_names[3] = {"exp_avg (or momentum buffer)", "exp_avg_sq", "max_exp_avg_sq"};
-    if (count < 0) return fail(T2D_ERR_BAD_COUNT, "tensor count is negative (%d)", count);
-    if (count > 0 && params == nullptr) return fail(T2D_ERR_NULL_POINTER, "params is NULL but count is %d", count);
+    int32_t rc = validate_rows(params, count);
+    if (rc != T2D_OK) return rc;
     int32_t dev = expect_host ? T2D_DEVICE_HOST : -2;
     for (int32_t i = 0; i < count; i++) {
         const t2d_param& t = params[i];
-        if (t.numel < 0) return fail_t(i, T2D_ERR_BAD_COUNT, "tensor %d: negative numel (%lld)", i, (long long)t.numel);
-        if (!valid_dtype(t.dtype))
-            return fail_t(i, T2D_ERR_UNSUPPORTED_DTYPE, "tensor %d: unsupported dtype code %d (float32, float64, bfloat16, float16 only)", i, t.dtype);
+        rc = validate_row(t, i);
+        if (rc != T2D_OK) return rc;
         if (expect_host && t.device != T2D_DEVICE_HOST)
             return fail_t(i, T2D_ERR_WRONG_DEVICE, "tensor %d: it is on cuda:%d, expected host memory", i, t.device);
         if (!expect_host) {
@@ -180,10 +193,10 @@ int32_t validate_step_cuda(const t2d_param* params, int32_t count, const t2d_opt
     return T2D_OK;
 }
 
-int32_t validate_step_planned(bool plan_null, const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
+int32_t validate_step_planned(const t2d_cuda_plan* plan, const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
                               const void* g_value_device, int32_t g_value_dtype, const t2d_step_scalars* scalars_device,
                               int32_t options, const t2d_step_status* status_device, int32_t* device) {
-    if (plan_null) return fail(T2D_ERR_NULL_POINTER, "plan is NULL");
+    if (plan == nullptr) return fail(T2D_ERR_NULL_POINTER, "plan is NULL");
     int32_t rc = validate_step_cuda(params, count, optimizer, g_value_device, g_value_dtype, options, status_device, device);
     if (rc != T2D_OK) return rc;
     if (scalars_device == nullptr) return fail(T2D_ERR_NULL_POINTER, "scalars_device is NULL");
@@ -191,14 +204,12 @@ int32_t validate_step_planned(bool plan_null, const t2d_param* params, int32_t c
 }
 
 int32_t validate_plan(const t2d_param* params, int32_t count, int32_t device) {
-    if (count < 0) return fail(T2D_ERR_BAD_COUNT, "tensor count is negative (%d)", count);
-    if (count > 0 && params == nullptr) return fail(T2D_ERR_NULL_POINTER, "params is NULL but count is %d", count);
+    int32_t rc = validate_rows(params, count);
+    if (rc != T2D_OK) return rc;
     if (device < 0) return fail(T2D_ERR_WRONG_DEVICE, "a plan is for a CUDA device, got device %d", device);
     for (int32_t i = 0; i < count; i++) {
-        if (params[i].numel < 0)
-            return fail_t(i, T2D_ERR_BAD_COUNT, "tensor %d: negative numel (%lld)", i, (long long)params[i].numel);
-        if (!valid_dtype(params[i].dtype))
-            return fail_t(i, T2D_ERR_UNSUPPORTED_DTYPE, "tensor %d: unsupported dtype code %d", i, params[i].dtype);
+        rc = validate_row(params[i], i);
+        if (rc != T2D_OK) return rc;
     }
     return T2D_OK;
 }

@@ -38,7 +38,7 @@ int32_t validate_step_cuda(const t2d_param* params, int32_t count, const t2d_opt
                            const t2d_step_status* status_device, int32_t* device);
 
 // validate_step_cuda, and t2d_step_cuda_planned's own arguments: the plan and the scalars.
-int32_t validate_step_planned(bool plan_null, const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
+int32_t validate_step_planned(const t2d_cuda_plan* plan, const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
                               const void* g_value_device, int32_t g_value_dtype, const t2d_step_scalars* scalars_device,
                               int32_t options, const t2d_step_status* status_device, int32_t* device);
 

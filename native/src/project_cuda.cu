@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <mutex>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "common.h"
@@ -35,6 +36,10 @@ constexpr int kThreads = 256;
 constexpr int64_t kCudaChunk = 16 * 1024;  // elements per block
 constexpr int kMaxDevices = 64;
 
+// Chunks of a tensor of numel elements (one block each).
+__host__ __device__ constexpr int64_t chunks_of(int64_t numel) { return (numel + kCudaChunk - 1) / kCudaChunk; }
+
+// A row of the device table: a projection's tensor (DevTensor) or a fused step's parameter (DevParam).
 struct DevTensor {
     void* grad;
     const void* constraint;
@@ -43,6 +48,21 @@ struct DevTensor {
     int32_t dtype;
     int32_t pad;
 };
+struct DevParam {
+    void* param;
+    void* grad;
+    const void* constraint;
+    void* s0;
+    void* s1;
+    void* s2;
+    int64_t* step;
+    int64_t numel;
+    int64_t first_chunk;
+    int32_t dtype;
+    int32_t pad;
+};
+
+constexpr int kNoBad = 0x7f7f7f7f;  // the flag word's value when every value is finite (memset 0x7f)
 
 template <typename T>
 struct Acc {  // accumulation type: double for float/double, float for half types
@@ -57,8 +77,6 @@ struct Acc<__nv_bfloat16> {
     using type = float;
 };
 
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 template <typename T>
 __device__ __forceinline__ typename Acc<T>::type load(const T* p, int64_t i) {
@@ -130,6 +148,15 @@ __device__ __forceinline__ int find_tensor(const Table* table, int count, int64_
     return lo;
 }
 
+// The table row of this block's chunk (block b is the call's chunk b). Every thread of the block must call it.
+template <typename Table>
+__device__ __forceinline__ int block_row(const Table* table, int count) {
+    __shared__ int s_t;
+    if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
+    __syncthreads();
+    return s_t;
+}
+
 template <typename A>
 __device__ __forceinline__ A warp_sum(A v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
@@ -188,14 +215,33 @@ __device__ void reduce_chunk(const T* __restrict__ g, const T* __restrict__ c, i
     }
 }
 
-__global__ void reduce_kernel(const DevTensor* __restrict__ table, int count, double2* __restrict__ partials) {
-    __shared__ int s_t;
-    if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
-    __syncthreads();
-    const DevTensor t = table[s_t];
+// A chunk of a gradient that is not projected (a fused step's row without constraint gradient): (0, NaN) when it
+// holds a non-finite value, else (0, 0).
+template <typename S>
+__device__ void probe_chunk(const typename S::T* __restrict__ g, int64_t begin, int64_t end, double2* out) {
+    int bad = 0;
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) bad |= S::bad(g[i]);
+    bad = __syncthreads_or(bad);
+    if (threadIdx.x == 0) *out = make_double2(0.0, bad ? (double)NAN : 0.0);
+}
+
+// Pass 1 of the projection (Row = DevTensor) and of the fused step (DevParam): per chunk, a projected row's
+// (n, dot) partial sums; a fused step's row without constraint gradient is probed instead (probe_chunk).
+template <typename Row>
+__global__ void reduce_kernel(const Row* __restrict__ table, int count, double2* __restrict__ partials) {
+    const Row t = table[block_row(table, count)];
     int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
     int64_t end = min(begin + kCudaChunk, t.numel);
     double2* out = partials + blockIdx.x;
+    if constexpr (std::is_same<Row, DevParam>::value) {  // a projection's rows always have a constraint gradient
+        if (t.constraint == nullptr) {
+            with_dtype(t.dtype, [&](auto s) {
+                using S = decltype(s);
+                probe_chunk<S>((const typename S::T*)t.grad, begin, end, out);
+            });
+            return;
+        }
+    }
     with_dtype(t.dtype, [&](auto s) {
         using T = typename decltype(s)::T;
         reduce_chunk((const T*)t.grad, (const T*)t.constraint, begin, end, out);
@@ -214,7 +260,7 @@ __device__ __forceinline__ double read_scalar(const void* p, int dtype) {
 // A warp's sum of one tensor's chunk partials (n, dot), in a fixed order: valid in every lane.
 __device__ __forceinline__ double2 tensor_sums(const double2* __restrict__ partials, int64_t first_chunk, int64_t numel,
                                                int lane) {
-    int64_t chunks = (numel + kCudaChunk - 1) / kCudaChunk;
+    int64_t chunks = chunks_of(numel);
     double n = 0, dot = 0;
     for (int64_t k = lane; k < chunks; k += 32) {
         double2 p = partials[first_chunk + k];
@@ -252,19 +298,18 @@ __global__ void lambda_kernel(const DevTensor* __restrict__ table, int count, in
     }
 }
 
-// One element of the update, in the precision the CPU path uses: float for float and the half types, double
-// for double; the half types convert back rounding to nearest even.
-__device__ __forceinline__ float update_elem(float g, float c, float lam) { return update_rn(g, c, lam); }
-__device__ __forceinline__ double update_elem(double g, double c, double lam) { return update_rn(g, c, lam); }
-__device__ __forceinline__ __half update_elem(__half g, __half c, float lam) {
-    return __float2half_rn(update_rn(to_f(g), to_f(c), lam));
-}
-__device__ __forceinline__ __nv_bfloat16 update_elem(__nv_bfloat16 g, __nv_bfloat16 c, float lam) {
-    return __float2bfloat16_rn(update_rn(to_f(g), to_f(c), lam));
+// One element of the update, in the precision the CPU path uses (S's math type: float for float and the half
+// types, double for double; the half types convert back rounding to nearest even): the rule t2d_step_elem
+// applies to a fused step's projected gradient.
+template <typename S>
+__device__ __forceinline__ typename S::T update_elem(typename S::T g, typename S::T c, typename S::M lam) {
+    return S::st(S::proj(S::ld(g), S::ld(c), lam));
 }
 
-template <typename T, typename L>
-__device__ void update_chunk(T* __restrict__ g, const T* __restrict__ c, int64_t begin, int64_t end, L lam) {
+template <typename S>
+__device__ void update_chunk(typename S::T* __restrict__ g, const typename S::T* __restrict__ c, int64_t begin,
+                             int64_t end, typename S::M lam) {
+    using T = typename S::T;
     int64_t rest = begin;
     if constexpr (sizeof(T) < 8) {
         if (aligned16(g + begin, c + begin)) {  // 16-byte accesses, as in reduce_chunk
@@ -278,24 +323,21 @@ __device__ void update_chunk(T* __restrict__ g, const T* __restrict__ c, int64_t
                 T* ga = reinterpret_cast<T*>(&a);
                 const T* cb = reinterpret_cast<const T*>(&b);
 #pragma unroll
-                for (int k = 0; k < W; k++) ga[k] = update_elem(ga[k], cb[k], lam);
+                for (int k = 0; k < W; k++) ga[k] = update_elem<S>(ga[k], cb[k], lam);
                 gv[v] = a;
             }
             rest = begin + nv * W;
         }
     }
     for (int64_t i = rest + threadIdx.x; i < end; i += blockDim.x) {
-        g[i] = update_elem(g[i], c[i], lam);
+        g[i] = update_elem<S>(g[i], c[i], lam);
     }
 }
 
 __global__ void update_kernel(const DevTensor* __restrict__ table, int count, const double* __restrict__ lam,
                               const int* bad) {
-    if (bad != nullptr && *bad != 0x7f7f7f7f) return;  // T2D_CHECK_FINITE found a non-finite tensor: nothing is written
-    __shared__ int s_t;
-    if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
-    __syncthreads();
-    const int ti = s_t;
+    if (bad != nullptr && *bad != kNoBad) return;  // T2D_CHECK_FINITE found a non-finite tensor: nothing is written
+    const int ti = block_row(table, count);
     const double l = lam[ti];
     if (l == 0.0) return;
     const DevTensor t = table[ti];
@@ -304,7 +346,7 @@ __global__ void update_kernel(const DevTensor* __restrict__ table, int count, co
     with_dtype(t.dtype, [&](auto s) {
         using S = decltype(s);
         using T = typename S::T;
-        update_chunk((T*)t.grad, (const T*)t.constraint, begin, end, (typename S::M)l);
+        update_chunk<S>((T*)t.grad, (const T*)t.constraint, begin, end, (typename S::M)l);
     });
 }
 
@@ -341,6 +383,36 @@ int32_t cuda_fail(cudaError_t e, const char* what) {
     } while (0)
 
 size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
+
+// A call's device workspace [table | partials | lam | bad]: byte offsets, and the total size. row_bytes is the size
+// of one table row (DevTensor or DevParam); the table takes at least one row.
+struct Workspace {
+    size_t table, partials, lam, bad, size;
+    Workspace(size_t row_bytes, int32_t count, int64_t chunks) {
+        size_t rows = (size_t)std::max(count, 1);
+        table = row_bytes * rows;
+        partials = align_up(table);
+        lam = partials + align_up(sizeof(double2) * (size_t)chunks);
+        bad = lam + align_up(sizeof(double) * rows);
+        size = bad + sizeof(int);
+    }
+    double2* partials_in(void* base) const { return (double2*)((char*)base + partials); }
+    double* lam_in(void* base) const { return (double*)((char*)base + lam); }
+    int* bad_in(void* base) const { return (int*)((char*)base + bad); }
+};
+
+// The chunks of a call's rows (t2d_tensor or t2d_param); a launch takes one block each: check_chunks.
+template <typename Row>
+int64_t total_chunks(const Row* rows, int32_t count) {
+    int64_t chunks = 0;
+    for (int32_t i = 0; i < count; i++) chunks += chunks_of(rows[i].numel);
+    return chunks;
+}
+
+int32_t check_chunks(int64_t chunks) {
+    if (chunks > INT32_MAX) return fail(T2D_ERR_BAD_COUNT, "too many elements for one step (%lld chunks)", (long long)chunks);
+    return T2D_OK;
+}
 
 int32_t check_pointer(const void* p, int32_t device, int32_t tensor, const char* what) {
     cudaPointerAttributes a;
@@ -453,35 +525,26 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
 
     DeviceState& st = g_states[device];
     std::lock_guard<std::mutex> lock(st.mutex);
-    size_t table_bytes = sizeof(DevTensor) * (size_t)count;
-    int64_t chunks = 0;
-    for (int32_t i = 0; i < count; i++) chunks += (tensors[i].numel + kCudaChunk - 1) / kCudaChunk;
-    if (chunks > INT32_MAX) return fail(T2D_ERR_BAD_COUNT, "too many elements for one step (%lld chunks)", (long long)chunks);
-    size_t off_partials = align_up(table_bytes);
-    size_t off_lam = off_partials + align_up(sizeof(double2) * (size_t)chunks);
-    size_t off_bad = off_lam + align_up(sizeof(double) * (size_t)count);
+    int64_t chunks = total_chunks(tensors, count);
+    rc = check_chunks(chunks);
+    if (rc != T2D_OK) return rc;
+    Workspace layout(sizeof(DevTensor), count, chunks);
     int slot = 0;
     void* hv = nullptr;
-    rc = acquire(st, stream, table_bytes, off_bad + sizeof(int), &slot, &hv);
+    rc = acquire(st, stream, layout.table, layout.size, &slot, &hv);
     if (rc != T2D_OK) return rc;
     DevTensor* h = (DevTensor*)hv;
     chunks = 0;
     for (int32_t i = 0; i < count; i++) {
-        h[i].grad = tensors[i].grad;
-        h[i].constraint = tensors[i].constraint;
-        h[i].numel = tensors[i].numel;
-        h[i].first_chunk = chunks;
-        h[i].dtype = tensors[i].dtype;
-        h[i].pad = 0;
-        chunks += (tensors[i].numel + kCudaChunk - 1) / kCudaChunk;
+        h[i] = DevTensor{tensors[i].grad, tensors[i].constraint, tensors[i].numel, chunks, tensors[i].dtype, 0};
+        chunks += chunks_of(tensors[i].numel);
     }
-    char* base = (char*)st.d_buf;
-    DevTensor* d_table = (DevTensor*)base;
-    double2* d_partials = (double2*)(base + off_partials);
-    double* d_lam = (double*)(base + off_lam);
-    int* d_bad = (int*)(base + off_bad);
+    DevTensor* d_table = (DevTensor*)st.d_buf;
+    double2* d_partials = layout.partials_in(st.d_buf);
+    double* d_lam = layout.lam_in(st.d_buf);
+    int* d_bad = layout.bad_in(st.d_buf);
 
-    T2D_CU(cudaMemcpyAsync(d_table, h, table_bytes, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
+    T2D_CU(cudaMemcpyAsync(d_table, h, layout.table, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
     T2D_CU(cudaEventRecord(st.copied[slot], stream), "cudaEventRecord");
     st.has_copied[slot] = true;
     bool check = (options & T2D_CHECK_FINITE) != 0;
@@ -504,7 +567,7 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
         T2D_CU(cudaMemcpyAsync(st.h_bad, d_bad, sizeof(int), cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
         T2D_CU(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
         int bad = *st.h_bad;
-        if (bad != 0x7f7f7f7f) {
+        if (bad != kNoBad) {
             int i = bad / 2;
             if (bad % 2 == 0)
                 return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its constraint gradient holds a NaN or an infinity", i);
@@ -515,63 +578,12 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
 }
 
 // ---------------------------------------------------------------- fused optimizer step
-struct DevParam {
-    void* param;
-    void* grad;
-    const void* constraint;
-    void* s0;
-    void* s1;
-    void* s2;
-    int64_t* step;
-    int64_t numel;
-    int64_t first_chunk;
-    int32_t dtype;
-    int32_t pad;
-};
-
-constexpr int kNoBad = 0x7f7f7f7f;  // the flag word's value when every value is finite (memset 0x7f)
-
-// Pass 1: projected tensors' (n, dot) per chunk; for a tensor without constraint gradient, (0, NaN) when its
-// gradient holds a non-finite value, else (0, 0).
-template <typename S>
-__device__ void probe_chunk(const typename S::T* __restrict__ g, int64_t begin, int64_t end, double2* out) {
-    int bad = 0;
-    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) bad |= S::bad(g[i]);
-    bad = __syncthreads_or(bad);
-    if (threadIdx.x == 0) *out = make_double2(0.0, bad ? (double)NAN : 0.0);
-}
-
-__global__ void step_reduce_kernel(const DevParam* __restrict__ table, int count, double2* __restrict__ partials) {
-    __shared__ int s_t;
-    if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
-    __syncthreads();
-    const DevParam t = table[s_t];
-    int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
-    int64_t end = min(begin + kCudaChunk, t.numel);
-    double2* out = partials + blockIdx.x;
-    if (t.constraint == nullptr) {
-        with_dtype(t.dtype, [&](auto s) {
-            using S = decltype(s);
-            probe_chunk<S>((const typename S::T*)t.grad, begin, end, out);
-        });
-        return;
-    }
-    with_dtype(t.dtype, [&](auto s) {
-        using T = typename decltype(s)::T;
-        reduce_chunk((const T*)t.grad, (const T*)t.constraint, begin, end, out);
-    });
-}
 
 // Pass 2: one warp per tensor: lam (0 where not projected); the lowest (tensor * 8 + reason) of a non-finite
 // tensor into *bad.
 __global__ void step_lambda_kernel(const DevParam* __restrict__ table, int count, const double2* __restrict__ partials,
                                    const void* g_value, int g_value_dtype, double g_constraint, double alpha, double beta,
                                    const t2d_step_scalars* sc, double* __restrict__ lam, int* __restrict__ bad) {
-    if (sc) {  // a planned step: the scalars' current values, read on the device
-        g_constraint = sc->g_constraint;
-        alpha = sc->alpha;
-        beta = sc->beta;
-    }
     int warp = (int)((blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (warp >= count) return;
@@ -579,6 +591,11 @@ __global__ void step_lambda_kernel(const DevParam* __restrict__ table, int count
     const double2 sums = tensor_sums(partials, t.first_chunk, t.numel, lane);
     const double n = sums.x, dot = sums.y;
     if (lane == 0) {
+        if (sc) {  // a planned step: the scalars' current values, read on the device (by the lane that uses them)
+            g_constraint = sc->g_constraint;
+            alpha = sc->alpha;
+            beta = sc->beta;
+        }
         bool projected = t.constraint != nullptr;
         double excess = projected ? alpha * (read_scalar(g_value, g_value_dtype) - g_constraint) : 0.0;
         double l = projected ? t2d_lambda(n, dot, excess, beta) : 0.0;
@@ -633,10 +650,7 @@ __global__ void step_update_kernel(const DevParam* __restrict__ table, int count
     // while the flag is unset or holds its own kind, so that the lowest overflowing tensor is the one named)
     const int b = *(volatile int*)bad;
     if (b != kNoBad && (Write || b % 8 != T2D_NONFINITE_UPDATE)) return;
-    __shared__ int s_t;
-    if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
-    __syncthreads();
-    const int ti = s_t;
+    const int ti = block_row(table, count);
     const DevParam t = table[ti];
     if (!Write && t.dtype != T2D_FLOAT16 && t.dtype != T2D_BFLOAT16) return;
     int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
@@ -700,28 +714,12 @@ int32_t check_step_pointers(const t2d_param* params, int32_t count, const t2d_op
     return rc;
 }
 
-// A fused step's chunk count, and whether a row is half precision.
-int64_t step_chunks(const t2d_param* params, int32_t count, bool* half) {
-    int64_t chunks = 0;
-    *half = false;
-    for (int32_t i = 0; i < count; i++) {
-        chunks += (params[i].numel + kCudaChunk - 1) / kCudaChunk;
-        *half |= params[i].dtype == T2D_FLOAT16 || params[i].dtype == T2D_BFLOAT16;
-    }
-    return chunks;
+// Whether a row of a fused step is half precision (the step then takes the check pass).
+bool has_half(const t2d_param* params, int32_t count) {
+    for (int32_t i = 0; i < count; i++)
+        if (params[i].dtype == T2D_FLOAT16 || params[i].dtype == T2D_BFLOAT16) return true;
+    return false;
 }
-
-// Offsets in a fused step's device workspace [table | partials | lam | bad] and its size.
-struct StepLayout {
-    size_t partials, lam, bad, size;
-    StepLayout(int32_t count, int64_t chunks) {
-        size_t rows = (size_t)std::max(count, 1);
-        partials = align_up(sizeof(DevParam) * rows);
-        lam = partials + align_up(sizeof(double2) * (size_t)chunks);
-        bad = lam + align_up(sizeof(double) * rows);
-        size = bad + sizeof(int);
-    }
-};
 
 // Writes the rows into the (pinned) host table h.
 void fill_table(DevParam* h, const t2d_param* params, int32_t count) {
@@ -730,26 +728,27 @@ void fill_table(DevParam* h, const t2d_param* params, int32_t count) {
         const t2d_param& t = params[i];
         h[i] = DevParam{t.param, t.grad, t.constraint, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq, t.step, t.numel, chunks,
                         t.dtype, 0};
-        chunks += (t.numel + kCudaChunk - 1) / kCudaChunk;
+        chunks += chunks_of(t.numel);
     }
 }
 
-// Enqueues a fused step on stream: the table's copy from pinned memory, the flag's reset and the five passes.
-// scalars, when not NULL, replace lr, g_constraint, alpha and beta (read on the device).
+// Enqueues a fused step on stream: the table's copy from pinned memory (then copied, when not NULL, is recorded:
+// the pinned table may be rewritten once it has completed), the flag's reset and the five passes. scalars, when
+// not NULL, replace lr, g_constraint, alpha and beta (read on the device).
 int32_t launch_step(const DevParam* h, int32_t count, int64_t chunks, bool half, const t2d_optimizer& o,
                     const void* g_value, int32_t g_value_dtype, double g_constraint, double alpha, double beta,
                     const t2d_step_scalars* scalars, cudaStream_t stream, t2d_step_status* status, double* lambdas_out,
-                    void* workspace) {
-    StepLayout layout(count, chunks);
-    char* base = (char*)workspace;
-    DevParam* d_table = (DevParam*)base;
-    double2* d_partials = (double2*)(base + layout.partials);
-    double* d_lam = (double*)(base + layout.lam);
-    int* d_bad = (int*)(base + layout.bad);
+                    void* workspace, cudaEvent_t copied) {
+    Workspace layout(sizeof(DevParam), count, chunks);
+    DevParam* d_table = (DevParam*)workspace;
+    double2* d_partials = layout.partials_in(workspace);
+    double* d_lam = layout.lam_in(workspace);
+    int* d_bad = layout.bad_in(workspace);
     if (count > 0)
         T2D_CU(cudaMemcpyAsync(d_table, h, sizeof(DevParam) * (size_t)count, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
+    if (copied) T2D_CU(cudaEventRecord(copied, stream), "cudaEventRecord");
     T2D_CU(cudaMemsetAsync(d_bad, 0x7f, sizeof(int), stream), "cudaMemsetAsync");
-    if (chunks > 0) step_reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_partials);
+    if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_partials);
     T2D_CU(cudaGetLastError(), "step reduce kernel launch");
     if (count > 0) {
         unsigned warps_per_block = 4;
@@ -779,20 +778,19 @@ int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o
 
     DeviceState& st = g_states[device];
     std::lock_guard<std::mutex> lock(st.mutex);
-    bool half = false;
-    int64_t chunks = step_chunks(params, count, &half);
-    if (chunks > INT32_MAX) return fail(T2D_ERR_BAD_COUNT, "too many elements for one step (%lld chunks)", (long long)chunks);
-    StepLayout layout(count, chunks);
+    int64_t chunks = total_chunks(params, count);
+    rc = check_chunks(chunks);
+    if (rc != T2D_OK) return rc;
+    Workspace layout(sizeof(DevParam), count, chunks);
     int slot = 0;
     void* hv = nullptr;
-    rc = acquire(st, stream, sizeof(DevParam) * (size_t)std::max(count, 1), layout.size, &slot, &hv);
+    rc = acquire(st, stream, layout.table, layout.size, &slot, &hv);
     if (rc != T2D_OK) return rc;
     fill_table((DevParam*)hv, params, count);
-    rc = launch_step((const DevParam*)hv, count, chunks, half, o, g_value, g_value_dtype, g_constraint, alpha, beta, nullptr,
-                     stream, status, lambdas_out, st.d_buf);
-    // recorded after the kernels, so that the slot and the workspace are reused only once they are done with
-    T2D_CU(cudaEventRecord(st.copied[slot], stream), "cudaEventRecord");
-    st.has_copied[slot] = true;
+    rc = launch_step((const DevParam*)hv, count, chunks, has_half(params, count), o, g_value, g_value_dtype, g_constraint,
+                     alpha, beta, nullptr, stream, status, lambdas_out, st.d_buf, st.copied[slot]);
+    st.has_copied[slot] = true;  // the ring slot is free again once its copy is done, as in project_cuda
+    // recorded even after a failed launch: the next call's workspace waits for what was enqueued
     T2D_CU(cudaEventRecord(st.done, stream), "cudaEventRecord");
     st.has_done = true;
     st.d_stream = stream;
@@ -803,7 +801,7 @@ int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o
 // which a stream capture must not be the one to do).
 int32_t load_step_kernels() {
     cudaFuncAttributes a;
-    T2D_CU(cudaFuncGetAttributes(&a, step_reduce_kernel), "cudaFuncGetAttributes");
+    T2D_CU(cudaFuncGetAttributes(&a, reduce_kernel<DevParam>), "cudaFuncGetAttributes");
     T2D_CU(cudaFuncGetAttributes(&a, step_lambda_kernel), "cudaFuncGetAttributes");
     T2D_CU(cudaFuncGetAttributes(&a, step_update_kernel<false>), "cudaFuncGetAttributes");
     T2D_CU(cudaFuncGetAttributes(&a, step_update_kernel<true>), "cudaFuncGetAttributes");
@@ -820,7 +818,7 @@ struct t2d_cuda_plan {
     int32_t rows;         // at most this many rows per step
     int64_t chunks;       // at most this many chunks per step
     t2d::DevParam* host;  // pinned, rows entries
-    void* workspace;      // device memory, StepLayout(rows, chunks).size bytes
+    void* workspace;      // device memory, Workspace(sizeof(DevParam), rows, chunks).size bytes
 };
 
 extern "C" int32_t t2d_cuda_available(void) {
@@ -884,15 +882,15 @@ extern "C" int32_t t2d_plan_create(const t2d_param* params, int32_t count, int32
     rc = t2d::check_device(device);
     if (rc != T2D_OK) return rc;
     t2d::DeviceGuard guard(device);
-    bool half = false;
-    int64_t chunks = t2d::step_chunks(params, count, &half);
-    if (chunks > INT32_MAX) return t2d::fail(T2D_ERR_BAD_COUNT, "too many elements for one step (%lld chunks)", (long long)chunks);
+    int64_t chunks = t2d::total_chunks(params, count);
+    rc = t2d::check_chunks(chunks);
+    if (rc != T2D_OK) return rc;
     rc = t2d::load_step_kernels();
     if (rc != T2D_OK) return rc;
     t2d_cuda_plan* plan = new (std::nothrow) t2d_cuda_plan{device, count, chunks, nullptr, nullptr};
     if (plan == nullptr) return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "out of host memory for a plan");
     cudaError_t e = cudaHostAlloc((void**)&plan->host, sizeof(t2d::DevParam) * (size_t)std::max(count, 1), cudaHostAllocDefault);
-    if (e == cudaSuccess) e = cudaMalloc(&plan->workspace, t2d::StepLayout(count, chunks).size);
+    if (e == cudaSuccess) e = cudaMalloc(&plan->workspace, t2d::Workspace(sizeof(t2d::DevParam), count, chunks).size);
     if (e != cudaSuccess) {
         t2d_plan_destroy(plan);
         return t2d::cuda_fail(e, "allocating a plan");
@@ -917,13 +915,12 @@ extern "C" int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* p
                                          int32_t options, void* cuda_stream, t2d_step_status* status_device) {
     t2d::clear_error();
     int32_t device = 0;
-    int32_t rc = t2d::validate_step_planned(plan == nullptr, params, count, optimizer, g_value_device, g_value_dtype,
+    int32_t rc = t2d::validate_step_planned(plan, params, count, optimizer, g_value_device, g_value_dtype,
                                             scalars_device, options, status_device, &device);
     if (rc != T2D_OK) return rc;
     if (count > 0 && device != plan->device)
         return t2d::fail(T2D_ERR_WRONG_DEVICE, "the tensors are on cuda:%d but the plan was made for cuda:%d", device, plan->device);
-    bool half = false;
-    int64_t chunks = t2d::step_chunks(params, count, &half);
+    int64_t chunks = t2d::total_chunks(params, count);
     if (count > plan->rows || chunks > plan->chunks)
         return t2d::fail(T2D_ERR_SIZE_MISMATCH, "the step (%d tensors, %lld chunks) does not fit the plan (%d tensors, %lld chunks)",
                          count, (long long)chunks, plan->rows, (long long)plan->chunks);
@@ -933,8 +930,9 @@ extern "C" int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* p
                                       scalars_device);
         if (rc != T2D_OK) return rc;
         t2d::fill_table(plan->host, params, count);
-        return t2d::launch_step(plan->host, count, chunks, half, *optimizer, g_value_device, g_value_dtype, 0.0, 0.0, 0.0,
-                                scalars_device, (cudaStream_t)cuda_stream, status_device, nullptr, plan->workspace);
+        return t2d::launch_step(plan->host, count, chunks, t2d::has_half(params, count), *optimizer, g_value_device,
+                                g_value_dtype, 0.0, 0.0, 0.0, scalars_device, (cudaStream_t)cuda_stream, status_device,
+                                nullptr, plan->workspace, nullptr);
     } catch (...) {
         return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "unexpected internal error");
     }

@@ -1,6 +1,12 @@
 // CUDA entry points of a CPU-only build: they validate, then report that CUDA was not built in.
 #include "common.h"
 
+namespace {
+int32_t not_built() {
+    return t2d::fail(T2D_ERR_CUDA_NOT_BUILT, "libtext2data was built without CUDA (no nvcc, or T2D_CUDA=OFF)");
+}
+}  // namespace
+
 extern "C" int32_t t2d_project_cuda(const t2d_tensor* tensors, int32_t count, const void* g_value_device,
                                     int32_t g_value_dtype, double, double, double, int32_t, void*,
                                     double*) {
@@ -11,7 +17,7 @@ extern "C" int32_t t2d_project_cuda(const t2d_tensor* tensors, int32_t count, co
     if (g_value_device == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "g_value_device is NULL");
     if (!t2d::valid_dtype(g_value_dtype))
         return t2d::fail(T2D_ERR_UNSUPPORTED_DTYPE, "unsupported g_value dtype code %d", g_value_dtype);
-    return t2d::fail(T2D_ERR_CUDA_NOT_BUILT, "libtext2data was built without CUDA (no nvcc, or T2D_CUDA=OFF)");
+    return not_built();
 }
 
 extern "C" int32_t t2d_cuda_available(void) { return 0; }
@@ -24,7 +30,7 @@ extern "C" int32_t t2d_step_cuda(const t2d_param* params, int32_t count, const t
     int32_t rc = t2d::validate_step_cuda(params, count, optimizer, g_value_device, g_value_dtype, options, status_device,
                                          &device);
     if (rc != T2D_OK) return rc;
-    return t2d::fail(T2D_ERR_CUDA_NOT_BUILT, "libtext2data was built without CUDA (no nvcc, or T2D_CUDA=OFF)");
+    return not_built();
 }
 
 extern "C" int32_t t2d_plan_create(const t2d_param* params, int32_t count, int32_t device, t2d_cuda_plan** plan_out) {
@@ -33,7 +39,7 @@ extern "C" int32_t t2d_plan_create(const t2d_param* params, int32_t count, int32
     *plan_out = nullptr;
     int32_t rc = t2d::validate_plan(params, count, device);
     if (rc != T2D_OK) return rc;
-    return t2d::fail(T2D_ERR_CUDA_NOT_BUILT, "libtext2data was built without CUDA (no nvcc, or T2D_CUDA=OFF)");
+    return not_built();
 }
 
 extern "C" void t2d_plan_destroy(t2d_cuda_plan*) {}
@@ -44,26 +50,30 @@ extern "C" int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* p
                                          int32_t options, void*, t2d_step_status* status_device) {
     t2d::clear_error();
     int32_t device = 0;
-    int32_t rc = t2d::validate_step_planned(plan == nullptr, params, count, optimizer, g_value_device, g_value_dtype,
+    int32_t rc = t2d::validate_step_planned(plan, params, count, optimizer, g_value_device, g_value_dtype,
                                             scalars_device, options, status_device, &device);
     if (rc != T2D_OK) return rc;
-    return t2d::fail(T2D_ERR_CUDA_NOT_BUILT, "libtext2data was built without CUDA (no nvcc, or T2D_CUDA=OFF)");
+    return not_built();
 }
 
-extern "C" int32_t t2d_graph_capture_begin(void*) {
+extern "C" int32_t t2d_graph_capture_begin(void* cuda_stream) {
     t2d::clear_error();
-    return t2d::fail(T2D_ERR_CUDA_NOT_BUILT, "libtext2data was built without CUDA (no nvcc, or T2D_CUDA=OFF)");
+    if (cuda_stream == nullptr)
+        return t2d::fail(T2D_ERR_NULL_POINTER, "cuda_stream is NULL: the legacy default stream cannot be captured");
+    return not_built();
 }
 
-extern "C" int32_t t2d_graph_capture_end(void*, void** graph_exec_out) {
+extern "C" int32_t t2d_graph_capture_end(void* cuda_stream, void** graph_exec_out) {
     t2d::clear_error();
     if (graph_exec_out) *graph_exec_out = nullptr;
-    return t2d::fail(T2D_ERR_CUDA_NOT_BUILT, "libtext2data was built without CUDA (no nvcc, or T2D_CUDA=OFF)");
+    if (cuda_stream == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "cuda_stream is NULL");
+    return not_built();
 }
 
-extern "C" int32_t t2d_graph_launch(void*, void*) {
+extern "C" int32_t t2d_graph_launch(void* graph_exec, void*) {
     t2d::clear_error();
-    return t2d::fail(T2D_ERR_CUDA_NOT_BUILT, "libtext2data was built without CUDA (no nvcc, or T2D_CUDA=OFF)");
+    if (graph_exec == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "graph_exec is NULL");
+    return not_built();
 }
 
 extern "C" void t2d_graph_destroy(void*) {}
