@@ -71,6 +71,15 @@ public final class Diffusion {
         return this;
     }
 
+    /**
+     * Width of the time embedding that follows the series in the network's input.
+     *
+     * @return the embedding's width
+     */
+    public int timeDim() {
+        return timeDim;
+    }
+
     /** Width of the network's input for series of {@code length}. */
     public int inputDim(int length) {
         return length + timeDim;
