@@ -28,6 +28,8 @@ final class Estimators implements AutoCloseable {
 
     private static final int FEATURES = Waveforms.LENGTH + (Waveforms.LENGTH - 1) + Waveforms.LENGTH / 2;
     private static final int HIDDEN = 192;
+    /** The heads' outputs, one per level of each factor. */
+    private static final int OUTPUTS = java.util.Arrays.stream(Waveforms.LEVELS).sum();
 
     private final Module net = new Module();
     private final LinearImpl l1;
@@ -38,11 +40,7 @@ final class Estimators implements AutoCloseable {
     private Estimators() {
         l1 = net.register_module("l1", new LinearImpl(FEATURES, HIDDEN));
         l2 = net.register_module("l2", new LinearImpl(HIDDEN, HIDDEN));
-        int out = 0;
-        for (int n : Waveforms.LEVELS) {
-            out += n;
-        }
-        head = net.register_module("head", new LinearImpl(HIDDEN, out));
+        head = net.register_module("head", new LinearImpl(HIDDEN, OUTPUTS));
     }
 
     /**
@@ -120,9 +118,8 @@ final class Estimators implements AutoCloseable {
         int[][] out = new int[series.size()][Waveforms.FACTORS.size()];
         try (PointerScope scope = new PointerScope(); NoGradGuard ng = new NoGradGuard()) {
             Tensor logits = logits(features(series)).contiguous();
-            int width = (int) logits.size(1);
             FloatBuffer b = logits.createBuffer();
-            float[] row = new float[width];
+            float[] row = new float[OUTPUTS];
             for (int i = 0; i < series.size(); i++) {
                 b.get(row);
                 int off = 0;
@@ -159,19 +156,15 @@ final class Estimators implements AutoCloseable {
     }
 
     private static Tensor oneHot(List<Waveforms.Series> s) {
-        int width = 0;
-        for (int n : Waveforms.LEVELS) {
-            width += n;
-        }
-        float[] y = new float[s.size() * width];
+        float[] y = new float[s.size() * OUTPUTS];
         for (int i = 0; i < s.size(); i++) {
             int off = 0;
             for (int f = 0; f < Waveforms.LEVELS.length; f++) {
-                y[i * width + off + s.get(i).levels()[f]] = 1;
+                y[i * OUTPUTS + off + s.get(i).levels()[f]] = 1;
                 off += Waveforms.LEVELS[f];
             }
         }
-        return Tensor.create(y, s.size(), width);
+        return Tensor.create(y, s.size(), OUTPUTS);
     }
 
     /** The classifier's input: the values, their first differences, and |DFT| of the detrended series. */
