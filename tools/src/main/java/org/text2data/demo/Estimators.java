@@ -30,6 +30,20 @@ final class Estimators implements AutoCloseable {
     private static final int HIDDEN = 192;
     /** The heads' outputs, one per level of each factor. */
     private static final int OUTPUTS = java.util.Arrays.stream(Waveforms.LEVELS).sum();
+    /** cos and sin of {@code 2 pi k t / LENGTH}, {@code [k - 1][t]} for k = 1 .. LENGTH / 2: the spectrum's basis. */
+    private static final double[][] COS = new double[Waveforms.LENGTH / 2][Waveforms.LENGTH];
+    private static final double[][] SIN = new double[Waveforms.LENGTH / 2][Waveforms.LENGTH];
+
+    static {
+        int n = Waveforms.LENGTH;
+        for (int k = 1; k <= n / 2; k++) {
+            for (int t = 0; t < n; t++) {
+                double a = 2 * Math.PI * k * t / n;
+                COS[k - 1][t] = Math.cos(a);
+                SIN[k - 1][t] = Math.sin(a);
+            }
+        }
+    }
 
     private final Module net = new Module();
     private final LinearImpl l1;
@@ -194,14 +208,16 @@ final class Estimators implements AutoCloseable {
                 sxx += (t - mx) * (t - mx);
             }
             double slope = sxy / sxx;
+            double[] r = new double[n];
+            for (int t = 0; t < n; t++) {
+                r[t] = y[t] - my - slope * (t - mx);
+            }
             for (int k = 1; k <= n / 2; k++) {
                 double re = 0;
                 double im = 0;
                 for (int t = 0; t < n; t++) {
-                    double r = y[t] - my - slope * (t - mx);
-                    double a = 2 * Math.PI * k * t / n;
-                    re += r * Math.cos(a);
-                    im -= r * Math.sin(a);
+                    re += r[t] * COS[k - 1][t];
+                    im -= r[t] * SIN[k - 1][t];
                 }
                 all[o + 2 * n - 1 + k - 1] = (float) (4 * Math.hypot(re, im) / n);
             }
