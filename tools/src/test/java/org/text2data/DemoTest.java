@@ -133,6 +133,27 @@ class DemoTest {
     }
 
     @Test
+    void demoHelpStatesThePresetsDefaults() {
+        // the help text repeats the presets' numbers: it must say what DemoConfig does
+        CliTest.Run r = CliTest.cli("demo", "--help");
+        assertThat(r.code()).as(r.err()).isZero();
+        String help = r.out().replaceAll("\\s+", " ");
+        org.text2data.demo.DemoConfig s = org.text2data.demo.DemoConfig.standard();
+        org.text2data.demo.DemoConfig q = org.text2data.demo.DemoConfig.quick();
+        assertThat(List.of(q.seed(), q.relax(), q.guidance())).isEqualTo(List.of(s.seed(), s.relax(), s.guidance()));
+        assertThat(help).contains("seeds S, S+1, ... (default: " + s.seed() + ")")
+                .contains("how many seeds (default: " + s.seeds() + "; --quick: " + q.seeds() + ")")
+                .contains("series come from (default: " + s.seen() + "; --quick: " + q.seen() + ")")
+                .contains("unconditional loss (default: " + plain(s.relax()) + ")")
+                .contains("plain conditional (default: " + plain(s.guidance()) + ")");
+    }
+
+    /** 1.0 as 1, 0.5 as 0.5: a number as the help text writes it. */
+    private static String plain(double v) {
+        return java.math.BigDecimal.valueOf(v).stripTrailingZeros().toPlainString();
+    }
+
+    @Test
     void estimateGReportsTheLossAndASuggestion() {
         CliTest.Run r = CliTest.cli("estimate-g", "--model", TestModels.fixture("adam-f64.model.pt").toString(),
                 "--data", TestModels.fixture("adam-f64.batch.pt").toString(), "--relax", "1.1");

@@ -28,4 +28,21 @@ class DenoiserTest {
             unused.close();
         }
     }
+
+    @Test
+    void aStateDictWithOneWrongShapeChangesNothing() {
+        LibTorch.ensureLoaded();
+        torch.manual_seed(1);
+        Denoiser d = new Denoiser(4, 3, 8, 2);
+        torch.manual_seed(2);
+        Denoiser other = new Denoiser(4, 3, 8, 2);
+        java.util.Map<String, Tensor> state = new java.util.LinkedHashMap<>(other.namedParameters());
+        state.put("out.bias", torch.zeros(5)); // the last parameter, after every other one would have been copied
+        java.util.Map<String, Tensor> before = new java.util.LinkedHashMap<>();
+        d.namedParameters().forEach((n, t) -> before.put(n, t.detach().clone()));
+        assertThatThrownBy(() -> d.loadStateDict(state)).hasMessageContaining("'out.bias' has shape [5], expected [4]");
+        d.namedParameters().forEach((n, t) -> assertThat(torch.equal(t, before.get(n))).as(n).isTrue());
+        assertThat(torch.equal(d.namedParameters().get("cin.weight"), other.namedParameters().get("cin.weight")))
+                .isFalse();
+    }
 }

@@ -301,15 +301,18 @@ public final class Demo {
                 labelledRows.size(), 100.0 * labelledRows.size() / train.size(), cfg.seen(), Waveforms.combinations(),
                 cfg.seen(), cfg.unseenPrompts(), cfg.samplesPerPrompt()));
 
-        Batch all = Batch.unlabelled(values(train), values(train));
-        Batch allLabelled = new Batch(values(train), encoder.encode(texts(train)), values(train));
-        Batch labelled = new Batch(values(labelledRows), encoder.encode(texts(labelledRows)), values(labelledRows));
+        // the label is a placeholder: the diffusion's transform replaces it
+        Tensor trainValues = values(train);
+        Tensor labelledValues = values(labelledRows);
+        Batch all = Batch.unlabelled(trainValues, trainValues);
+        Batch allLabelled = new Batch(trainValues, encoder.encode(texts(train)), trainValues);
+        Batch labelled = new Batch(labelledValues, encoder.encode(texts(labelledRows)), labelledValues);
         Diffusion gDiffusion = Diffusion.small(seed + 77).predictingClean();
         torch.manual_seed(seed + 77);
-        Batch gRows = gDiffusion.noised(Batch.unlabelled(values(train.subList(0, Math.min(512, train.size()))),
-                values(train.subList(0, Math.min(512, train.size())))));
+        Tensor gValues = values(train.subList(0, Math.min(512, train.size())));
+        Batch gRows = gDiffusion.noised(Batch.unlabelled(gValues, gValues));
         int length = Waveforms.LENGTH;
-        int timeDim = Diffusion.small(0).inputDim(length) - length;
+        int timeDim = gDiffusion.timeDim();
 
         // 1. pretrain on everything, unconditionally
         torch.manual_seed(seed);

@@ -28,6 +28,22 @@ final class Estimators implements AutoCloseable {
 
     private static final int FEATURES = Waveforms.LENGTH + (Waveforms.LENGTH - 1) + Waveforms.LENGTH / 2;
     private static final int HIDDEN = 192;
+    /** The heads' outputs, one per level of each factor. */
+    private static final int OUTPUTS = java.util.Arrays.stream(Waveforms.LEVELS).sum();
+    /** cos and sin of {@code 2 pi k t / LENGTH}, {@code [k - 1][t]} for k = 1 .. LENGTH / 2: the spectrum's basis. */
+    private static final double[][] COS = new double[Waveforms.LENGTH / 2][Waveforms.LENGTH];
+    private static final double[][] SIN = new double[Waveforms.LENGTH / 2][Waveforms.LENGTH];
+
+    static {
+        int n = Waveforms.LENGTH;
+        for (int k = 1; k <= n / 2; k++) {
+            for (int t = 0; t < n; t++) {
+                double a = 2 * Math.PI * k * t / n;
+                COS[k - 1][t] = Math.cos(a);
+                SIN[k - 1][t] = Math.sin(a);
+            }
+        }
+    }
 
     private final Module net = new Module();
     private final LinearImpl l1;
@@ -38,11 +54,7 @@ final class Estimators implements AutoCloseable {
     private Estimators() {
         l1 = net.register_module("l1", new LinearImpl(FEATURES, HIDDEN));
         l2 = net.register_module("l2", new LinearImpl(HIDDEN, HIDDEN));
-        int out = 0;
-        for (int n : Waveforms.LEVELS) {
-            out += n;
-        }
-        head = net.register_module("head", new LinearImpl(HIDDEN, out));
+        head = net.register_module("head", new LinearImpl(HIDDEN, OUTPUTS));
     }
 
     /**
@@ -120,9 +132,8 @@ final class Estimators implements AutoCloseable {
         int[][] out = new int[series.size()][Waveforms.FACTORS.size()];
         try (PointerScope scope = new PointerScope(); NoGradGuard ng = new NoGradGuard()) {
             Tensor logits = logits(features(series)).contiguous();
-            int width = (int) logits.size(1);
             FloatBuffer b = logits.createBuffer();
-            float[] row = new float[width];
+            float[] row = new float[OUTPUTS];
             for (int i = 0; i < series.size(); i++) {
                 b.get(row);
                 int off = 0;
@@ -159,19 +170,15 @@ final class Estimators implements AutoCloseable {
     }
 
     private static Tensor oneHot(List<Waveforms.Series> s) {
-        int width = 0;
-        for (int n : Waveforms.LEVELS) {
-            width += n;
-        }
-        float[] y = new float[s.size() * width];
+        float[] y = new float[s.size() * OUTPUTS];
         for (int i = 0; i < s.size(); i++) {
             int off = 0;
             for (int f = 0; f < Waveforms.LEVELS.length; f++) {
-                y[i * width + off + s.get(i).levels()[f]] = 1;
+                y[i * OUTPUTS + off + s.get(i).levels()[f]] = 1;
                 off += Waveforms.LEVELS[f];
             }
         }
-        return Tensor.create(y, s.size(), width);
+        return Tensor.create(y, s.size(), OUTPUTS);
     }
 
     /** The classifier's input: the values, their first differences, and |DFT| of the detrended series. */
@@ -201,14 +208,16 @@ final class Estimators implements AutoCloseable {
                 sxx += (t - mx) * (t - mx);
             }
             double slope = sxy / sxx;
+            double[] r = new double[n];
+            for (int t = 0; t < n; t++) {
+                r[t] = y[t] - my - slope * (t - mx);
+            }
             for (int k = 1; k <= n / 2; k++) {
                 double re = 0;
                 double im = 0;
                 for (int t = 0; t < n; t++) {
-                    double r = y[t] - my - slope * (t - mx);
-                    double a = 2 * Math.PI * k * t / n;
-                    re += r * Math.cos(a);
-                    im -= r * Math.sin(a);
+                    re += r[t] * COS[k - 1][t];
+                    im -= r[t] * SIN[k - 1][t];
                 }
                 all[o + 2 * n - 1 + k - 1] = (float) (4 * Math.hypot(re, im) / n);
             }

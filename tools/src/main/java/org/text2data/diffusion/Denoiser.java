@@ -100,24 +100,12 @@ public final class Denoiser extends Module implements ConditionalModel {
     /**
      * Overwrites every parameter from a state dict (name to tensor of the same shape); the values are
      * copied into this model's tensors, converted to their dtype.
+     *
+     * @param state name to tensor
+     * @throws IllegalArgumentException if a name is missing or a shape differs (nothing is copied then)
      */
     public void loadStateDict(Map<String, Tensor> state) {
-        for (String name : named.keySet()) {
-            if (!state.containsKey(name)) {
-                throw new IllegalArgumentException("state dict has no '" + name + "'");
-            }
-        }
-        try (var guard = new org.bytedeco.pytorch.NoGradGuard()) {
-            for (Map.Entry<String, Tensor> e : named.entrySet()) {
-                Tensor src = state.get(e.getKey());
-                if (!java.util.Arrays.equals(src.shape(), e.getValue().shape())) {
-                    throw new IllegalArgumentException("state dict '" + e.getKey() + "' has shape "
-                            + java.util.Arrays.toString(src.shape()) + ", expected "
-                            + java.util.Arrays.toString(e.getValue().shape()));
-                }
-                e.getValue().copy_(src);
-            }
-        }
+        StateDicts.load(named, state);
     }
 
     /** Output features (the data dimension for the fixtures' denoiser). */

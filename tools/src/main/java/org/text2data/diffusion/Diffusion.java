@@ -71,6 +71,15 @@ public final class Diffusion {
         return this;
     }
 
+    /**
+     * Width of the time embedding that follows the series in the network's input.
+     *
+     * @return the embedding's width
+     */
+    public int timeDim() {
+        return timeDim;
+    }
+
     /** Width of the network's input for series of {@code length}. */
     public int inputDim(int length) {
         return length + timeDim;
@@ -168,16 +177,15 @@ public final class Diffusion {
                     double a = Math.sqrt(alphaBar[t]);
                     double sd = Math.sqrt(1 - alphaBar[t]);
                     // the network's output is the clean series or the noise; each follows from the other
-                    Tensor x0 = predictsClean ? out : x.sub(out.mul(new Scalar(sd))).div(new Scalar(a));
                     Tensor eps = predictsClean ? x.sub(out.mul(new Scalar(a))).div(new Scalar(sd)) : out;
                     Tensor next;
-                    if (t == 0) {
-                        next = ddim ? x0 : x.sub(eps.mul(new Scalar(beta[t] / sd))).div(new Scalar(Math.sqrt(1 - beta[t])));
-                    } else if (ddim) {
-                        next = x0.mul(new Scalar(Math.sqrt(alphaBar[t - 1]))).add(eps.mul(new Scalar(Math.sqrt(1 - alphaBar[t - 1]))));
-                    } else {
-                        next = x.sub(eps.mul(new Scalar(beta[t] / sd))).div(new Scalar(Math.sqrt(1 - beta[t])))
-                                .add(torch.randn(n, length).mul(new Scalar(Math.sqrt(beta[t]))));
+                    if (ddim) { // to the next level along the estimate of the clean series, no fresh noise
+                        Tensor x0 = predictsClean ? out : x.sub(out.mul(new Scalar(sd))).div(new Scalar(a));
+                        next = t == 0 ? x0 : x0.mul(new Scalar(Math.sqrt(alphaBar[t - 1])))
+                                .add(eps.mul(new Scalar(Math.sqrt(1 - alphaBar[t - 1]))));
+                    } else { // the posterior mean, plus fresh noise but at the last step
+                        Tensor mean = x.sub(eps.mul(new Scalar(beta[t] / sd))).div(new Scalar(Math.sqrt(1 - beta[t])));
+                        next = t > 0 ? mean.add(torch.randn(n, length).mul(new Scalar(Math.sqrt(beta[t])))) : mean;
                     }
                     next.retainReference();
                     x.close();

@@ -128,21 +128,6 @@ public final class FilmDenoiser extends Module implements ConditionalModel {
      * @throws IllegalArgumentException if a name is missing or a shape differs (nothing is copied then)
      */
     public void loadStateDict(Map<String, Tensor> state) {
-        for (Map.Entry<String, Tensor> e : named.entrySet()) {
-            Tensor src = state.get(e.getKey());
-            if (src == null) {
-                throw new IllegalArgumentException("state dict has no '" + e.getKey() + "'");
-            }
-            if (!java.util.Arrays.equals(src.shape(), e.getValue().shape())) {
-                throw new IllegalArgumentException("state dict '" + e.getKey() + "' has shape "
-                        + java.util.Arrays.toString(src.shape()) + ", expected "
-                        + java.util.Arrays.toString(e.getValue().shape()));
-            }
-        }
-        try (NoGradGuard ng = new NoGradGuard()) {
-            for (Map.Entry<String, Tensor> e : named.entrySet()) {
-                e.getValue().copy_(state.get(e.getKey()));
-            }
-        }
+        StateDicts.load(named, state);
     }
 }
