@@ -74,6 +74,33 @@ class DemoTest {
                 .isNotEqualTo(ra);
     }
 
+    /**
+     * The evaluations during training draw their sampling noise from the same generator as the training: how many
+     * samples they take must not change the trained models, so the final scores are the same with 2 and with 3.
+     */
+    @Test
+    void howMuchIsEvaluatedDuringTrainingChangesNoTrainedModel(@TempDir Path tmp) throws Exception {
+        org.text2data.demo.DemoConfig q = org.text2data.demo.DemoConfig.quick().with(null, 1, null, null, null);
+        JsonObject[] methods = new JsonObject[2];
+        for (int k = 0; k < 2; k++) {
+            int evalSamples = 2 + k;
+            org.text2data.demo.DemoConfig c = new org.text2data.demo.DemoConfig(q.name(), q.trainSeries(), q.seen(),
+                    q.hidden(), q.blocks(), q.batchSize(), q.pretrainSteps(), q.finetuneSteps(), q.ceilingSteps(), q.lr(),
+                    q.condDropout(), q.relax(), q.unseenPrompts(), q.samplesPerPrompt(), q.evaluations(), evalSamples,
+                    q.guidance(), q.estimatorSeries(), q.estimatorSteps(), q.seeds(), q.seed());
+            Path report = tmp.resolve("report-" + evalSamples + ".json");
+            new org.text2data.demo.Demo(c, org.text2data.train.TrainingListener.NONE, line -> { })
+                    .run(report, tmp.resolve("plots-" + evalSamples));
+            methods[k] = JsonParser.parseString(Files.readString(report)).getAsJsonObject().getAsJsonObject("methods");
+        }
+        for (String m : List.of("conditional_only", "pretrain_finetune", "text2data", "ceiling")) {
+            for (String key : List.of("unseen_accuracy", "seen_accuracy", "quality_mmd")) {
+                assertThat(methods[1].getAsJsonObject(m).get(key)).as(m + " " + key)
+                        .isEqualTo(methods[0].getAsJsonObject(m).get(key));
+            }
+        }
+    }
+
     @Test
     void badDemoFlagsWriteNothing(@TempDir Path tmp) {
         Path out = tmp.resolve("o");

@@ -394,12 +394,22 @@ public final class Demo {
             List<double[]> gCurve = new ArrayList<>();
             int every = Math.max(1, steps / cfg.evaluations());
             java.util.function.ToDoubleFunction<ConditionalModel> evaluator = m -> {
-                long step = offset + (long) (curve.size() + 1) * every;
-                List<float[][]> gen = generate(m, unseen, cfg.evalSamples(), true);
-                double acc = Arrays.stream(accuracy(unseen, gen, est)).average().orElseThrow();
-                curve.add(new double[] {Math.min(step, offset + steps), acc});
-                gCurve.add(new double[] {Math.min(step, offset + steps), gEval(m, gRows)});
-                return 1 - acc;
+                // The evaluation's sampling noise comes from libtorch's global generator, as the training's does:
+                // its state is put back afterwards, so that how often and how much is evaluated changes no training step.
+                org.bytedeco.pytorch.Generator global = torch.getDefaultCPUGenerator();
+                Tensor state = global.get_state();
+                try {
+                    long step = offset + (long) (curve.size() + 1) * every;
+                    List<float[][]> gen = generate(m, unseen, cfg.evalSamples(), true);
+                    double acc = Arrays.stream(accuracy(unseen, gen, est)).average().orElseThrow();
+                    curve.add(new double[] {Math.min(step, offset + steps), acc});
+                    gCurve.add(new double[] {Math.min(step, offset + steps), gEval(m, gRows)});
+                    return 1 - acc;
+                } finally {
+                    global.set_state(state);
+                    state.close();
+                    global.close();
+                }
             };
             Finetuning.Result r;
             try (Constraint opt = new Constraint(model.namedParameters(), OptimizerSpec.adam(cfg.lr()), 1, 1, Engine.AUTO)) {
