@@ -69,7 +69,9 @@ public final class Interleaved {
 
     /** One timed operation; {@link #prepare()} runs untimed before each call. */
     interface Variant {
-        void prepare();
+        /** Untimed work before a call (nothing by default). */
+        default void prepare() {
+        }
 
         void call();
     }
@@ -354,32 +356,14 @@ public final class Interleaved {
         double gConstraint = 0.9 * w.uncondLoss();
         Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(StepBench.LR), 1.0, 1.0, engine);
         toClose.add(opt);
-        return new Variant() {
-            @Override
-            public void prepare() {
-            }
-
-            @Override
-            public void call() {
-                w.runStep(opt, gConstraint);
-            }
-        };
+        return () -> w.runStep(opt, gConstraint);
     }
 
     private static Variant plain(String workload, List<AutoCloseable> toClose) {
         Workloads.Workload w = Workloads.load(workload);
         Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(StepBench.LR), 1.0, 1.0, Engine.PLAIN);
         toClose.add(opt);
-        return new Variant() {
-            @Override
-            public void prepare() {
-            }
-
-            @Override
-            public void call() {
-                w.plainStep(opt);
-            }
-        };
+        return () -> w.plainStep(opt);
     }
 
     private static Variant update(String workload, Engine engine, List<AutoCloseable> toClose) {
@@ -430,17 +414,10 @@ public final class Interleaved {
                 dst.add(t.detach().clone());
             }
         }
-        return new Variant() {
-            @Override
-            public void prepare() {
-            }
-
-            @Override
-            public void call() {
-                try (PointerScope s = new PointerScope(); NoGradGuard g = new NoGradGuard()) {
-                    for (int i = 0; i < src.size(); i++) {
-                        dst.get(i).copy_(src.get(i));
-                    }
+        return () -> {
+            try (PointerScope s = new PointerScope(); NoGradGuard g = new NoGradGuard()) {
+                for (int i = 0; i < src.size(); i++) {
+                    dst.get(i).copy_(src.get(i));
                 }
             }
         };
