@@ -20,7 +20,10 @@
 # travel to the device machine in its own call (bench/gpu/README.md, "The Java side").
 #
 # Options: --out DIR (default bench/gpu/java-bundle), --parts, --skip-build (reuse target/ from an earlier
-# -Pgpu build). Environment: JAVA_HOME (a JDK >= 22 with jlink; else the newest under /usr/lib/jvm).
+# -Pgpu build), --keep-sm LIST (e.g. 90 for an H100 or H200: libtorch_cuda.so keeps the GPU code of those
+# architectures only, the rest blanked by fatbin_keep.py; the parts shrink from 9 to 5, and the bundle runs on
+# GPUs of those architectures only). Environment: JAVA_HOME (a JDK >= 22 with jlink; else the newest under
+# /usr/lib/jvm).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,12 +31,15 @@ ROOT=$(cd "$HERE/../.." && pwd)
 B="$HERE/java-bundle"
 PARTS=0
 BUILD=1
+KEEP_SM=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) B="$2"; shift ;;
         --out=*) B="${1#--out=}" ;;
         --parts) PARTS=1 ;;
         --skip-build) BUILD=0 ;;
+        --keep-sm) KEEP_SM="$2"; shift ;;
+        --keep-sm=*) KEEP_SM="${1#--keep-sm=}" ;;
         -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "unknown option: $1" >&2; exit 2 ;;
     esac
@@ -86,6 +92,10 @@ jlink --add-modules java.base,java.desktop,java.logging,java.management,java.nam
 
 say "unpacking libtorch's CUDA natives from $(basename "$gpujar") ..."
 unzip -q "$gpujar" 'org/bytedeco/pytorch/linux-x86_64-gpu/*' -d "$B/natives"
+if [ -n "$KEEP_SM" ]; then
+    say "keeping the GPU code of sm_$KEEP_SM only in libtorch_cuda.so ..."
+    python3 "$HERE/fatbin_keep.py" "$B/natives/org/bytedeco/pytorch/linux-x86_64-gpu/libtorch_cuda.so" "$KEEP_SM"
+fi
 
 cp "$jar" "$tools_jar" "$B/lib/"
 # test-only jars (the dependency plugin's runtime scope lists them too here) go to test/lib
@@ -137,7 +147,7 @@ chmod +x "$B/bin/java"
     echo "made: $(date -u '+%Y-%m-%d %H:%M:%S UTC') on $(uname -srm)"
     echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "jdk: $("$B/jre/bin/java" -version 2>&1 | head -n 1)"
-    echo "libtorch: $(basename "$gpujar")"
+    echo "libtorch: $(basename "$gpujar")${KEEP_SM:+ (libtorch_cuda.so: GPU code of sm_$KEEP_SM only)}"
     echo "libtext2data.so: $cuda_lib"
     echo "size: $(du -sh "$B" | cut -f1)"
 } > "$B/MANIFEST.txt"

@@ -13,7 +13,8 @@
 # 2. what the JVM sees (GpuStepBench --info): CUDA available, the fused engine on cuda;
 # 3. conformance (`text2data conformance`): every fixture case on the CPU and on CUDA, both engines, end to end
 #    and with the recorded g (BARRIER lines count as passed and are listed);
-# 4. JUnit: ConformanceTest (its CUDA test runs here) and NativeLoadFailureTest, with the console launcher;
+# 4. JUnit: ConformanceTest (its CUDA test runs here), NativeLoadFailureTest, CapturedStepCudaTest and
+#    HostSyncCudaTest, with the console launcher;
 # 5. the step benchmark on the bench's workloads: Java runStep per engine and the plain two-pass
 #    (GpuStepBench), and, where python3 has a CUDA torch, the clean-room reference's run_step and baseline
 #    (bench/python/bench_ref.py --device cuda) from the same weights; the ratios from this one run.
@@ -173,7 +174,7 @@ EOF
     if ! tail -n 1 "$conf" | grep -qE '^[0-9]+ passed, [0-9]+ failed$'; then bad "conformance: no summary line (exit $rc)"; fi
 
     # --- JUnit: the tests that matter on a GPU
-    sect "JUnit (ConformanceTest with its CUDA test, NativeLoadFailureTest, CapturedStepCudaTest)"
+    sect "JUnit (ConformanceTest with its CUDA test, NativeLoadFailureTest, CapturedStepCudaTest, HostSyncCudaTest)"
     local tcp junit="$D/java-junit.out"
     tcp="$BUNDLE/test/classes:$(sed "s#\([^:]*\)#$BUNDLE/\1#g" "$BUNDLE/classpath.txt")"
     for cand in "$BUNDLE"/test/lib/*.jar; do
@@ -184,7 +185,8 @@ EOF
         --sun-misc-unsafe-memory-access=allow -Xss4m -Dorg.bytedeco.javacpp.cachedir="$BUNDLE/javacpp-cache" \
         -jar "$BUNDLE/test/lib/junit-platform-console-standalone.jar" execute --disable-banner --disable-ansi-colors --details=tree \
         --class-path "$tcp" --select-class org.text2data.ConformanceTest --select-class org.text2data.NativeLoadFailureTest \
-        --select-class org.text2data.CapturedStepCudaTest) \
+        --select-class org.text2data.CapturedStepCudaTest --select-class org.text2data.HostSyncCudaTest \
+        --select-class org.text2data.FusedOptimizerTest) \
         > "$junit" 2>&1
     rc=$?
     grep -vE '^(ok|FAIL|BARRIER) ' "$junit" | tail -n 60
@@ -236,15 +238,23 @@ import json, os, sys
 j = json.load(open(sys.argv[1]))
 p = json.load(open(sys.argv[2]))["workloads"] if os.path.exists(sys.argv[2]) else {}
 print(f"\nmedian ms per step on {j['device']}, from this run (Python first, then Java; each mode on its own copy of the same weights)")
-print("| workload | Java runStep fused | Java runStep plain | Java plain | Python run_step | Python plain "
-      "| Java fused / Python | Java fused / Java plain | Python run_step / plain |")
+m = lambda d, k: d[k]["median_ms"] if k in d else float("nan")
+print("| workload | Java runStep fused | Java runStep plain | Java plain | Java captured | Python run_step | Python plain "
+      "| Python plain, fused Adam | Python plain, fused Adam, graphed |")
 print("|---|---|---|---|---|---|---|---|---|")
 for name, r in j["workloads"].items():
-    m = lambda d, k: d[k]["median_ms"] if k in d else float("nan")
-    jf, jp, jb = m(r, "runStep-fused"), m(r, "runStep-plain"), m(r, "plain")
     q = p.get(name, {})
-    pc, pb = m(q, "constrained"), m(q, "baseline")
-    print(f"| {name} | {jf:.3f} | {jp:.3f} | {jb:.3f} | {pc:.3f} | {pb:.3f} | {jf / pc:.2f} | {jf / jb:.3f} | {pc / pb:.3f} |")
+    print(f"| {name} | {m(r, 'runStep-fused'):.3f} | {m(r, 'runStep-plain'):.3f} | {m(r, 'plain'):.3f} | {m(r, 'captured'):.3f} "
+          f"| {m(q, 'constrained'):.3f} | {m(q, 'baseline'):.3f} | {m(q, 'fused'):.3f} | {m(q, 'graphed'):.3f} |")
+print("\nratios from this run (issue targets: fused / Python fused-Adam plain <= 1.05; captured / Python graphed <= 1.10)")
+print("| workload | Java fused / Python run_step | Java fused / Java plain | Java fused / Python fused-Adam plain "
+      "| Java captured / Python graphed | Java captured / Python run_step |")
+print("|---|---|---|---|---|---|")
+for name, r in j["workloads"].items():
+    q = p.get(name, {})
+    jf, jc = m(r, "runStep-fused"), m(r, "captured")
+    print(f"| {name} | {jf / m(q, 'constrained'):.3f} | {jf / m(r, 'plain'):.3f} | {jf / m(q, 'fused'):.3f} "
+          f"| {jc / m(q, 'graphed'):.3f} | {jc / m(q, 'constrained'):.3f} |")
 EOF
     fi
 

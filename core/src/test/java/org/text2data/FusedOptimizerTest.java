@@ -19,6 +19,7 @@ import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
+import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -51,8 +52,8 @@ class FusedOptimizerTest {
         double worst = 0;
         try (PointerScope scope = new PointerScope()) {
             for (int i = 0; i < want.size(); i++) {
-                Tensor a = got.get(i).detach().to(ScalarType.Double);
-                Tensor b = want.get(i).detach().to(ScalarType.Double);
+                Tensor a = got.get(i).detach().cpu().to(ScalarType.Double);
+                Tensor b = want.get(i).detach().cpu().to(ScalarType.Double);
                 double scale = b.abs().max().item_double();
                 double err = a.sub(b).abs().max().item_double();
                 worst = Math.max(worst, scale == 0 ? err : err / scale);
@@ -61,13 +62,20 @@ class FusedOptimizerTest {
         return worst;
     }
 
-    private static void trajectories(String fixture, double tol) {
+    private static TorchScriptModel model(String fixture, String device) {
+        TorchScriptModel m = TorchScriptModel.load(TestModels.fixture(fixture + ".model.pt"));
+        m.to(device);
+        return m;
+    }
+
+    private static void trajectories(String fixture, double tol, String device) {
         for (OptimizerSpec spec : fusedKinds()) {
             // the yardsticks: libtorch's optimizer after the plain engine's projection, and after the fused one's
-            try (TorchScriptModel fusedModel = TorchScriptModel.load(TestModels.fixture(fixture + ".model.pt"));
-                 TorchScriptModel plainModel = TorchScriptModel.load(TestModels.fixture(fixture + ".model.pt"));
-                 TorchScriptModel kernelModel = TorchScriptModel.load(TestModels.fixture(fixture + ".model.pt"));
-                 Batch batch = Batch.load(TestModels.fixture(fixture + ".batch.pt"));
+            try (TorchScriptModel fusedModel = model(fixture, device);
+                 TorchScriptModel plainModel = model(fixture, device);
+                 TorchScriptModel kernelModel = model(fixture, device);
+                 Batch stored = Batch.load(TestModels.fixture(fixture + ".batch.pt"));
+                 Batch batch = stored.to(device);
                  Constraint fused = new Constraint(fusedModel.namedParameters(), spec, 1.0, 1.0, Engine.FUSED);
                  Constraint plain = new Constraint(plainModel.namedParameters(), spec.fused(false), 1.0, 1.0, Engine.PLAIN);
                  Constraint kernel = new Constraint(kernelModel.namedParameters(), spec.fused(false), 1.0, 1.0,
@@ -89,7 +97,7 @@ class FusedOptimizerTest {
                     worstPlain = Math.max(worstPlain, worstRelative(fused.parameters(), plain.parameters()));
                     worstKernel = Math.max(worstKernel, worstRelative(fused.parameters(), kernel.parameters()));
                 }
-                String what = spec + " on " + fixture;
+                String what = spec + " on " + fixture + " (" + device + ")";
                 assertThat(projected).as(what + ": tensors projected").isPositive();
                 assertThat(worstPlain).as(what + ": against the plain engine + libtorch").isLessThanOrEqualTo(tol);
                 assertThat(worstKernel).as(what + ": against the fused projection + libtorch").isLessThanOrEqualTo(tol);
@@ -104,12 +112,20 @@ class FusedOptimizerTest {
 
     @Test
     void float64TrajectoriesEqualLibtorchsOptimizersTo1e12() {
-        trajectories("adam-f64", 1e-12);
+        trajectories("adam-f64", 1e-12, "cpu");
     }
 
     @Test
     void float32TrajectoriesEqualLibtorchsOptimizersTo1e5() {
-        trajectories("adam-f32", 1e-5);
+        trajectories("adam-f32", 1e-5, "cpu");
+    }
+
+    /** The same on a GPU (skipped without one; bench/gpu/java-check.sh runs it): the CUDA kernel's optimizers. */
+    @Test
+    void onAGpuTrajectoriesEqualLibtorchsOptimizersToTheSameTolerances() {
+        Assumptions.assumeTrue(LibTorch.cudaAvailable(), "no CUDA device: the CUDA optimizers are checked on a GPU only");
+        trajectories("adam-f64", 1e-12, "cuda");
+        trajectories("adam-f32", 1e-5, "cuda");
     }
 
     /** An optimizer's options as the oracle takes them, and the spec built from them. */

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Runs check.sh and java-check.sh on a lent GPU machine while the Java bundle's parts are still arriving, so that
+# the device minutes go to checks, not to waiting: each device call carries one part in .devparts/ (a folder
+# .git/info/exclude ignores, named in the call's carry) and runs one of
+#
+#     bash bench/gpu/relay.sh part              # the first parts: moved to /tmp/t2d-parts; the first call also
+#                                               # starts check.sh in the background (setsid: it outlives the call)
+#     bash bench/gpu/relay.sh finish [SECONDS]  # the last part: moved too; in the background, once check.sh has
+#                                               # ended, java-check.sh --parts /tmp/t2d-parts --quick; waits up to
+#                                               # SECONDS (default 540) for it
+#     bash bench/gpu/relay.sh collect [SECONDS] # waits again, if finish's wait ended first
+#
+# finish and collect copy what has been written so far to $OUT: gpu-check.log, gpu-check.json, java-check.log,
+# java-conformance.out, java-junit.out, java-steps.json, py-steps.json (7 files). The background logs stay in
+# /tmp/t2d-relay. Environment: T2D_RELAY_JAVA_ARGS (default --quick) for java-check.sh.
+set -u -o pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+R=/tmp/t2d-relay
+P=/tmp/t2d-parts
+mkdir -p "$R/check" "$R/java" "$P"
+
+receive() {
+    if compgen -G "$ROOT/.devparts/*" >/dev/null; then mv "$ROOT"/.devparts/* "$P"/; fi
+    echo "parts here: $(ls "$P" | tr '\n' ' ')($(du -sh "$P" | cut -f1))"
+}
+
+start_check() {
+    [ -e "$R/check.started" ] && return
+    date +%s > "$R/check.started"
+    ( cd "$ROOT" && OUT="$R/check" setsid bash -c 'bash bench/gpu/check.sh > /tmp/t2d-relay/check.out 2>&1; echo $? > /tmp/t2d-relay/check.rc' \
+        </dev/null >/dev/null 2>&1 & )
+    echo "check.sh started in the background"
+}
+
+progress() {
+    local t0
+    t0=$(cat "$R/check.started" 2>/dev/null || date +%s)
+    echo "--- $(( $(date +%s) - t0 )) s since check.sh started"
+    if [ -f "$R/check.rc" ]; then echo "check.sh ended: exit $(cat "$R/check.rc"); $(grep -E '^[0-9]+ passed' "$R/check.out" | tail -n 1)";
+    else echo "check.sh running: $(tail -n 1 "$R/check.out" 2>/dev/null | cut -c1-160)"; fi
+    if [ -f "$R/java.rc" ]; then echo "java-check.sh ended: exit $(cat "$R/java.rc"); $(grep -E '^[0-9]+ passed' "$R/java.out" | tail -n 1)";
+    elif [ -f "$R/java.out" ]; then echo "java-check.sh running: $(grep '^===' "$R/java.out" | tail -n 1)"; fi
+}
+
+copy_out() {
+    [ -n "${OUT:-}" ] || return 0
+    local f
+    for f in "$R"/check/gpu-check.log "$R"/check/gpu-check.json "$R"/java/java-check.log "$R"/java/java-conformance.out \
+            "$R"/java/java-junit.out "$R"/java/java-steps.json "$R"/java/py-steps.json; do
+        [ -f "$f" ] && cp "$f" "$OUT/"
+    done
+    return 0
+}
+
+wait_java() {
+    local limit=$1 t0
+    t0=$(date +%s)
+    while [ ! -f "$R/java.rc" ] && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do sleep 5; done
+    progress
+    copy_out
+    if [ -f "$R/java.rc" ]; then
+        echo "=== check.sh summary"; grep -E '^(FAIL|[0-9]+ passed)' "$R/check.out" | tail -n 40
+        echo "=== java-check.sh, from its benchmark on"; sed -n '/=== step benchmark/,$p' "$R/java.out" | tail -n 80
+        echo "=== java-check.sh failures"; grep -E '^FAIL' "$R/java.out" | head -n 40
+    else
+        echo "not finished: run relay.sh collect"
+    fi
+}
+
+case "${1:-}" in
+    part)
+        receive; start_check; progress ;;
+    finish)
+        receive; start_check
+        ( cd "$ROOT" && OUT="$R/java" setsid bash -c "while [ ! -f $R/check.rc ]; do sleep 2; done; \
+            bash bench/gpu/java-check.sh --parts $P ${T2D_RELAY_JAVA_ARGS:---quick} > $R/java.out 2>&1; echo \$? > $R/java.rc" \
+            </dev/null >/dev/null 2>&1 & )
+        echo "java-check.sh starts once check.sh has ended"
+        wait_java "${2:-540}" ;;
+    collect)
+        wait_java "${2:-540}" ;;
+    *)
+        sed -n '2,17p' "$0"; exit 2 ;;
+esac
