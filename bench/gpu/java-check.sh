@@ -13,8 +13,9 @@
 # 2. what the JVM sees (GpuStepBench --info): CUDA available, the fused engine on cuda;
 # 3. conformance (`text2data conformance`): every fixture case on the CPU and on CUDA, both engines, end to end
 #    and with the recorded g (BARRIER lines count as passed and are listed);
-# 4. JUnit: ConformanceTest (its CUDA test runs here), NativeLoadFailureTest, CapturedStepCudaTest and
-#    HostSyncCudaTest, with the console launcher;
+# 4. JUnit, with the console launcher: the CUDA tests of ConformanceTest and FusedOptimizerTest (their CPU tests
+#    are the build's), NativeLoadFailureTest and HostSyncCudaTest; then CapturedStepCudaTest in a JVM of its own
+#    (a JVM crash is reported with the start of its hs_err file);
 # 5. the step benchmark on the bench's workloads: Java runStep per engine and the plain two-pass
 #    (GpuStepBench), and, where python3 has a CUDA torch, the clean-room reference's run_step and baseline
 #    (bench/python/bench_ref.py --device cuda) from the same weights; the ratios from this one run.
@@ -44,6 +45,9 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+
+case "$BUNDLE" in /*) ;; *) BUNDLE="$PWD/$BUNDLE" ;; esac
+case "$PARTS" in /*|"") ;; *) PARTS="$PWD/$PARTS" ;; esac
 
 main() {
     local passed=0 failed=0 t_start
@@ -173,37 +177,50 @@ EOF
     if [ $rc = 124 ]; then bad "conformance: timed out"; fi
     if ! tail -n 1 "$conf" | grep -qE '^[0-9]+ passed, [0-9]+ failed$'; then bad "conformance: no summary line (exit $rc)"; fi
 
-    # --- JUnit: the tests that matter on a GPU
-    sect "JUnit (ConformanceTest with its CUDA test, NativeLoadFailureTest, CapturedStepCudaTest, HostSyncCudaTest)"
+    # --- JUnit: the tests that matter on a GPU; the captured step in a JVM of its own, so that a crash there
+    # loses no other result
+    sect "JUnit (the CUDA tests of ConformanceTest and FusedOptimizerTest, NativeLoadFailureTest, HostSyncCudaTest; then CapturedStepCudaTest)"
     local tcp junit="$D/java-junit.out"
     tcp="$BUNDLE/test/classes:$(sed "s#\([^:]*\)#$BUNDLE/\1#g" "$BUNDLE/classpath.txt")"
     for cand in "$BUNDLE"/test/lib/*.jar; do
         case "$cand" in *junit-platform-console-standalone*) ;; *) tcp="$tcp:$cand" ;; esac
     done
-    # from core/, where the tests find the fixtures (src/test/resources)
-    (cd "$ROOT/core" && timeout "${T2D_JAVA_TIMEOUT:-420}" "$BUNDLE/jre/bin/java" --enable-native-access=ALL-UNNAMED \
-        --sun-misc-unsafe-memory-access=allow -Xss4m -Dorg.bytedeco.javacpp.cachedir="$BUNDLE/javacpp-cache" \
-        -jar "$BUNDLE/test/lib/junit-platform-console-standalone.jar" execute --disable-banner --disable-ansi-colors --details=tree \
-        --class-path "$tcp" --select-class org.text2data.ConformanceTest --select-class org.text2data.NativeLoadFailureTest \
-        --select-class org.text2data.CapturedStepCudaTest --select-class org.text2data.HostSyncCudaTest \
-        --select-class org.text2data.FusedOptimizerTest) \
-        > "$junit" 2>&1
-    rc=$?
-    grep -vE '^(ok|FAIL|BARRIER) ' "$junit" | tail -n 60
-    local j_ok j_fail j_skip j_abort
-    j_ok=$(sed -n 's/.*\[ *\([0-9]*\) tests successful *\].*/\1/p' "$junit" | tail -n 1)
-    j_fail=$(sed -n 's/.*\[ *\([0-9]*\) tests failed *\].*/\1/p' "$junit" | tail -n 1)
-    j_skip=$(sed -n 's/.*\[ *\([0-9]*\) tests skipped *\].*/\1/p' "$junit" | tail -n 1)
-    j_abort=$(sed -n 's/.*\[ *\([0-9]*\) tests aborted *\].*/\1/p' "$junit" | tail -n 1)  # failed assumptions
-    if [ -z "$j_ok" ]; then
-        bad "junit: no summary (exit $rc)"
-    else
+    : > "$junit"
+    junit_run() {
+        local out="$D/java-junit.part" j_ok j_fail j_skip j_abort crash
+        # from core/, where the tests find the fixtures (src/test/resources)
+        (cd "$ROOT/core" && rm -f hs_err_pid*.log && timeout "${T2D_JAVA_TIMEOUT:-420}" "$BUNDLE/jre/bin/java" \
+            --enable-native-access=ALL-UNNAMED --sun-misc-unsafe-memory-access=allow -Xss4m \
+            -Dorg.bytedeco.javacpp.cachedir="$BUNDLE/javacpp-cache" \
+            -jar "$BUNDLE/test/lib/junit-platform-console-standalone.jar" execute --disable-banner --disable-ansi-colors \
+            --details=tree --class-path "$tcp" "$@") > "$out" 2>&1
+        rc=$?
+        cat "$out" >> "$junit"
+        grep -vE '^(ok|FAIL|BARRIER) ' "$out" | tail -n 60
+        crash=$(ls "$ROOT"/core/hs_err_pid*.log 2>/dev/null | head -n 1)
+        if [ -n "$crash" ]; then
+            bad "junit: the JVM crashed ($*); the start of $(basename "$crash"):"
+            head -n 40 "$crash" | sed 's/^/  /' | tee -a "$junit"
+        fi
+        j_ok=$(sed -n 's/.*\[ *\([0-9]*\) tests successful *\].*/\1/p' "$out" | tail -n 1)
+        j_fail=$(sed -n 's/.*\[ *\([0-9]*\) tests failed *\].*/\1/p' "$out" | tail -n 1)
+        j_skip=$(sed -n 's/.*\[ *\([0-9]*\) tests skipped *\].*/\1/p' "$out" | tail -n 1)
+        j_abort=$(sed -n 's/.*\[ *\([0-9]*\) tests aborted *\].*/\1/p' "$out" | tail -n 1)  # failed assumptions
+        rm -f "$out"
+        if [ -z "$j_ok" ]; then
+            bad "junit: no summary (exit $rc; $*)"
+            return
+        fi
         passed=$((passed + j_ok)); failed=$((failed + ${j_fail:-0}))
         if [ $rc != 0 ] && [ "${j_fail:-0}" = 0 ]; then bad "junit: exit $rc (see java-junit.out)"; fi
-        if [ "$j_ok" = 0 ]; then bad "junit: no test ran"; fi
+        if [ "$j_ok" = 0 ] && [ "${j_fail:-0}" = 0 ] && [ $have_cuda = 1 ]; then bad "junit: no test ran ($*)"; fi
         echo "junit: $j_ok successful, ${j_fail:-0} failed, ${j_skip:-0} skipped, ${j_abort:-0} aborted (assumption not met: no CUDA)"
         if [ $have_cuda = 1 ] && [ "${j_skip:-0}${j_abort:-0}" != 00 ]; then bad "junit: tests skipped or aborted on a machine with CUDA"; fi
-    fi
+    }
+    junit_run --select-method org.text2data.ConformanceTest#cudaMatchesTheReferenceLikeTheCpuDoes \
+        --select-method org.text2data.FusedOptimizerTest#onAGpuTrajectoriesEqualLibtorchsOptimizersToTheSameTolerances \
+        --select-class org.text2data.NativeLoadFailureTest --select-class org.text2data.HostSyncCudaTest
+    junit_run --select-class org.text2data.CapturedStepCudaTest
 
     # --- step benchmark: Java (GpuStepBench) and the clean-room Python reference, same weights
     sect "step benchmark (wall time per step, synchronised)"
@@ -230,7 +247,13 @@ EOF
             --device $dev --workloads "$WORKLOADS" "${jargs[@]}" --json "$jjson"; then
         ok "java: runStep and the plain two-pass timed on $dev"
     else
-        bad "java: GpuStepBench failed"
+        bad "java: GpuStepBench failed; again without the captured step"
+        if T2D_EXTRA_CP="$BUNDLE/bench" T2D_BENCH_WEIGHTS="$weights" timeout 900 "$J" org.text2data.bench.GpuStepBench \
+                --device $dev --workloads "$WORKLOADS" "${jargs[@]}" --json "$jjson" --no-captured; then
+            ok "java: runStep and the plain two-pass timed on $dev (without the captured step)"
+        else
+            bad "java: GpuStepBench failed without the captured step too"
+        fi
     fi
     if [ -f "$jjson" ] && command -v python3 >/dev/null 2>&1; then
         python3 - "$jjson" "$pyjson" <<'EOF'

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Runs check.sh and java-check.sh on a lent GPU machine while the Java bundle's parts are still arriving, so that
-# the device minutes go to checks, not to waiting: each device call carries one part in .devparts/ (a folder
-# .git/info/exclude ignores, named in the call's carry) and runs one of
+# the device minutes go to checks, not to waiting: each device call carries one part in a folder .devparts*/
+# (.devparts1/ ... .devparts5/, which .git/info/exclude ignores with /.devparts*/; each named in its call's carry,
+# so that nothing needs changing here between two calls) and runs one of
 #
 #     bash bench/gpu/relay.sh part              # the first parts: moved to /tmp/t2d-parts; the first call also
 #                                               # starts check.sh in the background (setsid: it outlives the call)
 #     bash bench/gpu/relay.sh finish [SECONDS]  # the last part: moved too; in the background, once check.sh has
-#                                               # ended, java-check.sh --parts /tmp/t2d-parts --quick; waits up to
-#                                               # SECONDS (default 540) for it
+#                                               # ended (or run 7 minutes), java-check.sh --parts /tmp/t2d-parts;
+#                                               # waits up to SECONDS (default 540) for it
 #     bash bench/gpu/relay.sh collect [SECONDS] # waits again, if finish's wait ended first
 #
 # finish and collect copy what has been written so far to $OUT: gpu-check.log, gpu-check.json, java-check.log,
 # java-conformance.out, java-junit.out, java-steps.json, py-steps.json (7 files). The background logs stay in
-# /tmp/t2d-relay. Environment: T2D_RELAY_JAVA_ARGS (default --quick) for java-check.sh.
+# /tmp/t2d-relay. Environment: T2D_RELAY_JAVA_ARGS (say --quick; default none: 1 s of timing per mode) for java-check.sh.
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,7 +23,7 @@ P=/tmp/t2d-parts
 mkdir -p "$R/check" "$R/java" "$P"
 
 receive() {
-    if compgen -G "$ROOT/.devparts/*" >/dev/null; then mv "$ROOT"/.devparts/* "$P"/; fi
+    if compgen -G "$ROOT/.devparts*/*" >/dev/null; then mv "$ROOT"/.devparts*/* "$P"/; fi
     echo "parts here: $(ls "$P" | tr '\n' ' ')($(du -sh "$P" | cut -f1))"
 }
 
@@ -74,8 +75,8 @@ case "${1:-}" in
         receive; start_check; progress ;;
     finish)
         receive; start_check
-        ( cd "$ROOT" && OUT="$R/java" setsid bash -c "while [ ! -f $R/check.rc ]; do sleep 2; done; \
-            bash bench/gpu/java-check.sh --parts $P ${T2D_RELAY_JAVA_ARGS:---quick} > $R/java.out 2>&1; echo \$? > $R/java.rc" \
+        ( cd "$ROOT" && OUT="$R/java" setsid bash -c "while [ ! -f $R/check.rc ] && [ \$(( \$(date +%s) - \$(cat $R/check.started) )) -lt 420 ]; do sleep 2; done; \
+            bash bench/gpu/java-check.sh --parts $P ${T2D_RELAY_JAVA_ARGS:-} > $R/java.out 2>&1; echo \$? > $R/java.rc" \
             </dev/null >/dev/null 2>&1 & )
         echo "java-check.sh starts once check.sh has ended"
         wait_java "${2:-540}" ;;

@@ -34,7 +34,7 @@ import org.text2data.engine.Engines;
  * <ul>
  *   <li>{@code runStep-<engine>}: {@link Text2Data#runStep} per available engine;</li>
  *   <li>{@code captured}: on CUDA with the fused engine, {@link CapturedStep#replay} of runStep captured as a CUDA
- *       graph (skipped, with the reason, where the capture fails);</li>
+ *       graph (skipped, with the reason, where the capture fails, and with {@code --no-captured});</li>
  *   <li>{@code plain}: zero the gradients, unconditional and conditional forward/backward, the base Adam step
  *       (no constraint): the floor of {@code runStep}, as {@code bench/python/bench_ref.py}'s baseline.</li>
  * </ul>
@@ -70,6 +70,7 @@ public final class GpuStepBench {
         Integer iters = null;
         double budget = 2.0;
         Path json = null;
+        boolean withCaptured = true;
         if (args.length == 1 && args[0].equals("--info")) {
             info();
             return;
@@ -84,8 +85,9 @@ public final class GpuStepBench {
                 case "--iters" -> { iters = Integer.parseInt(v); i++; }
                 case "--budget" -> { budget = Double.parseDouble(v); i++; }
                 case "--json" -> { json = Path.of(v); i++; }
+                case "--no-captured" -> withCaptured = false;
                 default -> throw new IllegalArgumentException("unknown option " + a
-                        + " (--device, --workloads, --warmup, --iters, --budget, --json)");
+                        + " (--device, --workloads, --warmup, --iters, --budget, --json, --no-captured)");
             }
         }
         if (device.startsWith("cuda") && !LibTorch.cudaAvailable()) {
@@ -121,7 +123,7 @@ public final class GpuStepBench {
                 open.add(opt);
                 modes.put("runStep-" + engine, () -> w.runStep(opt, gc));
             }
-            if (cuda && engines.contains("fused")) {
+            if (cuda && engines.contains("fused") && withCaptured) {
                 Workloads.Workload wc = onDevice(Workloads.load(name), device);
                 double gc = 0.9 * wc.uncondLoss();
                 Constraint opt = new Constraint(wc.params(), OptimizerSpec.adam(1e-3), 1.0, 1.0, Engine.FUSED);
