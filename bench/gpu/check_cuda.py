@@ -1272,7 +1272,8 @@ def read_status(status):
 
 def fused_optimizer(B, R, gen):
     """The fused step against an independent float64 oracle: lam from this file's t2d_lambda on float64 copies,
-    g + lam*c, then torch.optim's Adam/AdamW/SGD in float64; three steps, each from the values the kernel stored;
+    g + lam*c rounded in the kernel's math type (float32 for the 32- and 16-bit dtypes), then torch.optim's
+    Adam/AdamW/SGD in float64; three steps, each from the values the kernel stored;
     each dtype; every third tensor without a constraint gradient."""
     configs = [
         ("adam", opt_struct(T2D_ADAM, 1e-2)),
@@ -1298,14 +1299,19 @@ def fused_optimizer(B, R, gen):
             worst, ok = 0.0, True
             for step in range(3):
                 g_value, g_constraint = 2.0 + step, 1.0
-                for fp, rp in zip(fps, ref_p):  # the oracle's gradient: g + lam*c in float64
+                for fp, rp in zip(fps, ref_p):  # the oracle's gradient: lam in float64, g + lam*c in the math type
                     g64 = fp.g.detach().to("cpu", torch.float64)
                     if fp.c is not None:
                         c64 = fp.c.detach().to("cpu", torch.float64)
                         n = float((c64 * c64).sum()) if c64.numel() else 0.0
                         dot = float((g64 * c64).sum()) if c64.numel() else 0.0
                         lam, _ = t2d_lambda(n, dot, g_value - g_constraint, 1.0)
-                        g64 = g64 + lam * c64
+                        # rounded as the kernel (and the reference, in the parameter's dtype) rounds it: where g and
+                        # lam*c nearly cancel, Adam's first steps turn the rounding of g + lam*c into a step of
+                        # about lr, which a float64 sum would hold against a correct float32 kernel
+                        m = torch.float64 if dt == torch.float64 else torch.float32
+                        gm, cm = g64.to(m), c64.to(m)
+                        g64 = (gm + cm * torch.tensor(lam, dtype=m)).to(torch.float64)
                     rp.grad = g64.clone()
                 topt.step()
                 rc = fused_step(B, fps, o, g_value, g_constraint, status)
@@ -1419,7 +1425,7 @@ def planned_capture(B, R, gen):
     rows = planned_rows(graphed, o)
     plan = ctypes.c_void_p()
     rc = B.lib.t2d_plan_create(rows, len(graphed), torch.cuda.current_device(), ctypes.byref(plan))
-    R.check("plan: created", rc == T2D_OK and plan.value, B.last_error())
+    R.check("plan: created", rc == T2D_OK and plan.value, B.last_error()[0])
     if rc != T2D_OK:
         return
     scalars = torch.tensor([o.lr, 1.0, 1.0, 1.0], dtype=torch.float64, device=B.device)

@@ -5,7 +5,8 @@
 # so that nothing needs changing here between two calls) and runs one of
 #
 #     bash bench/gpu/relay.sh part              # the first parts: moved to /tmp/t2d-parts; the first call also
-#                                               # starts check.sh in the background (setsid: it outlives the call)
+#                                               # starts check.sh in the background (setsid: it outlives the call),
+#                                               # from a copy of the checkout in /tmp/t2d-relay/repo
 #     bash bench/gpu/relay.sh finish [SECONDS]  # the last part: moved too; in the background, once check.sh has
 #                                               # ended (or run 7 minutes), java-check.sh --parts /tmp/t2d-parts;
 #                                               # waits up to SECONDS (default 540) for it
@@ -27,10 +28,19 @@ receive() {
     echo "parts here: $(ls "$P" | tr '\n' ' ')($(du -sh "$P" | cut -f1))"
 }
 
+# The checks run from a copy of the checkout: each device call copies the checkout there afresh, and a script
+# reading its files meanwhile can find them missing (check.sh's build did, the first time).
+snapshot() {
+    [ -d "$R/repo" ] && return
+    mkdir -p "$R/repo"
+    tar -C "$ROOT" --exclude='./.devparts*' -cf - . | tar -C "$R/repo" -xf -
+}
+
 start_check() {
     [ -e "$R/check.started" ] && return
     date +%s > "$R/check.started"
-    ( cd "$ROOT" && OUT="$R/check" setsid bash -c 'bash bench/gpu/check.sh > /tmp/t2d-relay/check.out 2>&1; echo $? > /tmp/t2d-relay/check.rc' \
+    snapshot
+    ( cd "$R/repo" && OUT="$R/check" setsid bash -c 'bash bench/gpu/check.sh > /tmp/t2d-relay/check.out 2>&1; echo $? > /tmp/t2d-relay/check.rc' \
         </dev/null >/dev/null 2>&1 & )
     echo "check.sh started in the background"
 }
@@ -75,7 +85,7 @@ case "${1:-}" in
         receive; start_check; progress ;;
     finish)
         receive; start_check
-        ( cd "$ROOT" && OUT="$R/java" setsid bash -c "while [ ! -f $R/check.rc ] && [ \$(( \$(date +%s) - \$(cat $R/check.started) )) -lt 420 ]; do sleep 2; done; \
+        ( cd "$R/repo" && OUT="$R/java" setsid bash -c "while [ ! -f $R/check.rc ] && [ \$(( \$(date +%s) - \$(cat $R/check.started) )) -lt 420 ]; do sleep 2; done; \
             bash bench/gpu/java-check.sh --parts $P ${T2D_RELAY_JAVA_ARGS:-} > $R/java.out 2>&1; echo \$? > $R/java.rc" \
             </dev/null >/dev/null 2>&1 & )
         echo "java-check.sh starts once check.sh has ended"

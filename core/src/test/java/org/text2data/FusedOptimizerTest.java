@@ -68,24 +68,39 @@ class FusedOptimizerTest {
         return m;
     }
 
+    /**
+     * 50 steps of every fused optimizer against libtorch's (after the plain engine's projection, and after the fused
+     * projection), on {@code device}. On the CPU the bound is {@code tol}. On a GPU libtorch's own kernels round
+     * differently from the CPU's (its CUDA {@code add(c, alpha)} is one fused multiply-add, while the fused
+     * kernel rounds {@code g + lam*c} as the CPU path does, so that both give the same bits), and Adam turns a last-bit
+     * difference of a nearly cancelled gradient into a step of about lr. So the bound there is the larger of
+     * {@code tol} and twice what separates libtorch from itself on this trajectory: the plain engine + libtorch on
+     * the GPU against the same on the CPU. Every kind is run before anything is asserted; the numbers are printed.
+     */
     private static void trajectories(String fixture, double tol, String device) {
+        boolean cpu = device.equals("cpu");
+        List<String> failures = new ArrayList<>();
         for (OptimizerSpec spec : fusedKinds()) {
             // the yardsticks: libtorch's optimizer after the plain engine's projection, and after the fused one's
             try (TorchScriptModel fusedModel = model(fixture, device);
                  TorchScriptModel plainModel = model(fixture, device);
                  TorchScriptModel kernelModel = model(fixture, device);
+                 TorchScriptModel cpuModel = model(fixture, "cpu");
                  Batch stored = Batch.load(TestModels.fixture(fixture + ".batch.pt"));
                  Batch batch = stored.to(device);
                  Constraint fused = new Constraint(fusedModel.namedParameters(), spec, 1.0, 1.0, Engine.FUSED);
                  Constraint plain = new Constraint(plainModel.namedParameters(), spec.fused(false), 1.0, 1.0, Engine.PLAIN);
                  Constraint kernel = new Constraint(kernelModel.namedParameters(), spec.fused(false), 1.0, 1.0,
-                         Engine.FUSED)) {
+                         Engine.FUSED);
+                 Constraint plainCpu = new Constraint(cpuModel.namedParameters(), spec.fused(false), 1.0, 1.0,
+                         Engine.PLAIN)) {
                 assertThat(fused.isFused()).isTrue();
                 assertThat(plain.isFused()).isFalse();
                 assertThat(kernel.isFused()).isFalse();
                 double gc = G * 0.98; // a little under the first loss: the constraint is active in some steps
                 double worstPlain = 0;
                 double worstKernel = 0;
+                double libtorchAcross = 0;
                 int projected = 0;
                 for (int step = 0; step < 50; step++) {
                     try (StepResult r = Text2Data.runStep(fused, gc, fusedModel, batch.cond(), batch.data(),
@@ -96,11 +111,25 @@ class FusedOptimizerTest {
                     Text2Data.runStep(kernel, gc, kernelModel, batch.cond(), batch.data(), batch.label(), Loss.MSE).close();
                     worstPlain = Math.max(worstPlain, worstRelative(fused.parameters(), plain.parameters()));
                     worstKernel = Math.max(worstKernel, worstRelative(fused.parameters(), kernel.parameters()));
+                    if (!cpu) {
+                        Text2Data.runStep(plainCpu, gc, cpuModel, stored.cond(), stored.data(), stored.label(),
+                                Loss.MSE).close();
+                        libtorchAcross = Math.max(libtorchAcross, worstRelative(plain.parameters(), plainCpu.parameters()));
+                    }
                 }
                 String what = spec + " on " + fixture + " (" + device + ")";
+                double bound = cpu ? tol : Math.max(tol, 2 * libtorchAcross);
+                System.out.printf(java.util.Locale.ROOT, "%s: against plain + libtorch %.3g, against the fused projection "
+                        + "+ libtorch %.3g%s; bound %.3g%n", what, worstPlain, worstKernel,
+                        cpu ? "" : String.format(java.util.Locale.ROOT, ", libtorch %s against libtorch cpu %.3g",
+                                device, libtorchAcross), bound);
                 assertThat(projected).as(what + ": tensors projected").isPositive();
-                assertThat(worstPlain).as(what + ": against the plain engine + libtorch").isLessThanOrEqualTo(tol);
-                assertThat(worstKernel).as(what + ": against the fused projection + libtorch").isLessThanOrEqualTo(tol);
+                if (!(worstPlain <= bound)) {
+                    failures.add(what + ": against the plain engine + libtorch " + worstPlain + " > " + bound);
+                }
+                if (!(worstKernel <= bound)) {
+                    failures.add(what + ": against the fused projection + libtorch " + worstKernel + " > " + bound);
+                }
                 // the parameters moved: a step that did nothing would match trivially
                 try (TorchScriptModel start = TorchScriptModel.load(TestModels.fixture(fixture + ".model.pt"))) {
                     assertThat(worstRelative(fused.parameters(), start.parameters())).as(what + ": moved")
@@ -108,6 +137,7 @@ class FusedOptimizerTest {
                 }
             }
         }
+        assertThat(failures).as("trajectories off libtorch's").isEmpty();
     }
 
     @Test
@@ -120,7 +150,10 @@ class FusedOptimizerTest {
         trajectories("adam-f32", 1e-5, "cpu");
     }
 
-    /** The same on a GPU (skipped without one; bench/gpu/java-check.sh runs it): the CUDA kernel's optimizers. */
+    /**
+     * The same on a GPU (skipped without one; bench/gpu/java-check.sh runs it): the CUDA kernel's optimizers, held
+     * to the bound explained at {@link #trajectories}.
+     */
     @Test
     void onAGpuTrajectoriesEqualLibtorchsOptimizersToTheSameTolerances() {
         Assumptions.assumeTrue(LibTorch.cudaAvailable(), "no CUDA device: the CUDA optimizers are checked on a GPU only");
