@@ -23,10 +23,20 @@
 #define T2D_HD_ELEM inline
 #endif
 
+#if defined(__CUDA_ARCH__)
+// libtorch's CUDA kernels round as follows, and the device code below does the same, so that the fused optimizer
+// follows libtorch's on a GPU as it does on the CPU: x.add_(y, alpha), addcmul and addcdiv are one fused multiply-add
+// each (ATen's a + alpha * b, a + alpha * (b * c), a + alpha * (b / c), contracted by nvcc), and a division by a
+// host scalar is a multiplication by its reciprocal computed in the math type (div_true_kernel_cuda). Separate
+// libtorch kernels round between them: t2d_mul_rn keeps nvcc from fusing a product into the next addition.
+__device__ __forceinline__ float t2d_mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double t2d_mul_rn(double a, double b) { return __dmul_rn(a, b); }
+#endif
+
 // Adam and AdamW (decoupled). s0 = exp_avg, s1 = exp_avg_sq, s2 = max_exp_avg_sq (amsgrad).
 template <typename M>
 struct T2dAdamOp {
-    M beta1, one_minus_beta1, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_size, weight_decay, decay;
+    M beta1, one_minus_beta1, beta2, one_minus_beta2, sqrt_bc2, inv_sqrt_bc2, eps, neg_step_size, weight_decay, decay;
     bool decoupled, amsgrad;
 
     // step: the step number being taken (the count after this step), >= 1.
@@ -39,6 +49,7 @@ struct T2dAdamOp {
         op.beta2 = (M)o.beta2;
         op.one_minus_beta2 = (M)(1 - o.beta2);
         op.sqrt_bc2 = (M)sqrt(bc2);
+        op.inv_sqrt_bc2 = (M)1 / op.sqrt_bc2;  // libtorch's CUDA division by the scalar sqrt(bc2)
         op.eps = (M)o.eps;
         op.neg_step_size = (M)(-(o.lr / bc1));
         op.decoupled = o.kind == T2D_ADAMW;
@@ -54,6 +65,17 @@ struct T2dAdamOp {
         const bool l2 = !decoupled && weight_decay != 0, decay_p = decoupled && weight_decay != 0;
         M pd = p * decay;                                         // AdamW: p.mul_(1 - lr * weight_decay)
         p = decay_p ? pd : p;
+#if defined(__CUDA_ARCH__)  // libtorch's CUDA rounding (above)
+        M gd = fma(weight_decay, p, g);                           // Adam: grad.add(p, weight_decay)
+        g = l2 ? gd : g;
+        m = fma(one_minus_beta1, g, m * beta1);                   // exp_avg.mul_(beta1).add_(grad, 1 - beta1)
+        v = fma(one_minus_beta2, g * g, v * beta2);               // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
+        M vm = (vmax > v || vmax != vmax) ? vmax : v;             // max_out(max_exp_avg_sq, exp_avg_sq, ...)
+        vmax = amsgrad ? vm : vmax;
+        M second = amsgrad ? vm : v;
+        M denom = t2d_mul_rn(sqrt(second), inv_sqrt_bc2) + eps;   // (sqrt() / sqrt(bc2)).add_(eps)
+        p = fma(neg_step_size, m / denom, p);                     // p.addcdiv_(exp_avg, denom, -step_size)
+#else                       // libtorch's CPU kernels: no fused multiply-add, a true division
         M gd = g + weight_decay * p;                              // Adam: grad.add(p, weight_decay)
         g = l2 ? gd : g;
         m = m * beta1;                                            // exp_avg.mul_(beta1)
@@ -65,6 +87,7 @@ struct T2dAdamOp {
         M second = amsgrad ? vm : v;
         M denom = sqrt(second) / sqrt_bc2 + eps;                  // (sqrt() / sqrt(bc2)).add_(eps)
         p = p + neg_step_size * m / denom;                        // p.addcdiv_(exp_avg, denom, -step_size)
+#endif
     }
 };
 
