@@ -22,7 +22,9 @@ import org.junit.jupiter.api.Test;
  * The captured step on a GPU (skipped without one; bench/gpu/java-check.sh runs it): 100 replays give the
  * parameters of 100 uncaptured runStep calls (float32, 1e-5 relative) with the static inputs refilled each step,
  * the learning rate and gConstraint changed on the way; the capture itself changes nothing; a replay with a NaN
- * input is skipped on the device and reported, and changes nothing.
+ * input is skipped on the device and reported, and changes nothing; a model that reads a value on the host is
+ * refused with the cause named, changes nothing and leaves the device usable (this last one written after the
+ * H100 runs of 2026-11-26: not yet run on a GPU).
  */
 class CapturedStepCudaTest {
 
@@ -166,6 +168,47 @@ class CapturedStepCudaTest {
             List<Tensor> after = clones(m);
             for (int i = 0; i < before.size(); i++) {
                 assertThat(torch.equal(before.get(i), after.get(i))).as("skipped replay changed parameter %d", i).isTrue();
+            }
+        }
+    }
+    @Test
+    void aModelThatReadsAValueOnTheHostIsRefusedNamingTheCauseAndChangesNothing() {
+        Tensor data = onGpu(1, 16, 8);
+        Tensor cond = onGpu(2, 16, 4);
+        Tensor label = onGpu(3, 16, 8);
+        try (Model m = new Model();
+             Constraint c = new Constraint(m.params, OptimizerSpec.adam(5e-3), 1.0, 1.0, Engine.FUSED)) {
+            Text2Data.runStep(c, 0.1, m, cond, data, label, Loss.MSE).close();
+            c.checkSkippedSteps();
+            double[] seen = new double[1];
+            ConditionalModel reads = (d, cd) -> {
+                Tensor out = m.forward(d, cd);
+                try (PointerScope scope = new PointerScope()) {
+                    seen[0] = out.abs().max().item_double(); // a host read: a synchronisation
+                }
+                return out;
+            };
+            List<Tensor> before = clones(m);
+            Checkpoint.OptimizerState state = c.optimizerState(); // copies
+            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, reads, cond, data, label, Loss.MSE))
+                    .isInstanceOf(IllegalStateException.class)
+                    .hasMessageContaining("could not be captured")
+                    .hasMessageContaining("must not synchronise with the host");
+            List<Tensor> after = clones(m);
+            for (int i = 0; i < before.size(); i++) {
+                assertThat(torch.equal(before.get(i), after.get(i))).as("refused capture changed parameter %d", i)
+                        .isTrue();
+            }
+            try (Checkpoint.OptimizerState now = c.optimizerState()) {
+                CheckpointAssert.assertSameState(state.perParam(), now.perParam(), "after the refused capture");
+            }
+            state.close();
+            // the device and libtorch are usable afterwards: an eager step, then a capture of the plain model
+            Text2Data.runStep(c, 0.1, m, cond, data, label, Loss.MSE).close();
+            c.checkSkippedSteps();
+            try (CapturedStep step = CapturedStep.capture(c, 0.1, m, cond, data, label, Loss.MSE)) {
+                step.replay(0.1).close();
+                c.checkSkippedSteps();
             }
         }
     }
