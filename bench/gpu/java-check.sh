@@ -21,7 +21,8 @@
 #    (bench/python/bench_ref.py --device cuda) from the same weights; the ratios from this one run.
 # Ends with `N passed, M failed`; exit 0 only when none failed. Everything printed also goes to
 # $OUT/java-check.log (bench/gpu/last-java-check/ without $OUT), the timings to java-steps.json / py-steps.json.
-# Options: --quick (shorter timings), --workloads a,b. Environment: PYTHON, T2D_JAVA_TIMEOUT (s, per Java step, 420).
+# Options: --quick (shorter timings), --workloads a,b, --rounds N (Python then Java, N times; the tables show the
+# medians of the rounds' medians and each round's target ratios). Environment: PYTHON, T2D_JAVA_TIMEOUT (s, per Java step, 420).
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,14 +34,16 @@ LOG="$D/java-check.log"
 BUNDLE="$HERE/java-bundle"
 PARTS=""
 QUICK=0
+ROUNDS=1
 WORKLOADS="mlp-deep-small,mlp-deep,mlp-wide,transformer-small"
 while [ $# -gt 0 ]; do
     case "$1" in
         --bundle) BUNDLE="$2"; shift ;;
         --parts) PARTS="$2"; shift ;;
         --quick) QUICK=1 ;;
+        --rounds) ROUNDS="$2"; shift ;;
         --workloads) WORKLOADS="$2"; shift ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown option: $1" >&2; exit 2 ;;
     esac
     shift
@@ -229,31 +232,61 @@ EOF
     local weights="${TMPDIR:-/tmp}/t2d-bench-weights" jargs pyargs
     mkdir -p "$weights"
     if [ $QUICK = 1 ]; then jargs=(--warmup 3 --iters 10); pyargs=(--warmup 3 --iters 10); else jargs=(--warmup 10 --budget 1); pyargs=(--warmup 10 --budget 1); fi
-    local pyjson="$D/py-steps.json" jjson="$D/java-steps.json"
+    local pyjson="$D/py-steps.json" jjson="$D/java-steps.json" r rpy rj
     rm -f "$pyjson" "$jjson"
-    if [ -n "$py" ] && { [ $py_cuda = 1 ] || [ $dev = cpu ]; }; then
-        echo "+ $py bench/python/bench_ref.py --device $dev --workloads $WORKLOADS ${pyargs[*]} --weights-dir $weights"
-        if (cd "$ROOT" && timeout 600 "$py" -u bench/python/bench_ref.py --device $dev --workloads "$WORKLOADS" "${pyargs[@]}" \
-                --weights-dir "$weights" --json "$pyjson"); then
-            ok "python: the reference's run_step timed on $dev"
-        else
-            bad "python: bench_ref.py failed"
+    rm -rf "$D/rounds"; mkdir -p "$D/rounds"
+    # Python, then Java, ROUNDS times: the eager steps are bound by the host's launch rate, which drifts; the
+    # medians of the rounds' medians and each round's ratios say how much of a difference is drift
+    for r in $(seq 1 "$ROUNDS"); do
+        [ "$ROUNDS" -gt 1 ] && echo "--- round $r of $ROUNDS"
+        rpy="$D/rounds/py-$r.json"; rj="$D/rounds/java-$r.json"
+        if [ -n "$py" ] && { [ $py_cuda = 1 ] || [ $dev = cpu ]; }; then
+            echo "+ $py bench/python/bench_ref.py --device $dev --workloads $WORKLOADS ${pyargs[*]} --weights-dir $weights"
+            if (cd "$ROOT" && timeout 600 "$py" -u bench/python/bench_ref.py --device $dev --workloads "$WORKLOADS" "${pyargs[@]}" \
+                    --weights-dir "$weights" --json "$rpy"); then
+                ok "python: the reference's run_step timed on $dev (round $r)"
+            else
+                bad "python: bench_ref.py failed (round $r)"
+            fi
+        elif [ "$r" = 1 ]; then
+            echo "python with a CUDA torch: not here; the Java side runs alone, from libtorch's seeded weights"
         fi
-    else
-        echo "python with a CUDA torch: not here; the Java side runs alone, from libtorch's seeded weights"
-    fi
-    echo "+ GpuStepBench --device $dev --workloads $WORKLOADS ${jargs[*]}"
-    if T2D_EXTRA_CP="$BUNDLE/bench" T2D_BENCH_WEIGHTS="$weights" timeout 900 "$J" org.text2data.bench.GpuStepBench \
-            --device $dev --workloads "$WORKLOADS" "${jargs[@]}" --json "$jjson"; then
-        ok "java: runStep and the plain two-pass timed on $dev"
-    else
-        bad "java: GpuStepBench failed; again without the captured step"
+        echo "+ GpuStepBench --device $dev --workloads $WORKLOADS ${jargs[*]}"
         if T2D_EXTRA_CP="$BUNDLE/bench" T2D_BENCH_WEIGHTS="$weights" timeout 900 "$J" org.text2data.bench.GpuStepBench \
-                --device $dev --workloads "$WORKLOADS" "${jargs[@]}" --json "$jjson" --no-captured; then
-            ok "java: runStep and the plain two-pass timed on $dev (without the captured step)"
+                --device $dev --workloads "$WORKLOADS" "${jargs[@]}" --json "$rj"; then
+            ok "java: runStep and the plain two-pass timed on $dev (round $r)"
         else
-            bad "java: GpuStepBench failed without the captured step too"
+            bad "java: GpuStepBench failed; again without the captured step (round $r)"
+            if T2D_EXTRA_CP="$BUNDLE/bench" T2D_BENCH_WEIGHTS="$weights" timeout 900 "$J" org.text2data.bench.GpuStepBench \
+                    --device $dev --workloads "$WORKLOADS" "${jargs[@]}" --json "$rj" --no-captured; then
+                ok "java: runStep and the plain two-pass timed on $dev (without the captured step, round $r)"
+            else
+                bad "java: GpuStepBench failed without the captured step too (round $r)"
+            fi
         fi
+    done
+    # the rounds merged: per workload and mode, median_ms the median of the rounds' medians, round_medians_ms each
+    # round's; the other fields (min, quartiles, iters) are the last round's
+    if command -v python3 >/dev/null 2>&1; then
+        python3 - "$D/rounds" "$pyjson" "$jjson" <<'EOF'
+import glob, json, os, statistics, sys
+rounds, out_py, out_j = sys.argv[1:4]
+for kind, out in (("py", out_py), ("java", out_j)):
+    files = sorted(glob.glob(os.path.join(rounds, kind + "-*.json")), key=lambda f: int(f.rsplit("-", 1)[1][:-5]))
+    if not files:
+        continue
+    runs = [json.load(open(f)) for f in files]
+    merged = runs[-1]
+    for name, res in merged["workloads"].items():
+        for mode, r in res.items():
+            if isinstance(r, dict) and "median_ms" in r:
+                per = [x["workloads"][name][mode]["median_ms"] for x in runs if mode in x["workloads"].get(name, {})]
+                r["median_ms"] = statistics.median(per)
+                r["round_medians_ms"] = per
+    merged["rounds"] = len(runs)
+    with open(out, "w") as fh:
+        json.dump(merged, fh, indent=1)
+EOF
     fi
     if [ -f "$jjson" ] && command -v python3 >/dev/null 2>&1; then
         python3 - "$jjson" "$pyjson" <<'EOF'
@@ -269,6 +302,9 @@ for name, r in j["workloads"].items():
     q = p.get(name, {})
     print(f"| {name} | {m(r, 'runStep-fused'):.3f} | {m(r, 'runStep-plain'):.3f} | {m(r, 'plain'):.3f} | {m(r, 'captured'):.3f} "
           f"| {m(q, 'constrained'):.3f} | {m(q, 'baseline'):.3f} | {m(q, 'fused'):.3f} | {m(q, 'graphed'):.3f} |")
+rounds = j.get("rounds", 1)
+if rounds > 1:
+    print(f"(medians of {rounds} rounds, Python then Java in each)")
 print("\nratios from this run (issue targets: fused / Python fused-Adam plain <= 1.05; captured / Python graphed <= 1.10)")
 print("| workload | Java fused / Python run_step | Java fused / Java plain | Java fused / Python fused-Adam plain "
       "| Java captured / Python graphed | Java captured / Python run_step |")
@@ -278,6 +314,15 @@ for name, r in j["workloads"].items():
     jf, jc = m(r, "runStep-fused"), m(r, "captured")
     print(f"| {name} | {jf / m(q, 'constrained'):.3f} | {jf / m(r, 'plain'):.3f} | {jf / m(q, 'fused'):.3f} "
           f"| {jc / m(q, 'graphed'):.3f} | {jc / m(q, 'constrained'):.3f} |")
+if rounds > 1:
+    print("\nthe same two target ratios round by round (each round's Java median over the same round's Python median)")
+    per = lambda d, k: d[k].get("round_medians_ms", []) if k in d else []
+    for name, r in j["workloads"].items():
+        q = p.get(name, {})
+        f = [a / b for a, b in zip(per(r, "runStep-fused"), per(q, "fused"))]
+        c = [a / b for a, b in zip(per(r, "captured"), per(q, "graphed"))]
+        print(f"  {name}: Java fused / Python fused-Adam plain {' '.join(f'{x:.3f}' for x in f)}; "
+              f"captured / graphed {' '.join(f'{x:.3f}' for x in c)}")
 EOF
     fi
 
