@@ -845,8 +845,8 @@ public final class FusedEngine implements ProjectionEngine {
     }
 
     /**
-     * Releases the engine's own native resources (its tables and the CUDA step status). The per-parameter records
-     * are their owner's: closing them releases the gradient buffers and the optimizer state.
+     * Releases the engine's own native resources (its tables, the CUDA step status and zero loss). The
+     * per-parameter records are their owner's: closing them releases the gradient buffers and the optimizer state.
      */
     @Override
     public void close() {
