@@ -687,7 +687,10 @@ public final class Constraint implements AutoCloseable {
         return projected;
     }
 
-    /** A fused step was enqueued on the device (taken or replayed): counted, and its status read every N steps. */
+    /**
+     * A fused step was taken on the host or enqueued on a device (taken or replayed): counted; on a device, its step
+     * status is read every {@link #setCheckFiniteEvery N} steps.
+     */
     void countDeviceStep() {
         steps++;
         if (((FusedEngine) engine).device() >= 0 && ++unchecked >= checkFiniteEvery) {
@@ -1122,7 +1125,10 @@ public final class Constraint implements AutoCloseable {
         }
     }
 
-    /** The per-parameter records this constraint passes to its engine (for tests: they are its own, not copies). */
+    /**
+     * The per-parameter records this constraint passes to its engine: its own, not copies (a {@link CapturedStep}
+     * captures with them and compares their optimizer-state addresses at each replay; tests read them).
+     */
     ParamState[] paramStates() {
         return states;
     }

@@ -68,7 +68,8 @@ public final class StepResult implements AutoCloseable {
      * status (see {@link Constraint#checkSkippedSteps()}).
      *
      * @return the value of {@link #uncondLossTensor()}
-     * @throws NonFiniteException if a step was skipped on the device since the last report
+     * @throws NonFiniteException if a step was skipped on the device since the last report (unless another thread
+     *                            is inside a call on the constraint: then that thread reports it at its next check)
      */
     public double uncondLoss() {
         return read(uncond);
@@ -79,7 +80,8 @@ public final class StepResult implements AutoCloseable {
      * status (see {@link Constraint#checkSkippedSteps()}).
      *
      * @return the value of {@link #condLossTensor()}
-     * @throws NonFiniteException if a step was skipped on the device since the last report
+     * @throws NonFiniteException if a step was skipped on the device since the last report (unless another thread
+     *                            is inside a call on the constraint: then that thread reports it at its next check)
      */
     public double condLoss() {
         return read(cond);

@@ -3,11 +3,8 @@ package org.text2data;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
-import java.util.LinkedHashMap;
-import java.util.Map;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 import org.junit.jupiter.api.BeforeAll;
@@ -28,50 +25,22 @@ class CapturedStepTest {
         assertThat(Engines.fusedAvailable()).as(String.valueOf(Engines.fusedUnavailableReason())).isTrue();
     }
 
-    private static final class Model implements ConditionalModel, AutoCloseable {
-        final Map<String, Tensor> params = new LinkedHashMap<>();
-
-        Model() {
-            torch.manual_seed(5);
-            TensorOptions f32 = new TensorOptions(ScalarType.Float);
-            params.put("W", torch.randn(new long[] {4, 4}, f32));
-            params.put("condW", torch.randn(new long[] {3, 4}, f32));
-            params.values().forEach(t -> {
-                t.requires_grad_(true);
-                t.retainReference();
-            });
-        }
-
-        @Override
-        public Tensor forward(Tensor data, Tensor cond) {
-            Tensor h = data.matmul(params.get("W")).tanh();
-            return cond == null ? h : h.add(cond.matmul(params.get("condW")));
-        }
-
-        @Override
-        public void close() {
-            params.values().forEach(Tensor::releaseReference);
-        }
-    }
-
-    private static Tensor batch(long seed, long... shape) {
-        torch.manual_seed(seed);
-        Tensor t = torch.randn(shape, new TensorOptions(ScalarType.Float));
-        t.retainReference();
-        return t;
+    private static TestModels.SmallModel model() {
+        return new TestModels.SmallModel(ScalarType.Float);
     }
 
     /** The batch every test tries to capture with (the capture is refused before it is read). */
-    private static final Tensor DATA = batch(1, 8, 4);
-    private static final Tensor COND = batch(2, 8, 3);
-    private static final Tensor LABEL = batch(3, 8, 4);
+    private static final Batch IN = TestModels.randomBatch("cpu", ScalarType.Float, 8, 4, 3);
+    private static final Tensor DATA = IN.data();
+    private static final Tensor COND = IN.cond();
+    private static final Tensor LABEL = IN.label();
 
     /** Every parameter, gradient and fused optimizer state tensor, cloned, and the step counts. */
     private static final class Snapshot {
         final java.util.List<Tensor> tensors = new java.util.ArrayList<>();
         final java.util.List<Long> counts = new java.util.ArrayList<>();
 
-        Snapshot(Model m, Constraint c) {
+        Snapshot(TestModels.SmallModel m, Constraint c) {
             try (PointerScope scope = new PointerScope()) {
                 for (Tensor p : m.params.values()) {
                     keep(p.detach().clone());
@@ -94,11 +63,11 @@ class CapturedStepTest {
         }
     }
 
-    private static Snapshot snapshot(Model m, Constraint c) {
+    private static Snapshot snapshot(TestModels.SmallModel m, Constraint c) {
         return new Snapshot(m, c);
     }
 
-    private static void assertUnchanged(Snapshot before, Model m, Constraint c) {
+    private static void assertUnchanged(Snapshot before, TestModels.SmallModel m, Constraint c) {
         Snapshot after = snapshot(m, c);
         assertThat(after.counts).isEqualTo(before.counts);
         assertThat(after.tensors).hasSameSizeAs(before.tensors);
@@ -109,7 +78,8 @@ class CapturedStepTest {
 
     @Test
     void parametersOnTheCpuAreRefusedNamingTheCauseAndNothingChanges() {
-        try (Model m = new Model(); Constraint c = new Constraint(m.params, OptimizerSpec.adam(0.01), 1.0, 1.0, Engine.FUSED)) {
+        try (TestModels.SmallModel m = model();
+             Constraint c = new Constraint(m.params, OptimizerSpec.adam(0.01), 1.0, 1.0, Engine.FUSED)) {
             assertThat(c.isFused()).isTrue();
             Text2Data.runStep(c, 0.1, m, COND, DATA, LABEL, Loss.MSE).close(); // state, gradients and a step exist
             Snapshot before = snapshot(m, c);
@@ -128,7 +98,7 @@ class CapturedStepTest {
 
     @Test
     void libtorchsOptimizerIsRefusedBecauseItsStepCountsLiveOnTheHost() {
-        try (Model m = new Model();
+        try (TestModels.SmallModel m = model();
              Constraint c = new Constraint(m.params, OptimizerSpec.adam(0.01).fused(false), 1.0, 1.0, Engine.FUSED)) {
             Snapshot before = snapshot(m, c);
             assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, m, COND, DATA, LABEL, Loss.MSE))
@@ -140,8 +110,9 @@ class CapturedStepTest {
 
     @Test
     void badInputsAreRefusedAsRunStepRefusesThem() {
-        Tensor shortLabel = batch(4, 5, 4);
-        try (Model m = new Model(); Constraint c = new Constraint(m.params, OptimizerSpec.adam(0.01), 1.0, 1.0, Engine.FUSED)) {
+        Tensor shortLabel = IN.label().narrow(0, 0, 5);
+        try (TestModels.SmallModel m = model();
+             Constraint c = new Constraint(m.params, OptimizerSpec.adam(0.01), 1.0, 1.0, Engine.FUSED)) {
             Snapshot before = snapshot(m, c);
             assertThatThrownBy(() -> CapturedStep.capture(null, 0.1, m, COND, DATA, LABEL, Loss.MSE))
                     .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("optimizer is null");
@@ -157,7 +128,7 @@ class CapturedStepTest {
 
     @Test
     void aClosedConstraintIsRefused() {
-        try (Model m = new Model()) {
+        try (TestModels.SmallModel m = model()) {
             Constraint c = new Constraint(m.params, OptimizerSpec.adam(0.01), 1.0, 1.0, Engine.FUSED);
             c.close();
             assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, m, COND, DATA, LABEL, Loss.MSE))
@@ -175,7 +146,8 @@ class CapturedStepTest {
         assertThatThrownBy(() -> CudaGraph.endCapture(0L))
                 .isInstanceOf(IllegalStateException.class).hasMessageContaining("ending the stream capture failed");
         CudaGraph.discardCapture(0L); // ignores the error
-        try (Model m = new Model(); FusedEngine fe = new FusedEngine(m.params.values().toArray(new Tensor[0]))) {
+        try (TestModels.SmallModel m = model();
+             FusedEngine fe = new FusedEngine(m.params.values().toArray(new Tensor[0]))) {
             assertThatThrownBy(fe::createPlan)
                     .isInstanceOf(IllegalStateException.class).hasMessageContaining("on the host");
         }

@@ -4,12 +4,9 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Map;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 import org.junit.jupiter.api.BeforeAll;
@@ -34,39 +31,16 @@ class ReleasedGradientsTest {
     }
 
     /** W in both passes, nullEmb only in the unconditional one, condW only in the conditional one, unused in none. */
-    private static final class Model implements ConditionalModel, AutoCloseable {
-        final Map<String, Tensor> params = new LinkedHashMap<>();
-
-        Model() {
-            torch.manual_seed(11);
-            TensorOptions f64 = new TensorOptions(ScalarType.Double);
-            params.put("W", torch.randn(new long[] {4, 4}, f64).mul(new org.bytedeco.pytorch.Scalar(0.5)));
-            params.put("nullEmb", torch.randn(new long[] {4}, f64));
-            params.put("condW", torch.randn(new long[] {3, 4}, f64));
-            params.put("unused", torch.randn(new long[] {2}, f64));
-            params.values().forEach(t -> {
-                t.requires_grad_(true);
-                t.retainReference();
-            });
-        }
-
-        @Override
-        public Tensor forward(Tensor data, Tensor cond) {
-            Tensor h = data.matmul(params.get("W")).tanh();
-            return cond == null ? h.add(params.get("nullEmb")) : h.add(cond.matmul(params.get("condW")));
-        }
-
-        @Override
-        public void close() {
-            params.values().forEach(Tensor::releaseReference);
-        }
+    private static TestModels.SmallModel model() {
+        return new TestModels.SmallModel(ScalarType.Double);
     }
 
-    private static Tensor batch(long seed, long... shape) {
-        torch.manual_seed(seed);
-        Tensor t = torch.randn(shape, new TensorOptions(ScalarType.Double));
-        t.retainReference();
-        return t;
+    private static Batch batch() {
+        return TestModels.randomBatch("cpu", ScalarType.Double, 16, 4, 3);
+    }
+
+    private static StepResult step(Constraint c, double gConstraint, ConditionalModel m, Batch b) {
+        return Text2Data.runStep(c, gConstraint, m, b.cond(), b.data(), b.label(), Loss.MSE);
     }
 
     private static double diff(Tensor a, Tensor b) {
@@ -81,27 +55,25 @@ class ReleasedGradientsTest {
         OptimizerSpec spec = setUp.endsWith("adam") ? OptimizerSpec.adam(0.05)
                 : OptimizerSpec.sgd(0.05).momentum(0.9).weightDecay(0.01);
         boolean fusedOptimizer = setUp.startsWith("fused");
-        Tensor data = batch(1, 16, 4);
-        Tensor cond = batch(2, 16, 3);
-        Tensor label = batch(3, 16, 4);
-        try (Model fm = new Model(); Model pm = new Model();
+        try (Batch in = batch();
+             TestModels.SmallModel fm = model(); TestModels.SmallModel pm = model();
              Constraint released = new Constraint(fm.params, spec.fused(fusedOptimizer), 1.0, 1.0, Engine.FUSED);
              Constraint zeroed = new Constraint(pm.params, spec.fused(false), 1.0, 1.0, Engine.PLAIN)) {
             assertThat(released.isFused()).isEqualTo(fusedOptimizer);
             double gc;
-            try (StepResult r = Text2Data.runStep(zeroed, 0.0, pm, cond, data, label, Loss.MSE)) {
+            try (StepResult r = step(zeroed, 0.0, pm, in)) {
                 gc = 0.9 * r.uncondLoss(); // active in some steps; both sides take this first step alike
             }
-            Text2Data.runStep(released, 0.0, fm, cond, data, label, Loss.MSE).close();
+            step(released, 0.0, fm, in).close();
             List<String> names = new ArrayList<>(fm.params.keySet());
             int projectedBoth = 0;
             for (int step = 0; step < 12; step++) {
                 int a;
                 int b;
-                try (StepResult r = Text2Data.runStep(released, gc, fm, cond, data, label, Loss.MSE)) {
+                try (StepResult r = step(released, gc, fm, in)) {
                     a = r.projectedTensors();
                 }
-                try (StepResult r = Text2Data.runStep(zeroed, gc, pm, cond, data, label, Loss.MSE)) {
+                try (StepResult r = step(zeroed, gc, pm, in)) {
                     b = r.projectedTensors();
                 }
                 assertThat(a).as("step %d: tensors projected", step).isEqualTo(b);
@@ -120,7 +92,7 @@ class ReleasedGradientsTest {
             // the cases the test is about happened: nullEmb stepped though the conditional pass never reaches it,
             // unused never stepped, and the projection ran
             assertThat(projectedBoth).isPositive();
-            try (Model start = new Model()) {
+            try (TestModels.SmallModel start = model()) {
                 assertThat(diff(fm.params.get("nullEmb"), start.params.get("nullEmb"))).isGreaterThan(1e-6);
                 assertThat(diff(fm.params.get("unused"), start.params.get("unused"))).isZero();
                 assertThat(fm.params.get("unused").grad().defined()).isFalse();
@@ -147,10 +119,8 @@ class ReleasedGradientsTest {
             }
             return loss;
         };
-        Tensor data = batch(1, 16, 4);
-        Tensor cond = batch(2, 16, 3);
-        Tensor label = batch(3, 16, 4);
-        try (Model fm = new Model(); Model pm = new Model();
+        try (Batch in = batch();
+             TestModels.SmallModel fm = model(); TestModels.SmallModel pm = model();
              Constraint fused = new Constraint(fm.params, OptimizerSpec.adam(0.05), 1.0, 1.0, Engine.FUSED);
              Constraint plain = new Constraint(pm.params, OptimizerSpec.adam(0.05), 1.0, 1.0, Engine.PLAIN)) {
             fused.setGradientSync(otherProcessAllOnes);
@@ -158,10 +128,10 @@ class ReleasedGradientsTest {
             for (int step = 0; step < 6; step++) {
                 int a;
                 int b;
-                try (StepResult r = Text2Data.runStep(fused, 0.5, fm, cond, data, label, Loss.MSE)) {
+                try (StepResult r = step(fused, 0.5, fm, in)) {
                     a = r.projectedTensors();
                 }
-                try (StepResult r = Text2Data.runStep(plain, 0.5, pm, cond, data, label, Loss.MSE)) {
+                try (StepResult r = step(plain, 0.5, pm, in)) {
                     b = r.projectedTensors();
                 }
                 assertThat(a).as("step %d: tensors projected", step).isEqualTo(b);
@@ -175,25 +145,22 @@ class ReleasedGradientsTest {
 
     @Test
     void aStepThatFailsMidwayLeavesTheZeroingProtocolForTheCallsThatFollow() {
-        Tensor data = batch(1, 16, 4);
-        Tensor cond = batch(2, 16, 3);
-        Tensor label = batch(3, 16, 4);
-        try (Model m = new Model();
+        try (Batch in = batch();
+             TestModels.SmallModel m = model();
              Constraint opt = new Constraint(m.params, OptimizerSpec.adam(0.05), 1.0, 1.0, Engine.FUSED)) {
-            Text2Data.runStep(opt, 0.0, m, cond, data, label, Loss.MSE).close();
+            step(opt, 0.0, m, in).close();
             ConditionalModel failing = (x, c) -> {
                 if (c != null) {
                     throw new IllegalStateException("conditional pass failed");
                 }
                 return m.forward(x, null);
             };
-            assertThatThrownBy(() -> Text2Data.runStep(opt, 0.0, failing, cond, data, label, Loss.MSE))
-                    .hasMessageContaining("conditional pass failed");
+            assertThatThrownBy(() -> step(opt, 0.0, failing, in)).hasMessageContaining("conditional pass failed");
             // by hand, as the reference does it: zero_grad, backward, first_step(zero_grad=True), whose gradients
             // must now be zeroed and kept, not released
             try (PointerScope scope = new PointerScope()) {
                 opt.zeroGrad();
-                Loss.MSE.apply(m.forward(data, null), label).backward();
+                Loss.MSE.apply(m.forward(in.data(), null), in.label()).backward();
                 opt.firstStep(true);
                 for (String n : List.of("W", "nullEmb")) {
                     Tensor g = m.params.get(n).grad();

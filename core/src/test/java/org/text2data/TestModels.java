@@ -4,12 +4,19 @@ import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
 
+import org.bytedeco.pytorch.Device;
+import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-/** Shared set-up for the API tests: the adam-f64 fixture's model and batch, and parameter snapshots. */
+/**
+ * Shared set-up for the API tests: the adam-f64 fixture's model and batch, a small seeded conditional model with
+ * random batches for it, and parameter snapshots.
+ */
 final class TestModels {
     private TestModels() {
     }
@@ -28,6 +35,64 @@ final class TestModels {
 
     static Batch batch() {
         return Batch.load(fixture("adam-f64.batch.pt"));
+    }
+
+    /**
+     * A small conditional model on the host, seeded (two instances of one dtype are equal): {@code W} in both passes,
+     * {@code nullEmb} only in the unconditional one, {@code condW} only in the conditional one, {@code unused} in none.
+     * It takes data rows of 4 columns and conditions of 3 and predicts 4 columns
+     * ({@code randomBatch("cpu", type, rows, 4, 3)}). Each parameter holds a reference of its own, released by
+     * {@link #close()}.
+     */
+    static final class SmallModel implements ConditionalModel, AutoCloseable {
+        final Map<String, Tensor> params = new LinkedHashMap<>();
+
+        SmallModel(ScalarType type) {
+            LibTorch.ensureLoaded();
+            torch.manual_seed(11);
+            TensorOptions o = new TensorOptions(type);
+            params.put("W", torch.randn(new long[] {4, 4}, o).mul(new Scalar(0.5)));
+            params.put("nullEmb", torch.randn(new long[] {4}, o));
+            params.put("condW", torch.randn(new long[] {3, 4}, o));
+            params.put("unused", torch.randn(new long[] {2}, o));
+            params.values().forEach(t -> {
+                t.requires_grad_(true);
+                t.retainReference();
+            });
+        }
+
+        @Override
+        public Tensor forward(Tensor data, Tensor cond) {
+            Tensor h = data.matmul(params.get("W")).tanh();
+            return cond == null ? h.add(params.get("nullEmb")) : h.add(cond.matmul(params.get("condW")));
+        }
+
+        @Override
+        public void close() {
+            params.values().forEach(Tensor::releaseReference);
+        }
+    }
+
+    /**
+     * Seeded standard-normal tensors of {@code type} on {@code device} (drawn on the host, then moved), as a batch:
+     * data {@code [rows, dataCols]} (seed 1), cond {@code [rows, condCols]} (seed 2), label {@code [rows, dataCols]}
+     * (seed 3). Each tensor holds a reference of its own, outliving any PointerScope (closing the batch releases it).
+     *
+     * @param device a libtorch device string, {@code "cpu"} or {@code "cuda:0"}
+     */
+    static Batch randomBatch(String device, ScalarType type, long rows, long dataCols, long condCols) {
+        LibTorch.ensureLoaded();
+        try (Device d = new Device(device)) {
+            return new Batch(random(1, d, type, rows, dataCols), random(2, d, type, rows, condCols),
+                    random(3, d, type, rows, dataCols));
+        }
+    }
+
+    private static Tensor random(long seed, Device device, ScalarType type, long... shape) {
+        torch.manual_seed(seed);
+        Tensor t = torch.randn(shape, new TensorOptions(type)).to(device, type);
+        t.retainReference();
+        return t;
     }
 
     private static org.bytedeco.pytorch.CompilationUnit unit; // owns dictMaker: kept as long as it is used

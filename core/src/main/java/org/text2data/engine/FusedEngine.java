@@ -25,7 +25,10 @@ import org.text2data.ffi.text2data_h;
  * <p>{@link #firstStep} keeps the gradients without copying when it zeroes them: the parameter's current
  * gradient tensor becomes its constraint gradient {@code c_p}, and the parameter gets a zeroed buffer as
  * its new gradient (the previous step's {@code c_p} buffer when it fits), which the next backward
- * accumulates into. Without zeroing it copies.
+ * accumulates into. Without zeroing it copies. {@code Text2Data.runStep} goes further: it begins the step with
+ * {@link #releaseGradients}, so that each backward pass hands its gradient buffers over, and
+ * {@code firstStep(true)} then keeps them as {@code c_p} by handle and releases the gradients (no zeroed buffer
+ * is installed); the values are those of zeroing.
  *
  * <p>The engine keeps nothing per parameter: the kept {@code c_p}, the spare and installed buffers and the
  * optimizer state live in the caller's {@link ParamState} records, one per parameter, passed to every call.
@@ -153,6 +156,8 @@ public final class FusedEngine implements ProjectionEngine {
      * call (backward accumulated into it), so it becomes {@code c_p} under the handle we already hold,
      * and the previous {@code c_p}, zeroed, is installed in its place. No tensor is allocated, no
      * wrapper created (a bytedeco {@code new Tensor(t)} costs microseconds), no libtorch op dispatched.
+     * After {@link #releaseGradients}, {@code firstStep(true)} keeps each gradient by handle and releases it
+     * instead (see there).
      */
     @Override
     public void firstStep(ParamState[] states, boolean zeroGrad) {
@@ -483,8 +488,10 @@ public final class FusedEngine implements ProjectionEngine {
      * @param project whether to project the gradients that have a kept constraint gradient
      * @return the number of tensors projected
      * @throws NonFiniteGradientException (host) if a value is not finite; nothing was written
-     * @throws IllegalArgumentException if a gradient does not fit its parameter or its kept constraint gradient, or a
-     *     parameter is not contiguous
+     * @throws IllegalArgumentException if a gradient does not fit its parameter or its kept constraint gradient, a
+     *     parameter is not contiguous, or {@code states} is not one record per parameter
+     * @throws IllegalStateException if this engine is closed, or a plan is in use ({@link #usePlan}) and a parameter
+     *     that is stepped has no optimizer state yet
      */
     public int optimizerStep(ParamState[] states, FusedOptimizer.Options o, Tensor gValue,
                              double gConstraint, double alpha, double beta, boolean project) {
@@ -838,8 +845,8 @@ public final class FusedEngine implements ProjectionEngine {
     }
 
     /**
-     * Releases the engine's own native resources (its tables and the CUDA step status). The per-parameter records
-     * are their owner's: closing them releases the gradient buffers and the optimizer state.
+     * Releases the engine's own native resources (its tables, the CUDA step status and zero loss). The
+     * per-parameter records are their owner's: closing them releases the gradient buffers and the optimizer state.
      */
     @Override
     public void close() {

@@ -33,7 +33,8 @@ public interface ProjectionEngine extends AutoCloseable {
      * First step: for every parameter that has a gradient, keep that gradient as its constraint
      * gradient. Parameters without a gradient keep none. When {@code zeroGrad} is true, every existing
      * gradient is left defined and zero afterwards (PyTorch 1.13's {@code zero_grad()} semantics, which
-     * the reference relies on), so that the conditional backward accumulates into zeros.
+     * the reference relies on), so that the conditional backward accumulates into zeros; in a step that
+     * {@link #releaseGradients} began, the gradients are kept by handle and released instead (same values).
      *
      * @param states the per-parameter records, one per parameter; they receive the kept gradients
      * @param zeroGrad whether to zero the gradients after keeping them
