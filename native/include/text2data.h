@@ -192,7 +192,8 @@ typedef struct t2d_step_status {
 #define T2D_NONFINITE_CONSTRAINT 1 /* the constraint gradient c holds a NaN or an infinity */
 #define T2D_NONFINITE_GRAD       2 /* the gradient g holds a NaN or an infinity */
 #define T2D_NONFINITE_UPDATE     3 /* bfloat16/float16: the update overflowed */
-#define T2D_NONFINITE_LOSS       4 /* g_value is not finite (first_tensor: the first projected tensor) */
+#define T2D_NONFINITE_LOSS       4 /* g_value is not finite (first_tensor: the first projected tensor), or a
+                                      projected tensor's lam overflowed from a finite g_value (that tensor) */
 
 /*
  * CUDA path of the fused step: a constant number of kernel launches whatever the count, no host
