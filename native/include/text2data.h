@@ -201,7 +201,8 @@ typedef struct t2d_step_status {
  * skips everything when one was found (nothing written, step counts unchanged) and counts the skipped
  * step in status_device (device memory, one t2d_step_status; required). The host learns of a skipped
  * step only by reading status_device. g_value_device and cuda_stream as in t2d_project_cuda; step
- * pointers are device memory. lambdas_out_device, if not NULL, is device memory receiving count doubles.
+ * pointers are device memory. lambdas_out_device, if not NULL, is device memory receiving count doubles
+ * (lam of each tensor, 0 where not projected), written only by a step that is not skipped.
  */
 T2D_API int32_t t2d_step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
                          const void* g_value_device, int32_t g_value_dtype,
