@@ -192,7 +192,8 @@ typedef struct t2d_step_status {
 #define T2D_NONFINITE_CONSTRAINT 1 /* the constraint gradient c holds a NaN or an infinity */
 #define T2D_NONFINITE_GRAD       2 /* the gradient g holds a NaN or an infinity */
 #define T2D_NONFINITE_UPDATE     3 /* bfloat16/float16: the update overflowed */
-#define T2D_NONFINITE_LOSS       4 /* g_value is not finite (first_tensor: the first projected tensor) */
+#define T2D_NONFINITE_LOSS       4 /* g_value is not finite (first_tensor: the first projected tensor), or a
+                                      projected tensor's lam overflowed from a finite g_value (that tensor) */
 
 /*
  * CUDA path of the fused step: a constant number of kernel launches whatever the count, no host
@@ -200,7 +201,8 @@ typedef struct t2d_step_status {
  * skips everything when one was found (nothing written, step counts unchanged) and counts the skipped
  * step in status_device (device memory, one t2d_step_status; required). The host learns of a skipped
  * step only by reading status_device. g_value_device and cuda_stream as in t2d_project_cuda; step
- * pointers are device memory. lambdas_out_device, if not NULL, is device memory receiving count doubles.
+ * pointers are device memory. lambdas_out_device, if not NULL, is device memory receiving count doubles
+ * (lam of each tensor, 0 where not projected), written only by a step that is not skipped.
  */
 T2D_API int32_t t2d_step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
                          const void* g_value_device, int32_t g_value_dtype,

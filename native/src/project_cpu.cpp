@@ -665,8 +665,10 @@ int32_t step_host(const t2d_param* params, int32_t count, const t2d_optimizer& o
             case T2D_NONFINITE_GRAD:
                 return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its gradient holds a NaN or an infinity", i);
             case T2D_NONFINITE_LOSS:
-                return fail_t(i, T2D_ERR_NONFINITE,
-                              "tensor %d: g_value (the unconditional loss) is not finite, or lam overflowed", i);
+                if (!std::isfinite(excess))
+                    return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: g_value (the unconditional loss) is not finite", i);
+                return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: lam overflowed (<g,c> %g, <c,c> %g, alpha * (g_value - "
+                              "g_constraint) %g, beta %g)", i, s.dot, s.n, excess, beta);
             }
             lams[(size_t)i] = lam;
         }

@@ -518,6 +518,25 @@ static void test_step_nonfinite() {
               "g_value %g message '%s'", gv, t2d_last_error());
         for (size_t i = 0; i < ps.size(); i++) CHECK(before[i] == ps[i].bytes(), "g_value %g: tensor %zu written", gv, i);
     }
+    // a finite g_value whose lam overflows (float64: <c,c> = 1, <g,c> = -1e308, phi = beta n = 1e308, so
+    // lam = (phi - dot) / (1e-8 + n) = inf): refused on tensor 1 as the CUDA path refuses it (T2D_NONFINITE_LOSS),
+    // the message naming lam and not g_value; nothing written
+    {
+        std::vector<PBuf> ps;
+        for (int i = 0; i < 3; i++) ps.emplace_back(T2D_FLOAT64, i == 1 ? 1 : 40, 0.3);
+        ps[0].proj = false;
+        ps[1].b.set(ps[1].b.c, 0, 1.0);
+        ps[1].b.set(ps[1].b.g, 0, -1e308);
+        std::vector<t2d_param> d;
+        for (auto& x : ps) d.push_back(x.desc());
+        std::vector<std::vector<unsigned char>> before;
+        for (auto& q : ps) before.push_back(q.bytes());
+        int32_t rc = t2d_step_host(d.data(), 3, &adam, 1e308, 0.0, 1.0, 1e308, 0, nullptr);
+        CHECK(rc == T2D_ERR_NONFINITE && t2d_last_error_tensor() == 1, "lam overflow: rc %d %s", rc, t2d_last_error());
+        CHECK(strstr(t2d_last_error(), "lam overflowed") && !strstr(t2d_last_error(), "g_value (the unconditional loss)"),
+              "lam overflow message '%s'", t2d_last_error());
+        for (size_t i = 0; i < ps.size(); i++) CHECK(before[i] == ps[i].bytes(), "lam overflow: tensor %zu written", i);
+    }
     // float16 overflow of the update: finite gradients, an SGD step that leaves float16's range
     for (int32_t dt : {T2D_FLOAT16, T2D_BFLOAT16}) {
         std::vector<PBuf> ps;
