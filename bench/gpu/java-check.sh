@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1 ;;
         --rounds) ROUNDS="$2"; shift ;;
         --workloads) WORKLOADS="$2"; shift ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;  # the comment block above
         *) echo "unknown option: $1" >&2; exit 2 ;;
     esac
     shift
