@@ -23,8 +23,9 @@
 #    captured step); the tables of medians and of the issues' target ratios (with --rounds, per round too).
 # Ends with `N passed, M failed`; exit 0 only when none failed. Everything printed also goes to
 # $OUT/java-check.log (bench/gpu/last-java-check/ without $OUT), the timings to java-steps.json / py-steps.json.
-# Options: --bundle DIR, --parts DIR (above), --quick (shorter timings), --workloads a,b, --rounds N (Python then Java, N times; the tables show the
-# medians of the rounds' medians and each round's target ratios). Environment: PYTHON, T2D_JAVA_TIMEOUT (s, per Java step, 420).
+# Options: --bundle DIR, --parts DIR (above), --quick (shorter timings), --workloads a,b, --rounds N (Python then
+# Java, N times; the tables show the medians of the rounds' medians and each round's target ratios).
+# Environment: PYTHON, T2D_JAVA_TIMEOUT (s, per Java step, 420).
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
