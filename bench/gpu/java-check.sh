@@ -52,6 +52,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+case "$ROUNDS" in ''|*[!0-9]*|0*) echo "--rounds wants a whole number from 1 on, got '$ROUNDS'" >&2; exit 2 ;; esac
 case "$BUNDLE" in /*) ;; *) BUNDLE="$PWD/$BUNDLE" ;; esac
 case "$PARTS" in /*|"") ;; *) PARTS="$PWD/$PARTS" ;; esac
 
