@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
         --skip-build) BUILD=0 ;;
         --keep-sm) KEEP_SM="$2"; shift ;;
         --keep-sm=*) KEEP_SM="${1#--keep-sm=}" ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;  # the comment block above
         *) echo "unknown option: $1" >&2; exit 2 ;;
     esac
     shift

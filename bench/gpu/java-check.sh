@@ -16,13 +16,16 @@
 # 4. JUnit, with the console launcher: the CUDA tests of ConformanceTest and FusedOptimizerTest (their CPU tests
 #    are the build's), NativeLoadFailureTest and HostSyncCudaTest; then CapturedStepCudaTest in a JVM of its own
 #    (a JVM crash is reported with the start of its hs_err file);
-# 5. the step benchmark on the bench's workloads: Java runStep per engine and the plain two-pass
-#    (GpuStepBench), and, where python3 has a CUDA torch, the clean-room reference's run_step and baseline
-#    (bench/python/bench_ref.py --device cuda) from the same weights; the ratios from this one run.
+# 5. the step benchmark on the bench's workloads: where python3 has a CUDA torch, first the clean-room reference's
+#    run_step, its plain two-pass, and that with Adam(fused=True), alone and captured as a CUDA graph
+#    (bench/python/bench_ref.py --device cuda; it writes the weights); then, on the same weights, Java runStep per
+#    engine, the captured step and the plain two-pass (GpuStepBench; should it fail, once more without the
+#    captured step); the tables of medians and of the issues' target ratios (with --rounds, per round too).
 # Ends with `N passed, M failed`; exit 0 only when none failed. Everything printed also goes to
 # $OUT/java-check.log (bench/gpu/last-java-check/ without $OUT), the timings to java-steps.json / py-steps.json.
-# Options: --quick (shorter timings), --workloads a,b, --rounds N (Python then Java, N times; the tables show the
-# medians of the rounds' medians and each round's target ratios). Environment: PYTHON, T2D_JAVA_TIMEOUT (s, per Java step, 420).
+# Options: --bundle DIR, --parts DIR (above), --quick (shorter timings), --workloads a,b, --rounds N (Python then
+# Java, N times; the tables show the medians of the rounds' medians and each round's target ratios).
+# Environment: PYTHON, T2D_JAVA_TIMEOUT (s, per Java step, 420).
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -43,12 +46,13 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1 ;;
         --rounds) ROUNDS="$2"; shift ;;
         --workloads) WORKLOADS="$2"; shift ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;  # the comment block above
         *) echo "unknown option: $1" >&2; exit 2 ;;
     esac
     shift
 done
 
+case "$ROUNDS" in ''|*[!0-9]*|0*) echo "--rounds wants a whole number from 1 on, got '$ROUNDS'" >&2; exit 2 ;; esac
 case "$BUNDLE" in /*) ;; *) BUNDLE="$PWD/$BUNDLE" ;; esac
 case "$PARTS" in /*|"") ;; *) PARTS="$PWD/$PARTS" ;; esac
 

@@ -93,5 +93,5 @@ case "${1:-}" in
     collect)
         wait_java "${2:-540}" ;;
     *)
-        sed -n '2,17p' "$0"; exit 2 ;;
+        sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 2 ;;  # the comment block above
 esac

@@ -49,8 +49,7 @@ import org.text2data.engine.Engines;
  *       parameter (read and write), the bandwidth yardstick of the update pass. A fused Adam step must move
  *       44 bytes per float32 parameter (bench/NOTES.md, "Interleaved"). The copy runs on libtorch's intra-op
  *       pool (one thread under {@code LibTorch}'s thread rule), the fused kernel on its own (every available core
- *       from 2^18 parameters on):
- *       on a multi-core machine the ratio can exceed 1.</li>
+ *       from 2^18 parameters on): on a multi-core machine the ratio can exceed 1.</li>
  * </ul>
  * Blocks: each block runs every variant {@code calls} times in a row, the variants' order rotating from block
  * to block. Reported per variant: the median of the block medians and their range; per block, the ratio

@@ -397,11 +397,11 @@ public final class Report {
                 Series p = get("python/" + w + "/constrained");
                 Series jp = get("java/" + w + "/plain");
                 Series pp = get("python/" + w + "/baseline");
-                Series ratio = get("java/" + w + "/runStep_over_plain/" + eng);
+                Series sameJvm = get("java/" + w + "/runStep_over_plain/" + eng);
                 b.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %.2f | %s | %s | %s (%s) | %s | %.3f | %s | %s | %s |%n",
                         w, eng, ms(j), ms(p), j.median() / p.median(), verdictFaster(j, p), ms(jp),
-                        ratio.rounds().isEmpty() ? String.format(Locale.ROOT, "%.3f", j.median() / jp.median()) : ratio(ratio),
-                        verdictOverhead(ratio, j, jp), ms(pp), p.median() / pp.median(),
+                        sameJvm.rounds().isEmpty() ? String.format(Locale.ROOT, "%.3f", j.median() / jp.median()) : ratio(sameJvm),
+                        verdictOverhead(sameJvm, j, jp), ms(pp), p.median() / pp.median(),
                         ms(get("java/" + w + "/update/" + eng)), ratio(get("java/" + w + "/update_bandwidth_over_copy/" + eng)),
                         ms(get("python/" + w + "/projection"))));
             }

@@ -63,10 +63,6 @@ public class StepBench {
             org.bytedeco.pytorch.global.torch.globalContext().setFlushDenormal(true);
             w = Workloads.load(workload);
         }
-
-        double initialUncondLoss() {
-            return w.uncondLoss();
-        }
     }
 
     @State(Scope.Benchmark)
@@ -81,7 +77,7 @@ public class StepBench {
         @Setup(Level.Trial)
         public void setup() {
             load();
-            gConstraint = 0.9 * initialUncondLoss();
+            gConstraint = 0.9 * w.uncondLoss();
             opt = new Constraint(w.params(), OptimizerSpec.adam(LR), 1.0, 1.0, Engine.parse(engine));
         }
 
@@ -120,7 +116,7 @@ public class StepBench {
         @Setup(Level.Trial)
         public void setup() {
             load();
-            gConstraint = 0.9 * initialUncondLoss();
+            gConstraint = 0.9 * w.uncondLoss();
             opt = new Constraint(w.params(), OptimizerSpec.adam(LR), 1.0, 1.0, Engine.parse(engine));
             opt.zeroGrad();
             Tensor g = Loss.MSE.apply(w.model().forward(w.data(), null), w.label());

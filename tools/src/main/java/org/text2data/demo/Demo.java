@@ -418,8 +418,7 @@ public final class Demo {
             }
             torch.manual_seed(seed + 3);
             List<Double> stepG = r.steps().stream().map(Finetuning.Step::g).toList();
-            Score s = score(name, model, true, prompts, real, est, curve, gCurve, stepG, samples);
-            return s;
+            return score(name, model, true, prompts, real, est, curve, gCurve, stepG, samples);
         } finally {
             model.close(); // its native memory, whatever happened
         }
