@@ -245,7 +245,7 @@ public final class CapturedStep implements AutoCloseable {
         });
         attempt(failure, () -> {
             fe.releaseGradients(states); // whatever the capture left in the gradients and kept handles
-            fe.endStep();
+            fe.endStep(states);
             restoreGrads(params, saved);
         });
         attempt(failure, () -> {

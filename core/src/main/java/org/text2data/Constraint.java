@@ -525,7 +525,7 @@ public final class Constraint implements AutoCloseable {
     /** Ends what {@link #beginStep()} began; safe to call when it did not run. */
     void endStep() {
         if (engine != null) {
-            engine.endStep();
+            engine.endStep(states);
         }
     }
 

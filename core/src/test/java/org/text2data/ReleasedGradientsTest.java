@@ -170,4 +170,46 @@ class ReleasedGradientsTest {
             }
         }
     }
+    /**
+     * A step refused before its first pass (a NaN loss) leaves every gradient that existed defined and zero, as the
+     * plain engine's zeroing does: a parameter that no later pass reaches is still stepped by Adam's momentum, on
+     * both engines alike. (Before, the refused step left such gradients released and forgot which had existed, and
+     * the fused engine stopped stepping them: 0.08 off the plain engine three steps later.)
+     */
+    @Test
+    void aRefusedStepLeavesTheGradientsThatZeroingLeaves() {
+        try (Batch in = batch();
+             TestModels.SmallModel fm = model(); TestModels.SmallModel pm = model();
+             Constraint released = new Constraint(fm.params, OptimizerSpec.adam(0.05), 1.0, 1.0, Engine.FUSED);
+             Constraint zeroed = new Constraint(pm.params, OptimizerSpec.adam(0.05), 1.0, 1.0, Engine.PLAIN);
+             PointerScope scope = new PointerScope()) {
+            boolean[] gate = {true}; // while on, 'unused' is reached by both passes
+            ConditionalModel fg = (x, c) -> gate[0] ? fm.forward(x, c).add(fm.params.get("unused").sum()) : fm.forward(x, c);
+            ConditionalModel pg = (x, c) -> gate[0] ? pm.forward(x, c).add(pm.params.get("unused").sum()) : pm.forward(x, c);
+            step(released, 0.0, fg, in).close();
+            step(zeroed, 0.0, pg, in).close();
+            Tensor nanLabel = in.label().clone();
+            nanLabel.select(0, 0).select(0, 0).fill_(new org.bytedeco.pytorch.Scalar(Double.NaN));
+            Batch bad = new Batch(in.data(), in.cond(), nanLabel);
+            assertThatThrownBy(() -> step(released, 0.0, fg, bad)).isInstanceOf(NonFiniteException.class);
+            assertThatThrownBy(() -> step(zeroed, 0.0, pg, bad)).isInstanceOf(NonFiniteException.class);
+            for (String n : fm.params.keySet()) {
+                Tensor f = fm.params.get(n).grad();
+                Tensor p = pm.params.get(n).grad();
+                assertThat(f.defined()).as("after the refused step: gradient of %s defined", n).isEqualTo(p.defined());
+                if (p.defined()) {
+                    assertThat(diff(f, p)).as("after the refused step: gradient of %s", n).isZero();
+                }
+            }
+            gate[0] = false;
+            for (int k = 0; k < 3; k++) {
+                step(released, 0.0, fg, in).close();
+                step(zeroed, 0.0, pg, in).close();
+            }
+            for (String n : fm.params.keySet()) {
+                assertThat(diff(fm.params.get(n), pm.params.get(n))).as("parameter %s, three steps later", n)
+                        .isLessThanOrEqualTo(1e-12);
+            }
+        }
+    }
 }

@@ -268,7 +268,10 @@ public final class FusedEngine implements ProjectionEngine {
     }
 
     @Override
-    public void endStep() {
+    public void endStep(ParamState[] states) {
+        if (releasing && !closed) {
+            zeroMissingGradients(states); // a step that ended early leaves the gradients 1.13's zeroing would leave
+        }
         releasing = false;
     }
 

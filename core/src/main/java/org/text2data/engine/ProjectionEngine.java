@@ -60,9 +60,13 @@ public interface ProjectionEngine extends AutoCloseable {
 
     /**
      * Ends the step {@link #releaseGradients} began, whether or not it got as far as {@link #secondStep}: later
-     * calls follow the zeroing protocol again. Does nothing for an engine that does not release gradients.
+     * calls follow the zeroing protocol again, and a step that ended early leaves the gradients zeroing would have
+     * left (each one that existed before the step is defined). Does nothing for an engine that does not release
+     * gradients.
+     *
+     * @param states the per-parameter records, one per parameter in order
      */
-    default void endStep() {
+    default void endStep(ParamState[] states) {
     }
 
     /**
