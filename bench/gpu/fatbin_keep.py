@@ -27,40 +27,48 @@ def sections(m):
     return {m[strtab + h[0]:m.find(b"\0", strtab + h[0])].decode(): (h[4], h[5]) for h in hdr}
 
 
+def entries(m, path):
+    """(kind, arch, payload offset, padded size) of every entry of every fatbin in the .nv_fatbin section."""
+    secs = sections(m)
+    if ".nv_fatbin" not in secs:
+        raise SystemExit(f"{path}: no .nv_fatbin section")
+    off, size = secs[".nv_fatbin"]
+    pos, end, out = off, off + size, []
+    while pos < end:
+        magic, _, hsize, fsize = struct.unpack_from("<IHHQ", m, pos)
+        if magic != FATBIN_MAGIC:  # fatbins are 8-byte aligned, with padding between
+            pos += 8
+            continue
+        p, e = pos + hsize, pos + hsize + fsize
+        while p < e:
+            kind, _, ehsize, padded = struct.unpack_from("<HHIQ", m, p)
+            arch, = struct.unpack_from("<I", m, p + 28)
+            out.append((kind, arch, p + ehsize, padded))
+            p += ehsize + padded
+        if p != e:
+            raise SystemExit(f"{path}: fatbin at {pos:#x} does not end where its header says: not changed")
+        pos = e
+    return out
+
+
 def main(path, keep):
     with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
         if m[:4] != b"\x7fELF" or m[4] != 2:
             raise SystemExit(f"{path}: not a 64-bit ELF file")
-        secs = sections(m)
-        if ".nv_fatbin" not in secs:
-            raise SystemExit(f"{path}: no .nv_fatbin section")
-        off, size = secs[".nv_fatbin"]
-        pos, end = off, off + size
-        blanked, kept, fatbins = {}, {}, 0
-        while pos < end:
-            magic, _, hsize, fsize = struct.unpack_from("<IHHQ", m, pos)
-            if magic != FATBIN_MAGIC:  # fatbins are 8-byte aligned, with padding between
-                pos += 8
-                continue
-            fatbins += 1
-            p, e = pos + hsize, pos + hsize + fsize
-            while p < e:
-                kind, _, ehsize, padded = struct.unpack_from("<HHIQ", m, p)
-                arch, = struct.unpack_from("<I", m, p + 28)
-                into = kept
-                if kind == KIND_ELF and arch not in keep:
-                    m[p + ehsize:p + ehsize + padded] = bytes(padded)
-                    into = blanked
-                into[arch] = into.get(arch, 0) + padded
-                p += ehsize + padded
-            if p != e:
-                raise SystemExit(f"{path}: fatbin at {pos:#x} does not end where its header says: not changed further")
-            pos = e
+        found = entries(m, path)  # all of it read and checked before anything is written
+        if not any(kind == KIND_ELF and arch in keep for kind, arch, _, _ in found):
+            archs = sorted({arch for kind, arch, _, _ in found if kind == KIND_ELF})
+            raise SystemExit(f"{path}: no GPU code of sm_{sorted(keep)} in it (it has sm_{archs}): not changed")
+        blanked, kept = {}, {}
+        for kind, arch, at, padded in found:
+            into = kept
+            if kind == KIND_ELF and arch not in keep:
+                m[at:at + padded] = bytes(padded)
+                into = blanked
+            into[arch] = into.get(arch, 0) + padded
         m.flush()
     mb = lambda d: ", ".join(f"sm_{a} {n / 1e6:.1f} MB" for a, n in sorted(d.items()))
-    print(f"{path}: {fatbins} fatbins; kept {mb(kept)}; blanked {mb(blanked)}")
-    if not kept:
-        raise SystemExit(f"{path}: no code of sm_{sorted(keep)} in it")
+    print(f"{path}: {len(found)} entries; kept {mb(kept)}; blanked {mb(blanked)}")
 
 
 if __name__ == "__main__":
