@@ -21,7 +21,6 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 R=/tmp/t2d-relay
 P=/tmp/t2d-parts
-mkdir -p "$R/check" "$R/java" "$P"
 
 receive() {
     if compgen -G "$ROOT/.devparts*/*" >/dev/null; then mv "$ROOT"/.devparts*/* "$P"/; fi
@@ -82,9 +81,9 @@ wait_java() {
 
 case "${1:-}" in
     part)
-        receive; start_check; progress ;;
+        mkdir -p "$R/check" "$R/java" "$P"; receive; start_check; progress ;;
     finish)
-        receive; start_check
+        mkdir -p "$R/check" "$R/java" "$P"; receive; start_check
         ( cd "$R/repo" && OUT="$R/java" setsid bash -c "while [ ! -f $R/check.rc ] && [ \$(( \$(date +%s) - \$(cat $R/check.started) )) -lt 420 ]; do sleep 2; done; \
             bash bench/gpu/java-check.sh --parts $P ${T2D_RELAY_JAVA_ARGS:-} > $R/java.out 2>&1; echo \$? > $R/java.rc" \
             </dev/null >/dev/null 2>&1 & )
