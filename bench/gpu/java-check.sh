@@ -270,7 +270,7 @@ EOF
         fi
     done
     # the rounds merged: per workload and mode, median_ms the median of the rounds' medians, round_medians_ms each
-    # round's; the other fields (min, quartiles, iters) are the last round's
+    # round's by round number; the other fields (min, quartiles, iters) are the last round's
     if command -v python3 >/dev/null 2>&1; then
         python3 - "$D/rounds" "$pyjson" "$jjson" <<'EOF'
 import glob, json, os, statistics, sys
@@ -279,13 +279,14 @@ for kind, out in (("py", out_py), ("java", out_j)):
     files = sorted(glob.glob(os.path.join(rounds, kind + "-*.json")), key=lambda f: int(f.rsplit("-", 1)[1][:-5]))
     if not files:
         continue
-    runs = [json.load(open(f)) for f in files]
-    merged = runs[-1]
+    runs = {f.rsplit("-", 1)[1][:-5]: json.load(open(f)) for f in files}  # by round number: a failed round is absent
+    merged = runs[max(runs, key=int)]
     for name, res in merged["workloads"].items():
         for mode, r in res.items():
             if isinstance(r, dict) and "median_ms" in r:
-                per = [x["workloads"][name][mode]["median_ms"] for x in runs if mode in x["workloads"].get(name, {})]
-                r["median_ms"] = statistics.median(per)
+                per = {k: x["workloads"][name][mode]["median_ms"] for k, x in runs.items()
+                       if mode in x["workloads"].get(name, {})}
+                r["median_ms"] = statistics.median(per.values())
                 r["round_medians_ms"] = per
     merged["rounds"] = len(runs)
     with open(out, "w") as fh:
@@ -320,11 +321,12 @@ for name, r in j["workloads"].items():
           f"| {jc / m(q, 'graphed'):.3f} | {jc / m(q, 'constrained'):.3f} |")
 if rounds > 1:
     print("\nthe same two target ratios round by round (each round's Java median over the same round's Python median)")
-    per = lambda d, k: d[k].get("round_medians_ms", []) if k in d else []
+    per = lambda d, k: d[k].get("round_medians_ms", {}) if k in d else {}
+    by_round = lambda a, b: [a[k] / b[k] for k in sorted(a, key=int) if k in b]  # the same round on both sides
     for name, r in j["workloads"].items():
         q = p.get(name, {})
-        f = [a / b for a, b in zip(per(r, "runStep-fused"), per(q, "fused"))]
-        c = [a / b for a, b in zip(per(r, "captured"), per(q, "graphed"))]
+        f = by_round(per(r, "runStep-fused"), per(q, "fused"))
+        c = by_round(per(r, "captured"), per(q, "graphed"))
         print(f"  {name}: Java fused / Python fused-Adam plain {' '.join(f'{x:.3f}' for x in f)}; "
               f"captured / graphed {' '.join(f'{x:.3f}' for x in c)}")
 EOF
