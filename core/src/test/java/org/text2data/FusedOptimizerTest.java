@@ -72,10 +72,12 @@ class FusedOptimizerTest {
      * 50 steps of every fused optimizer against libtorch's (after the plain engine's projection, and after the fused
      * projection), on {@code device}. On the CPU the bound is {@code tol}. On a GPU libtorch's own kernels round
      * differently from the CPU's (its CUDA {@code add(c, alpha)} is one fused multiply-add, while the fused
-     * kernel rounds {@code g + lam*c} as the CPU path does, so that both give the same bits), and Adam turns a last-bit
-     * difference of a nearly cancelled gradient into a step of about lr. So the bound there is the larger of
-     * {@code tol} and twice what separates libtorch from itself on this trajectory: the plain engine + libtorch on
-     * the GPU against the same on the CPU. Every kind is run before anything is asserted; the numbers are printed.
+     * kernel rounds {@code g + lam*c} as the CPU path does, so that both give the same bits; its optimizer update
+     * rounds as libtorch's CUDA kernels do), and Adam turns a last-bit difference of a nearly cancelled gradient into
+     * a step of about lr. So the bound there is the larger of {@code tol} and twice what separates libtorch from
+     * itself on this trajectory: the plain engine + libtorch on the GPU against the same on the CPU (on an H100 the
+     * bound was {@code tol} for every kind, and every kind within it). Every kind is run before anything is
+     * asserted; the numbers are printed.
      */
     private static void trajectories(String fixture, double tol, String device) {
         boolean cpu = device.equals("cpu");
@@ -85,15 +87,15 @@ class FusedOptimizerTest {
             try (TorchScriptModel fusedModel = model(fixture, device);
                  TorchScriptModel plainModel = model(fixture, device);
                  TorchScriptModel kernelModel = model(fixture, device);
-                 TorchScriptModel cpuModel = model(fixture, "cpu");
+                 TorchScriptModel cpuModel = cpu ? null : model(fixture, "cpu"); // the GPU's yardstick only
                  Batch stored = Batch.load(TestModels.fixture(fixture + ".batch.pt"));
                  Batch batch = stored.to(device);
                  Constraint fused = new Constraint(fusedModel.namedParameters(), spec, 1.0, 1.0, Engine.FUSED);
                  Constraint plain = new Constraint(plainModel.namedParameters(), spec.fused(false), 1.0, 1.0, Engine.PLAIN);
                  Constraint kernel = new Constraint(kernelModel.namedParameters(), spec.fused(false), 1.0, 1.0,
                          Engine.FUSED);
-                 Constraint plainCpu = new Constraint(cpuModel.namedParameters(), spec.fused(false), 1.0, 1.0,
-                         Engine.PLAIN)) {
+                 Constraint plainCpu = cpu ? null : new Constraint(cpuModel.namedParameters(), spec.fused(false), 1.0,
+                         1.0, Engine.PLAIN)) {
                 assertThat(fused.isFused()).isTrue();
                 assertThat(plain.isFused()).isFalse();
                 assertThat(kernel.isFused()).isFalse();
