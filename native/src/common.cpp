@@ -182,6 +182,15 @@ int32_t validate_step(const t2d_param* params, int32_t count, const t2d_optimize
     return T2D_OK;
 }
 
+int32_t validate_project_cuda(const t2d_tensor* tensors, int32_t count, const void* g_value_device, int32_t g_value_dtype,
+                              int32_t* device) {
+    int32_t rc = validate(tensors, count, false, device);
+    if (rc != T2D_OK) return rc;
+    if (g_value_device == nullptr) return fail(T2D_ERR_NULL_POINTER, "g_value_device is NULL");
+    if (!valid_dtype(g_value_dtype)) return fail(T2D_ERR_UNSUPPORTED_DTYPE, "unsupported g_value dtype code %d", g_value_dtype);
+    return T2D_OK;
+}
+
 int32_t validate_step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
                            const void* g_value_device, int32_t g_value_dtype, int32_t options,
                            const t2d_step_status* status_device, int32_t* device) {
@@ -203,7 +212,9 @@ int32_t validate_step_planned(const t2d_cuda_plan* plan, const t2d_param* params
     return T2D_OK;
 }
 
-int32_t validate_plan(const t2d_param* params, int32_t count, int32_t device) {
+int32_t validate_plan(const t2d_param* params, int32_t count, int32_t device, t2d_cuda_plan** plan_out) {
+    if (plan_out == nullptr) return fail(T2D_ERR_NULL_POINTER, "plan_out is NULL");
+    *plan_out = nullptr;
     int32_t rc = validate_rows(params, count);
     if (rc != T2D_OK) return rc;
     if (device < 0) return fail(T2D_ERR_WRONG_DEVICE, "a plan is for a CUDA device, got device %d", device);
@@ -211,6 +222,23 @@ int32_t validate_plan(const t2d_param* params, int32_t count, int32_t device) {
         rc = validate_row(params[i], i);
         if (rc != T2D_OK) return rc;
     }
+    return T2D_OK;
+}
+
+int32_t validate_capture_begin(const void* cuda_stream) {
+    if (cuda_stream == nullptr)
+        return fail(T2D_ERR_NULL_POINTER, "cuda_stream is NULL: the legacy default stream cannot be captured");
+    return T2D_OK;
+}
+
+int32_t validate_capture_end(const void* cuda_stream, void** graph_exec_out) {
+    if (graph_exec_out) *graph_exec_out = nullptr;
+    if (cuda_stream == nullptr) return fail(T2D_ERR_NULL_POINTER, "cuda_stream is NULL");
+    return T2D_OK;
+}
+
+int32_t validate_graph_launch(const void* graph_exec) {
+    if (graph_exec == nullptr) return fail(T2D_ERR_NULL_POINTER, "graph_exec is NULL");
     return T2D_OK;
 }
 

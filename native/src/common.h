@@ -32,6 +32,10 @@ int32_t validate(const t2d_tensor* tensors, int32_t count, bool expect_host, int
 int32_t validate_step(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer, int32_t options,
                       bool expect_host, int32_t* device);
 
+// validate (device side) and t2d_project_cuda's own arguments: g_value_device and its dtype.
+int32_t validate_project_cuda(const t2d_tensor* tensors, int32_t count, const void* g_value_device, int32_t g_value_dtype,
+                              int32_t* device);
+
 // validate_step (device side) and t2d_step_cuda's own arguments: g_value_device, its dtype, status.
 int32_t validate_step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
                            const void* g_value_device, int32_t g_value_dtype, int32_t options,
@@ -42,8 +46,15 @@ int32_t validate_step_planned(const t2d_cuda_plan* plan, const t2d_param* params
                               const void* g_value_device, int32_t g_value_dtype, const t2d_step_scalars* scalars_device,
                               int32_t options, const t2d_step_status* status_device, int32_t* device);
 
-// t2d_plan_create's arguments: the count, each row's numel and dtype, the device.
-int32_t validate_plan(const t2d_param* params, int32_t count, int32_t device);
+// t2d_plan_create's arguments: plan_out (set to NULL first when it is not NULL), the count, each row's numel and
+// dtype, the device.
+int32_t validate_plan(const t2d_param* params, int32_t count, int32_t device, t2d_cuda_plan** plan_out);
+
+// The graph calls' arguments (t2d_graph_capture_begin, _end, t2d_graph_launch); _end sets *graph_exec_out to NULL
+// first when graph_exec_out is not NULL.
+int32_t validate_capture_begin(const void* cuda_stream);
+int32_t validate_capture_end(const void* cuda_stream, void** graph_exec_out);
+int32_t validate_graph_launch(const void* graph_exec);
 
 inline bool valid_dtype(int32_t d) { return d >= T2D_FLOAT32 && d <= T2D_FLOAT16; }
 const char* dtype_name(int32_t d);

@@ -11,8 +11,11 @@
 // reduce (and probe the gradients that are not projected), lambda (flags the first non-finite tensor in a
 // device word), for bfloat16/float16 a check pass computing the update without storing it, the update
 // (every block returns at once when the flag is set), and a one-block finalize that increments the step
-// counts or, when the step was skipped, records it in the caller's t2d_step_status. Five launches and two
-// async copies/memsets whatever the number of tensors; no host synchronisation at all.
+// counts or, when the step was skipped, records it in the caller's t2d_step_status. Four kernels (five with a
+// half-precision row), an async copy and a memset whatever the number of tensors; no host synchronisation at all.
+// Unplanned calls share per-device cached buffers (a ring of pinned tables, a stream-ordered workspace:
+// unplanned_call); t2d_step_cuda_planned uses a plan's own, made once by t2d_plan_create, so that the step can be
+// captured in a CUDA graph.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -376,6 +379,8 @@ int32_t cuda_fail(cudaError_t e, const char* what) {
     return fail(T2D_ERR_CUDA, "%s: %s (%s)", what, cudaGetErrorName(e), cudaGetErrorString(e));
 }
 
+int32_t cuda_unavailable() { return fail(T2D_ERR_CUDA_UNAVAILABLE, "CUDA is not available (no driver or no device)"); }
+
 #define T2D_CU(call, what)                              \
     do {                                                \
         cudaError_t e_ = (call);                        \
@@ -502,6 +507,82 @@ int32_t check_device(int32_t device) {
     return T2D_OK;
 }
 
+// A table row from a call's row: a projection's tensor or a fused step's parameter, with its first chunk.
+DevTensor dev_row(const t2d_tensor& t, int64_t first_chunk) {
+    return DevTensor{t.grad, t.constraint, t.numel, first_chunk, t.dtype, 0};
+}
+DevParam dev_row(const t2d_param& t, int64_t first_chunk) {
+    return DevParam{t.param, t.grad, t.constraint, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq, t.step, t.numel, first_chunk,
+                    t.dtype, 0};
+}
+
+// Writes the rows into the (pinned) host table h.
+template <typename Dev, typename Row>
+void fill_table(Dev* h, const Row* rows, int32_t count) {
+    int64_t chunks = 0;
+    for (int32_t i = 0; i < count; i++) {
+        h[i] = dev_row(rows[i], chunks);
+        chunks += chunks_of(rows[i].numel);
+    }
+}
+
+// An unplanned call (project_cuda, step_cuda) on device's cached buffers: under the device's lock, the rows'
+// chunks, the workspace laid out for them, the next pinned table of the ring filled with them, then
+// launch(host_table, chunks, layout, workspace, copied), which enqueues the call's work on stream and records copied
+// once the table's copy is enqueued. The ring slot is free again once that copy has completed; the next call's
+// workspace waits for this one's kernels, also after a failed launch (for what was enqueued). The launch's error
+// comes first: a failing event record does not replace it.
+template <typename Dev, typename Row, typename Launch>
+int32_t unplanned_call(int32_t device, cudaStream_t stream, const Row* rows, int32_t count, Launch&& launch) {
+    DeviceState& st = g_states[device];
+    std::lock_guard<std::mutex> lock(st.mutex);
+    int64_t chunks = total_chunks(rows, count);
+    int32_t rc = check_chunks(chunks);
+    if (rc != T2D_OK) return rc;
+    Workspace layout(sizeof(Dev), count, chunks);
+    int slot = 0;
+    void* hv = nullptr;
+    rc = acquire(st, stream, layout.table, layout.size, &slot, &hv);
+    if (rc != T2D_OK) return rc;
+    fill_table((Dev*)hv, rows, count);
+    rc = launch((const Dev*)hv, chunks, layout, st.d_buf, st.copied[slot]);
+    st.has_copied[slot] = true;
+    cudaError_t e = cudaEventRecord(st.done, stream);
+    if (e == cudaSuccess) {
+        st.has_done = true;
+        st.d_stream = stream;
+    }
+    if (rc != T2D_OK) {
+        cudaGetLastError();
+        return rc;
+    }
+    return e == cudaSuccess ? T2D_OK : cuda_fail(e, "cudaEventRecord");
+}
+
+// Enqueues a projection on stream: the table's copy from pinned memory (then copied is recorded), with
+// T2D_CHECK_FINITE the flag's reset, and the three passes.
+int32_t launch_projection(const DevTensor* h, int32_t count, int64_t chunks, const Workspace& layout, const void* g_value,
+                          int32_t g_value_dtype, double g_constraint, double alpha, double beta, bool check,
+                          cudaStream_t stream, double* lambdas_out, void* workspace, cudaEvent_t copied) {
+    DevTensor* d_table = (DevTensor*)workspace;
+    double2* d_partials = layout.partials_in(workspace);
+    double* d_lam = layout.lam_in(workspace);
+    int* d_bad = layout.bad_in(workspace);
+    T2D_CU(cudaMemcpyAsync(d_table, h, sizeof(DevTensor) * (size_t)count, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
+    T2D_CU(cudaEventRecord(copied, stream), "cudaEventRecord");
+    if (check) T2D_CU(cudaMemsetAsync(d_bad, 0x7f, sizeof(int), stream), "cudaMemsetAsync");
+    if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_partials);
+    T2D_CU(cudaGetLastError(), "reduce kernel launch");
+    unsigned warps_per_block = 4;
+    lambda_kernel<<<(unsigned)((count + warps_per_block - 1) / warps_per_block), 32 * warps_per_block, 0, stream>>>(
+        d_table, count, chunks, d_partials, g_value, g_value_dtype, g_constraint, alpha, beta, d_lam, lambdas_out,
+        check ? 1 : 0, d_bad);
+    T2D_CU(cudaGetLastError(), "lambda kernel launch");
+    if (chunks > 0) update_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam, check ? d_bad : nullptr);
+    T2D_CU(cudaGetLastError(), "update kernel launch");
+    return T2D_OK;
+}
+
 int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, const void* g_value,
                      int32_t g_value_dtype, double g_constraint, double alpha, double beta, int32_t options,
                      cudaStream_t stream, double* lambdas_out) {
@@ -523,58 +604,26 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
     }
     if (count == 0) return T2D_OK;
 
-    DeviceState& st = g_states[device];
-    std::lock_guard<std::mutex> lock(st.mutex);
-    int64_t chunks = total_chunks(tensors, count);
-    rc = check_chunks(chunks);
-    if (rc != T2D_OK) return rc;
-    Workspace layout(sizeof(DevTensor), count, chunks);
-    int slot = 0;
-    void* hv = nullptr;
-    rc = acquire(st, stream, layout.table, layout.size, &slot, &hv);
-    if (rc != T2D_OK) return rc;
-    DevTensor* h = (DevTensor*)hv;
-    chunks = 0;
-    for (int32_t i = 0; i < count; i++) {
-        h[i] = DevTensor{tensors[i].grad, tensors[i].constraint, tensors[i].numel, chunks, tensors[i].dtype, 0};
-        chunks += chunks_of(tensors[i].numel);
-    }
-    DevTensor* d_table = (DevTensor*)st.d_buf;
-    double2* d_partials = layout.partials_in(st.d_buf);
-    double* d_lam = layout.lam_in(st.d_buf);
-    int* d_bad = layout.bad_in(st.d_buf);
-
-    T2D_CU(cudaMemcpyAsync(d_table, h, layout.table, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
-    T2D_CU(cudaEventRecord(st.copied[slot], stream), "cudaEventRecord");
-    st.has_copied[slot] = true;
-    bool check = (options & T2D_CHECK_FINITE) != 0;
-    if (check) T2D_CU(cudaMemsetAsync(d_bad, 0x7f, sizeof(int), stream), "cudaMemsetAsync");
-
-    if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_partials);
-    T2D_CU(cudaGetLastError(), "reduce kernel launch");
-    unsigned warps_per_block = 4;
-    lambda_kernel<<<(unsigned)((count + warps_per_block - 1) / warps_per_block), 32 * warps_per_block, 0, stream>>>(
-        d_table, count, chunks, d_partials, g_value, g_value_dtype, g_constraint, alpha, beta, d_lam, lambdas_out,
-        check ? 1 : 0, d_bad);
-    T2D_CU(cudaGetLastError(), "lambda kernel launch");
-    if (chunks > 0) update_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam, check ? d_bad : nullptr);
-    T2D_CU(cudaGetLastError(), "update kernel launch");
-    T2D_CU(cudaEventRecord(st.done, stream), "cudaEventRecord");
-    st.has_done = true;
-    st.d_stream = stream;
-
-    if (check) {  // the one host synchronisation, asked for by the caller
-        T2D_CU(cudaMemcpyAsync(st.h_bad, d_bad, sizeof(int), cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
+    const bool check = (options & T2D_CHECK_FINITE) != 0;
+    int bad = kNoBad;
+    rc = unplanned_call<DevTensor>(device, stream, tensors, count,
+                                   [&](const DevTensor* h, int64_t chunks, const Workspace& layout, void* workspace,
+                                       cudaEvent_t copied) -> int32_t {
+        int32_t r = launch_projection(h, count, chunks, layout, g_value, g_value_dtype, g_constraint, alpha, beta, check,
+                                      stream, lambdas_out, workspace, copied);
+        if (r != T2D_OK || !check) return r;
+        // the one host synchronisation, asked for by the caller (st.h_bad is the device's: read under its lock)
+        DeviceState& st = g_states[device];
+        T2D_CU(cudaMemcpyAsync(st.h_bad, layout.bad_in(workspace), sizeof(int), cudaMemcpyDeviceToHost, stream),
+               "cudaMemcpyAsync");
         T2D_CU(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-        int bad = *st.h_bad;
-        if (bad != kNoBad) {
-            int i = bad / 2;
-            if (bad % 2 == 0)
-                return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its constraint gradient holds a NaN or an infinity", i);
-            return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its gradient holds a NaN or an infinity", i);
-        }
-    }
-    return T2D_OK;
+        bad = *st.h_bad;
+        return T2D_OK;
+    });
+    if (rc != T2D_OK || bad == kNoBad) return rc;
+    int i = bad / 2;
+    if (bad % 2 == 0) return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its constraint gradient holds a NaN or an infinity", i);
+    return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its gradient holds a NaN or an infinity", i);
 }
 
 // ---------------------------------------------------------------- fused optimizer step
@@ -721,25 +770,15 @@ bool has_half(const t2d_param* params, int32_t count) {
     return false;
 }
 
-// Writes the rows into the (pinned) host table h.
-void fill_table(DevParam* h, const t2d_param* params, int32_t count) {
-    int64_t chunks = 0;
-    for (int32_t i = 0; i < count; i++) {
-        const t2d_param& t = params[i];
-        h[i] = DevParam{t.param, t.grad, t.constraint, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq, t.step, t.numel, chunks,
-                        t.dtype, 0};
-        chunks += chunks_of(t.numel);
-    }
-}
-
 // Enqueues a fused step on stream: the table's copy from pinned memory (then copied, when not NULL, is recorded:
-// the pinned table may be rewritten once it has completed), the flag's reset and the five passes. scalars, when
-// not NULL, replace lr, g_constraint, alpha and beta (read on the device).
-int32_t launch_step(const DevParam* h, int32_t count, int64_t chunks, bool half, const t2d_optimizer& o,
+// the pinned table may be rewritten once it has completed), the flag's reset and the passes (four, five with a
+// half-precision row) in the workspace laid out by layout. scalars, when not NULL, replace lr, g_constraint, alpha
+// and beta (read on the device).
+int32_t launch_step(const DevParam* h, int32_t count, int64_t chunks, const Workspace& layout, bool half,
+                    const t2d_optimizer& o,
                     const void* g_value, int32_t g_value_dtype, double g_constraint, double alpha, double beta,
                     const t2d_step_scalars* scalars, cudaStream_t stream, t2d_step_status* status, double* lambdas_out,
                     void* workspace, cudaEvent_t copied) {
-    Workspace layout(sizeof(DevParam), count, chunks);
     DevParam* d_table = (DevParam*)workspace;
     double2* d_partials = layout.partials_in(workspace);
     double* d_lam = layout.lam_in(workspace);
@@ -776,25 +815,13 @@ int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o
     rc = check_step_pointers(params, count, o, device, g_value, status, lambdas_out, nullptr);
     if (rc != T2D_OK) return rc;
 
-    DeviceState& st = g_states[device];
-    std::lock_guard<std::mutex> lock(st.mutex);
-    int64_t chunks = total_chunks(params, count);
-    rc = check_chunks(chunks);
-    if (rc != T2D_OK) return rc;
-    Workspace layout(sizeof(DevParam), count, chunks);
-    int slot = 0;
-    void* hv = nullptr;
-    rc = acquire(st, stream, layout.table, layout.size, &slot, &hv);
-    if (rc != T2D_OK) return rc;
-    fill_table((DevParam*)hv, params, count);
-    rc = launch_step((const DevParam*)hv, count, chunks, has_half(params, count), o, g_value, g_value_dtype, g_constraint,
-                     alpha, beta, nullptr, stream, status, lambdas_out, st.d_buf, st.copied[slot]);
-    st.has_copied[slot] = true;  // the ring slot is free again once its copy is done, as in project_cuda
-    // recorded even after a failed launch: the next call's workspace waits for what was enqueued
-    T2D_CU(cudaEventRecord(st.done, stream), "cudaEventRecord");
-    st.has_done = true;
-    st.d_stream = stream;
-    return rc;
+    const bool half = has_half(params, count);
+    return unplanned_call<DevParam>(device, stream, params, count,
+                                    [&](const DevParam* h, int64_t chunks, const Workspace& layout, void* workspace,
+                                        cudaEvent_t copied) {
+        return launch_step(h, count, chunks, layout, half, o, g_value, g_value_dtype, g_constraint, alpha, beta, nullptr,
+                           stream, status, lambdas_out, workspace, copied);
+    });
 }
 
 // The step's kernels, loaded now (with lazy module loading they would be loaded at their first launch,
@@ -836,13 +863,9 @@ extern "C" int32_t t2d_project_cuda(const t2d_tensor* tensors, int32_t count, co
                                     int32_t options, void* cuda_stream, double* lambdas_out_device) {
     t2d::clear_error();
     int32_t device = 0;
-    int32_t rc = t2d::validate(tensors, count, false, &device);
+    int32_t rc = t2d::validate_project_cuda(tensors, count, g_value_device, g_value_dtype, &device);
     if (rc != T2D_OK) return rc;
-    if (g_value_device == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "g_value_device is NULL");
-    if (!t2d::valid_dtype(g_value_dtype))
-        return t2d::fail(T2D_ERR_UNSUPPORTED_DTYPE, "unsupported g_value dtype code %d", g_value_dtype);
-    if (!t2d_cuda_available())
-        return t2d::fail(T2D_ERR_CUDA_UNAVAILABLE, "CUDA is not available (no driver or no device)");
+    if (!t2d_cuda_available()) return t2d::cuda_unavailable();
     if (device < 0) device = 0;  // count == 0: any device will do
     try {
         return t2d::project_cuda(tensors, count, device, g_value_device, g_value_dtype, g_constraint, alpha, beta,
@@ -861,8 +884,7 @@ extern "C" int32_t t2d_step_cuda(const t2d_param* params, int32_t count, const t
     int32_t rc = t2d::validate_step_cuda(params, count, optimizer, g_value_device, g_value_dtype, options, status_device,
                                          &device);
     if (rc != T2D_OK) return rc;
-    if (!t2d_cuda_available())
-        return t2d::fail(T2D_ERR_CUDA_UNAVAILABLE, "CUDA is not available (no driver or no device)");
+    if (!t2d_cuda_available()) return t2d::cuda_unavailable();
     if (device < 0) device = 0;  // count == 0: any device will do
     try {
         return t2d::step_cuda(params, count, *optimizer, device, g_value_device, g_value_dtype, g_constraint, alpha, beta,
@@ -874,11 +896,9 @@ extern "C" int32_t t2d_step_cuda(const t2d_param* params, int32_t count, const t
 
 extern "C" int32_t t2d_plan_create(const t2d_param* params, int32_t count, int32_t device, t2d_cuda_plan** plan_out) {
     t2d::clear_error();
-    if (plan_out == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "plan_out is NULL");
-    *plan_out = nullptr;
-    int32_t rc = t2d::validate_plan(params, count, device);
+    int32_t rc = t2d::validate_plan(params, count, device, plan_out);
     if (rc != T2D_OK) return rc;
-    if (!t2d_cuda_available()) return t2d::fail(T2D_ERR_CUDA_UNAVAILABLE, "CUDA is not available (no driver or no device)");
+    if (!t2d_cuda_available()) return t2d::cuda_unavailable();
     rc = t2d::check_device(device);
     if (rc != T2D_OK) return rc;
     t2d::DeviceGuard guard(device);
@@ -930,7 +950,8 @@ extern "C" int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* p
                                       scalars_device);
         if (rc != T2D_OK) return rc;
         t2d::fill_table(plan->host, params, count);
-        return t2d::launch_step(plan->host, count, chunks, t2d::has_half(params, count), *optimizer, g_value_device,
+        return t2d::launch_step(plan->host, count, chunks, t2d::Workspace(sizeof(t2d::DevParam), count, chunks),
+                                t2d::has_half(params, count), *optimizer, g_value_device,
                                 g_value_dtype, 0.0, 0.0, 0.0, scalars_device, (cudaStream_t)cuda_stream, status_device,
                                 nullptr, plan->workspace, nullptr);
     } catch (...) {
@@ -940,16 +961,16 @@ extern "C" int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* p
 
 extern "C" int32_t t2d_graph_capture_begin(void* cuda_stream) {
     t2d::clear_error();
-    if (cuda_stream == nullptr)
-        return t2d::fail(T2D_ERR_NULL_POINTER, "cuda_stream is NULL: the legacy default stream cannot be captured");
+    int32_t rc = t2d::validate_capture_begin(cuda_stream);
+    if (rc != T2D_OK) return rc;
     cudaError_t e = cudaStreamBeginCapture((cudaStream_t)cuda_stream, cudaStreamCaptureModeGlobal);
     return e == cudaSuccess ? T2D_OK : t2d::cuda_fail(e, "cudaStreamBeginCapture");
 }
 
 extern "C" int32_t t2d_graph_capture_end(void* cuda_stream, void** graph_exec_out) {
     t2d::clear_error();
-    if (graph_exec_out) *graph_exec_out = nullptr;
-    if (cuda_stream == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "cuda_stream is NULL");
+    int32_t rc = t2d::validate_capture_end(cuda_stream, graph_exec_out);
+    if (rc != T2D_OK) return rc;
     cudaGraph_t graph = nullptr;
     cudaError_t e = cudaStreamEndCapture((cudaStream_t)cuda_stream, &graph);
     if (e != cudaSuccess) {
@@ -971,7 +992,8 @@ extern "C" int32_t t2d_graph_capture_end(void* cuda_stream, void** graph_exec_ou
 
 extern "C" int32_t t2d_graph_launch(void* graph_exec, void* cuda_stream) {
     t2d::clear_error();
-    if (graph_exec == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "graph_exec is NULL");
+    int32_t rc = t2d::validate_graph_launch(graph_exec);
+    if (rc != T2D_OK) return rc;
     cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph_exec, (cudaStream_t)cuda_stream);
     return e == cudaSuccess ? T2D_OK : t2d::cuda_fail(e, "cudaGraphLaunch");
 }

@@ -1,8 +1,10 @@
-// CUDA entry points of a CPU-only build: they validate, then report that CUDA was not built in.
+// CUDA entry points of a CPU-only build: they validate (common.cpp, as the CUDA build does), then report that
+// CUDA was not built in.
 #include "common.h"
 
 namespace {
-int32_t not_built() {
+int32_t not_built(int32_t rc) {
+    if (rc != T2D_OK) return rc;
     return t2d::fail(T2D_ERR_CUDA_NOT_BUILT, "libtext2data was built without CUDA (no nvcc, or T2D_CUDA=OFF)");
 }
 }  // namespace
@@ -12,12 +14,7 @@ extern "C" int32_t t2d_project_cuda(const t2d_tensor* tensors, int32_t count, co
                                     double*) {
     t2d::clear_error();
     int32_t device = 0;
-    int32_t rc = t2d::validate(tensors, count, false, &device);
-    if (rc != T2D_OK) return rc;
-    if (g_value_device == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "g_value_device is NULL");
-    if (!t2d::valid_dtype(g_value_dtype))
-        return t2d::fail(T2D_ERR_UNSUPPORTED_DTYPE, "unsupported g_value dtype code %d", g_value_dtype);
-    return not_built();
+    return not_built(t2d::validate_project_cuda(tensors, count, g_value_device, g_value_dtype, &device));
 }
 
 extern "C" int32_t t2d_cuda_available(void) { return 0; }
@@ -27,19 +24,13 @@ extern "C" int32_t t2d_step_cuda(const t2d_param* params, int32_t count, const t
                                  int32_t options, void*, t2d_step_status* status_device, double*) {
     t2d::clear_error();
     int32_t device = 0;
-    int32_t rc = t2d::validate_step_cuda(params, count, optimizer, g_value_device, g_value_dtype, options, status_device,
-                                         &device);
-    if (rc != T2D_OK) return rc;
-    return not_built();
+    return not_built(t2d::validate_step_cuda(params, count, optimizer, g_value_device, g_value_dtype, options,
+                                             status_device, &device));
 }
 
 extern "C" int32_t t2d_plan_create(const t2d_param* params, int32_t count, int32_t device, t2d_cuda_plan** plan_out) {
     t2d::clear_error();
-    if (plan_out == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "plan_out is NULL");
-    *plan_out = nullptr;
-    int32_t rc = t2d::validate_plan(params, count, device);
-    if (rc != T2D_OK) return rc;
-    return not_built();
+    return not_built(t2d::validate_plan(params, count, device, plan_out));
 }
 
 extern "C" void t2d_plan_destroy(t2d_cuda_plan*) {}
@@ -50,30 +41,23 @@ extern "C" int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* p
                                          int32_t options, void*, t2d_step_status* status_device) {
     t2d::clear_error();
     int32_t device = 0;
-    int32_t rc = t2d::validate_step_planned(plan, params, count, optimizer, g_value_device, g_value_dtype,
-                                            scalars_device, options, status_device, &device);
-    if (rc != T2D_OK) return rc;
-    return not_built();
+    return not_built(t2d::validate_step_planned(plan, params, count, optimizer, g_value_device, g_value_dtype,
+                                                scalars_device, options, status_device, &device));
 }
 
 extern "C" int32_t t2d_graph_capture_begin(void* cuda_stream) {
     t2d::clear_error();
-    if (cuda_stream == nullptr)
-        return t2d::fail(T2D_ERR_NULL_POINTER, "cuda_stream is NULL: the legacy default stream cannot be captured");
-    return not_built();
+    return not_built(t2d::validate_capture_begin(cuda_stream));
 }
 
 extern "C" int32_t t2d_graph_capture_end(void* cuda_stream, void** graph_exec_out) {
     t2d::clear_error();
-    if (graph_exec_out) *graph_exec_out = nullptr;
-    if (cuda_stream == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "cuda_stream is NULL");
-    return not_built();
+    return not_built(t2d::validate_capture_end(cuda_stream, graph_exec_out));
 }
 
 extern "C" int32_t t2d_graph_launch(void* graph_exec, void*) {
     t2d::clear_error();
-    if (graph_exec == nullptr) return t2d::fail(T2D_ERR_NULL_POINTER, "graph_exec is NULL");
-    return not_built();
+    return not_built(t2d::validate_graph_launch(graph_exec));
 }
 
 extern "C" void t2d_graph_destroy(void*) {}
