@@ -4,10 +4,7 @@ import java.lang.foreign.MemorySegment;
 import java.util.List;
 
 import org.bytedeco.javacpp.PointerScope;
-import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.TensorOptions;
-import org.bytedeco.pytorch.global.torch;
 import org.text2data.engine.CudaGraph;
 import org.text2data.engine.FusedEngine;
 import org.text2data.engine.ParamState;
@@ -38,8 +35,9 @@ import org.text2data.engine.ParamState;
  * <p><b>Status:</b> checked on an H100 (2026-11-26, {@code bench/gpu/java-check.sh}): 100 replays equal 100
  * uncaptured steps to 1e-5 with the learning rate and {@code gConstraint} changed on the way, a NaN replay is
  * skipped and reported, and a replay takes 1.00-1.04x the time of PyTorch's captured plain step with fused Adam.
- * The refusal of a model that synchronises with the host has a GPU test in {@code CapturedStepCudaTest} that has
- * not run on a GPU yet.
+ * Two refusals have GPU tests in {@code CapturedStepCudaTest} that have not run on a GPU yet: a model that
+ * synchronises with the host, and a replay after the optimizer state was released (a checkpoint without state
+ * restored after the capture; the address comparison it rests on is tested on the host).
  */
 public final class CapturedStep implements AutoCloseable {
 
@@ -48,7 +46,7 @@ public final class CapturedStep implements AutoCloseable {
 
     private final Constraint optimizer;
     private final int device;
-    /** The step's scalars on the device, {@code t2d_step_scalars}: lr, gConstraint, alpha, beta. */
+    /** The step's scalars on the device ({@link FusedEngine#newStepScalars}): lr, gConstraint, alpha, beta. */
     private final Tensor scalars;
     private final double[] written = {Double.NaN, Double.NaN, Double.NaN, Double.NaN};
     private MemorySegment plan;
@@ -115,10 +113,7 @@ public final class CapturedStep implements AutoCloseable {
         StepResult r = null;
         try {
             plan = fe.createPlan();
-            try (PointerScope scope = new PointerScope()) {
-                s = params.get(0).detach().new_zeros(new long[] {4}, new TensorOptions(torch.ScalarType.Double));
-                s.retainReference();
-            }
+            s = fe.newStepScalars();
             capture = new CudaCapture(device); // from here libtorch's current stream is a side stream
             for (int k = 0; k < WARMUP; k++) {
                 warmUp(optimizer, model, loss, condIn, data, label);
@@ -179,14 +174,12 @@ public final class CapturedStep implements AutoCloseable {
                 throw new IllegalStateException("this CapturedStep is closed");
             }
             Constraint.checkGConstraint(gConstraint);
-            if (!java.util.Arrays.equals(optimizer.fusedEngine().stateAddresses(optimizer.paramStates()), stateAddresses)) {
+            if (!optimizer.fusedEngine().sameStateAddresses(optimizer.paramStates(), stateAddresses)) {
                 throw new IllegalStateException("the optimizer state was released since the capture (a checkpoint "
                         + "without state for some parameter was loaded): the graph would write into freed memory; close "
                         + "this captured step and capture again. Nothing was replayed");
             }
-            try (PointerScope scope = new PointerScope()) {
-                writeScalars(scalars, optimizer.fusedOptions().lr(), gConstraint, optimizer.alpha(), optimizer.beta());
-            }
+            writeScalars(scalars, optimizer.fusedOptions().lr(), gConstraint, optimizer.alpha(), optimizer.beta());
             graph.replay(FusedEngine.currentStream(device));
             optimizer.countDeviceStep();
             return new StepResult(new Tensor(uncond), new Tensor(cond), projected, optimizer);
@@ -275,7 +268,7 @@ public final class CapturedStep implements AutoCloseable {
         double[] v = {lr, gConstraint, alpha, beta};
         for (int k = 0; k < 4; k++) {
             if (Double.doubleToRawLongBits(v[k]) != Double.doubleToRawLongBits(written[k])) {
-                s.select(0, k).fill_(new Scalar(v[k]));
+                FusedEngine.writeStepScalar(s, k, v[k]);
                 written[k] = v[k];
             }
         }

@@ -4,6 +4,8 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import java.io.IOException;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -17,14 +19,16 @@ import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 /**
  * The captured step on a GPU (skipped without one; bench/gpu/java-check.sh runs it): 100 replays give the
  * parameters of 100 uncaptured runStep calls (float32, 1e-5 relative) with the static inputs refilled each step,
  * the learning rate and gConstraint changed on the way; the capture itself changes nothing; a replay with a NaN
  * input is skipped on the device and reported, and changes nothing; a model that reads a value on the host is
- * refused with the cause named, changes nothing and leaves the device usable (this last one written after the
- * H100 runs of 2026-11-26: not yet run on a GPU).
+ * refused with the cause named, changes nothing and leaves the device usable; a replay after the optimizer state
+ * was released (a checkpoint without state restored) is refused. The last two were written after the H100 runs of
+ * 2026-11-26 and have not run on a GPU yet.
  */
 class CapturedStepCudaTest {
 
@@ -210,6 +214,36 @@ class CapturedStepCudaTest {
                 step.replay(0.1).close();
                 c.checkSkippedSteps();
             }
+        }
+    }
+
+    @Test
+    void aReplayAfterTheOptimizerStateWasReleasedIsRefusedAndChangesNothing(@TempDir Path dir) throws IOException {
+        Tensor data = onGpu(1, 16, 8);
+        Tensor cond = onGpu(2, 16, 4);
+        Tensor label = onGpu(3, 16, 8);
+        try (Model m = new Model();
+             Constraint c = new Constraint(m.params, OptimizerSpec.adam(5e-3), 1.0, 1.0, Engine.FUSED)) {
+            Path fresh = dir.resolve("fresh.ckpt");
+            Checkpoint.save(fresh, c); // before any step: no optimizer state
+            try (CapturedStep step = CapturedStep.capture(c, 0.1, m, cond, data, label, Loss.MSE)) {
+                // the capture made the state (step 0); a checkpoint without state releases it, and the graph
+                // would write into the freed buffers
+                try (Checkpoint ck = Checkpoint.read(fresh)) {
+                    ck.restore(c);
+                }
+                List<Tensor> before = clones(m);
+                assertThatThrownBy(() -> step.replay(0.1)).isInstanceOf(IllegalStateException.class)
+                        .hasMessageContaining("optimizer state was released since the capture")
+                        .hasMessageContaining("Nothing was replayed");
+                List<Tensor> after = clones(m);
+                for (int i = 0; i < before.size(); i++) {
+                    assertThat(torch.equal(before.get(i), after.get(i))).as("refused replay changed parameter %d", i)
+                            .isTrue();
+                }
+            }
+            Text2Data.runStep(c, 0.1, m, cond, data, label, Loss.MSE).close(); // the constraint steps on, eagerly
+            c.checkSkippedSteps();
         }
     }
 }

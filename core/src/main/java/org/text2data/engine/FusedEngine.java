@@ -13,6 +13,7 @@ import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 import org.text2data.ffi.t2d_optimizer;
 import org.text2data.ffi.t2d_param;
+import org.text2data.ffi.t2d_step_scalars;
 import org.text2data.ffi.t2d_step_status;
 import org.text2data.ffi.t2d_tensor;
 import org.text2data.ffi.text2data_h;
@@ -660,6 +661,41 @@ public final class FusedEngine implements ProjectionEngine {
         }
     }
 
+    /** Where lr, gConstraint, alpha and beta lie in a {@code t2d_step_scalars}, in doubles (the generated layout). */
+    private static final int[] STEP_SCALAR_INDEX = {
+        (int) (t2d_step_scalars.lr$offset() / Double.BYTES),
+        (int) (t2d_step_scalars.g_constraint$offset() / Double.BYTES),
+        (int) (t2d_step_scalars.alpha$offset() / Double.BYTES),
+        (int) (t2d_step_scalars.beta$offset() / Double.BYTES)};
+
+    /**
+     * CUDA: the device scalars a planned step reads ({@code t2d_step_scalars}, zero), a float64 tensor on the
+     * parameters' device; the caller owns the reference and writes them with {@link #writeStepScalar}.
+     *
+     * @return the scalars
+     */
+    public Tensor newStepScalars() {
+        try (PointerScope scope = new PointerScope()) {
+            Tensor s = params[0].detach().new_zeros(new long[] {t2d_step_scalars.sizeof() / Double.BYTES},
+                    new org.bytedeco.pytorch.TensorOptions(torch.ScalarType.Double));
+            s.retainReference();
+            return s;
+        }
+    }
+
+    /**
+     * Writes one of the device scalars (one small kernel, ordered on the current stream).
+     *
+     * @param scalars scalars from {@link #newStepScalars}
+     * @param which 0: the learning rate, 1: gConstraint, 2: alpha, 3: beta
+     * @param value the value
+     */
+    public static void writeStepScalar(Tensor scalars, int which, double value) {
+        try (PointerScope scope = new PointerScope()) {
+            scalars.select(0, STEP_SCALAR_INDEX[which]).fill_(new org.bytedeco.pytorch.Scalar(value));
+        }
+    }
+
     /**
      * Routes the fused steps that follow through a plan (CUDA): they read the learning rate, {@code gConstraint},
      * {@code alpha} and {@code beta} from the device scalars at {@code scalarsAddress} ({@code t2d_step_scalars}) and
@@ -724,6 +760,31 @@ public final class FusedEngine implements ProjectionEngine {
             }
         }
         return a;
+    }
+
+    /**
+     * Whether the optimizer state is where {@link #stateAddresses} found it (a captured step checks it before each
+     * replay; nothing is allocated).
+     *
+     * @param states the per-parameter records
+     * @param addresses what {@link #stateAddresses} returned for them
+     * @return true if every address is the same
+     */
+    public boolean sameStateAddresses(ParamState[] states, long[] addresses) {
+        if (addresses.length != 4 * states.length) {
+            return false;
+        }
+        for (int i = 0; i < states.length; i++) {
+            if (addresses[4 * i] != states[i].stepAddress()) {
+                return false;
+            }
+            for (int k = 0; k < 3; k++) {
+                if (addresses[4 * i + 1 + k] != states[i].address(k)) {
+                    return false;
+                }
+            }
+        }
+        return true;
     }
 
     /** The device address of the CUDA step status, created (zeroed) at the first call. */

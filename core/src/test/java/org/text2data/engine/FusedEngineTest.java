@@ -546,6 +546,67 @@ class FusedEngineTest {
         }
     }
 
+    @Test
+    void theStateAddressesACapturedStepChecksChangeExactlyWhenTheStateIsReleasedOrRemade() {
+        // CapturedStep.replay refuses when the optimizer state moved since the capture (its graph would write into
+        // freed memory): the comparison it makes, on the host
+        FusedOptimizer.Options adam = new FusedOptimizer.Options(FusedOptimizer.Kind.ADAM, 0.1, 0.9, 0.999, 1e-8, 0.0,
+                false, 0.0, 0.0, false);
+        try (PointerScope scope = new PointerScope()) {
+            Tensor p = param(new long[] {5}, ScalarType.Float);
+            Tensor q = param(new long[] {2, 3}, ScalarType.Float);
+            try (Records rf = new Records(2); FusedEngine fused = new FusedEngine(new Tensor[] {p, q})) {
+                setGrad(p, torch.ones(5).to(ScalarType.Float));
+                setGrad(q, torch.ones(2, 3).to(ScalarType.Float));
+                fused.optimizerStep(rf.all, adam, null, 0, 1, 1, false);
+                long[] captured = fused.stateAddresses(rf.all);
+                assertThat(captured).hasSize(8);
+                assertThat(captured[0]).isNotZero(); // step, exp_avg, exp_avg_sq of p; no max_exp_avg_sq
+                assertThat(captured[1]).isNotZero();
+                assertThat(captured[2]).isNotZero();
+                assertThat(captured[3]).isZero();
+                assertThat(fused.sameStateAddresses(rf.all, captured)).isTrue();
+
+                fused.optimizerStep(rf.all, adam, null, 0, 1, 1, false); // steps write in place
+                assertThat(fused.sameStateAddresses(rf.all, captured)).isTrue();
+                assertThat(fused.sameStateAddresses(rf.all, java.util.Arrays.copyOf(captured, 4))).isFalse();
+
+                rf.all[1].load(adam, 0, null, q); // a checkpoint without state for q
+                assertThat(fused.sameStateAddresses(rf.all, captured)).isFalse();
+                fused.optimizerStep(rf.all, adam, null, 0, 1, 1, false); // q's state made again, elsewhere or not
+                long[] again = fused.stateAddresses(rf.all);
+                assertThat(fused.sameStateAddresses(rf.all, captured))
+                        .isEqualTo(java.util.Arrays.equals(again, captured));
+                assertThat(fused.sameStateAddresses(rf.all, again)).isTrue();
+            }
+            p.releaseReference();
+            q.releaseReference();
+        }
+    }
+
+    @Test
+    void theStepScalarsAreWrittenWhereTheNativeStructHasThem() {
+        // a captured step's lr, gConstraint, alpha and beta, read by t2d_step_cuda_planned as a t2d_step_scalars
+        try (PointerScope scope = new PointerScope()) {
+            Tensor p = param(new long[] {3}, ScalarType.Float);
+            try (FusedEngine fused = new FusedEngine(new Tensor[] {p})) {
+                Tensor s = fused.newStepScalars();
+                double[] v = {1e-3, 0.75, 2.0, 0.5};
+                for (int k = 0; k < 4; k++) {
+                    FusedEngine.writeStepScalar(s, k, v[k]);
+                }
+                java.lang.foreign.MemorySegment m = java.lang.foreign.MemorySegment.ofAddress(FusedEngine.dataAddress(s))
+                        .reinterpret(org.text2data.ffi.t2d_step_scalars.sizeof());
+                assertThat(org.text2data.ffi.t2d_step_scalars.lr(m)).isEqualTo(1e-3);
+                assertThat(org.text2data.ffi.t2d_step_scalars.g_constraint(m)).isEqualTo(0.75);
+                assertThat(org.text2data.ffi.t2d_step_scalars.alpha(m)).isEqualTo(2.0);
+                assertThat(org.text2data.ffi.t2d_step_scalars.beta(m)).isEqualTo(0.5);
+                s.releaseReference();
+            }
+            p.releaseReference();
+        }
+    }
+
     /** One record per parameter, as a Constraint makes them, closed with the try block that made them. */
     static final class Records implements AutoCloseable {
         final ParamState[] all;
