@@ -206,7 +206,7 @@ public final class Interleaved {
                         variants.put("update/" + e, update(workload, Engine.parse(e), toClose));
                     }
                 }
-                case "copy" -> variants.put("copy", copy(workload));
+                case "copy" -> variants.put("copy", copy(workload, toClose));
                 default -> throw new IllegalArgumentException("unknown variant " + kind
                         + ", expected runStep, plain, update or copy");
             }
@@ -214,7 +214,7 @@ public final class Interleaved {
         return variants;
     }
 
-    /** The block medians of every variant, in ms; closes the variants' constraints at the end. */
+    /** The block medians of every variant, in ms; closes the variants' constraints and tensors at the end. */
     private static Map<String, double[]> measure(Map<String, Variant> variants, List<AutoCloseable> toClose,
                                                  int blocks, int calls, int warmup) {
         List<String> names = new ArrayList<>(variants.keySet());
@@ -371,6 +371,7 @@ public final class Interleaved {
         toClose.add(opt);
         // g - gConstraint far above any dot product: the projection always runs (a 0-dim tensor, as runStep's)
         Tensor gValue = torch.scalar_tensor(new Scalar(1e6), new TensorOptions(torch.ScalarType.Float));
+        toClose.add(gValue);
         List<Tensor> params = opt.parameters();
         List<Tensor> uncond = new ArrayList<>();
         List<Tensor> cond = new ArrayList<>();
@@ -380,7 +381,9 @@ public final class Interleaved {
                 Loss.MSE.apply(w.model().forward(w.data(), saved == uncond ? null : w.cond()), w.label()).backward();
             }
             for (Tensor p : params) {
-                saved.add(p.grad().clone());
+                Tensor c = p.grad().clone();
+                saved.add(c);
+                toClose.add(c);
             }
         }
         return new Variant() {
@@ -404,13 +407,15 @@ public final class Interleaved {
         };
     }
 
-    private static Variant copy(String workload) {
+    private static Variant copy(String workload, List<AutoCloseable> toClose) {
         Workloads.Workload w = Workloads.load(workload);
         List<Tensor> src = new ArrayList<>(w.params().values());
         List<Tensor> dst = new ArrayList<>();
         try (NoGradGuard g = new NoGradGuard()) {
             for (Tensor t : src) {
-                dst.add(t.detach().clone());
+                Tensor c = t.detach().clone();
+                dst.add(c);
+                toClose.add(c);
             }
         }
         return () -> {
