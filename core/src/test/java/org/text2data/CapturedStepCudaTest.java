@@ -99,6 +99,14 @@ class CapturedStepCudaTest {
         return out;
     }
 
+    /** Every parameter of after equals its copy in before, bit for bit. */
+    private static void assertUnchanged(List<Tensor> before, List<Tensor> after, String what) {
+        assertThat(after).hasSameSizeAs(before);
+        for (int i = 0; i < before.size(); i++) {
+            assertThat(torch.equal(before.get(i), after.get(i))).as("%s changed parameter %d", what, i).isTrue();
+        }
+    }
+
     @Test
     void replaysGiveTheUncapturedTrajectoryAndSeeLrAndGConstraintChanges() {
         int steps = 100;
@@ -120,11 +128,7 @@ class CapturedStepCudaTest {
             Text2Data.runStep(graphed, 0.0, b, batches.get(0)[1], batches.get(0)[0], batches.get(0)[2], Loss.MSE).close();
             List<Tensor> beforeCapture = clones(b);
             try (CapturedStep step = CapturedStep.capture(graphed, g0, b, cond, data, label, Loss.MSE)) {
-                List<Tensor> afterCapture = clones(b);
-                for (int i = 0; i < beforeCapture.size(); i++) {
-                    assertThat(torch.equal(beforeCapture.get(i), afterCapture.get(i))).as("capture changed parameter %d", i)
-                            .isTrue();
-                }
+                assertUnchanged(beforeCapture, clones(b), "the capture");
                 int projected = 0;
                 for (int k = 0; k < steps; k++) {
                     Tensor[] batch = batches.get(k % batches.size());
@@ -169,10 +173,7 @@ class CapturedStepCudaTest {
             step.replay(0.1).close();
             assertThatThrownBy(c::checkSkippedSteps).isInstanceOf(NonFiniteException.class)
                     .hasMessageContaining("skipped");
-            List<Tensor> after = clones(m);
-            for (int i = 0; i < before.size(); i++) {
-                assertThat(torch.equal(before.get(i), after.get(i))).as("skipped replay changed parameter %d", i).isTrue();
-            }
+            assertUnchanged(before, clones(m), "the skipped replay");
         }
     }
     @Test
@@ -198,11 +199,7 @@ class CapturedStepCudaTest {
                     .isInstanceOf(IllegalStateException.class)
                     .hasMessageContaining("could not be captured")
                     .hasMessageContaining("must not synchronise with the host");
-            List<Tensor> after = clones(m);
-            for (int i = 0; i < before.size(); i++) {
-                assertThat(torch.equal(before.get(i), after.get(i))).as("refused capture changed parameter %d", i)
-                        .isTrue();
-            }
+            assertUnchanged(before, clones(m), "the refused capture");
             try (Checkpoint.OptimizerState now = c.optimizerState()) {
                 CheckpointAssert.assertSameState(state.perParam(), now.perParam(), "after the refused capture");
             }
@@ -236,11 +233,7 @@ class CapturedStepCudaTest {
                 assertThatThrownBy(() -> step.replay(0.1)).isInstanceOf(IllegalStateException.class)
                         .hasMessageContaining("optimizer state was released since the capture")
                         .hasMessageContaining("Nothing was replayed");
-                List<Tensor> after = clones(m);
-                for (int i = 0; i < before.size(); i++) {
-                    assertThat(torch.equal(before.get(i), after.get(i))).as("refused replay changed parameter %d", i)
-                            .isTrue();
-                }
+                assertUnchanged(before, clones(m), "the refused replay");
             }
             Text2Data.runStep(c, 0.1, m, cond, data, label, Loss.MSE).close(); // the constraint steps on, eagerly
             c.checkSkippedSteps();
