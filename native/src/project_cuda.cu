@@ -530,8 +530,9 @@ void fill_table(Dev* h, const Row* rows, int32_t count) {
 // chunks, the workspace laid out for them, the next pinned table of the ring filled with them, then
 // launch(host_table, chunks, layout, workspace, copied), which enqueues the call's work on stream and records copied
 // once the table's copy is enqueued. The ring slot is free again once that copy has completed; the next call's
-// workspace waits for this one's kernels, also after a failed launch (for what was enqueued). The launch's error
-// comes first: a failing event record does not replace it.
+// workspace waits for this one's kernels. After a failed launch both events are recorded here (the slot and the
+// workspace wait for whatever was enqueued), and the launch's error comes first: a failing event record does not
+// replace it.
 template <typename Dev, typename Row, typename Launch>
 int32_t unplanned_call(int32_t device, cudaStream_t stream, const Row* rows, int32_t count, Launch&& launch) {
     DeviceState& st = g_states[device];
@@ -546,6 +547,7 @@ int32_t unplanned_call(int32_t device, cudaStream_t stream, const Row* rows, int
     if (rc != T2D_OK) return rc;
     fill_table((Dev*)hv, rows, count);
     rc = launch((const Dev*)hv, chunks, layout, st.d_buf, st.copied[slot]);
+    if (rc != T2D_OK) cudaEventRecord(st.copied[slot], stream);  // the table's copy may be enqueued, copied not
     st.has_copied[slot] = true;
     cudaError_t e = cudaEventRecord(st.done, stream);
     if (e == cudaSuccess) {
