@@ -80,6 +80,20 @@ class CapturedStepCudaTest {
         return t;
     }
 
+    /** The static inputs a captured step reads (refilled by the caller between replays), seeded. */
+    private static final class Inputs implements AutoCloseable {
+        final Tensor data = onGpu(1, 16, 8);
+        final Tensor cond = onGpu(2, 16, 4);
+        final Tensor label = onGpu(3, 16, 8);
+
+        @Override
+        public void close() {
+            data.releaseReference();
+            cond.releaseReference();
+            label.releaseReference();
+        }
+    }
+
     private static double relDiff(Tensor a, Tensor b) {
         try (PointerScope scope = new PointerScope()) {
             double scale = Math.max(b.detach().abs().max().item_double(), 1e-30);
@@ -114,10 +128,7 @@ class CapturedStepCudaTest {
         for (int k = 0; k < 8; k++) {
             batches.add(new Tensor[] {onGpu(100 + k, 16, 8), onGpu(200 + k, 16, 4), onGpu(300 + k, 16, 8)});
         }
-        Tensor data = onGpu(1, 16, 8);
-        Tensor cond = onGpu(2, 16, 4);
-        Tensor label = onGpu(3, 16, 8);
-        try (Model a = new Model(); Model b = new Model();
+        try (Inputs in = new Inputs(); Model a = new Model(); Model b = new Model();
              Constraint eager = new Constraint(a.params, OptimizerSpec.adam(5e-3), 1.0, 1.0, Engine.FUSED);
              Constraint graphed = new Constraint(b.params, OptimizerSpec.adam(5e-3), 1.0, 1.0, Engine.FUSED)) {
             double g0;
@@ -127,7 +138,7 @@ class CapturedStepCudaTest {
             }
             Text2Data.runStep(graphed, 0.0, b, batches.get(0)[1], batches.get(0)[0], batches.get(0)[2], Loss.MSE).close();
             List<Tensor> beforeCapture = clones(b);
-            try (CapturedStep step = CapturedStep.capture(graphed, g0, b, cond, data, label, Loss.MSE)) {
+            try (CapturedStep step = CapturedStep.capture(graphed, g0, b, in.cond, in.data, in.label, Loss.MSE)) {
                 assertUnchanged(beforeCapture, clones(b), "the capture");
                 int projected = 0;
                 for (int k = 0; k < steps; k++) {
@@ -138,9 +149,9 @@ class CapturedStepCudaTest {
                         graphed.setLr(1e-3);
                     }
                     Text2Data.runStep(eager, gc, a, batch[1], batch[0], batch[2], Loss.MSE).close();
-                    data.copy_(batch[0]);
-                    cond.copy_(batch[1]);
-                    label.copy_(batch[2]);
+                    in.data.copy_(batch[0]);
+                    in.cond.copy_(batch[1]);
+                    in.label.copy_(batch[2]);
                     try (StepResult r = step.replay(gc)) {
                         projected = r.projectedTensors();
                     }
@@ -158,17 +169,14 @@ class CapturedStepCudaTest {
 
     @Test
     void aReplayWithANanInputIsSkippedReportedAndChangesNothing() {
-        Tensor data = onGpu(1, 16, 8);
-        Tensor cond = onGpu(2, 16, 4);
-        Tensor label = onGpu(3, 16, 8);
-        try (Model m = new Model();
+        try (Inputs in = new Inputs(); Model m = new Model();
              Constraint c = new Constraint(m.params, OptimizerSpec.adam(5e-3), 1.0, 1.0, Engine.FUSED);
-             CapturedStep step = CapturedStep.capture(c, 0.1, m, cond, data, label, Loss.MSE)) {
+             CapturedStep step = CapturedStep.capture(c, 0.1, m, in.cond, in.data, in.label, Loss.MSE)) {
             step.replay(0.1).close();
             c.checkSkippedSteps();
             List<Tensor> before = clones(m);
             try (PointerScope scope = new PointerScope()) {
-                data.select(0, 3).select(0, 1).fill_(new Scalar(Double.NaN));
+                in.data.select(0, 3).select(0, 1).fill_(new Scalar(Double.NaN));
             }
             step.replay(0.1).close();
             assertThatThrownBy(c::checkSkippedSteps).isInstanceOf(NonFiniteException.class)
@@ -176,14 +184,12 @@ class CapturedStepCudaTest {
             assertUnchanged(before, clones(m), "the skipped replay");
         }
     }
+
     @Test
     void aModelThatReadsAValueOnTheHostIsRefusedNamingTheCauseAndChangesNothing() {
-        Tensor data = onGpu(1, 16, 8);
-        Tensor cond = onGpu(2, 16, 4);
-        Tensor label = onGpu(3, 16, 8);
-        try (Model m = new Model();
+        try (Inputs in = new Inputs(); Model m = new Model();
              Constraint c = new Constraint(m.params, OptimizerSpec.adam(5e-3), 1.0, 1.0, Engine.FUSED)) {
-            Text2Data.runStep(c, 0.1, m, cond, data, label, Loss.MSE).close();
+            Text2Data.runStep(c, 0.1, m, in.cond, in.data, in.label, Loss.MSE).close();
             c.checkSkippedSteps();
             double[] seen = new double[1];
             ConditionalModel reads = (d, cd) -> {
@@ -195,7 +201,7 @@ class CapturedStepCudaTest {
             };
             List<Tensor> before = clones(m);
             Checkpoint.OptimizerState state = c.optimizerState(); // copies
-            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, reads, cond, data, label, Loss.MSE))
+            assertThatThrownBy(() -> CapturedStep.capture(c, 0.1, reads, in.cond, in.data, in.label, Loss.MSE))
                     .isInstanceOf(IllegalStateException.class)
                     .hasMessageContaining("could not be captured")
                     .hasMessageContaining("must not synchronise with the host");
@@ -205,9 +211,9 @@ class CapturedStepCudaTest {
             }
             state.close();
             // the device and libtorch are usable afterwards: an eager step, then a capture of the plain model
-            Text2Data.runStep(c, 0.1, m, cond, data, label, Loss.MSE).close();
+            Text2Data.runStep(c, 0.1, m, in.cond, in.data, in.label, Loss.MSE).close();
             c.checkSkippedSteps();
-            try (CapturedStep step = CapturedStep.capture(c, 0.1, m, cond, data, label, Loss.MSE)) {
+            try (CapturedStep step = CapturedStep.capture(c, 0.1, m, in.cond, in.data, in.label, Loss.MSE)) {
                 step.replay(0.1).close();
                 c.checkSkippedSteps();
             }
@@ -216,14 +222,11 @@ class CapturedStepCudaTest {
 
     @Test
     void aReplayAfterTheOptimizerStateWasReleasedIsRefusedAndChangesNothing(@TempDir Path dir) throws IOException {
-        Tensor data = onGpu(1, 16, 8);
-        Tensor cond = onGpu(2, 16, 4);
-        Tensor label = onGpu(3, 16, 8);
-        try (Model m = new Model();
+        try (Inputs in = new Inputs(); Model m = new Model();
              Constraint c = new Constraint(m.params, OptimizerSpec.adam(5e-3), 1.0, 1.0, Engine.FUSED)) {
             Path fresh = dir.resolve("fresh.ckpt");
             Checkpoint.save(fresh, c); // before any step: no optimizer state
-            try (CapturedStep step = CapturedStep.capture(c, 0.1, m, cond, data, label, Loss.MSE)) {
+            try (CapturedStep step = CapturedStep.capture(c, 0.1, m, in.cond, in.data, in.label, Loss.MSE)) {
                 // the capture made the state (step 0); a checkpoint without state releases it, and the graph
                 // would write into the freed buffers
                 try (Checkpoint ck = Checkpoint.read(fresh)) {
@@ -235,7 +238,7 @@ class CapturedStepCudaTest {
                         .hasMessageContaining("Nothing was replayed");
                 assertUnchanged(before, clones(m), "the refused replay");
             }
-            Text2Data.runStep(c, 0.1, m, cond, data, label, Loss.MSE).close(); // the constraint steps on, eagerly
+            Text2Data.runStep(c, 0.1, m, in.cond, in.data, in.label, Loss.MSE).close(); // the constraint steps on, eagerly
             c.checkSkippedSteps();
         }
     }
