@@ -108,7 +108,8 @@ public final class CapturedStep implements AutoCloseable {
         List<Tensor> params = optimizer.parameters();
         ParamState[] states = optimizer.paramStates();
         Tensor[] saved = saveGrads(params);
-        boolean capturing = false;
+        boolean capturing = false; // between beginCapture and endCapture: a failure discards the capture
+        boolean recording = false; // until endCapture succeeded: a failure is the captured work's
         Tensor s = null;
         StepResult r = null;
         try {
@@ -127,24 +128,31 @@ public final class CapturedStep implements AutoCloseable {
             writeScalars(s, optimizer.fusedOptions().lr(), gConstraint, optimizer.alpha(), optimizer.beta());
             capture.synchronize();
             capture.beginPool();
-            fe.usePlan(plan, FusedEngine.dataAddress(s));
+            fe.usePlan(plan, s);
             optimizer.setCapturing(true);
+            recording = true;
             CudaGraph.beginCapture(capture.stream());
             capturing = true;
             r = Text2Data.runStep(optimizer, gConstraint, model, condIn, data, label, loss);
             capturing = false;
             graph = CudaGraph.endCapture(capture.stream());
+            recording = false;
             capture.close(); // the pool's allocation ends, the device is waited for, the old stream is current
         } catch (RuntimeException | Error e) {
-            RuntimeException failure = e instanceof IllegalArgumentException iae ? iae
+            // the hint on synchronisation only where the capture itself failed; Errors (out of memory) go as they are
+            Throwable failure = e instanceof IllegalArgumentException || e instanceof Error ? e
                     : new IllegalStateException("the step could not be captured as a CUDA graph: " + e.getMessage()
-                    + " (a captured model and loss must not synchronise with the host, e.g. read a value with item(),"
-                    + " nor draw random numbers on the GPU); the parameters and optimizer state are as they were", e);
+                    + (recording ? " (a captured model and loss must not synchronise with the host, e.g. read a value"
+                    + " with item(), nor draw random numbers on the GPU)" : "")
+                    + "; the parameters and optimizer state are as they were", e);
             undo(failure, capturing, fe, states, params, saved, r, s);
-            throw failure;
+            if (failure instanceof Error err) {
+                throw err;
+            }
+            throw (RuntimeException) failure;
         } finally {
             optimizer.setCapturing(false);
-            fe.usePlan(MemorySegment.NULL, 0L);
+            fe.usePlan(MemorySegment.NULL, null);
             for (Tensor t : saved) {
                 release(t);
             }
@@ -164,7 +172,8 @@ public final class CapturedStep implements AutoCloseable {
      * @return the step's losses (the graph's output tensors, overwritten by the next replay) and projected count
      * @throws IllegalArgumentException if {@code gConstraint} is negative or not finite; nothing is replayed
      * @throws IllegalStateException    if this captured step or its constraint is closed, the optimizer state was
-     *                                  released since the capture, or the launch fails
+     *                                  released since the capture, the step could no longer be captured (a
+     *                                  GradientSync was attached), or the launch fails
      * @throws NonFiniteException       if the constraint's periodic read finds a step skipped on the device
      */
     public StepResult replay(double gConstraint) {
@@ -174,6 +183,11 @@ public final class CapturedStep implements AutoCloseable {
                 throw new IllegalStateException("this CapturedStep is closed");
             }
             Constraint.checkGConstraint(gConstraint);
+            String why = optimizer.captureRefusal(); // e.g. a GradientSync attached since: the graph would skip it
+            if (why != null) {
+                throw new IllegalStateException("this captured step cannot be replayed any more: " + why
+                        + ". Nothing was replayed");
+            }
             if (!optimizer.fusedEngine().sameStateAddresses(optimizer.paramStates(), stateAddresses)) {
                 throw new IllegalStateException("the optimizer state was released since the capture (a checkpoint "
                         + "without state for some parameter was loaded): the graph would write into freed memory; close "
@@ -219,7 +233,7 @@ public final class CapturedStep implements AutoCloseable {
      * Undoes a capture that failed: every step is tried, and what fails on the way is attached to {@code failure}
      * (the capture's own error is the one to report). The gradients and kept handles go back to what they were.
      */
-    private void undo(RuntimeException failure, boolean capturing, FusedEngine fe, ParamState[] states,
+    private void undo(Throwable failure, boolean capturing, FusedEngine fe, ParamState[] states,
                       List<Tensor> params, Tensor[] saved, StepResult r, Tensor s) {
         attempt(failure, () -> {
             if (capturing) {
@@ -255,7 +269,7 @@ public final class CapturedStep implements AutoCloseable {
         release(s);
     }
 
-    private static void attempt(RuntimeException failure, Runnable step) {
+    private static void attempt(Throwable failure, Runnable step) {
         try {
             step.run();
         } catch (RuntimeException | Error e) {

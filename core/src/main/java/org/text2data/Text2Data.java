@@ -54,6 +54,7 @@ public final class Text2Data {
             throw new IllegalArgumentException("optimizer is null");
         }
         optimizer.enter(); // one step at a time: another thread inside this Constraint is refused here
+        Throwable failure = null;
         try {
             Constraint.checkGConstraint(gConstraint);
             if (model == null || loss == null) {
@@ -113,8 +114,27 @@ public final class Text2Data {
                 fValue.retainReference();
                 return new StepResult(gValue, fValue, projected, optimizer.checksOnDevice() ? optimizer : null);
             }
+        } catch (RuntimeException | Error e) {
+            failure = e;
+            throw e;
         } finally {
+            endStep(optimizer, failure);
+        }
+    }
+
+    /**
+     * Ends a step however it ended, and always leaves the constraint: a failure of {@code endStep} itself (it may
+     * allocate zero gradients) is attached to the step's own failure, which stays the one reported.
+     */
+    private static void endStep(Constraint optimizer, Throwable failure) {
+        try {
             optimizer.endStep();
+        } catch (RuntimeException | Error e) {
+            if (failure == null) {
+                throw e;
+            }
+            failure.addSuppressed(e);
+        } finally {
             optimizer.exit();
         }
     }

@@ -270,8 +270,11 @@ public final class FusedEngine implements ProjectionEngine {
 
     @Override
     public void endStep(ParamState[] states) {
-        if (releasing && !closed) {
-            zeroMissingGradients(states); // a step that ended early leaves the gradients 1.13's zeroing would leave
+        // a step that ended early leaves the gradients 1.13's zeroing would leave; not while a plan is in use (a
+        // capture that failed: CapturedStep puts the user's gradients back, and a launch on an invalidated capture
+        // would fail and hide the capture's own error)
+        if (!closed && plan.equals(MemorySegment.NULL)) {
+            zeroMissingGradients(states);
         }
         releasing = false;
     }
@@ -698,16 +701,16 @@ public final class FusedEngine implements ProjectionEngine {
 
     /**
      * Routes the fused steps that follow through a plan (CUDA): they read the learning rate, {@code gConstraint},
-     * {@code alpha} and {@code beta} from the device scalars at {@code scalarsAddress} ({@code t2d_step_scalars}) and
+     * {@code alpha} and {@code beta} from the device scalars ({@link #newStepScalars}) and
      * enqueue nothing a stream capture cannot record. {@code MemorySegment.NULL} routes them back. While a plan is
      * in use, a step that would create a parameter's optimizer state is refused: a capture would replay its zeroing.
      *
      * @param plan a plan from {@link #createPlan}, or {@code MemorySegment.NULL}
-     * @param scalarsAddress the device address of the scalars (ignored without a plan)
+     * @param scalars the device scalars from {@link #newStepScalars} (ignored without a plan, may be null then)
      */
-    public void usePlan(MemorySegment plan, long scalarsAddress) {
+    public void usePlan(MemorySegment plan, Tensor scalars) {
         this.plan = plan == null ? MemorySegment.NULL : plan;
-        this.scalarsAddress = scalarsAddress;
+        this.scalarsAddress = this.plan.equals(MemorySegment.NULL) || scalars == null ? 0L : dataAddress(scalars);
     }
 
     /**
@@ -763,8 +766,9 @@ public final class FusedEngine implements ProjectionEngine {
     }
 
     /**
-     * Whether the optimizer state is where {@link #stateAddresses} found it (a captured step checks it before each
-     * replay; nothing is allocated).
+     * Whether the optimizer state a captured graph uses is where {@link #stateAddresses} found it (a captured step
+     * checks it before each replay; nothing is allocated). Buffers that did not exist then (address 0) are not
+     * the graph's: state made for them since does not count.
      *
      * @param states the per-parameter records
      * @param addresses what {@link #stateAddresses} returned for them
@@ -775,16 +779,20 @@ public final class FusedEngine implements ProjectionEngine {
             return false;
         }
         for (int i = 0; i < states.length; i++) {
-            if (addresses[4 * i] != states[i].stepAddress()) {
+            if (moved(addresses[4 * i], states[i].stepAddress())) {
                 return false;
             }
             for (int k = 0; k < 3; k++) {
-                if (addresses[4 * i + 1 + k] != states[i].address(k)) {
+                if (moved(addresses[4 * i + 1 + k], states[i].address(k))) {
                     return false;
                 }
             }
         }
         return true;
+    }
+
+    private static boolean moved(long captured, long now) {
+        return captured != 0 && captured != now;
     }
 
     /** The device address of the CUDA step status, created (zeroed) at the first call. */
@@ -885,7 +893,7 @@ public final class FusedEngine implements ProjectionEngine {
      * @param t a tensor
      * @return its data pointer's address
      */
-    public static long dataAddress(Tensor t) {
+    static long dataAddress(Tensor t) {
         Pointer p = t.data_ptr();
         if (p == null) {
             return 0L;
