@@ -1277,7 +1277,8 @@ def read_status(status):
 
 def fused_optimizer(B, R, gen):
     """The fused step against an independent float64 oracle: lam from this file's t2d_lambda on float64 copies,
-    g + lam*c rounded in the kernel's math type (float32 for the 32- and 16-bit dtypes), then torch.optim's
+    g + lam*c rounded in the kernel's math type (float32 for the 32- and 16-bit dtypes) and stored in the parameter's
+    dtype (the kernel writes the projected gradient before the optimizer reads it), then torch.optim's
     Adam/AdamW/SGD in float64; three steps, each from the values the kernel stored;
     each dtype; every third tensor without a constraint gradient."""
     configs = [
@@ -1316,7 +1317,7 @@ def fused_optimizer(B, R, gen):
                         # about lr, which a float64 sum would hold against a correct float32 kernel
                         m = torch.float64 if dt == torch.float64 else torch.float32
                         gm, cm = g64.to(m), c64.to(m)
-                        g64 = (gm + cm * torch.tensor(lam, dtype=m)).to(torch.float64)
+                        g64 = (gm + cm * torch.tensor(lam, dtype=m)).to(dt).to(torch.float64)  # stored in dt, as g
                     rp.grad = g64.clone()
                 topt.step()
                 rc = fused_step(B, fps, o, g_value, g_constraint, status)

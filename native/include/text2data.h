@@ -192,8 +192,9 @@ typedef struct t2d_step_status {
 #define T2D_NONFINITE_CONSTRAINT 1 /* the constraint gradient c holds a NaN or an infinity */
 #define T2D_NONFINITE_GRAD       2 /* the gradient g holds a NaN or an infinity */
 #define T2D_NONFINITE_UPDATE     3 /* bfloat16/float16: the update overflowed */
-#define T2D_NONFINITE_LOSS       4 /* g_value is not finite (first_tensor: the first projected tensor), or a
-                                      projected tensor's lam overflowed from a finite g_value (that tensor) */
+#define T2D_NONFINITE_LOSS       4 /* g_value is not finite, or alpha * (g_value - g_constraint) overflowed
+                                      (first_tensor: the first projected tensor), or a projected tensor's lam
+                                      overflowed from a finite excess (that tensor) */
 
 /*
  * CUDA path of the fused step: a constant number of kernel launches whatever the count, no host
@@ -227,8 +228,8 @@ typedef struct t2d_step_scalars {
 typedef struct t2d_cuda_plan t2d_cuda_plan; /* opaque */
 
 /*
- * Makes a plan for steps over at most count parameters of at most these sizes (numel of each row; the
- * pointers are not read) on CUDA device `device`, and loads the step's kernels. Allocates device and pinned
+ * Makes a plan for steps over at most count parameters and at most as many chunks as these rows make (numel
+ * of each row; the pointers are not read) on CUDA device `device`, and loads the step's kernels. Allocates device and pinned
  * memory: call it outside any stream capture. *plan_out is NULL on failure.
  */
 T2D_API int32_t t2d_plan_create(const t2d_param* params, int32_t count, int32_t device, t2d_cuda_plan** plan_out);
@@ -243,8 +244,10 @@ T2D_API void t2d_plan_destroy(t2d_cuda_plan* plan);
  * by the kernels from scalars_device (device memory of the plan's device), and the call enqueues only a copy
  * of the table from the plan's pinned memory, a memset and the kernels: no allocation, no event, no host
  * synchronisation. A stream capture of the call records the whole step, and each replay of the graph takes it
- * again with the table the plan's pinned memory then holds (that of the plan's last call). The rows must fit
- * the plan (no more rows or chunks than it was made for). Each call rewrites that pinned table, which a step
+ * again with the table the plan's pinned memory then holds (that of the plan's last call): the graph keeps the
+ * captured call's row count, chunk count and passes, so the plan's last call before a replay must have the
+ * captured call's rows (count, numel and dtype of each; the pointers may differ). The rows must fit the plan
+ * (no more rows or chunks than it was made for). Each call rewrites that pinned table, which a step
  * enqueued with the plan (or a replay) reads only when it runs: call it with other rows only once those have
  * run. A plan serves one stream and one thread at a time. The optimizer's other options are the call's (a
  * graph keeps those of the captured call), and the device scalars are used as they are: the checks of

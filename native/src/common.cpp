@@ -57,6 +57,11 @@ static void describe_device(char* buf, size_t len, int32_t device) {
     else snprintf(buf, len, "cuda:%d", device);
 }
 
+int32_t fail_nonfinite(int32_t tensor, bool constraint) {
+    return fail_t(tensor, T2D_ERR_NONFINITE, "tensor %d: its %s holds a NaN or an infinity", tensor,
+                  constraint ? "constraint gradient" : "gradient");
+}
+
 int32_t validate(const t2d_tensor* tensors, int32_t count, bool expect_host, int32_t* device) {
     if (count < 0) return fail(T2D_ERR_BAD_COUNT, "tensor count is negative (%d)", count);
     if (count > 0 && tensors == nullptr) return fail(T2D_ERR_NULL_POINTER, "tensors is NULL but count is %d", count);

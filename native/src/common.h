@@ -22,6 +22,10 @@ int32_t fail_t(int32_t tensor, int32_t code, const char* fmt, ...)
 
 void clear_error();
 
+// fail_t(tensor, T2D_ERR_NONFINITE, ...) naming what holds the NaN or infinity: the constraint gradient, or the
+// gradient. The one wording of both paths.
+int32_t fail_nonfinite(int32_t tensor, bool constraint);
+
 // Structural validation of a tensor list, shared by both paths. Checks counts, sizes, dtypes,
 // null pointers, contiguity and the declared devices: expect_host -> every device field must be
 // T2D_DEVICE_HOST; otherwise all device fields must be one CUDA device k >= 0, returned in *device.

@@ -437,9 +437,9 @@ int32_t project_host(const t2d_tensor* tensors, int32_t count, double excess, do
     if (check) {
         for (int32_t i = 0; i < count; i++) {
             if (bad[i] == 1)
-                return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its constraint gradient holds a NaN or an infinity", i);
+                return fail_nonfinite(i, true);
             if (bad[i] == 2)
-                return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its gradient holds a NaN or an infinity", i);
+                return fail_nonfinite(i, false);
         }
     }
     if (lambdas) std::copy(lams.begin(), lams.end(), lambdas);
@@ -661,12 +661,13 @@ int32_t step_host(const t2d_param* params, int32_t count, const t2d_optimizer& o
             double lam = projected ? t2d_lambda(s.n, s.dot, excess, beta) : 0.0;
             switch (t2d_step_reason(projected, s.n, s.dot, excess, lam)) {
             case T2D_NONFINITE_CONSTRAINT:
-                return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its constraint gradient holds a NaN or an infinity", i);
+                return fail_nonfinite(i, true);
             case T2D_NONFINITE_GRAD:
-                return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its gradient holds a NaN or an infinity", i);
+                return fail_nonfinite(i, false);
             case T2D_NONFINITE_LOSS:
                 if (!std::isfinite(excess))
-                    return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: g_value (the unconditional loss) is not finite", i);
+                    return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: g_value (the unconditional loss) is not finite, "
+                                  "or alpha * (g_value - g_constraint) overflowed (%g)", i, excess);
                 return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: lam overflowed (<g,c> %g, <c,c> %g, alpha * (g_value - "
                               "g_constraint) %g, beta %g)", i, s.dot, s.n, excess, beta);
             }
@@ -675,13 +676,11 @@ int32_t step_host(const t2d_param* params, int32_t count, const t2d_optimizer& o
     }
 
     // Pass 2, bfloat16/float16 only: the update computed without storing; every stored value must be finite.
-    bool half = false;
-    for (int32_t i = 0; i < count; i++) half |= params[i].dtype == T2D_BFLOAT16 || params[i].dtype == T2D_FLOAT16;
-    if (half) {
+    if (t2d_has_half(params, count)) {
         std::vector<uint8_t> bad(plan.chunks.size(), 0);
         plan.run(used, [&](size_t ci, const ChunkPlan::Chunk& ch) {
             const t2d_param& t = params[ch.tensor];
-            if (t.dtype == T2D_BFLOAT16 || t.dtype == T2D_FLOAT16)
+            if (t2d_is_half(t.dtype))
                 bad[ci] = (uint8_t)k.step[t.dtype](t, o, *t.step + 1, ch.begin, ch.len, lams[(size_t)ch.tensor], false);
         });
         for (size_t ci = 0; ci < bad.size(); ci++)

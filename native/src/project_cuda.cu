@@ -624,8 +624,7 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
     });
     if (rc != T2D_OK || bad == kNoBad) return rc;
     int i = bad / 2;
-    if (bad % 2 == 0) return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its constraint gradient holds a NaN or an infinity", i);
-    return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: its gradient holds a NaN or an infinity", i);
+    return fail_nonfinite(i, bad % 2 == 0);
 }
 
 // ---------------------------------------------------------------- fused optimizer step
@@ -703,7 +702,7 @@ __global__ void step_update_kernel(const DevParam* __restrict__ table, int count
     if (b != kNoBad && (Write || b % 8 != T2D_NONFINITE_UPDATE)) return;
     const int ti = block_row(table, count);
     const DevParam t = table[ti];
-    if (!Write && t.dtype != T2D_FLOAT16 && t.dtype != T2D_BFLOAT16) return;
+    if (!Write && !t2d_is_half(t.dtype)) return;
     int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
     int64_t end = min(begin + kCudaChunk, t.numel);
     const double l = lam[ti];
@@ -765,13 +764,6 @@ int32_t check_step_pointers(const t2d_param* params, int32_t count, const t2d_op
     return rc;
 }
 
-// Whether a row of a fused step is half precision (the step then takes the check pass).
-bool has_half(const t2d_param* params, int32_t count) {
-    for (int32_t i = 0; i < count; i++)
-        if (params[i].dtype == T2D_FLOAT16 || params[i].dtype == T2D_BFLOAT16) return true;
-    return false;
-}
-
 // Enqueues a fused step on stream: the table's copy from pinned memory (then copied, when not NULL, is recorded:
 // the pinned table may be rewritten once it has completed), the flag's reset and the passes (four, five with a
 // half-precision row) in the workspace laid out by layout. scalars, when not NULL, replace lr, g_constraint, alpha
@@ -817,7 +809,7 @@ int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o
     rc = check_step_pointers(params, count, o, device, g_value, status, lambdas_out, nullptr);
     if (rc != T2D_OK) return rc;
 
-    const bool half = has_half(params, count);
+    const bool half = t2d_has_half(params, count);
     return unplanned_call<DevParam>(device, stream, params, count,
                                     [&](const DevParam* h, int64_t chunks, const Workspace& layout, void* workspace,
                                         cudaEvent_t copied) {
@@ -953,7 +945,7 @@ extern "C" int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* p
         if (rc != T2D_OK) return rc;
         t2d::fill_table(plan->host, params, count);
         return t2d::launch_step(plan->host, count, chunks, t2d::Workspace(sizeof(t2d::DevParam), count, chunks),
-                                t2d::has_half(params, count), *optimizer, g_value_device,
+                                t2d_has_half(params, count), *optimizer, g_value_device,
                                 g_value_dtype, 0.0, 0.0, 0.0, scalars_device, (cudaStream_t)cuda_stream, status_device,
                                 nullptr, plan->workspace, nullptr);
     } catch (...) {

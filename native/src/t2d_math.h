@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "text2data.h"
+
 #if defined(__CUDACC__)
 #define T2D_HD __host__ __device__ __forceinline__
 #else
@@ -18,6 +20,16 @@ T2D_HD double t2d_lambda(double n, double dot, double excess, double beta) {
     double phi = (excess != excess || excess < bn) ? excess : bn;
     double x = (phi - dot) / (1e-8 + n);
     return (x > 0.0 || x != x) ? x : 0.0;
+}
+
+// Whether a dtype code is a half type (bfloat16, float16): a fused step takes a check pass for those.
+T2D_HD bool t2d_is_half(int32_t dtype) { return dtype == T2D_BFLOAT16 || dtype == T2D_FLOAT16; }
+
+// Whether a fused step has a half-precision row.
+inline bool t2d_has_half(const t2d_param* params, int32_t count) {
+    for (int32_t i = 0; i < count; i++)
+        if (t2d_is_half(params[i].dtype)) return true;
+    return false;
 }
 
 // The per-element functors: accumulate (n, dot) and update g += lam * c.

@@ -112,7 +112,11 @@ struct T2dSgdOp {
     T2D_HD_ELEM void operator()(M& p, M g, M& buf, M&, M&) const {  // selects, not branches: see T2dAdamOp
         M dw = g + weight_decay * p;                              // d_p.add(p, weight_decay)
         M d = weight_decay != 0 ? dw : g;
+#if defined(__CUDA_ARCH__)  // libtorch's CUDA rounding (above): its own kernel, not fused into the add below
+        M next = t2d_mul_rn(buf, momentum);                       // buf.mul_(momentum)
+#else
         M next = buf * momentum;                                  // buf.mul_(momentum)
+#endif
         next = next + one_minus_dampening * d;                    //    .add_(d_p, 1 - dampening)
         next = first ? d : next;                                  // the first step: torch::clone(d_p)
         buf = has_momentum ? next : buf;

@@ -667,7 +667,6 @@ static void test_plan_errors() {
           t2d_last_error());
     rc = t2d_step_cuda_planned(fake, &row, 1, &adam, nullptr, T2D_FLOAT32, &scalars, 0, nullptr, &status);
     CHECK(rc == T2D_ERR_NULL_POINTER, "NULL g_value: rc %d %s", rc, t2d_last_error());
-    CHECK(p[0] == 1 && g[0] == 0.5f && m[0] == 0 && step == 0 && status.calls == 0, "a refused planned step wrote");
     rc = t2d_graph_capture_begin(nullptr);
     CHECK(rc == T2D_ERR_NULL_POINTER, "capture on the legacy stream: rc %d %s", rc, t2d_last_error());
     void* exec = &row;
