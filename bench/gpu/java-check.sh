@@ -23,8 +23,9 @@
 #    captured step); the tables of medians and of the issues' target ratios (with --rounds, per round too).
 # Ends with `N passed, M failed`; exit 0 only when none failed. Everything printed also goes to
 # $OUT/java-check.log (bench/gpu/last-java-check/ without $OUT), the timings to java-steps.json / py-steps.json.
-# Options: --bundle DIR, --parts DIR (above), --quick (shorter timings), --workloads a,b, --rounds N (Python then
-# Java, N times; the tables show the medians of the rounds' medians and each round's target ratios).
+# Options: --bundle DIR, --parts DIR (above), --quick (shorter timings), --workloads a,b, --rounds N (Python and
+# Java N times, Python first in odd rounds and Java in even ones; the tables show the medians of the rounds' medians
+# and each round's target ratios; once the captured step fails, later rounds skip it).
 # Environment: PYTHON, T2D_JAVA_TIMEOUT (s, per Java step, 420).
 set -u -o pipefail
 
@@ -236,18 +237,19 @@ EOF
     local weights="${TMPDIR:-/tmp}/t2d-bench-weights" jargs pyargs
     mkdir -p "$weights"
     if [ $QUICK = 1 ]; then jargs=(--warmup 3 --iters 10); pyargs=(--warmup 3 --iters 10); else jargs=(--warmup 10 --budget 1); pyargs=(--warmup 10 --budget 1); fi
-    local pyjson="$D/py-steps.json" jjson="$D/java-steps.json" r rpy rj
+    local pyjson="$D/py-steps.json" jjson="$D/java-steps.json" r
     rm -f "$pyjson" "$jjson"
     rm -rf "$D/rounds"; mkdir -p "$D/rounds"
-    # Python, then Java, ROUNDS times: the eager steps are bound by the host's launch rate, which drifts; the
-    # medians of the rounds' medians and each round's ratios say how much of a difference is drift
-    for r in $(seq 1 "$ROUNDS"); do
-        [ "$ROUNDS" -gt 1 ] && echo "--- round $r of $ROUNDS"
-        rpy="$D/rounds/py-$r.json"; rj="$D/rounds/java-$r.json"
+    # Python and Java, ROUNDS times, Python first in odd rounds and Java first in even ones (as bench/compare): the
+    # eager steps are bound by the host's launch rate, which drifts; the medians of the rounds' medians and each
+    # round's ratios say how much of a difference is drift. Once the captured step has failed, later rounds skip it.
+    local captured_args=()
+    time_python() {
+        local r=$1
         if [ -n "$py" ] && { [ $py_cuda = 1 ] || [ $dev = cpu ]; }; then
             echo "+ $py bench/python/bench_ref.py --device $dev --workloads $WORKLOADS ${pyargs[*]} --weights-dir $weights"
             if (cd "$ROOT" && timeout 600 "$py" -u bench/python/bench_ref.py --device $dev --workloads "$WORKLOADS" "${pyargs[@]}" \
-                    --weights-dir "$weights" --json "$rpy"); then
+                    --weights-dir "$weights" --json "$D/rounds/py-$r.json"); then
                 ok "python: the reference's run_step timed on $dev (round $r)"
             else
                 bad "python: bench_ref.py failed (round $r)"
@@ -255,19 +257,29 @@ EOF
         elif [ "$r" = 1 ]; then
             echo "python with a CUDA torch: not here; the Java side runs alone, from libtorch's seeded weights"
         fi
-        echo "+ GpuStepBench --device $dev --workloads $WORKLOADS ${jargs[*]}"
+    }
+    time_java() {
+        local r=$1
+        echo "+ GpuStepBench --device $dev --workloads $WORKLOADS ${jargs[*]} ${captured_args[*]}"
         if T2D_EXTRA_CP="$BUNDLE/bench" T2D_BENCH_WEIGHTS="$weights" timeout 900 "$J" org.text2data.bench.GpuStepBench \
-                --device $dev --workloads "$WORKLOADS" "${jargs[@]}" --json "$rj"; then
+                --device $dev --workloads "$WORKLOADS" "${jargs[@]}" --json "$D/rounds/java-$r.json" "${captured_args[@]}"; then
             ok "java: runStep and the plain two-pass timed on $dev (round $r)"
-        else
-            bad "java: GpuStepBench failed; again without the captured step (round $r)"
+        elif [ ${#captured_args[@]} = 0 ]; then
+            bad "java: GpuStepBench failed; again without the captured step, in this round and the next ones (round $r)"
+            captured_args=(--no-captured)
             if T2D_EXTRA_CP="$BUNDLE/bench" T2D_BENCH_WEIGHTS="$weights" timeout 900 "$J" org.text2data.bench.GpuStepBench \
-                    --device $dev --workloads "$WORKLOADS" "${jargs[@]}" --json "$rj" --no-captured; then
+                    --device $dev --workloads "$WORKLOADS" "${jargs[@]}" --json "$D/rounds/java-$r.json" --no-captured; then
                 ok "java: runStep and the plain two-pass timed on $dev (without the captured step, round $r)"
             else
                 bad "java: GpuStepBench failed without the captured step too (round $r)"
             fi
+        else
+            bad "java: GpuStepBench failed (without the captured step, round $r)"
         fi
+    }
+    for r in $(seq 1 "$ROUNDS"); do
+        [ "$ROUNDS" -gt 1 ] && echo "--- round $r of $ROUNDS"
+        if [ $((r % 2)) = 1 ]; then time_python "$r"; time_java "$r"; else time_java "$r"; time_python "$r"; fi
     done
     # the rounds merged: per workload and mode, median_ms the median of the rounds' medians, round_medians_ms each
     # round's by round number; the other fields (min, quartiles, iters) are the last round's
@@ -298,7 +310,7 @@ EOF
 import json, os, sys
 j = json.load(open(sys.argv[1]))
 p = json.load(open(sys.argv[2]))["workloads"] if os.path.exists(sys.argv[2]) else {}
-print(f"\nmedian ms per step on {j['device']}, from this run (Python first, then Java; each mode on its own copy of the same weights)")
+print(f"\nmedian ms per step on {j['device']}, from this run (Python first, then Java, the other way round in even rounds; each mode on its own copy of the same weights)")
 m = lambda d, k: d[k]["median_ms"] if k in d else float("nan")
 print("| workload | Java runStep fused | Java runStep plain | Java plain | Java captured | Python run_step | Python plain "
       "| Python plain, fused Adam | Python plain, fused Adam, graphed |")

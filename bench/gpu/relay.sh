@@ -13,7 +13,9 @@
 #     bash bench/gpu/relay.sh collect [SECONDS] # waits again, if finish's wait ended first
 #
 # finish and collect copy what has been written so far to $OUT: gpu-check.log, gpu-check.json, java-check.log,
-# java-conformance.out, java-junit.out, java-steps.json, py-steps.json (7 files). The background logs stay in
+# java-conformance.out, java-junit.out, java-steps.json, py-steps.json (7 files), and rounds/ with --rounds. A
+# first part on a machine where an earlier relay ran to its end removes that relay's state first; a second finish
+# waits for the first one's java-check.sh instead of starting another. The background logs stay in
 # /tmp/t2d-relay. Environment: T2D_RELAY_JAVA_ARGS (say --quick; default none: 1 s of timing per mode) for java-check.sh.
 set -u -o pipefail
 
@@ -39,7 +41,7 @@ start_check() {
     [ -e "$R/check.started" ] && return
     date +%s > "$R/check.started"
     snapshot
-    ( cd "$R/repo" && OUT="$R/check" setsid bash -c 'bash bench/gpu/check.sh > /tmp/t2d-relay/check.out 2>&1; echo $? > /tmp/t2d-relay/check.rc' \
+    ( cd "$R/repo" && R="$R" OUT="$R/check" setsid bash -c 'bash bench/gpu/check.sh > "$R/check.out" 2>&1; echo $? > "$R/check.rc"' \
         </dev/null >/dev/null 2>&1 & )
     echo "check.sh started in the background"
 }
@@ -61,6 +63,7 @@ copy_out() {
             "$R"/java/java-junit.out "$R"/java/java-steps.json "$R"/java/py-steps.json; do
         [ -f "$f" ] && cp "$f" "$OUT/"
     done
+    [ -d "$R/java/rounds" ] && cp -r "$R/java/rounds" "$OUT/"  # java-check.sh --rounds: each round's timings
     return 0
 }
 
@@ -79,11 +82,21 @@ wait_java() {
     fi
 }
 
+# A machine still warm from an earlier relay that ran to its end: its state goes (at a part call, which every relay
+# begins with), so that this relay's checks run.
+fresh() {
+    if [ -f "$R/java.rc" ]; then rm -rf "$R" "$P"; echo "an earlier relay's state removed"; fi
+}
+
 case "${1:-}" in
     part)
-        mkdir -p "$R/check" "$R/java" "$P"; receive; start_check; progress ;;
+        fresh; mkdir -p "$R/check" "$R/java" "$P"; receive; start_check; progress ;;
     finish)
         mkdir -p "$R/check" "$R/java" "$P"; receive; start_check
+        if [ -e "$R/java.started" ]; then  # a second finish (after a timeout): wait for the first one's run
+            echo "java-check.sh was started already"; wait_java "${2:-540}"; exit 0
+        fi
+        date +%s > "$R/java.started"
         ( cd "$R/repo" && OUT="$R/java" setsid bash -c "while [ ! -f $R/check.rc ] && [ \$(( \$(date +%s) - \$(cat $R/check.started) )) -lt 420 ]; do sleep 2; done; \
             bash bench/gpu/java-check.sh --parts $P ${T2D_RELAY_JAVA_ARGS:-} > $R/java.out 2>&1; echo \$? > $R/java.rc" \
             </dev/null >/dev/null 2>&1 & )
