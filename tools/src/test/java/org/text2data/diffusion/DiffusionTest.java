@@ -29,4 +29,24 @@ class DiffusionTest {
             assertThat(s.sub(target).abs().max().item_double()).isLessThan(1e-4);
         }
     }
+
+    @Test
+    void guidanceScalesTheConditionalModelsDifferenceFromTheUnconditionalOne() {
+        // the model's conditional clean series is the unconditional one plus delta: guidance of scale w moves the
+        // samples to target + w * delta (the last DDIM estimate and the last DDPM mean are the guided estimate)
+        LibTorch.ensureLoaded();
+        torch.manual_seed(12);
+        int length = 4;
+        Tensor target = Tensor.create(new float[] {1f, -2f, 0.5f, 0f}, 1, length);
+        Tensor delta = Tensor.create(new float[] {0.25f, 0f, -1f, 2f}, 1, length);
+        ConditionalModel oracle = (in, c) -> (c == null ? target : target.add(delta)).expand(in.size(0), length);
+        Diffusion d = Diffusion.small(3).predictingClean();
+        Tensor cond = torch.ones(3, 2);
+        for (double w : new double[] {0.0, 1.0, 2.5}) {
+            Tensor want = target.add(delta.mul(new org.bytedeco.pytorch.Scalar(w)));
+            for (Tensor s : List.of(d.sampleDdim(oracle, cond, 3, length, w), d.sample(oracle, cond, 3, length, w))) {
+                assertThat(s.sub(want).abs().max().item_double()).as("w = %s", w).isLessThan(1e-4);
+            }
+        }
+    }
 }
