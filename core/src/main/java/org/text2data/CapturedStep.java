@@ -29,7 +29,9 @@ import org.text2data.engine.ParamState;
  * optimizer state are not changed by {@link #capture}. While capturing, no other thread may use the GPU.
  *
  * <p>Between replays, a parameter's {@code grad()} is its projected conditional gradient of the last replay, as
- * after {@link Text2Data#runStep}, as long as no other step of the constraint ran since the capture. Close a
+ * after {@link Text2Data#runStep}, as long as no other step of the constraint ran since the capture. A capture
+ * records the step without running it: from the capture to the first replay the gradients are the graph's
+ * buffers, not yet written (the gradients from before the capture are not kept). Close a
  * captured step (try-with-resources) to free the graph and its memory; closing the constraint does not.
  *
  * <p><b>Status:</b> checked on an H100 (2026-11-26, {@code bench/gpu/java-check.sh}): 100 replays equal 100
