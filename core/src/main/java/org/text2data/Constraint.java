@@ -703,7 +703,8 @@ public final class Constraint implements AutoCloseable {
      */
     String captureRefusal() {
         if (fused == null) {
-            return "it needs the fused optimizer (OptimizerSpec.fused(true), the default on a GPU with Engine.FUSED): "
+            return "it needs the fused optimizer (SGD, Adam or AdamW on Engine.FUSED or AUTO, the default where "
+                    + "libtext2data loads; OptimizerSpec.fused(true) asks for it): "
                     + "libtorch's optimizers compute their step counts and bias corrections on the host, which a "
                     + "graph would replay frozen";
         }
