@@ -2,6 +2,7 @@ package org.text2data;
 
 import java.lang.ref.WeakReference;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.ConcurrentModificationException;
 import java.util.HashMap;
@@ -13,6 +14,7 @@ import java.util.function.Supplier;
 
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Module;
+import org.bytedeco.pytorch.NoGradGuard;
 import org.bytedeco.pytorch.Optimizer;
 import org.bytedeco.pytorch.OptimizerParamGroup;
 import org.bytedeco.pytorch.OptimizerParamGroupVector;
@@ -101,6 +103,8 @@ public final class Constraint implements AutoCloseable {
     /** The last model runStep found to reach these parameters (see Text2Data.runStep). */
     private WeakReference<Object> verifiedModel = new WeakReference<>(null);
     private GradientSync gradientSync;
+    /** The worker of {@link #setConcurrentPasses}, or null: runStep's passes run one after the other. */
+    private ConcurrentPasses concurrentPasses;
     /** While a {@link CapturedStep} records the step: a step that is recorded, not taken, is not counted. */
     private boolean capturing;
 
@@ -1070,6 +1074,96 @@ public final class Constraint implements AutoCloseable {
     }
 
     /**
+     * Whether {@link Text2Data#runStep} runs its two forward/backward passes at the same time, the unconditional
+     * one on a worker thread this constraint owns and the conditional one on the caller's (default false: one after
+     * the other, as the reference). The two passes are independent, and on the CPU most of a step: on 2 cores the
+     * benchmark workloads' passes took 0.55-0.9x their time in turn (bench/NOTES.md, "Concurrent passes"). Each
+     * computes its gradients apart ({@code torch::autograd::grad}), and the step takes them as the passes in turn
+     * would have left them: the same values, and a failing pass changes nothing. While they run, OpenBLAS's threads
+     * (where this library sized the pool) are split between them.
+     *
+     * <p>Only for a model whose forward may run on two threads at once: one that changes no state while it runs.
+     * A module in training mode with batch normalisation updates its running statistics from both threads, and
+     * random operations (dropout) draw in an order that is no longer fixed, so such a step is not reproducible. The
+     * worker runs under the caller's libtorch thread-local state (grad mode, autocast), not under Java
+     * thread-locals. CPU only: libtorch runs every CUDA backward pass on one device thread, so on a GPU the passes
+     * could not overlap; {@link CapturedStep} is the fast path there.
+     *
+     * @param on true to run the passes at the same time, false to run them in turn (and stop the worker)
+     * @throws IllegalArgumentException if {@code on} and a parameter is not on the CPU
+     * @throws java.util.ConcurrentModificationException if another thread is inside a call on this constraint
+     * @throws IllegalStateException if this constraint is closed
+     */
+    public void setConcurrentPasses(boolean on) {
+        enter();
+        try {
+            if (!on) {
+                if (concurrentPasses != null) {
+                    concurrentPasses.close();
+                    concurrentPasses = null;
+                }
+                return;
+            }
+            for (int i = 0; i < params.length; i++) {
+                if (!params[i].is_cpu()) {
+                    throw new IllegalArgumentException("concurrent passes run on the CPU only, but parameter '"
+                            + names[i] + "' is on " + Tensors.device(params[i]) + " (libtorch runs every CUDA backward "
+                            + "pass on one device thread: there, CapturedStep is the fast path); nothing was changed");
+                }
+            }
+            if (concurrentPasses == null) {
+                concurrentPasses = new ConcurrentPasses();
+            }
+        } finally {
+            exit();
+        }
+    }
+
+    /**
+     * Whether {@link Text2Data#runStep} runs its two passes at the same time (see {@link #setConcurrentPasses}).
+     *
+     * @return true if it does
+     */
+    public boolean concurrentPasses() {
+        return concurrentPasses != null;
+    }
+
+    /** The worker for runStep's passes, or null when they run in turn. */
+    ConcurrentPasses passes() {
+        return concurrentPasses;
+    }
+
+    /** The parameters as libtorch's autograd takes its inputs. */
+    TensorVector parameterVector() {
+        return paramVector;
+    }
+
+    /**
+     * Hands a pass's gradients ({@code torch::autograd::grad}'s, one per parameter, undefined where the pass did not
+     * reach it) to the parameters as that pass's backward would have: added into a gradient that exists (zeroed when
+     * the step began), else installed, laid out as AccumulateGrad lays a new gradient out (the parameter's strides).
+     */
+    void installGradients(TensorVector grads) {
+        try (PointerScope scope = new PointerScope(); NoGradGuard noGrad = new NoGradGuard()) {
+            for (int i = 0; i < params.length; i++) {
+                Tensor g = grads.get(i);
+                if (!g.defined()) {
+                    continue;
+                }
+                Tensor current = params[i].grad();
+                if (current.defined()) {
+                    current.add_(g);
+                } else if (Arrays.equals(Tensors.strides(g), Tensors.strides(params[i]))
+                        || (g.is_contiguous() && params[i].is_contiguous())) {
+                    params[i].mutable_grad().put(g);
+                } else {
+                    params[i].mutable_grad().put(torch.empty_like(params[i]).copy_(g));
+                }
+            }
+        }
+    }
+
+    /**
      * The engine computing the projection.
      *
      * @return {@code plain}, {@code fused-cpu} or {@code fused-cuda}
@@ -1236,6 +1330,9 @@ public final class Constraint implements AutoCloseable {
                     }
                     for (ParamState st : states) {
                         st.close();
+                    }
+                    if (concurrentPasses != null) {
+                        concurrentPasses.close();
                     }
                     paramVector.close();
                     for (Tensor p : params) {

@@ -109,7 +109,41 @@ public final class LibTorch {
             throw new IllegalArgumentException("OpenBLAS thread count must be >= 1, got " + n);
         }
         ensureLoaded();
+        if (splits > 0 && splitFrom > 0) { // concurrent passes are running: they get half, n once they end
+            boolean set = applyBlasThreads(Math.max(1, n / 2));
+            splitFrom = n;
+            blasThreads = n;
+            return set;
+        }
         return applyBlasThreads(n);
+    }
+
+    /** Concurrent passes running now (see {@link #beginBlasSplit()}), and the thread count to restore, or 0. */
+    private static int splits;
+    private static int splitFrom;
+
+    /**
+     * Begins concurrent passes ({@link Constraint#setConcurrentPasses}): two threads each run a forward/backward
+     * pass, so OpenBLAS, where this library sized it to {@code n > 1} threads, gets {@code n / 2} per caller until
+     * the last {@link #endBlasSplit()} (two callers on {@code n} threads each fight for the cores: measured 1.2-2x
+     * slower on 2 cores, bench/NOTES.md). Costs well under a microsecond; nested and concurrent uses are counted.
+     */
+    static synchronized void beginBlasSplit() {
+        if (splits++ == 0) {
+            int n = blasThreads;
+            splitFrom = n > 1 && applyBlasThreads(Math.max(1, n / 2)) ? n : 0;
+            if (splitFrom > 0) {
+                blasThreads = n; // what the process is set to between steps
+            }
+        }
+    }
+
+    /** Ends what {@link #beginBlasSplit()} began: the last one restores OpenBLAS's thread count. */
+    static synchronized void endBlasSplit() {
+        if (splits > 0 && --splits == 0 && splitFrom > 0) {
+            applyBlasThreads(splitFrom);
+            splitFrom = 0;
+        }
     }
 
     /** OpenBLAS's {@code openblas_set_num_threads}, looked up once (empty where OpenBLAS is not loaded). */
@@ -240,6 +274,26 @@ public final class LibTorch {
     }
 
     private static Optional<MethodHandle> findOpenBlasSetter() {
+        return findOpenBlas("openblas_set_num_threads", FunctionDescriptor.ofVoid(ValueLayout.JAVA_INT));
+    }
+
+    /**
+     * OpenBLAS's thread count as OpenBLAS reports it now ({@code openblas_get_num_threads}), for tests; -1 where
+     * OpenBLAS is not found.
+     */
+    static synchronized int blasThreadsNow() {
+        ensureLoaded();
+        return findOpenBlas("openblas_get_num_threads", FunctionDescriptor.of(ValueLayout.JAVA_INT)).map(h -> {
+            try {
+                return (int) h.invokeExact();
+            } catch (Throwable t) {
+                return -1;
+            }
+        }).orElse(-1);
+    }
+
+    /** A function of the OpenBLAS that libtorch's GEMMs call (bytedeco's, the first one loaded). */
+    private static Optional<MethodHandle> findOpenBlas(String name, FunctionDescriptor type) {
         for (Map.Entry<String, String> e : Loader.getLoadedLibraries().entrySet()) {
             String path = e.getValue();
             if (path == null || !path.contains("openblas")) {
@@ -247,8 +301,8 @@ public final class LibTorch {
             }
             try {
                 SymbolLookup lookup = SymbolLookup.libraryLookup(java.nio.file.Path.of(path), Arena.global());
-                Optional<MethodHandle> h = lookup.find("openblas_set_num_threads").map(addr ->
-                        Linker.nativeLinker().downcallHandle(addr, FunctionDescriptor.ofVoid(ValueLayout.JAVA_INT)));
+                Optional<MethodHandle> h = lookup.find(name).map(addr ->
+                        Linker.nativeLinker().downcallHandle(addr, type));
                 if (h.isPresent()) {
                     return h;
                 }

@@ -31,6 +31,10 @@ public final class Text2Data {
      * step reaches keeps a zero gradient, which is projected and stepped). Afterwards each parameter's gradient is
      * its projected conditional gradient, as with zeroing. With a {@link GradientSync} the gradients are zeroed.
      *
+     * <p>With {@link Constraint#setConcurrentPasses concurrent passes} steps 2 and 3 run at the same time, on a worker
+     * thread and the caller's; their gradients are held apart and handed to the step in this order, with the same
+     * values. If both passes fail, the unconditional pass's failure is thrown.
+     *
      * @param optimizer   the constraint optimizer over the model's parameters
      * @param gConstraint the barrier's target for the unconditional loss (finite, &gt;= 0), as in
      *                    {@link Constraint#secondStep}
@@ -67,16 +71,28 @@ public final class Text2Data {
             // Once per model: do its passes reach the parameters this Constraint steps? (Another model's
             // would train nothing here, silently, while its own gradients accumulated.)
             boolean verify = !optimizer.verified(model);
+            ConcurrentPasses concurrent = optimizer.passes(); // null: the passes run in turn
             try (PointerScope scope = new PointerScope()) {
                 optimizer.beginStep(); // the gradients zeroed, or released where the engine can (same values)
-                long[] stamps = verify ? optimizer.gradStamps() : null;
-                Tensor g = scalarLoss("unconditional", loss.apply(forward(model, data, null), label));
-                if (check && sync == null) {
-                    requireFinite("unconditional", g);
+                // Both passes at once (each holds its gradients apart until the step takes them), or in turn
+                ConcurrentPasses.Pass[] both = concurrent == null ? null : concurrent.run(model, data, cond, label,
+                        loss, optimizer.parameterVector(), check && sync == null);
+                long[] stamps = verify && both == null ? optimizer.gradStamps() : null;
+                boolean reached;
+                Tensor gValue;
+                if (both != null) {
+                    reached = verify && (both[0].reachedAny() || both[1].reachedAny());
+                    optimizer.installGradients(both[0].grads());
+                    gValue = both[0].loss();
+                } else {
+                    Tensor g = scalarLoss("unconditional", loss.apply(forward(model, data, null), label));
+                    if (check && sync == null) {
+                        requireFinite("unconditional", g);
+                    }
+                    g.backward();
+                    reached = verify && !Arrays.equals(stamps, optimizer.gradStamps());
+                    gValue = g.detach();
                 }
-                g.backward();
-                boolean reached = verify && !java.util.Arrays.equals(stamps, optimizer.gradStamps());
-                Tensor gValue = g.detach();
                 if (sync != null) { // averaged over all processes, then checked: every process fails alike
                     gValue = sync.reduce(gValue, data.size(0), optimizer.parameters());
                     if (check) {
@@ -84,16 +100,24 @@ public final class Text2Data {
                     }
                 }
                 optimizer.firstStep(true);
-                if (verify && !reached) {
-                    stamps = optimizer.gradStamps();
+                Tensor fValue;
+                if (both != null) {
+                    optimizer.installGradients(both[1].grads());
+                    fValue = both[1].loss();
+                } else {
+                    if (verify && !reached) {
+                        stamps = optimizer.gradStamps();
+                    }
+                    Tensor f = scalarLoss("conditional", loss.apply(forward(model, data, cond), label));
+                    if (check && sync == null) {
+                        requireFinite("conditional", f);
+                    }
+                    f.backward();
+                    reached = reached || (verify && !Arrays.equals(stamps, optimizer.gradStamps()));
+                    fValue = f.detach();
                 }
-                Tensor f = scalarLoss("conditional", loss.apply(forward(model, data, cond), label));
-                if (check && sync == null) {
-                    requireFinite("conditional", f);
-                }
-                f.backward();
                 if (verify) {
-                    if (!reached && java.util.Arrays.equals(stamps, optimizer.gradStamps())) {
+                    if (!reached) {
                         List<String> names = optimizer.parameterNames();
                         throw new IllegalArgumentException("no parameter of this Constraint received a gradient from "
                                 + "the model's unconditional or conditional pass: the model's parameters are not the ones "
@@ -102,7 +126,6 @@ public final class Text2Data {
                     }
                     optimizer.setVerified(model);
                 }
-                Tensor fValue = f.detach();
                 if (sync != null) {
                     fValue = sync.reduce(fValue, data.size(0), optimizer.parameters());
                     if (check) {
@@ -139,7 +162,7 @@ public final class Text2Data {
         }
     }
 
-    private static Tensor forward(ConditionalModel model, Tensor data, Tensor cond) {
+    static Tensor forward(ConditionalModel model, Tensor data, Tensor cond) {
         Tensor out = model.forward(data, cond);
         if (out == null || !out.defined()) {
             throw new IllegalArgumentException("the model returned no tensor for the "
@@ -148,7 +171,7 @@ public final class Text2Data {
         return out;
     }
 
-    private static Tensor scalarLoss(String which, Tensor l) {
+    static Tensor scalarLoss(String which, Tensor l) {
         if (l == null || !l.defined() || l.numel() != 1) {
             throw new IllegalArgumentException("the " + which + " loss must be a one-element tensor, got "
                     + (l == null || !l.defined() ? "nothing" : Tensors.describe(l)));
@@ -156,7 +179,7 @@ public final class Text2Data {
         return l;
     }
 
-    private static void requireFinite(String which, Tensor l) {
+    static void requireFinite(String which, Tensor l) {
         double v = l.item_double();
         if (!Double.isFinite(v)) {
             throw new NonFiniteException("the " + which + " loss is " + v + "; nothing was updated");

@@ -1,0 +1,320 @@
+package org.text2data;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/**
+ * {@link Constraint#setConcurrentPasses}: runStep's two passes run at the same time, on the constraint's worker and
+ * the caller's thread, and the steps are those of the passes in turn (parameters, gradients, losses, projected
+ * counts), on every engine, including the parameters only one pass reaches (TestModels.SmallModel); a failing pass
+ * changes nothing; the worker runs under the caller's libtorch thread-local state, with OpenBLAS's threads split.
+ */
+class ConcurrentPassesTest {
+
+    private static Batch batch(ScalarType type) {
+        return TestModels.randomBatch("cpu", type, 16, 4, 3);
+    }
+
+    private static StepResult step(Constraint c, double gConstraint, ConditionalModel m, Batch b) {
+        return Text2Data.runStep(c, gConstraint, m, b.cond(), b.data(), b.label(), Loss.MSE);
+    }
+
+    private static double diff(Tensor a, Tensor b) {
+        try (PointerScope scope = new PointerScope()) {
+            return a.detach().sub(b.detach()).abs().max().item_double();
+        }
+    }
+
+    /** Holds two models' parameters and gradients (defined or not, and their values) equal within {@code tol}. */
+    private static void assertSame(String what, Map<String, Tensor> a, Map<String, Tensor> b, double tol) {
+        for (String n : a.keySet()) {
+            Tensor p = a.get(n);
+            Tensor q = b.get(n);
+            assertThat(diff(p, q)).as("%s, %s: parameter", what, n).isLessThanOrEqualTo(tol);
+            assertThat(p.grad().defined()).as("%s, %s: gradient defined", what, n).isEqualTo(q.grad().defined());
+            if (q.grad().defined()) {
+                assertThat(diff(p.grad(), q.grad())).as("%s, %s: gradient", what, n).isLessThanOrEqualTo(tol);
+            }
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"fused adam", "fused sgd", "fused projection, libtorch adam", "plain adam"})
+    void theStepsAreThoseOfThePassesInTurn(String setUp) {
+        OptimizerSpec spec = setUp.endsWith("sgd") ? OptimizerSpec.sgd(0.05).momentum(0.9).weightDecay(0.01)
+                : OptimizerSpec.adam(0.05);
+        Engine engine = setUp.startsWith("plain") ? Engine.PLAIN : Engine.FUSED;
+        boolean fusedOptimizer = setUp.equals("fused adam") || setUp.equals("fused sgd");
+        Map<String, Thread> threads = new ConcurrentHashMap<>();
+        try (Batch in = batch(ScalarType.Double);
+             TestModels.SmallModel cm = new TestModels.SmallModel(ScalarType.Double);
+             TestModels.SmallModel tm = new TestModels.SmallModel(ScalarType.Double);
+             Constraint concurrent = new Constraint(cm.params, spec.fused(fusedOptimizer), 1.0, 1.0, engine);
+             Constraint inTurn = new Constraint(tm.params, spec.fused(fusedOptimizer), 1.0, 1.0, engine)) {
+            concurrent.setConcurrentPasses(true);
+            assertThat(concurrent.concurrentPasses()).isTrue();
+            assertThat(inTurn.concurrentPasses()).isFalse();
+            ConditionalModel watched = (x, c) -> {
+                threads.put(c == null ? "unconditional" : "conditional", Thread.currentThread());
+                return cm.forward(x, c);
+            };
+            double gc;
+            try (StepResult r = step(inTurn, 0.0, tm, in)) {
+                gc = 0.9 * r.uncondLoss(); // active in some steps
+            }
+            step(concurrent, 0.0, watched, in).close();
+            int projected = 0;
+            for (int s = 0; s < 12; s++) {
+                try (StepResult a = step(concurrent, gc, watched, in); StepResult b = step(inTurn, gc, tm, in)) {
+                    assertThat(a.projectedTensors()).as("step %d: tensors projected", s).isEqualTo(b.projectedTensors());
+                    assertThat(a.uncondLoss()).as("step %d: unconditional loss", s).isEqualTo(b.uncondLoss());
+                    assertThat(a.condLoss()).as("step %d: conditional loss", s).isEqualTo(b.condLoss());
+                    projected += a.projectedTensors();
+                }
+                assertSame(setUp + ", step " + s, cm.params, tm.params, 1e-12);
+            }
+            assertThat(projected).as("the projection ran").isPositive();
+            assertThat(threads.get("unconditional").getName()).isEqualTo("text2data-unconditional-pass");
+            assertThat(threads.get("conditional")).isSameAs(Thread.currentThread());
+        }
+    }
+
+    /** The passes overlap: the unconditional one waits until the conditional one has begun, which in turn never does. */
+    @Test
+    void thePassesRunAtTheSameTime() {
+        CountDownLatch conditionalBegan = new CountDownLatch(1);
+        boolean[] overlapped = {false};
+        try (Batch in = batch(ScalarType.Double);
+             TestModels.SmallModel m = new TestModels.SmallModel(ScalarType.Double);
+             Constraint opt = new Constraint(m.params, OptimizerSpec.adam(0.05))) {
+            opt.setConcurrentPasses(true);
+            ConditionalModel meeting = (x, c) -> {
+                if (c != null) {
+                    conditionalBegan.countDown();
+                } else {
+                    try {
+                        overlapped[0] = conditionalBegan.await(20, TimeUnit.SECONDS);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    }
+                }
+                return m.forward(x, c);
+            };
+            step(opt, 0.0, meeting, in).close();
+            assertThat(overlapped[0]).as("the conditional pass began while the unconditional one ran").isTrue();
+        }
+    }
+
+    @Test
+    void aFailingPassChangesNothingAndTheNextStepsAreThoseOfThePassesInTurn() {
+        try (Batch in = batch(ScalarType.Double);
+             TestModels.SmallModel cm = new TestModels.SmallModel(ScalarType.Double);
+             TestModels.SmallModel tm = new TestModels.SmallModel(ScalarType.Double);
+             Constraint concurrent = new Constraint(cm.params, OptimizerSpec.adam(0.05));
+             Constraint inTurn = new Constraint(tm.params, OptimizerSpec.adam(0.05));
+             PointerScope scope = new PointerScope()) {
+            concurrent.setConcurrentPasses(true);
+            step(concurrent, 0.0, cm, in).close();
+            step(inTurn, 0.0, tm, in).close();
+            Map<String, Tensor> before = TestModels.snapshot(cm.params);
+
+            ConditionalModel conditionalFails = (x, c) -> {
+                if (c != null) {
+                    throw new IllegalStateException("conditional pass failed");
+                }
+                return cm.forward(x, null);
+            };
+            assertThatThrownBy(() -> step(concurrent, 0.0, conditionalFails, in))
+                    .isInstanceOf(IllegalStateException.class).hasMessage("conditional pass failed");
+            TestModels.assertUnchanged(cm.params, before);
+
+            ConditionalModel bothFail = (x, c) -> {
+                throw new IllegalStateException((c == null ? "unconditional" : "conditional") + " pass failed");
+            };
+            assertThatThrownBy(() -> step(concurrent, 0.0, bothFail, in))
+                    .as("the unconditional pass's failure, as in turn; the other's attached")
+                    .isInstanceOf(IllegalStateException.class).hasMessage("unconditional pass failed")
+                    .satisfies(e -> assertThat(e.getSuppressed()).extracting(Throwable::getMessage)
+                            .containsExactly("conditional pass failed"));
+            TestModels.assertUnchanged(cm.params, before);
+
+            Tensor nanLabel = in.label().clone();
+            nanLabel.select(0, 0).select(0, 0).fill_(new Scalar(Double.NaN));
+            Batch bad = new Batch(in.data(), in.cond(), nanLabel);
+            assertThatThrownBy(() -> step(concurrent, 0.0, cm, bad)).isInstanceOf(NonFiniteException.class)
+                    .hasMessageContaining("the unconditional loss is NaN");
+            assertThatThrownBy(() -> step(inTurn, 0.0, tm, bad)).isInstanceOf(NonFiniteException.class)
+                    .hasMessageContaining("the unconditional loss is NaN");
+            TestModels.assertUnchanged(cm.params, before);
+            assertSame("after the refused steps", cm.params, tm.params, 1e-12);
+
+            for (int s = 0; s < 3; s++) { // the worker survived its failures
+                step(concurrent, 0.5, cm, in).close();
+                step(inTurn, 0.5, tm, in).close();
+                assertSame("step " + s + " after the failures", cm.params, tm.params, 1e-12);
+            }
+        }
+    }
+
+    /** With a gradient sync the gradients are zeroed, not released: each pass's are added into them. */
+    @Test
+    void withAGradientSyncTheStepsAreThoseOfThePassesInTurn() {
+        GradientSync otherProcessAllOnes = (loss, rows, params) -> {
+            try (PointerScope scope = new PointerScope()) {
+                for (Tensor p : params) {
+                    Tensor g = p.grad();
+                    if (g.defined()) {
+                        g.mul_(new Scalar(0.5)).add_(new Scalar(0.5));
+                    }
+                }
+            }
+            return loss;
+        };
+        try (Batch in = batch(ScalarType.Double);
+             TestModels.SmallModel cm = new TestModels.SmallModel(ScalarType.Double);
+             TestModels.SmallModel tm = new TestModels.SmallModel(ScalarType.Double);
+             Constraint concurrent = new Constraint(cm.params, OptimizerSpec.adam(0.05));
+             Constraint inTurn = new Constraint(tm.params, OptimizerSpec.adam(0.05))) {
+            concurrent.setConcurrentPasses(true);
+            concurrent.setGradientSync(otherProcessAllOnes);
+            inTurn.setGradientSync(otherProcessAllOnes);
+            for (int s = 0; s < 6; s++) {
+                try (StepResult a = step(concurrent, 0.5, cm, in); StepResult b = step(inTurn, 0.5, tm, in)) {
+                    assertThat(a.projectedTensors()).as("step %d: tensors projected", s).isEqualTo(b.projectedTensors());
+                }
+                assertSame("step " + s, cm.params, tm.params, 1e-12);
+            }
+        }
+    }
+
+    @Test
+    void anotherModelsPassesAreRefusedAsInTurn() {
+        try (Batch in = batch(ScalarType.Double);
+             TestModels.SmallModel mine = new TestModels.SmallModel(ScalarType.Double);
+             TestModels.SmallModel other = new TestModels.SmallModel(ScalarType.Double);
+             Constraint opt = new Constraint(mine.params, OptimizerSpec.adam(0.05))) {
+            opt.setConcurrentPasses(true);
+            Map<String, Tensor> before = TestModels.snapshot(mine.params);
+            assertThatThrownBy(() -> step(opt, 0.0, other, in)).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("no parameter of this Constraint received a gradient")
+                    .hasMessageContaining("Nothing was updated");
+            TestModels.assertUnchanged(mine.params, before);
+        }
+    }
+
+    /** Autocast is libtorch thread-local state: the worker's unconditional pass must run under the caller's. */
+    @Test
+    void theWorkerRunsUnderTheCallersAutocast() {
+        try (Batch in = batch(ScalarType.Float);
+             TestModels.SmallModel cm = new TestModels.SmallModel(ScalarType.Float);
+             TestModels.SmallModel tm = new TestModels.SmallModel(ScalarType.Float);
+             TestModels.SmallModel fm = new TestModels.SmallModel(ScalarType.Float);
+             Constraint concurrent = new Constraint(cm.params, OptimizerSpec.sgd(0.1));
+             Constraint inTurn = new Constraint(tm.params, OptimizerSpec.sgd(0.1));
+             Constraint full = new Constraint(fm.params, OptimizerSpec.sgd(0.1))) {
+            concurrent.setConcurrentPasses(true);
+            step(full, 0.0, fm, in).close(); // float32 throughout
+            torch.set_autocast_enabled(torch.DeviceType.CPU, true); // matmul in bfloat16
+            try {
+                step(concurrent, 0.0, cm, in).close();
+                step(inTurn, 0.0, tm, in).close();
+            } finally {
+                torch.set_autocast_enabled(torch.DeviceType.CPU, false);
+                torch.clear_cache(); // autocast's cast weights
+            }
+            assertThat(diff(tm.params.get("nullEmb"), fm.params.get("nullEmb")))
+                    .as("autocast changes the unconditional pass's step").isGreaterThan(1e-6);
+            assertSame("under autocast", cm.params, tm.params, 0.0);
+        }
+    }
+
+    @Test
+    void openBlasThreadsAreSplitWhileThePassesRunAndRestoredAfter() {
+        int before = LibTorch.blasThreads();
+        Map<String, Integer> seen = new ConcurrentHashMap<>();
+        try (Batch in = batch(ScalarType.Double);
+             TestModels.SmallModel m = new TestModels.SmallModel(ScalarType.Double);
+             Constraint opt = new Constraint(m.params, OptimizerSpec.adam(0.05))) {
+            assertThat(LibTorch.setBlasThreads(4)).isTrue();
+            opt.setConcurrentPasses(true);
+            ConditionalModel probe = (x, c) -> {
+                seen.put(c == null ? "unconditional" : "conditional", LibTorch.blasThreadsNow());
+                return m.forward(x, c);
+            };
+            step(opt, 0.0, probe, in).close();
+            assertThat(seen).containsEntry("unconditional", 2).containsEntry("conditional", 2);
+            assertThat(LibTorch.blasThreadsNow()).as("restored after the step").isEqualTo(4);
+            assertThat(LibTorch.blasThreads()).isEqualTo(4);
+            opt.setConcurrentPasses(false);
+            step(opt, 0.0, probe, in).close();
+            assertThat(seen).containsEntry("unconditional", 4).containsEntry("conditional", 4);
+        } finally {
+            if (before > 0) {
+                LibTorch.setBlasThreads(before);
+            }
+        }
+    }
+
+    @Test
+    void turningItOffOrClosingStopsTheWorker() throws InterruptedException {
+        Thread[] worker = new Thread[1];
+        try (Batch in = batch(ScalarType.Double);
+             TestModels.SmallModel m = new TestModels.SmallModel(ScalarType.Double)) {
+            ConditionalModel watched = (x, c) -> {
+                if (c == null) {
+                    worker[0] = Thread.currentThread();
+                }
+                return m.forward(x, c);
+            };
+            Constraint opt = new Constraint(m.params, OptimizerSpec.adam(0.05));
+            opt.setConcurrentPasses(true);
+            step(opt, 0.0, watched, in).close();
+            Thread first = worker[0];
+            assertThat(first).isNotSameAs(Thread.currentThread());
+            opt.setConcurrentPasses(false);
+            first.join(10_000);
+            assertThat(first.isAlive()).as("stopped by setConcurrentPasses(false)").isFalse();
+            step(opt, 0.0, watched, in).close();
+            assertThat(worker[0]).as("in turn: the caller's thread").isSameAs(Thread.currentThread());
+
+            opt.setConcurrentPasses(true);
+            step(opt, 0.0, watched, in).close();
+            Thread second = worker[0];
+            assertThat(second).isNotSameAs(Thread.currentThread()).isNotSameAs(first);
+            opt.close();
+            second.join(10_000);
+            assertThat(second.isAlive()).as("stopped by close()").isFalse();
+            assertThatThrownBy(() -> opt.setConcurrentPasses(true)).isInstanceOf(IllegalStateException.class)
+                    .hasMessageContaining("closed");
+        }
+    }
+
+    @Test
+    void parametersOffTheCpuAreRefusedAndNothingChanges() {
+        try (PointerScope scope = new PointerScope()) {
+            Tensor meta = torch.zeros(new long[] {3}, new org.bytedeco.pytorch.TensorOptions(
+                    new org.bytedeco.pytorch.Device("meta"))).requires_grad_(true);
+            try (Constraint opt = new Constraint(java.util.List.of(meta), OptimizerSpec.sgd(0.1), 1.0, 1.0,
+                    Engine.PLAIN)) {
+                assertThatThrownBy(() -> opt.setConcurrentPasses(true)).isInstanceOf(IllegalArgumentException.class)
+                        .hasMessageContaining("concurrent passes run on the CPU only")
+                        .hasMessageContaining("is on meta");
+                assertThat(opt.concurrentPasses()).isFalse();
+            }
+        }
+    }
+}
