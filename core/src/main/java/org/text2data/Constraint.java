@@ -1153,8 +1153,8 @@ public final class Constraint implements AutoCloseable {
                 Tensor current = params[i].grad();
                 if (current.defined()) {
                     current.add_(g);
-                } else if (Arrays.equals(Tensors.strides(g), Tensors.strides(params[i]))
-                        || (g.is_contiguous() && params[i].is_contiguous())) {
+                } else if ((g.is_contiguous() && params[i].is_contiguous())
+                        || Arrays.equals(Tensors.strides(g), Tensors.strides(params[i]))) {
                     params[i].mutable_grad().put(g);
                 } else {
                     params[i].mutable_grad().put(torch.empty_like(params[i]).copy_(g));

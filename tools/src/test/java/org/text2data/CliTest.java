@@ -77,10 +77,11 @@ class CliTest {
         assertThat(r.err()).contains("fixture folder not found: no/such/dir");
     }
 
-    @Test
-    void finetuneWritesTheReferenceResult(@TempDir Path tmp) throws Exception {
+    @org.junit.jupiter.params.ParameterizedTest(name = "concurrent passes: {0}")
+    @org.junit.jupiter.params.provider.ValueSource(booleans = {false, true})
+    void finetuneWritesTheReferenceResult(boolean concurrentPasses, @TempDir Path tmp) throws Exception {
         Path out = tmp.resolve("finetuned.pt");
-        Run r = cli(finetune(out));
+        Run r = cli(concurrentPasses ? finetune(out, "--concurrent-passes") : finetune(out));
         assertThat(r.code()).as(r.err()).isZero();
         assertThat(r.out()).contains("finetuned 12 steps").contains("wrote " + out);
         assertThat(r.err()).contains("12/12");
@@ -152,6 +153,8 @@ class CliTest {
         assertThat(badMomentum.err()).contains("momentum is not an option of adam");
         Run badLoss = cli(finetune(out, "--loss", "hinge"));
         assertThat(badLoss.err()).contains("unknown loss 'hinge'");
+        Run concurrentCuda = cli(finetune(out, "--device", "cuda", "--concurrent-passes"));
+        assertThat(concurrentCuda.err()).contains("--concurrent-passes runs on the CPU only, not on --device cuda");
         Run cuda = cli(finetune(out, "--device", "cuda"));
         if (!LibTorch.cudaAvailable()) {
             assertThat(cuda.err()).contains("--device cuda: no CUDA device is usable here");

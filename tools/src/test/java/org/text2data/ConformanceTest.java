@@ -25,19 +25,21 @@ import org.text2data.engine.Engines;
  */
 class ConformanceTest {
 
-    private static List<Conformance.Result> run(Conformance c, Engine engine) throws Exception {
+    private static List<Conformance.Result> run(Conformance c, Engine engine, boolean cpu) throws Exception {
         List<String> lines = new ArrayList<>();
         List<Conformance.Result> results = c.runAll(List.of(engine), r -> lines.add(r.line()));
         lines.forEach(System.out::println);
         // 12 projection cases + 4 trajectories, each through the Java model and through TorchScript,
-        // each end to end and with the recorded g
-        assertThat(results).hasSize(12 + 4 * 2 * 2);
+        // each end to end and with the recorded g, and on the CPU end to end with concurrent passes too
+        assertThat(results).hasSize(12 + 4 * 2 * (cpu ? 3 : 2));
         assertThat(results.stream().filter(r -> r.g() == GSource.RECORDED && r.via() != Via.PROJECTION)).hasSize(8);
+        assertThat(results.stream().filter(r -> r.engine().endsWith("+concurrent") && r.g() == GSource.COMPUTED))
+                .hasSize(cpu ? 8 : 0);
         return results;
     }
 
     private static List<Conformance.Result> runCpu(Engine engine) throws Exception {
-        List<Conformance.Result> results = run(new Conformance(Fixtures.dir()), engine);
+        List<Conformance.Result> results = run(new Conformance(Fixtures.dir()), engine, true);
         // on the CPU, where the fixtures were made, nothing sits on the barrier: every case is plainly ok
         assertThat(results).allSatisfy(r -> assertThat(r.verdict()).as(r.line()).isEqualTo(Verdict.OK));
         return results;
@@ -45,7 +47,7 @@ class ConformanceTest {
 
     @Test
     void plainEngineMatchesTheReferenceOnEveryCase() throws Exception {
-        assertThat(runCpu(Engine.PLAIN)).allSatisfy(r -> assertThat(r.engine()).isEqualTo("plain"));
+        assertThat(runCpu(Engine.PLAIN)).allSatisfy(r -> assertThat(r.engine()).isIn("plain", "plain+concurrent"));
     }
 
     @Test
@@ -53,7 +55,7 @@ class ConformanceTest {
         assertThat(Engines.fusedAvailable()).as(String.valueOf(Engines.fusedUnavailableReason())).isTrue();
         // the trajectories run the fused optimizer (OptimizerSpec.fused's default on this engine)
         assertThat(runCpu(Engine.FUSED)).allSatisfy(r -> assertThat(r.engine()).as(r.line())
-                .isEqualTo(r.via() == Via.PROJECTION ? "fused-cpu" : "fused-cpu+fused"));
+                .isIn(r.via() == Via.PROJECTION ? "fused-cpu" : "fused-cpu+fused", "fused-cpu+fused+concurrent"));
     }
 
     // ------------------------------------------------------------------ the barrier verdict
@@ -175,7 +177,7 @@ class ConformanceTest {
     void cudaMatchesTheReferenceLikeTheCpuDoes() throws Exception {
         assumeTrue(LibTorch.cudaAvailable(), "no CUDA device here");
         for (Engine engine : engines()) {
-            List<Conformance.Result> results = run(new Conformance(Fixtures.dir(), "cuda"), engine);
+            List<Conformance.Result> results = run(new Conformance(Fixtures.dir(), "cuda"), engine, false);
             assertThat(results).allSatisfy(r -> {
                 assertThat(r.engine()).as(r.line()).contains("-cuda"); // plain-cuda, fused-cuda, fused-cuda+fused
                 if (r.via() == Via.PROJECTION || r.g() == GSource.RECORDED) {

@@ -36,7 +36,8 @@ import org.text2data.engine.Engines;
  * <p>Per workload, each variant has its own model loaded from the same weights, and its own {@link Constraint}
  * (Adam, lr 1e-3, MSE, float32, as {@link StepBench}):
  * <ul>
- *   <li>{@code runStep/E}: {@link Text2Data#runStep} on engine E;</li>
+ *   <li>{@code runStep/E}: {@link Text2Data#runStep} on engine E; {@code runStep/E+concurrent} with its two passes at
+ *       the same time ({@link Constraint#setConcurrentPasses});</li>
  *   <li>{@code plain}: zero the gradients, unconditional and conditional forward/backward, libtorch's Adam
  *       ({@link Constraint#stepBase()}): the same passes with no constraint, the floor of {@code runStep};</li>
  *   <li>{@code update/E}: on engine E, the call {@link Text2Data#runStep} makes after its two backward passes
@@ -62,7 +63,8 @@ import org.text2data.engine.Engines;
  *
  * <p>Usage: {@code Interleaved [--workloads a,b] [--engines fused,plain|available] [--variants runStep,plain,update,copy]
  * [--blocks 5] [--calls 3] [--warmup 3] [--threads B:T,B:T] [--json FILE]}; engines default to the default
- * engine ({@link Engine#AUTO}: fused where its library loads), {@code available} is every engine that loads.
+ * engine ({@link Engine#AUTO}: fused where its library loads), {@code available} is every engine that loads and the
+ * default one with concurrent passes ({@code fused+concurrent}); {@code E+concurrent} names that for any engine.
  */
 public final class Interleaved {
 
@@ -98,7 +100,8 @@ public final class Interleaved {
             switch (args[i]) {
                 case "--workloads" -> workloads = List.of(v.split(","));
                 case "--engines" -> engines = v.equals("available")
-                        ? (Engines.fusedAvailable() ? List.of("fused", "plain") : List.of("plain")) : List.of(v.split(","));
+                        ? (Engines.fusedAvailable() ? List.of("fused", "fused+concurrent", "plain")
+                                : List.of("plain", "plain+concurrent")) : List.of(v.split(","));
                 case "--variants" -> kinds = List.of(v.split(","));
                 case "--blocks" -> blocks = Integer.parseInt(v);
                 case "--calls" -> calls = Integer.parseInt(v);
@@ -197,13 +200,15 @@ public final class Interleaved {
             switch (kind) {
                 case "runStep" -> {
                     for (String e : engines) {
-                        variants.put("runStep/" + e, runStep(workload, Engine.parse(e), toClose));
+                        variants.put("runStep/" + e, runStep(workload, e, toClose));
                     }
                 }
                 case "plain" -> variants.put("plain", plain(workload, toClose));
                 case "update" -> {
                     for (String e : engines) {
-                        variants.put("update/" + e, update(workload, Engine.parse(e), toClose));
+                        if (!e.endsWith(CONCURRENT)) { // the update after the passes: the same whatever ran them
+                            variants.put("update/" + e, update(workload, Engine.parse(e), toClose));
+                        }
                     }
                 }
                 case "copy" -> variants.put("copy", copy(workload, toClose));
@@ -350,10 +355,16 @@ public final class Interleaved {
         return (System.nanoTime() - t0) / 1e6;
     }
 
-    private static Variant runStep(String workload, Engine engine, List<AutoCloseable> toClose) {
+    private static final String CONCURRENT = "+concurrent";
+
+    /** {@code runStep} on an engine, {@code E+concurrent} with concurrent passes. */
+    private static Variant runStep(String workload, String engine, List<AutoCloseable> toClose) {
         Workloads.Workload w = Workloads.load(workload);
         double gConstraint = 0.9 * w.uncondLoss();
-        Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(StepBench.LR), 1.0, 1.0, engine);
+        boolean concurrent = engine.endsWith(CONCURRENT);
+        Engine e = Engine.parse(concurrent ? engine.substring(0, engine.length() - CONCURRENT.length()) : engine);
+        Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(StepBench.LR), 1.0, 1.0, e);
+        opt.setConcurrentPasses(concurrent);
         toClose.add(opt);
         return () -> w.runStep(opt, gConstraint);
     }

@@ -270,6 +270,15 @@ public final class Report {
         JsonObject ws = new JsonObject();
         for (String w : workloads) {
             JsonObject o = entry(w, autoEngine());
+            String concurrent = autoEngine() + "+concurrent"; // the same engine, its two passes at the same time
+            if (engines.contains(concurrent)) {
+                Series c = get("java/" + w + "/runStep/" + concurrent);
+                o.addProperty("java_concurrent_ms", round(c.median()));
+                o.addProperty("java_concurrent_over_plain_same_jvm",
+                        round(get("java/" + w + "/runStep_over_plain/" + concurrent).median()));
+                o.addProperty("java_concurrent_over_python", round(c.median() / get("python/" + w + "/constrained").median()));
+                o.addProperty("java_concurrent_faster", verdictFaster(c, get("python/" + w + "/constrained")));
+            }
             JsonObject byEngine = new JsonObject();
             for (String eng : engines) {
                 byEngine.add(eng, entry(w, eng));
@@ -423,14 +432,16 @@ public final class Report {
                 .append(env.getOrDefault("python_blas", "?")).append(").\n\n");
         b.append("Options: Java `Interleaved ").append(env.get("java_options"))
                 .append("` (runStep, plain, update and copy alternating in one JVM; Java `runStep` / plain is the median of "
-                        + "the per-block ratios); bench_ref.py `")
+                        + "the per-block ratios; an engine `E+concurrent` is E with runStep's two passes at the same time, "
+                        + "`Constraint.setConcurrentPasses`); bench_ref.py `")
                 .append(env.get("python_options")).append("`.\n");
         return b.toString();
     }
 
     // ---------------------------------------------------------------- chart (JFreeChart)
 
-    private static final Color[] COLORS = {new Color(0x1f77b4), new Color(0xaec7e8), new Color(0xd62728), new Color(0xff9896)};
+    private static final Color[] COLORS = {new Color(0x1f77b4), new Color(0xaec7e8), new Color(0xd62728), new Color(0xff9896),
+            new Color(0x2ca02c)};
 
     private BufferedImage chart(List<String> workloads, Map<String, Object> env) {
         int cols = 2;
@@ -453,11 +464,18 @@ public final class Report {
         g.setFont(new Font(Font.SANS_SERIF, Font.PLAIN, 13));
         g.drawString("bars: median of round medians; whiskers: lowest to highest round. Java engine: " + eng
                 + ". " + env.get("cores") + " cores, " + env.get("rounds") + " rounds.", 20, 50);
-        String[] labels = {"Java runStep", "Java plain", "Python run_step", "Python plain"};
+        boolean concurrent = engines.contains(eng + "+concurrent");
+        String[] labels = concurrent
+                ? new String[] {"Java runStep", "Java plain", "Python run_step", "Python plain", "Java runStep, concurrent passes"}
+                : new String[] {"Java runStep", "Java plain", "Python run_step", "Python plain"};
         for (int i = 0; i < workloads.size(); i++) {
             String w = workloads.get(i);
             Series[] bars = {get("java/" + w + "/runStep/" + eng), get("java/" + w + "/plain"),
                     get("python/" + w + "/constrained"), get("python/" + w + "/baseline")};
+            if (concurrent) {
+                bars = java.util.Arrays.copyOf(bars, 5);
+                bars[4] = get("java/" + w + "/runStep/" + eng + "+concurrent");
+            }
             panel(w, bars, labels, get("java/" + w + "/runStep_over_plain/" + eng)).draw(g, new Rectangle2D.Double((i % cols) * pw, top + (i / cols) * ph, pw, ph));
         }
         g.dispose();
@@ -481,11 +499,13 @@ public final class Report {
         chart.getLegend().setFrame(BlockBorder.NONE);
         chart.getLegend().setItemFont(new Font(Font.SANS_SERIF, Font.PLAIN, 12));
         if (!bars[0].rounds().isEmpty() && !bars[2].rounds().isEmpty()) {
+            String concurrent = bars.length > 4 && !bars[4].rounds().isEmpty()
+                    ? String.format(Locale.ROOT, "   concurrent/Python %.2f", bars[4].median() / bars[2].median()) : "";
             chart.addSubtitle(new TextTitle(String.format(Locale.ROOT,
-                    "Java/Python %.2f   Java runStep/plain %.3f   Python run_step/plain %.3f",
+                    "Java/Python %.2f   Java runStep/plain %.3f   Python run_step/plain %.3f%s",
                     bars[0].median() / bars[2].median(),
                     sameJvm.rounds().isEmpty() ? bars[0].median() / bars[1].median() : sameJvm.median(),
-                    bars[2].median() / bars[3].median()), new Font(Font.SANS_SERIF, Font.PLAIN, 12),
+                    bars[2].median() / bars[3].median(), concurrent), new Font(Font.SANS_SERIF, Font.PLAIN, 12),
                     Color.BLACK, RectangleEdge.BOTTOM, HorizontalAlignment.CENTER, VerticalAlignment.CENTER,
                     new RectangleInsets(2, 0, 0, 0)));
         }

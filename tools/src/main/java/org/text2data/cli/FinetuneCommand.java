@@ -89,6 +89,11 @@ final class FinetuneCommand implements Callable<Integer> {
     @Option(names = "--engine", defaultValue = "auto", description = "auto, plain or fused (default: ${DEFAULT-VALUE})")
     String engine;
 
+    @Option(names = "--concurrent-passes",
+            description = "run each step's unconditional and conditional passes at the same time, on two threads "
+                    + "(CPU only; the same values, faster on 2 or more cores; the model must change no state in forward)")
+    boolean concurrentPasses;
+
     @Option(names = "--checkpoint", paramLabel = "CK.t2d",
             description = "write a checkpoint (parameters, optimizer and constraint state, data position) to this file, "
                     + "atomically, every --checkpoint-every steps and at the end")
@@ -176,6 +181,10 @@ final class FinetuneCommand implements Callable<Integer> {
             return DistributedLauncher.launch(nproc, timeout, commandSpec.commandLine().getParseResult().originalArgs());
         }
         device = DistributedRun.device(device);
+        if (concurrentPasses && !device.equals("cpu")) {
+            throw new IllegalArgumentException("--concurrent-passes runs on the CPU only, not on --device " + device
+                    + " (libtorch runs every CUDA backward pass on one device thread)");
+        }
         LibTorch.ensureLoaded();
         if (device.startsWith("cuda") && !LibTorch.cudaAvailable()) {
             throw new IllegalArgumentException("--device " + device + ": no CUDA device is usable here: "
@@ -220,6 +229,7 @@ final class FinetuneCommand implements Callable<Integer> {
             long[] done = {-1}; // steps completed; -1 until training starts
             try (Constraint opt = new Constraint(m.namedParameters(), spec, alpha, beta, eng)) {
                 dist.attach(opt);
+                opt.setConcurrentPasses(concurrentPasses);
                 ProgressBar bar = new ProgressBar("finetune (" + opt.engineName() + ")", steps);
                 done[0] = 0;
                 r = Finetuning.run(opt, gConstraint, m, set, lossFn, cfg, Finetuning.Mode.TEXT2DATA,

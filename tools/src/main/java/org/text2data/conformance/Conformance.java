@@ -154,6 +154,9 @@ public final class Conformance {
                 for (Via via : new Via[] {Via.JAVA_MODEL, Via.TORCHSCRIPT}) {
                     both.accept(runTrajectory(c.getAsJsonObject(), engine, via, GSource.COMPUTED));
                     both.accept(runTrajectory(c.getAsJsonObject(), engine, via, GSource.RECORDED));
+                    if (device.equals("cpu")) { // end to end again, runStep's two passes at the same time
+                        both.accept(runTrajectory(c.getAsJsonObject(), engine, via, GSource.COMPUTED, true));
+                    }
                 }
             }
         }
@@ -241,11 +244,21 @@ public final class Conformance {
      * step and {@code g - g_constraint} there, here and in the fixture.
      */
     public Result runTrajectory(JsonObject c, Engine engine, Via via, GSource g) {
+        return runTrajectory(c, engine, via, g, false);
+    }
+
+    /**
+     * {@link #runTrajectory(JsonObject, Engine, Via, GSource)}, where {@code concurrentPasses} runs each
+     * {@code runStep}'s two passes at the same time ({@link Constraint#setConcurrentPasses}; the engine's name then
+     * ends in {@code +concurrent}). It changes only the end-to-end run: with the recorded g the steps are written out.
+     */
+    public Result runTrajectory(JsonObject c, Engine engine, Via via, GSource g, boolean concurrentPasses) {
         String name = c.get("name").getAsString();
         boolean f64 = "float64".equals(c.get("dtype").getAsString());
         double tol = f64 ? 1e-9 : 1e-4;
         try {
-            Run run = trajectory(c, engine, via, g == GSource.RECORDED ? Handed.RECORDED : Handed.COMPUTED);
+            Run run = trajectory(c, engine, via, g == GSource.RECORDED ? Handed.RECORDED : Handed.COMPUTED,
+                    concurrentPasses);
             if (run.missing != null) {
                 return new Result(name, run.engineName, via, g, Verdict.FAIL, Double.NaN, "no parameter " + run.missing);
             }
@@ -253,7 +266,7 @@ public final class Conformance {
                 return new Result(name, run.engineName, via, g, Verdict.OK, run.worst, "");
             }
             if (g == GSource.COMPUTED && !run.flips.isEmpty()) {
-                Run repaired = trajectory(c, engine, via, Handed.RECORDED_AT_FLIPS);
+                Run repaired = trajectory(c, engine, via, Handed.RECORDED_AT_FLIPS, false);
                 if (repaired.missing == null && repaired.worst <= tol) {
                     Flip f = run.flips.get(0);
                     return new Result(name, run.engineName, via, g, Verdict.BARRIER, run.worst, String.format(
@@ -265,7 +278,8 @@ public final class Conformance {
             }
             return new Result(name, run.engineName, via, g, Verdict.FAIL, run.worst, run.detail);
         } catch (RuntimeException e) {
-            return new Result(name, engine.toString(), via, g, Verdict.FAIL, Double.NaN, "error: " + e.getMessage());
+            return new Result(name, engine + (concurrentPasses ? "+concurrent" : ""), via, g, Verdict.FAIL, Double.NaN,
+                    "error: " + e.getMessage());
         }
     }
 
@@ -296,7 +310,7 @@ public final class Conformance {
         }
     }
 
-    private Run trajectory(JsonObject c, Engine engine, Via via, Handed handed) {
+    private Run trajectory(JsonObject c, Engine engine, Via via, Handed handed, boolean concurrentPasses) {
         boolean f64 = "float64".equals(c.get("dtype").getAsString());
         Run run = new Run();
         try (PointerScope scope = new PointerScope()) {
@@ -348,7 +362,9 @@ public final class Conformance {
             JsonArray condAfter = expected.getAsJsonArray("cond_losses_after_step");
             try (Constraint opt = new Constraint(params, spec, alpha, c.get("beta").getAsDouble(), engine)) {
                 // "+fused" where libtext2data's fused optimizer takes the steps, not libtorch's
-                run.engineName = label(opt.engineName()) + (opt.isFused() ? "+fused" : "");
+                run.engineName = label(opt.engineName()) + (opt.isFused() ? "+fused" : "")
+                        + (concurrentPasses ? "+concurrent" : "");
+                opt.setConcurrentPasses(concurrentPasses);
                 for (int s = 0; s < steps; s++) {
                     double recorded = gValues.get(s).getAsDouble();
                     double computed;
