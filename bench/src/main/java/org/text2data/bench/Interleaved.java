@@ -53,7 +53,7 @@ import org.text2data.engine.Engines;
  *       from 2^18 parameters on): on a multi-core machine the ratio can exceed 1.</li>
  * </ul>
  * Blocks: each block runs every variant {@code calls} times in a row, the variants' order rotating from block
- * to block. Reported per variant: the median of the block medians and their range; per block, the ratio
+ * to block, after an untimed pause of 0.2 s (see {@link #settle()}). Reported per variant: the median of the block medians and their range; per block, the ratio
  * {@code runStep/E} over {@code plain} and {@code update/E} over {@code copy}, with the median and range of
  * those ratios. Denormals are flushed to zero, as in {@link StepBench}.
  *
@@ -233,6 +233,7 @@ public final class Interleaved {
         for (int b = 0; b < blocks; b++) {
             for (int k = 0; k < names.size(); k++) {
                 String n = names.get((k + b) % names.size()); // rotate the order from block to block
+                settle();
                 double[] t = new double[calls];
                 for (int c = 0; c < calls; c++) {
                     t[c] = time(variants.get(n));
@@ -346,6 +347,24 @@ public final class Interleaved {
     private static double round(double v) {
         return Double.isFinite(v) ? Math.round(v * 10000) / 10000.0 : Double.NaN;
     }
+
+    /**
+     * Untimed, before each variant's calls in a block: lets the previous variant's idle OpenBLAS threads stop
+     * spinning. OpenBLAS's workers spin for about 2^28 cycles (0.1 s here) after their last job before they sleep,
+     * and a variant with concurrent passes, which runs its GEMMs on the two pass threads, would otherwise pay for
+     * the spinning worker of the variant before it on one of the two cores (measured: mlp-deep's concurrent
+     * runStep 1.18x plain in blocks of 3 calls, 0.73x with {@code OPENBLAS_THREAD_TIMEOUT=4}). A training loop
+     * that only takes such steps never pays it; every variant waits alike.
+     */
+    private static void settle() {
+        try {
+            Thread.sleep(SETTLE_MS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    private static final long SETTLE_MS = 200;
 
     /** Milliseconds of one call, its preparation untimed. */
     private static double time(Variant v) {
