@@ -1076,18 +1076,24 @@ public final class Constraint implements AutoCloseable {
     /**
      * Whether {@link Text2Data#runStep} runs its two forward/backward passes at the same time, the unconditional
      * one on a worker thread this constraint owns and the conditional one on the caller's (default false: one after
-     * the other, as the reference). The two passes are independent, and on the CPU most of a step: on 2 cores the
-     * benchmark workloads' passes took 0.55-0.9x their time in turn (bench/NOTES.md, "Concurrent passes"). Each
+     * the other, as the reference). The two passes are independent, and on the CPU most of a step: on 2 cores
+     * {@code runStep} with them took 0.62x the plain two-pass step on the benchmark's transformer, 0.78x and 0.86x
+     * on its deep and wide MLPs, and about the time of the passes in turn on the smallest, whose steps are a few
+     * milliseconds of tiny operations (bench/NOTES.md, "Concurrent passes"). Each
      * computes its gradients apart ({@code torch::autograd::grad}), and the step takes them as the passes in turn
      * would have left them: the same values, and a failing pass changes nothing. While they run, OpenBLAS's threads
-     * (where this library sized the pool) are split between them.
+     * (where this library sized the pool) are split between them. After OpenBLAS work on all its threads outside the
+     * steps (an evaluation, say), its idle workers spin for about 0.1 s before they sleep and slow the steps that
+     * follow them ({@code OPENBLAS_THREAD_TIMEOUT=4} in the environment shortens that; bench/NOTES.md). Both passes'
+     * activations are alive at once: a step's peak memory grows by one pass's activations.
      *
      * <p>Only for a model whose forward may run on two threads at once: one that changes no state while it runs.
      * A module in training mode with batch normalisation updates its running statistics from both threads, and
-     * random operations (dropout) draw in an order that is no longer fixed, so such a step is not reproducible. The
-     * worker runs under the caller's libtorch thread-local state (grad mode, autocast), not under Java
-     * thread-locals. CPU only: libtorch runs every CUDA backward pass on one device thread, so on a GPU the passes
-     * could not overlap; {@link CapturedStep} is the fast path there.
+     * random operations (dropout) draw in an order that is no longer fixed, so such a step is not reproducible; a
+     * forward that waits for a lock the calling thread holds around {@code runStep} never returns. The worker runs
+     * under the caller's libtorch thread-local state (grad mode, autocast), not under Java thread-locals. CPU only:
+     * libtorch runs every CUDA backward pass on one device thread, so on a GPU only the forward passes could overlap
+     * (not tried); {@link CapturedStep} is the fast path there.
      *
      * @param on true to run the passes at the same time, false to run them in turn (and stop the worker)
      * @throws IllegalArgumentException if {@code on} and a parameter is not on the CPU

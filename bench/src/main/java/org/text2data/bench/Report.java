@@ -464,29 +464,43 @@ public final class Report {
         g.setFont(new Font(Font.SANS_SERIF, Font.PLAIN, 13));
         g.drawString("bars: median of round medians; whiskers: lowest to highest round. Java engine: " + eng
                 + ". " + env.get("cores") + " cores, " + env.get("rounds") + " rounds.", 20, 50);
-        boolean concurrent = engines.contains(eng + "+concurrent");
-        String[] labels = concurrent
-                ? new String[] {"Java runStep", "Java plain", "Python run_step", "Python plain", "Java runStep, concurrent passes"}
-                : new String[] {"Java runStep", "Java plain", "Python run_step", "Python plain"};
+        String concurrent = eng + "+concurrent"; // the same engine with concurrent passes, where it was timed
+        boolean withConcurrent = engines.contains(concurrent);
+        List<String> labels = new ArrayList<>(List.of("Java runStep", "Java plain", "Python run_step", "Python plain"));
+        List<Color> colors = new ArrayList<>(List.of(COLORS).subList(0, 4));
+        if (withConcurrent) {
+            labels.add(1, "Java runStep, concurrent passes");
+            colors.add(1, COLORS[4]);
+        }
         for (int i = 0; i < workloads.size(); i++) {
             String w = workloads.get(i);
-            Series[] bars = {get("java/" + w + "/runStep/" + eng), get("java/" + w + "/plain"),
-                    get("python/" + w + "/constrained"), get("python/" + w + "/baseline")};
-            if (concurrent) {
-                bars = java.util.Arrays.copyOf(bars, 5);
-                bars[4] = get("java/" + w + "/runStep/" + eng + "+concurrent");
+            Series step = get("java/" + w + "/runStep/" + eng);
+            Series plain = get("java/" + w + "/plain");
+            Series py = get("python/" + w + "/constrained");
+            Series pyPlain = get("python/" + w + "/baseline");
+            Series sameJvm = get("java/" + w + "/runStep_over_plain/" + eng);
+            List<Series> bars = new ArrayList<>(List.of(step, plain, py, pyPlain));
+            String subtitle = "";
+            if (!step.rounds().isEmpty() && !py.rounds().isEmpty()) {
+                subtitle = String.format(Locale.ROOT, "runStep/Python %.2f, /plain %.2f", step.median() / py.median(),
+                        sameJvm.rounds().isEmpty() ? step.median() / plain.median() : sameJvm.median());
+                if (withConcurrent) {
+                    Series c = get("java/" + w + "/runStep/" + concurrent);
+                    bars.add(1, c);
+                    subtitle += String.format(Locale.ROOT, "  |  concurrent %.2f, %.2f",
+                            c.median() / py.median(), get("java/" + w + "/runStep_over_plain/" + concurrent).median());
+                }
+                subtitle += String.format(Locale.ROOT, "  |  Python run_step/plain %.2f", py.median() / pyPlain.median());
             }
-            panel(w, bars, labels, get("java/" + w + "/runStep_over_plain/" + eng)).draw(g, new Rectangle2D.Double((i % cols) * pw, top + (i / cols) * ph, pw, ph));
+            panel(w, bars.toArray(new Series[0]), labels.toArray(new String[0]), colors.toArray(new Color[0]), subtitle)
+                    .draw(g, new Rectangle2D.Double((i % cols) * pw, top + (i / cols) * ph, pw, ph));
         }
         g.dispose();
         return img;
     }
 
-    /**
-     * One workload: a bar per measurement (median), whiskers from the lowest to the highest round; Java's
-     * runStep / plain is {@code sameJvm} (the table's per-block ratio) where measured, else the ratio of the bars.
-     */
-    private static JFreeChart panel(String title, Series[] bars, String[] labels, Series sameJvm) {
+    /** One workload: a bar per measurement (median), whiskers from the lowest to the highest round. */
+    private static JFreeChart panel(String title, Series[] bars, String[] labels, Color[] colors, String subtitle) {
         DefaultCategoryDataset data = new DefaultCategoryDataset();
         for (int k = 0; k < bars.length; k++) {
             data.addValue(bars[k].rounds().isEmpty() ? null : bars[k].median(), labels[k], "");
@@ -498,14 +512,8 @@ public final class Report {
         chart.setPadding(new RectangleInsets(4, 10, 4, 16));
         chart.getLegend().setFrame(BlockBorder.NONE);
         chart.getLegend().setItemFont(new Font(Font.SANS_SERIF, Font.PLAIN, 12));
-        if (!bars[0].rounds().isEmpty() && !bars[2].rounds().isEmpty()) {
-            String concurrent = bars.length > 4 && !bars[4].rounds().isEmpty()
-                    ? String.format(Locale.ROOT, "   concurrent/Python %.2f", bars[4].median() / bars[2].median()) : "";
-            chart.addSubtitle(new TextTitle(String.format(Locale.ROOT,
-                    "Java/Python %.2f   Java runStep/plain %.3f   Python run_step/plain %.3f%s",
-                    bars[0].median() / bars[2].median(),
-                    sameJvm.rounds().isEmpty() ? bars[0].median() / bars[1].median() : sameJvm.median(),
-                    bars[2].median() / bars[3].median(), concurrent), new Font(Font.SANS_SERIF, Font.PLAIN, 12),
+        if (!subtitle.isEmpty()) {
+            chart.addSubtitle(new TextTitle(subtitle, new Font(Font.SANS_SERIF, Font.PLAIN, 12),
                     Color.BLACK, RectangleEdge.BOTTOM, HorizontalAlignment.CENTER, VerticalAlignment.CENTER,
                     new RectangleInsets(2, 0, 0, 0)));
         }
@@ -526,7 +534,7 @@ public final class Report {
         plot.getDomainAxis().setCategoryMargin(0);
         WhiskerBarRenderer r = new WhiskerBarRenderer(bars);
         for (int k = 0; k < bars.length; k++) {
-            r.setSeriesPaint(k, COLORS[k]);
+            r.setSeriesPaint(k, colors[k]);
         }
         plot.setRenderer(r);
         return chart;
