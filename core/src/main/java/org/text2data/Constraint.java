@@ -6,8 +6,10 @@ import java.util.Arrays;
 import java.util.Collections;
 import java.util.ConcurrentModificationException;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.TreeMap;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Supplier;
@@ -1091,7 +1093,9 @@ public final class Constraint implements AutoCloseable {
      * A module in training mode with batch normalisation updates its running statistics from both threads, and
      * random operations (dropout) draw in an order that is no longer fixed, so such a step is not reproducible; a
      * forward that waits for a lock the calling thread holds around {@code runStep} never returns. The worker runs
-     * under the caller's libtorch thread-local state (grad mode, autocast), not under Java thread-locals. CPU only:
+     * under the caller's libtorch thread-local state (grad mode, autocast), not under Java thread-locals. Tensor hooks
+     * run as in turn; hooks registered to run after a gradient is accumulated into {@code .grad} do not (no pass
+     * accumulates). CPU only:
      * libtorch runs every CUDA backward pass on one device thread, so on a GPU only the forward passes could overlap
      * (not tried); {@link CapturedStep} is the fast path there.
      *
@@ -1147,9 +1151,12 @@ public final class Constraint implements AutoCloseable {
     /**
      * Hands a pass's gradients ({@code torch::autograd::grad}'s, one per parameter, undefined where the pass did not
      * reach it) to the parameters as that pass's backward would have: added into a gradient that exists (zeroed when
-     * the step began), else installed, laid out as AccumulateGrad lays a new gradient out (the parameter's strides).
+     * the step began), else installed as AccumulateGrad installs a new gradient: the tensor itself where it has the
+     * parameter's layout and no other parameter has it, else a copy laid out as the parameter. (Autograd hands one
+     * tensor to several parameters where they are summed, {@code W + D}: the step writes gradients in place.)
      */
     void installGradients(TensorVector grads) {
+        Set<Long> installed = new HashSet<>();
         try (PointerScope scope = new PointerScope(); NoGradGuard noGrad = new NoGradGuard()) {
             for (int i = 0; i < params.length; i++) {
                 Tensor g = grads.get(i);
@@ -1159,8 +1166,12 @@ public final class Constraint implements AutoCloseable {
                 Tensor current = params[i].grad();
                 if (current.defined()) {
                     current.add_(g);
-                } else if ((g.is_contiguous() && params[i].is_contiguous())
-                        || Arrays.equals(Tensors.strides(g), Tensors.strides(params[i]))) {
+                    continue;
+                }
+                boolean layout = (g.is_contiguous() && params[i].is_contiguous())
+                        || Arrays.equals(Tensors.strides(g), Tensors.strides(params[i]));
+                long address = Tensors.address(g);
+                if (layout && (g.numel() == 0 || installed.add(address))) {
                     params[i].mutable_grad().put(g);
                 } else {
                     params[i].mutable_grad().put(torch.empty_like(params[i]).copy_(g));

@@ -3,6 +3,7 @@ package org.text2data;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
@@ -91,6 +92,49 @@ class ConcurrentPassesTest {
             assertThat(threads.get("unconditional").getName()).isEqualTo("text2data-unconditional-pass");
             assertThat(threads.get("conditional")).isSameAs(Thread.currentThread());
         }
+    }
+
+    /**
+     * Two parameters summed before use ({@code W + D}, LoRA-like) get one and the same gradient tensor from autograd;
+     * backward's AccumulateGrad gives the second a copy, so that the step's in-place writes to one do not reach the
+     * other. Handing over must do the same.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"fused adam", "plain adam"})
+    void parametersThatShareOneGradientTensorGetTheirOwnAsInTurn(String setUp) {
+        Engine engine = setUp.startsWith("plain") ? Engine.PLAIN : Engine.FUSED;
+        try (Batch in = batch(ScalarType.Double);
+             TestModels.SmallModel cm = new TestModels.SmallModel(ScalarType.Double);
+             TestModels.SmallModel tm = new TestModels.SmallModel(ScalarType.Double);
+             PointerScope scope = new PointerScope()) {
+            Map<String, Tensor> cp = new java.util.LinkedHashMap<>(cm.params);
+            Map<String, Tensor> tp = new java.util.LinkedHashMap<>(tm.params);
+            for (Map<String, Tensor> p : List.of(cp, tp)) {
+                Tensor d = p.get("W").detach().mul(new Scalar(0.1)).requires_grad_(true);
+                d.retainReference();
+                p.put("D", d);
+            }
+            ConditionalModel cModel = (x, c) -> merged(cm, cp.get("D"), x, c);
+            ConditionalModel tModel = (x, c) -> merged(tm, tp.get("D"), x, c);
+            try (Constraint concurrent = new Constraint(cp, OptimizerSpec.adam(0.05), 1.0, 1.0, engine);
+                 Constraint inTurn = new Constraint(tp, OptimizerSpec.adam(0.05), 1.0, 1.0, engine)) {
+                concurrent.setConcurrentPasses(true);
+                for (int s = 0; s < 6; s++) {
+                    step(concurrent, 0.5, cModel, in).close();
+                    step(inTurn, 0.5, tModel, in).close();
+                    assertSame(setUp + ", step " + s, cp, tp, 1e-12);
+                }
+            } finally {
+                cp.get("D").releaseReference();
+                tp.get("D").releaseReference();
+            }
+        }
+    }
+
+    /** SmallModel's forward with {@code W + D} in place of {@code W}. */
+    private static Tensor merged(TestModels.SmallModel m, Tensor d, Tensor data, Tensor cond) {
+        Tensor h = data.matmul(m.params.get("W").add(d)).tanh();
+        return cond == null ? h.add(m.params.get("nullEmb")) : h.add(cond.matmul(m.params.get("condW")));
     }
 
     /** The passes overlap: the unconditional one waits until the conditional one has begun, which in turn never does. */
