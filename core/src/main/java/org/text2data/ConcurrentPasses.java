@@ -5,7 +5,6 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 
-import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.BoolOptional;
 import org.bytedeco.pytorch.Tensor;
@@ -26,10 +25,32 @@ import org.bytedeco.pytorch.global.torch;
  */
 final class ConcurrentPasses implements AutoCloseable {
 
-    /** A pass's loss (detached) and gradients, one per parameter (undefined where the pass did not reach it). */
-    record Pass(Tensor loss, TensorVector grads) {
+    /**
+     * A pass's loss (detached; in the caller's scope) and its gradients, one per input (undefined where the pass did
+     * not reach it), owned here until {@link #closeGrads()}: the step hands them over, then frees them at once.
+     */
+    static final class Pass {
+        private final Tensor loss;
+        private TensorVector grads;
+
+        private Pass(Tensor loss, TensorVector grads) {
+            this.loss = loss;
+            this.grads = grads;
+        }
+
+        Tensor loss() {
+            return loss;
+        }
+
+        TensorVector grads() {
+            if (grads == null) {
+                throw new IllegalStateException("this pass's gradients were closed");
+            }
+            return grads;
+        }
+
         boolean reachedAny() {
-            for (long i = 0; i < grads.size(); i++) {
+            for (long i = 0; i < grads().size(); i++) {
                 try (Tensor g = grads.get(i)) {
                     if (g.defined()) {
                         return true;
@@ -37,6 +58,14 @@ final class ConcurrentPasses implements AutoCloseable {
                 }
             }
             return false;
+        }
+
+        /** Frees the gradients' vector (idempotent); the tensors handed to the parameters stay theirs. */
+        void closeGrads() {
+            if (grads != null) {
+                grads.close();
+                grads = null;
+            }
         }
     }
 
@@ -49,12 +78,13 @@ final class ConcurrentPasses implements AutoCloseable {
     });
 
     /**
-     * Runs both passes and waits for both, whatever happens: the model is never left running on the worker when
-     * this returns or throws. The results belong to the caller's innermost {@link PointerScope} (there must be
-     * one), released with it. A failing pass changes nothing (no gradient is written); if both fail, the
-     * unconditional pass's failure is thrown, as running them in order would, with the other's attached.
+     * Runs both passes and waits for both, whatever happens, a checked exception thrown undeclared included: the
+     * model is never left running on the worker when this returns or throws. The losses belong to the caller's
+     * innermost {@link PointerScope} (there must be one); the gradients to the passes returned, which the caller
+     * closes. A failing pass changes nothing (no gradient is written); if both fail, the unconditional pass's
+     * failure is thrown, as running them in order would, with the other's attached.
      *
-     * @param inputs the parameters, in the constraint's order
+     * @param inputs the tensors to differentiate: the parameters a pass can reach (leaves that require grad)
      * @param check  whether to read each loss and refuse a NaN or infinite one before its backward pass
      * @return the unconditional pass, then the conditional one
      */
@@ -72,8 +102,8 @@ final class ConcurrentPasses implements AutoCloseable {
             Throwable conditionalFailure = null;
             try {
                 conditional = pass(null, model, data, cond, label, loss, inputs, check);
-            } catch (RuntimeException | Error e) {
-                conditionalFailure = e;
+            } catch (Throwable t) { // whatever it is, the worker is waited for below
+                conditionalFailure = t;
             }
             Pass unconditional = null;
             Throwable unconditionalFailure = null;
@@ -84,14 +114,19 @@ final class ConcurrentPasses implements AutoCloseable {
             }
             adopt(caller, unconditional);
             adopt(caller, conditional);
-            if (unconditionalFailure != null) {
-                if (conditionalFailure != null) {
-                    unconditionalFailure.addSuppressed(conditionalFailure);
+            if (unconditionalFailure != null || conditionalFailure != null) {
+                for (Pass p : new Pass[] {unconditional, conditional}) {
+                    if (p != null) {
+                        p.closeGrads();
+                    }
                 }
-                throw rethrow(unconditionalFailure);
-            }
-            if (conditionalFailure != null) {
-                throw rethrow(conditionalFailure);
+                if (unconditionalFailure != null) {
+                    if (conditionalFailure != null) {
+                        unconditionalFailure.addSuppressed(conditionalFailure);
+                    }
+                    throw unchecked("unconditional", unconditionalFailure);
+                }
+                throw unchecked("conditional", conditionalFailure);
             }
             return new Pass[] {unconditional, conditional};
         } finally {
@@ -113,20 +148,17 @@ final class ConcurrentPasses implements AutoCloseable {
             TensorVector grads = torch.grad(new TensorVector(l), inputs, new TensorVector(), new BoolOptional(),
                     false, true);
             Tensor value = l.detach();
-            grads.retainReference(); // both outlive this scope: the caller's scope adopts them
+            grads.retainReference(); // both outlive this scope: the loss goes to the caller's, the gradients to the Pass
             value.retainReference();
             return new Pass(value, grads);
         }
     }
 
-    /** Moves a pass's results from the worker's keeping into the caller's scope. */
+    /** Moves a pass's loss from the worker's keeping into the caller's scope. */
     private static void adopt(PointerScope caller, Pass p) {
-        if (p == null) {
-            return;
-        }
-        for (Pointer x : new Pointer[] {p.loss(), p.grads()}) {
-            caller.attach(x);
-            x.releaseReference();
+        if (p != null) {
+            caller.attach(p.loss());
+            p.loss().releaseReference();
         }
     }
 
@@ -147,14 +179,15 @@ final class ConcurrentPasses implements AutoCloseable {
         }
     }
 
-    private static RuntimeException rethrow(Throwable t) {
+    /** A pass's failure as it was, or a checked exception the model threw undeclared, wrapped and named. */
+    private static RuntimeException unchecked(String which, Throwable t) {
         if (t instanceof RuntimeException r) {
             return r;
         }
         if (t instanceof Error e) {
             throw e;
         }
-        return new IllegalStateException("the unconditional pass failed: " + t, t);
+        return new IllegalStateException("the " + which + " pass failed: " + t, t);
     }
 
     /** Stops the worker thread (it is idle: a step always waits for it). */

@@ -1083,8 +1083,11 @@ public final class Constraint implements AutoCloseable {
      * on its deep and wide MLPs, and about the time of the passes in turn on the smallest, whose steps are a few
      * milliseconds of tiny operations (bench/NOTES.md, "Concurrent passes"). Each
      * computes its gradients apart ({@code torch::autograd::grad}), and the step takes them as the passes in turn
-     * would have left them: the same values, and a failing pass changes nothing. While they run, OpenBLAS's threads
-     * (where this library sized the pool) are split between them. After OpenBLAS work on all its threads outside the
+     * would have left them: the same values, and a failing pass changes nothing (after a failed step the gradients are
+     * those the step began with, zero where they existed, not the unconditional pass's: no gradient was handed over).
+     * Only what a backward pass fills is differentiated: a frozen or non-leaf tensor among the parameters gets no
+     * gradient, as in turn. While they run, OpenBLAS's threads (where this library sized the pool) are split
+     * between them, process-wide: another thread's GEMMs in those milliseconds get half too. After OpenBLAS work on all its threads outside the
      * steps (an evaluation, say), its idle workers spin for about 0.1 s before they sleep and slow the steps that
      * follow them ({@code OPENBLAS_THREAD_TIMEOUT=4} in the environment shortens that; bench/NOTES.md). Both passes'
      * activations are alive at once: a step's peak memory grows by one pass's activations.
@@ -1143,23 +1146,51 @@ public final class Constraint implements AutoCloseable {
         return concurrentPasses;
     }
 
-    /** The parameters as libtorch's autograd takes its inputs. */
-    TensorVector parameterVector() {
-        return paramVector;
+    /**
+     * What concurrent passes differentiate: the parameters a backward pass fills {@code .grad} of (leaves that
+     * require grad; a frozen or non-leaf tensor gets none, and {@code torch::autograd::grad} refuses a frozen one),
+     * as autograd takes its inputs, and each one's parameter index ({@code index} null: all of them, in order).
+     *
+     * @param inputs the tensors, in the caller's scope where they are a subset
+     */
+    record PassInputs(TensorVector inputs, int[] index) {
+    }
+
+    /** This step's {@link PassInputs}, or null where no parameter can receive a gradient. */
+    PassInputs passInputs() {
+        int[] index = new int[params.length];
+        int n = 0;
+        for (int i = 0; i < params.length; i++) {
+            if (params[i].requires_grad() && params[i].is_leaf()) {
+                index[n++] = i;
+            }
+        }
+        if (n == params.length) {
+            return new PassInputs(paramVector, null);
+        }
+        if (n == 0) {
+            return null;
+        }
+        Tensor[] subset = new Tensor[n];
+        for (int k = 0; k < n; k++) {
+            subset[k] = params[index[k]];
+        }
+        return new PassInputs(new TensorVector(subset), Arrays.copyOf(index, n));
     }
 
     /**
-     * Hands a pass's gradients ({@code torch::autograd::grad}'s, one per parameter, undefined where the pass did not
-     * reach it) to the parameters as that pass's backward would have: added into a gradient that exists (zeroed when
+     * Hands a pass's gradients ({@code torch::autograd::grad}'s, one per {@link PassInputs} input, undefined where the
+     * pass did not reach it) to the parameters as that pass's backward would have: added into a gradient that exists (zeroed when
      * the step began), else installed as AccumulateGrad installs a new gradient: the tensor itself where it has the
      * parameter's layout and no other parameter has it, else a copy laid out as the parameter. (Autograd hands one
      * tensor to several parameters where they are summed, {@code W + D}: the step writes gradients in place.)
      */
-    void installGradients(TensorVector grads) {
+    void installGradients(TensorVector grads, int[] index) {
         Set<Long> installed = new HashSet<>();
         try (PointerScope scope = new PointerScope(); NoGradGuard noGrad = new NoGradGuard()) {
-            for (int i = 0; i < params.length; i++) {
-                Tensor g = grads.get(i);
+            for (int k = 0; k < grads.size(); k++) {
+                int i = index == null ? k : index[k];
+                Tensor g = grads.get(k);
                 if (!g.defined()) {
                     continue;
                 }

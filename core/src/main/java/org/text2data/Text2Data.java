@@ -59,6 +59,7 @@ public final class Text2Data {
         }
         optimizer.enter(); // one step at a time: another thread inside this Constraint is refused here
         Throwable failure = null;
+        ConcurrentPasses.Pass[] both = null; // with concurrent passes: their gradients, until handed over
         try {
             Constraint.checkGConstraint(gConstraint);
             if (model == null || loss == null) {
@@ -74,15 +75,18 @@ public final class Text2Data {
             ConcurrentPasses concurrent = optimizer.passes(); // null: the passes run in turn
             try (PointerScope scope = new PointerScope()) {
                 optimizer.beginStep(); // the gradients zeroed, or released where the engine can (same values)
-                // Both passes at once (each holds its gradients apart until the step takes them), or in turn
-                ConcurrentPasses.Pass[] both = concurrent == null ? null : concurrent.run(model, data, cond, label,
-                        loss, optimizer.parameterVector(), check && sync == null);
+                // Both passes at once (each holds its gradients apart until the step takes them), or in turn; in turn
+                // too where no parameter can take a gradient (the error is then the one a backward pass gives)
+                Constraint.PassInputs inputs = concurrent == null ? null : optimizer.passInputs();
+                both = inputs == null ? null : concurrent.run(model, data, cond, label, loss, inputs.inputs(),
+                        check && sync == null);
                 long[] stamps = verify && both == null ? optimizer.gradStamps() : null;
                 boolean reached;
                 Tensor gValue;
                 if (both != null) {
                     reached = verify && (both[0].reachedAny() || both[1].reachedAny());
-                    optimizer.installGradients(both[0].grads());
+                    optimizer.installGradients(both[0].grads(), inputs.index());
+                    both[0].closeGrads(); // handed over: the vector's own memory goes now, not after the update
                     gValue = both[0].loss();
                 } else {
                     Tensor g = scalarLoss("unconditional", loss.apply(forward(model, data, null), label));
@@ -102,7 +106,8 @@ public final class Text2Data {
                 optimizer.firstStep(true);
                 Tensor fValue;
                 if (both != null) {
-                    optimizer.installGradients(both[1].grads());
+                    optimizer.installGradients(both[1].grads(), inputs.index());
+                    both[1].closeGrads();
                     fValue = both[1].loss();
                 } else {
                     if (verify && !reached) {
@@ -137,10 +142,14 @@ public final class Text2Data {
                 fValue.retainReference();
                 return new StepResult(gValue, fValue, projected, optimizer.checksOnDevice() ? optimizer : null);
             }
-        } catch (RuntimeException | Error e) {
+        } catch (Throwable e) { // a checked exception a model throws undeclared too
             failure = e;
             throw e;
         } finally {
+            if (both != null) {
+                both[0].closeGrads();
+                both[1].closeGrads();
+            }
             endStep(optimizer, failure);
         }
     }

@@ -137,6 +137,84 @@ class ConcurrentPassesTest {
         return cond == null ? h.add(m.params.get("nullEmb")) : h.add(cond.matmul(m.params.get("condW")));
     }
 
+    /**
+     * A frozen tensor and a non-leaf one among the constraint's tensors: a backward pass fills no {@code .grad} of
+     * either, so neither is stepped; {@code torch::autograd::grad} would refuse the frozen one and return a gradient
+     * for the non-leaf one. Concurrent passes differentiate only what a backward pass fills.
+     */
+    @Test
+    void frozenAndNonLeafTensorsAreLeftAloneAsInTurn() {
+        try (Batch in = batch(ScalarType.Double);
+             TestModels.SmallModel cm = new TestModels.SmallModel(ScalarType.Double);
+             TestModels.SmallModel tm = new TestModels.SmallModel(ScalarType.Double);
+             PointerScope scope = new PointerScope()) {
+            Map<String, Tensor> cp = new java.util.LinkedHashMap<>(cm.params);
+            Map<String, Tensor> tp = new java.util.LinkedHashMap<>(tm.params);
+            for (Map<String, Tensor> p : List.of(cp, tp)) {
+                p.get("condW").requires_grad_(false); // frozen
+                p.put("V", p.get("W").add(new Scalar(0.0))); // not a leaf: W + 0, through which W's gradient flows
+            }
+            ConditionalModel cModel = (x, c) -> throughV(cm, cp.get("V"), x, c);
+            ConditionalModel tModel = (x, c) -> throughV(tm, tp.get("V"), x, c);
+            Map<String, Tensor> before = TestModels.snapshot(cp);
+            try (Constraint concurrent = new Constraint(cp, OptimizerSpec.adam(0.05));
+                 Constraint inTurn = new Constraint(tp, OptimizerSpec.adam(0.05))) {
+                concurrent.setConcurrentPasses(true);
+                for (int s = 0; s < 4; s++) {
+                    step(concurrent, 0.5, cModel, in).close();
+                    step(inTurn, 0.5, tModel, in).close();
+                    assertSame("step " + s, cp, tp, 1e-12);
+                }
+            }
+            assertThat(diff(cp.get("condW"), before.get("condW"))).as("frozen").isZero();
+            assertThat(diff(cp.get("V"), before.get("V"))).as("not a leaf").isZero();
+            assertThat(diff(cp.get("W"), before.get("W"))).as("stepped through V").isGreaterThan(1e-6);
+        }
+    }
+
+    private static Tensor throughV(TestModels.SmallModel m, Tensor v, Tensor data, Tensor cond) {
+        Tensor h = data.matmul(v).tanh();
+        return cond == null ? h.add(m.params.get("nullEmb")) : h.add(cond.matmul(m.params.get("condW")));
+    }
+
+    /**
+     * A model may throw a checked exception undeclared (Kotlin, Scala, Lombok): runStep still waits for the worker,
+     * so the model is never left running on tensors the caller may free.
+     */
+    @Test
+    void aCheckedExceptionFromTheCallersPassStillWaitsForTheWorker() {
+        boolean[] workerDone = {false};
+        try (Batch in = batch(ScalarType.Double);
+             TestModels.SmallModel m = new TestModels.SmallModel(ScalarType.Double);
+             Constraint opt = new Constraint(m.params, OptimizerSpec.adam(0.05))) {
+            opt.setConcurrentPasses(true);
+            Map<String, Tensor> before = TestModels.snapshot(m.params);
+            ConditionalModel slowThenSneaky = (x, c) -> {
+                if (c == null) {
+                    try {
+                        Thread.sleep(300);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    }
+                    Tensor out = m.forward(x, null);
+                    workerDone[0] = true;
+                    return out;
+                }
+                throw ConcurrentPassesTest.<RuntimeException>sneaky(new java.io.IOException("disk gone"));
+            };
+            assertThatThrownBy(() -> step(opt, 0.0, slowThenSneaky, in)).isInstanceOf(IllegalStateException.class)
+                    .hasMessageContaining("the conditional pass failed").hasCauseInstanceOf(java.io.IOException.class);
+            assertThat(workerDone[0]).as("the worker's pass had finished when runStep threw").isTrue();
+            TestModels.assertUnchanged(m.params, before);
+            step(opt, 0.0, m, in).close(); // and the constraint steps on
+        }
+    }
+
+    @SuppressWarnings("unchecked")
+    private static <T extends Throwable> T sneaky(Throwable t) throws T {
+        throw (T) t;
+    }
+
     /** The passes overlap: the unconditional one waits until the conditional one has begun, which in turn never does. */
     @Test
     void thePassesRunAtTheSameTime() {
@@ -184,6 +262,16 @@ class ConcurrentPassesTest {
             };
             assertThatThrownBy(() -> step(concurrent, 0.0, conditionalFails, in))
                     .isInstanceOf(IllegalStateException.class).hasMessage("conditional pass failed");
+            TestModels.assertUnchanged(cm.params, before);
+
+            ConditionalModel unconditionalFails = (x, c) -> {
+                if (c == null) {
+                    throw new IllegalStateException("unconditional pass failed");
+                }
+                return cm.forward(x, c);
+            };
+            assertThatThrownBy(() -> step(concurrent, 0.0, unconditionalFails, in))
+                    .isInstanceOf(IllegalStateException.class).hasMessage("unconditional pass failed");
             TestModels.assertUnchanged(cm.params, before);
 
             ConditionalModel bothFail = (x, c) -> {
