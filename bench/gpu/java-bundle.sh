@@ -13,7 +13,8 @@
 #   lib/            the library's jar (libtext2data.so inside, built with CUDA when nvcc is here) and its runtime
 #                   dependencies under -Pgpu (the CUDA presets' classes among them), libtext2data.so beside them
 #   test/           the project's test classes and resources, and the JUnit console launcher + AssertJ
-#   bench/          the GPU step benchmark (bench/src/.../GpuStepBench.java, Workloads, TransformerDenoiser)
+#   bench/          the GPU step benchmark (bench/src/.../GpuStepBench.java, Workloads, TransformerDenoiser) and the
+#                   CPU harness (Interleaved, for java-check.sh --cpu-threads)
 #   bin/java        the bundled java with the project's JVM flags and the bundle's class path
 #   MANIFEST.txt    what was bundled (commit, JDK, libtorch, sizes)
 # --parts writes a gzip'd tar of that folder split into 60 MiB parts (split -b 60M), so that each part can
@@ -120,9 +121,10 @@ cp "$console" "$B/test/lib/junit-platform-console-standalone.jar"
 # the console launcher brings JUnit itself; AssertJ (and its byte-buddy) beside it
 tr ':' '\n' < "$tcpfile" | grep -E '/(assertj-core|byte-buddy)-[^/]*\.jar$' | while read -r f; do cp "$f" "$B/test/lib/"; done
 
-say "compiling the GPU step benchmark ..."
+say "compiling the GPU step benchmark and the CPU harness ..."
 javac --release 25 -nowarn -d "$B/bench" -cp "$jar:$tools_jar:$(cat "$cpfile")" \
-    "$ROOT"/bench/src/main/java/org/text2data/bench/{GpuStepBench,Workloads,TransformerDenoiser}.java
+    "$ROOT"/bench/src/main/java/org/text2data/bench/{GpuStepBench,Interleaved,Workloads,TransformerDenoiser}.java \
+    "$ROOT"/bench/src/main/java/org/text2data/BenchAccess.java
 
 # class path relative to the bundle; bin/java resolves it
 cp_rel="natives"

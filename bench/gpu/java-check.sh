@@ -25,7 +25,10 @@
 # $OUT/java-check.log (bench/gpu/last-java-check/ without $OUT), the timings to java-steps.json / py-steps.json.
 # Options: --bundle DIR, --parts DIR (above), --quick (shorter timings), --workloads a,b, --rounds N (Python and
 # Java N times, Python first in odd rounds and Java in even ones; the tables show the medians of the rounds' medians
-# and each round's target ratios; once the captured step fails, later rounds skip it).
+# and each round's target ratios; once the captured step fails, later rounds skip it), --cpu-threads (6., about a
+# minute: this host's CPU cores, all of them, for the thread rule and concurrent passes, which a 2-core machine
+# cannot measure: Interleaved on mlp-deep and transformer-small, the default runStep, runStep with concurrent passes
+# and the plain two-pass step, each under OpenBLAS:libtorch threads N:1 (the rule), 1:N, 1:1 and N/2:N/2).
 # Environment: PYTHON, T2D_JAVA_TIMEOUT (s, per Java step, 420).
 set -u -o pipefail
 
@@ -38,6 +41,7 @@ LOG="$D/java-check.log"
 BUNDLE="$HERE/java-bundle"
 PARTS=""
 QUICK=0
+CPU_THREADS=0
 ROUNDS=1
 WORKLOADS="mlp-deep-small,mlp-deep,mlp-wide,transformer-small"
 while [ $# -gt 0 ]; do
@@ -45,6 +49,7 @@ while [ $# -gt 0 ]; do
         --bundle) BUNDLE="$2"; shift ;;
         --parts) PARTS="$2"; shift ;;
         --quick) QUICK=1 ;;
+        --cpu-threads) CPU_THREADS=1 ;;
         --rounds) ROUNDS="$2"; shift ;;
         --workloads) WORKLOADS="$2"; shift ;;
         -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;  # the comment block above
@@ -342,6 +347,22 @@ if rounds > 1:
         print(f"  {name}: Java fused / Python fused-Adam plain {' '.join(f'{x:.3f}' for x in f)}; "
               f"captured / graphed {' '.join(f'{x:.3f}' for x in c)}")
 EOF
+    fi
+
+    # --- the CPU: the thread rule and concurrent passes on every core of this host (not a GPU result)
+    if [ $CPU_THREADS = 1 ]; then
+        local n half cfgs
+        n=$(nproc); half=$(( n / 2 > 1 ? n / 2 : 1 ))
+        cfgs="$n:1,1:$n,1:1,$half:$half"
+        sect "CPU: thread configurations and concurrent passes on $n cores (Interleaved, OpenBLAS:libtorch threads)"
+        echo "+ Interleaved --workloads mlp-deep,transformer-small --engines fused,fused+concurrent --variants runStep,plain --threads $cfgs --blocks 3 --calls 3 --warmup 2"
+        if T2D_EXTRA_CP="$BUNDLE/bench" T2D_BENCH_WEIGHTS="$weights" timeout 600 "$J" org.text2data.bench.Interleaved \
+                --workloads mlp-deep,transformer-small --engines fused,fused+concurrent --variants runStep,plain \
+                --threads "$cfgs" --blocks 3 --calls 3 --warmup 2 --json "$D/cpu-threads.json"; then
+            ok "cpu: thread configurations timed on $n cores"
+        else
+            bad "cpu: Interleaved failed"
+        fi
     fi
 
     summary

@@ -13,7 +13,8 @@
 #     bash bench/gpu/relay.sh collect [SECONDS] # waits again, if finish's wait ended first
 #
 # finish and collect copy what has been written so far to $OUT: gpu-check.log, gpu-check.json, java-check.log,
-# java-conformance.out, java-junit.out, java-steps.json, py-steps.json (7 files), and rounds/ with --rounds. A
+# java-conformance.out, java-junit.out, java-steps.json, py-steps.json (7 files; cpu-threads.json with
+# T2D_RELAY_JAVA_ARGS="--cpu-threads"), and rounds/ with --rounds. A
 # first part on a machine where an earlier relay ran to its end removes that relay's state first; a second finish
 # waits for the first one's java-check.sh instead of starting another. The background logs stay in
 # /tmp/t2d-relay. Environment: T2D_RELAY_JAVA_ARGS (say --quick; default none: 1 s of timing per mode) for java-check.sh.
@@ -60,7 +61,7 @@ copy_out() {
     [ -n "${OUT:-}" ] || return 0
     local f
     for f in "$R"/check/gpu-check.log "$R"/check/gpu-check.json "$R"/java/java-check.log "$R"/java/java-conformance.out \
-            "$R"/java/java-junit.out "$R"/java/java-steps.json "$R"/java/py-steps.json; do
+            "$R"/java/java-junit.out "$R"/java/java-steps.json "$R"/java/py-steps.json "$R"/java/cpu-threads.json; do
         [ -f "$f" ] && cp "$f" "$OUT/"
     done
     [ -d "$R/java/rounds" ] && cp -r "$R/java/rounds" "$OUT/"  # java-check.sh --rounds: each round's timings

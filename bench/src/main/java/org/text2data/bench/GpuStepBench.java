@@ -118,14 +118,14 @@ public final class GpuStepBench {
                 tensors = w.params().size();
                 params = w.parameterCount();
                 double gc = 0.9 * w.uncondLoss();
-                Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(1e-3), 1.0, 1.0, Engine.parse(engine));
+                Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(Workloads.LR), 1.0, 1.0, Engine.parse(engine));
                 open.add(opt);
                 modes.put("runStep-" + engine, () -> w.runStep(opt, gc));
             }
             if (cuda && engines.contains("fused") && withCaptured) {
                 Workloads.Workload wc = onDevice(Workloads.load(name), device);
                 double gc = 0.9 * wc.uncondLoss();
-                Constraint opt = new Constraint(wc.params(), OptimizerSpec.adam(1e-3), 1.0, 1.0, Engine.FUSED);
+                Constraint opt = new Constraint(wc.params(), OptimizerSpec.adam(Workloads.LR), 1.0, 1.0, Engine.FUSED);
                 open.add(opt);
                 try {
                     CapturedStep captured = CapturedStep.capture(opt, gc, wc.model(), wc.cond(), wc.data(), wc.label(),
@@ -141,7 +141,7 @@ public final class GpuStepBench {
                 }
             }
             Workloads.Workload w = onDevice(Workloads.load(name), device);
-            Constraint base = new Constraint(w.params(), OptimizerSpec.adam(1e-3), 1.0, 1.0, Engine.PLAIN);
+            Constraint base = new Constraint(w.params(), OptimizerSpec.adam(Workloads.LR), 1.0, 1.0, Engine.PLAIN);
             open.add(base);
             modes.put("plain", () -> w.plainStep(base));
             System.out.printf(Locale.ROOT, "%s: %d parameter tensors, %d parameters, data %s%n", name, tensors,

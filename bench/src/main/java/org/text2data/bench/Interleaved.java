@@ -382,7 +382,7 @@ public final class Interleaved {
         double gConstraint = 0.9 * w.uncondLoss();
         boolean concurrent = engine.endsWith(CONCURRENT);
         Engine e = Engine.parse(concurrent ? engine.substring(0, engine.length() - CONCURRENT.length()) : engine);
-        Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(StepBench.LR), 1.0, 1.0, e);
+        Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(Workloads.LR), 1.0, 1.0, e);
         opt.setConcurrentPasses(concurrent);
         toClose.add(opt);
         return () -> w.runStep(opt, gConstraint);
@@ -390,14 +390,14 @@ public final class Interleaved {
 
     private static Variant plain(String workload, List<AutoCloseable> toClose) {
         Workloads.Workload w = Workloads.load(workload);
-        Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(StepBench.LR), 1.0, 1.0, Engine.PLAIN);
+        Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(Workloads.LR), 1.0, 1.0, Engine.PLAIN);
         toClose.add(opt);
         return () -> w.plainStep(opt);
     }
 
     private static Variant update(String workload, Engine engine, List<AutoCloseable> toClose) {
         Workloads.Workload w = Workloads.load(workload);
-        Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(StepBench.LR), 1.0, 1.0, engine);
+        Constraint opt = new Constraint(w.params(), OptimizerSpec.adam(Workloads.LR), 1.0, 1.0, engine);
         toClose.add(opt);
         // g - gConstraint far above any dot product: the projection always runs (a 0-dim tensor, as runStep's)
         Tensor gValue = torch.scalar_tensor(new Scalar(1e6), new TensorOptions(torch.ScalarType.Float));

@@ -47,8 +47,6 @@ import org.text2data.Text2Data;
 @Fork(value = 1, jvmArgsAppend = {"--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow", "-Xss4m"})
 public class StepBench {
 
-    static final double LR = 1e-3;
-
     /** Workload state shared by the three benchmarks. */
     @State(Scope.Benchmark)
     public abstract static class Base {
@@ -78,7 +76,7 @@ public class StepBench {
         public void setup() {
             load();
             gConstraint = 0.9 * w.uncondLoss();
-            opt = new Constraint(w.params(), OptimizerSpec.adam(LR), 1.0, 1.0, Engine.parse(engine));
+            opt = new Constraint(w.params(), OptimizerSpec.adam(Workloads.LR), 1.0, 1.0, Engine.parse(engine));
         }
 
         @TearDown(Level.Trial)
@@ -94,7 +92,7 @@ public class StepBench {
         @Setup(Level.Trial)
         public void setup() {
             load();
-            opt = new Constraint(w.params(), OptimizerSpec.adam(LR), 1.0, 1.0, Engine.PLAIN);
+            opt = new Constraint(w.params(), OptimizerSpec.adam(Workloads.LR), 1.0, 1.0, Engine.PLAIN);
         }
 
         @TearDown(Level.Trial)
@@ -117,7 +115,7 @@ public class StepBench {
         public void setup() {
             load();
             gConstraint = 0.9 * w.uncondLoss();
-            opt = new Constraint(w.params(), OptimizerSpec.adam(LR), 1.0, 1.0, Engine.parse(engine));
+            opt = new Constraint(w.params(), OptimizerSpec.adam(Workloads.LR), 1.0, 1.0, Engine.parse(engine));
             opt.zeroGrad();
             Tensor g = Loss.MSE.apply(w.model().forward(w.data(), null), w.label());
             g.backward();

@@ -44,6 +44,9 @@ public final class Workloads {
 
     public static final Map<String, Config> CONFIGS = new LinkedHashMap<>();
 
+    /** The learning rate of every benchmark's Adam, as {@code bench_ref.py}'s. */
+    public static final double LR = 1e-3;
+
     static {
         put(new Config("mlp-deep-small", "mlp", 16, 16, 64, 16, 32, 0, 0, 0));
         put(new Config("mlp-deep", "mlp", 64, 32, 256, 8, 256, 0, 0, 0));
