@@ -116,17 +116,28 @@ class ConcurrentPassesTest {
             }
             ConditionalModel cModel = (x, c) -> merged(cm, cp.get("D"), x, c);
             ConditionalModel tModel = (x, c) -> merged(tm, tp.get("D"), x, c);
-            try (Constraint concurrent = new Constraint(cp, OptimizerSpec.adam(0.05), 1.0, 1.0, engine);
-                 Constraint inTurn = new Constraint(tp, OptimizerSpec.adam(0.05), 1.0, 1.0, engine)) {
-                concurrent.setConcurrentPasses(true);
-                for (int s = 0; s < 6; s++) {
-                    step(concurrent, 0.5, cModel, in).close();
-                    step(inTurn, 0.5, tModel, in).close();
-                    assertSame(setUp + ", step " + s, cp, tp, 1e-12);
-                }
+            try {
+                stepAlike(setUp, engine, in, cp, cModel, tp, tModel, 6);
             } finally {
                 cp.get("D").releaseReference();
                 tp.get("D").releaseReference();
+            }
+        }
+    }
+
+    /**
+     * Steps Adam constraints over {@code cp}, with concurrent passes, and over {@code tp}, in turn, alike, and holds
+     * their tensors and gradients equal after every step.
+     */
+    private static void stepAlike(String what, Engine engine, Batch in, Map<String, Tensor> cp, ConditionalModel cModel,
+                                  Map<String, Tensor> tp, ConditionalModel tModel, int steps) {
+        try (Constraint concurrent = new Constraint(cp, OptimizerSpec.adam(0.05), 1.0, 1.0, engine);
+             Constraint inTurn = new Constraint(tp, OptimizerSpec.adam(0.05), 1.0, 1.0, engine)) {
+            concurrent.setConcurrentPasses(true);
+            for (int s = 0; s < steps; s++) {
+                step(concurrent, 0.5, cModel, in).close();
+                step(inTurn, 0.5, tModel, in).close();
+                assertSame(what + ", step " + s, cp, tp, 1e-12);
             }
         }
     }
@@ -157,15 +168,7 @@ class ConcurrentPassesTest {
             ConditionalModel cModel = (x, c) -> throughV(cm, cp.get("V"), x, c);
             ConditionalModel tModel = (x, c) -> throughV(tm, tp.get("V"), x, c);
             Map<String, Tensor> before = TestModels.snapshot(cp);
-            try (Constraint concurrent = new Constraint(cp, OptimizerSpec.adam(0.05));
-                 Constraint inTurn = new Constraint(tp, OptimizerSpec.adam(0.05))) {
-                concurrent.setConcurrentPasses(true);
-                for (int s = 0; s < 4; s++) {
-                    step(concurrent, 0.5, cModel, in).close();
-                    step(inTurn, 0.5, tModel, in).close();
-                    assertSame("step " + s, cp, tp, 1e-12);
-                }
-            }
+            stepAlike("frozen and non-leaf", Engine.AUTO, in, cp, cModel, tp, tModel, 4);
             assertThat(diff(cp.get("condW"), before.get("condW"))).as("frozen").isZero();
             assertThat(diff(cp.get("V"), before.get("V"))).as("not a leaf").isZero();
             assertThat(diff(cp.get("W"), before.get("W"))).as("stepped through V").isGreaterThan(1e-6);
@@ -254,25 +257,17 @@ class ConcurrentPassesTest {
             step(inTurn, 0.0, tm, in).close();
             Map<String, Tensor> before = TestModels.snapshot(cm.params);
 
-            ConditionalModel conditionalFails = (x, c) -> {
-                if (c != null) {
-                    throw new IllegalStateException("conditional pass failed");
-                }
-                return cm.forward(x, null);
-            };
-            assertThatThrownBy(() -> step(concurrent, 0.0, conditionalFails, in))
-                    .isInstanceOf(IllegalStateException.class).hasMessage("conditional pass failed");
-            TestModels.assertUnchanged(cm.params, before);
-
-            ConditionalModel unconditionalFails = (x, c) -> {
-                if (c == null) {
-                    throw new IllegalStateException("unconditional pass failed");
-                }
-                return cm.forward(x, c);
-            };
-            assertThatThrownBy(() -> step(concurrent, 0.0, unconditionalFails, in))
-                    .isInstanceOf(IllegalStateException.class).hasMessage("unconditional pass failed");
-            TestModels.assertUnchanged(cm.params, before);
+            for (String which : List.of("conditional", "unconditional")) {
+                ConditionalModel oneFails = (x, c) -> {
+                    if ((c == null) == which.equals("unconditional")) {
+                        throw new IllegalStateException(which + " pass failed");
+                    }
+                    return cm.forward(x, c);
+                };
+                assertThatThrownBy(() -> step(concurrent, 0.0, oneFails, in))
+                        .isInstanceOf(IllegalStateException.class).hasMessage(which + " pass failed");
+                TestModels.assertUnchanged(cm.params, before);
+            }
 
             ConditionalModel bothFail = (x, c) -> {
                 throw new IllegalStateException((c == null ? "unconditional" : "conditional") + " pass failed");
@@ -305,17 +300,7 @@ class ConcurrentPassesTest {
     /** With a gradient sync the gradients are zeroed, not released: each pass's are added into them. */
     @Test
     void withAGradientSyncTheStepsAreThoseOfThePassesInTurn() {
-        GradientSync otherProcessAllOnes = (loss, rows, params) -> {
-            try (PointerScope scope = new PointerScope()) {
-                for (Tensor p : params) {
-                    Tensor g = p.grad();
-                    if (g.defined()) {
-                        g.mul_(new Scalar(0.5)).add_(new Scalar(0.5));
-                    }
-                }
-            }
-            return loss;
-        };
+        GradientSync otherProcessAllOnes = TestModels.otherProcessAllOnes();
         try (Batch in = batch(ScalarType.Double);
              TestModels.SmallModel cm = new TestModels.SmallModel(ScalarType.Double);
              TestModels.SmallModel tm = new TestModels.SmallModel(ScalarType.Double);

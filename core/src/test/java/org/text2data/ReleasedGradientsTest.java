@@ -108,17 +108,7 @@ class ReleasedGradientsTest {
      */
     @Test
     void withAGradientSyncTheStepsAreThoseOfZeroing() {
-        GradientSync otherProcessAllOnes = (loss, rows, params) -> {
-            try (PointerScope scope = new PointerScope()) {
-                for (Tensor p : params) {
-                    Tensor g = p.grad();
-                    if (g.defined()) {
-                        g.mul_(new org.bytedeco.pytorch.Scalar(0.5)).add_(new org.bytedeco.pytorch.Scalar(0.5));
-                    }
-                }
-            }
-            return loss;
-        };
+        GradientSync otherProcessAllOnes = TestModels.otherProcessAllOnes();
         try (Batch in = batch();
              TestModels.SmallModel fm = model(); TestModels.SmallModel pm = model();
              Constraint fused = new Constraint(fm.params, OptimizerSpec.adam(0.05), 1.0, 1.0, Engine.FUSED);

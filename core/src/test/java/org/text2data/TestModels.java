@@ -4,6 +4,7 @@ import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
 
+import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Device;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
@@ -71,6 +72,24 @@ final class TestModels {
         public void close() {
             params.values().forEach(Tensor::releaseReference);
         }
+    }
+
+    /**
+     * A {@link GradientSync} as if one other process took part whose gradients are all ones: every gradient that
+     * exists becomes the average of its own and ones (a gradient that does not exist receives nothing).
+     */
+    static GradientSync otherProcessAllOnes() {
+        return (loss, rows, params) -> {
+            try (PointerScope scope = new PointerScope()) {
+                for (Tensor p : params) {
+                    Tensor g = p.grad();
+                    if (g.defined()) {
+                        g.mul_(new Scalar(0.5)).add_(new Scalar(0.5));
+                    }
+                }
+            }
+            return loss;
+        };
     }
 
     /**
