@@ -33,12 +33,19 @@ class DistributedCliTest {
         return CliTest.cli(args.toArray(new String[0]));
     }
 
-    @Test
+    /** And with concurrent passes in the workers: each hands its passes' gradients over, then they are averaged. */
+    @org.junit.jupiter.params.ParameterizedTest(name = "concurrent passes: {0}")
+    @org.junit.jupiter.params.provider.ValueSource(booleans = {false, true})
     @Timeout(value = 200, unit = TimeUnit.SECONDS)
-    void twoWorkersWriteWhatOneProcessWrites(@TempDir Path tmp) throws Exception {
+    void twoWorkersWriteWhatOneProcessWrites(boolean concurrentPasses, @TempDir Path tmp) throws Exception {
         Path one = tmp.resolve("one.pt");
         Path two = tmp.resolve("two.pt");
-        CliTest.Run parallel = run(finetune(two, "--steps", "20", "--batch-size", "6", "--nproc", "2", "--engine", "fused"));
+        List<String> args = new java.util.ArrayList<>(
+                finetune(two, "--steps", "20", "--batch-size", "6", "--nproc", "2", "--engine", "fused"));
+        if (concurrentPasses) {
+            args.add("--concurrent-passes");
+        }
+        CliTest.Run parallel = run(args);
         assertThat(parallel.code()).as(parallel.err()).isZero();
         CliTest.Run single = run(finetune(one, "--steps", "20", "--batch-size", "6", "--engine", "fused"));
         assertThat(single.code()).as(single.err()).isZero();
