@@ -181,6 +181,48 @@ class ConcurrentPassesTest {
     }
 
     /**
+     * Strided leaves (a transposed one, one with gaps between its rows): backward's AccumulateGrad gives each a
+     * gradient laid out as the parameter, and so must handing over: same values, same strides, every step.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"fused adam", "plain adam"})
+    void stridedParametersGetGradientsLaidOutAsInTurn(String setUp) {
+        Engine engine = setUp.startsWith("plain") ? Engine.PLAIN : Engine.FUSED;
+        try (Batch in = batch(ScalarType.Double);
+             TestModels.SmallModel cm = new TestModels.SmallModel(ScalarType.Double);
+             TestModels.SmallModel tm = new TestModels.SmallModel(ScalarType.Double);
+             PointerScope scope = new PointerScope()) {
+            Map<String, Tensor> cp = new java.util.LinkedHashMap<>(cm.params);
+            Map<String, Tensor> tp = new java.util.LinkedHashMap<>(tm.params);
+            for (Map<String, Tensor> p : List.of(cp, tp)) {
+                // the same values as W and condW, stored transposed and with gaps
+                p.put("W", p.get("W").detach().t().contiguous().t().requires_grad_(true));
+                Tensor wide = torch.zeros(new long[] {3, 7}, new org.bytedeco.pytorch.TensorOptions(ScalarType.Double));
+                wide.narrow(1, 0, 4).copy_(p.get("condW").detach());
+                p.put("condW", wide.narrow(1, 0, 4).detach().requires_grad_(true));
+            }
+            assertThat(cp.get("W").is_contiguous()).isFalse();
+            assertThat(cp.get("condW").is_contiguous()).isFalse();
+            ConditionalModel cModel = (x, c) -> withTensors(cp, x, c);
+            ConditionalModel tModel = (x, c) -> withTensors(tp, x, c);
+            stepAlike(setUp, engine, in, cp, cModel, tp, tModel, 4);
+            for (String n : List.of("W", "condW")) {
+                assertThat(Tensors.strides(cp.get(n).grad())).as(n + ": gradient strides")
+                        .containsExactly(Tensors.strides(tp.get(n).grad()));
+            }
+        }
+    }
+
+    /**
+     * SmallModel's forward over these tensors; W through a contiguous copy, so that its gradient comes back
+     * contiguous (a matmul would hand a transposed operand a transposed gradient) and must be laid out as W.
+     */
+    private static Tensor withTensors(Map<String, Tensor> p, Tensor data, Tensor cond) {
+        Tensor h = data.matmul(p.get("W").contiguous()).tanh();
+        return cond == null ? h.add(p.get("nullEmb")) : h.add(cond.matmul(p.get("condW")));
+    }
+
+    /**
      * A model may throw a checked exception undeclared (Kotlin, Scala, Lombok): runStep still waits for the worker,
      * so the model is never left running on tensors the caller may free.
      */
