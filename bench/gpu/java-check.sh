@@ -353,7 +353,7 @@ EOF
     if [ $CPU_THREADS = 1 ]; then
         local n half cfgs
         n=$(nproc); half=$(( n / 2 > 1 ? n / 2 : 1 ))
-        cfgs="$n:1,1:$n,1:1,$half:$half"
+        cfgs=$(printf '%s\n' "$n:1" "1:$n" "1:1" "$half:$half" | awk '!seen[$0]++' | paste -sd, -)  # once each
         sect "CPU: thread configurations and concurrent passes on $n cores (Interleaved, OpenBLAS:libtorch threads)"
         echo "+ Interleaved --workloads mlp-deep,transformer-small --engines fused,fused+concurrent --variants runStep,plain --threads $cfgs --blocks 3 --calls 3 --warmup 2"
         if T2D_EXTRA_CP="$BUNDLE/bench" T2D_BENCH_WEIGHTS="$weights" timeout 600 "$J" org.text2data.bench.Interleaved \

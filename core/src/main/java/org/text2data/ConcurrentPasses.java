@@ -19,7 +19,8 @@ import org.bytedeco.pytorch.global.torch;
  * gradients with {@code torch::autograd::grad}, which writes no {@code .grad}, so the two never touch the same
  * memory; the step then takes them one after the other, as the backward passes would have left them. The
  * worker runs under the caller's libtorch thread-local state (grad mode, autocast, ...), as PyTorch's own worker
- * threads do, and OpenBLAS's threads are split between the two passes while they run.
+ * threads do, and with the caller's TorchScript graph-optimizer setting and intra-op thread count; OpenBLAS's
+ * threads are split between the two passes while they run.
  *
  * <p>Not thread-safe: used by one step at a time (the constraint's guard). CPU tensors only.
  */
@@ -95,9 +96,19 @@ final class ConcurrentPasses implements AutoCloseable {
             throw new IllegalStateException("ConcurrentPasses.run needs the caller's PointerScope");
         }
         ThreadLocalState state = new ThreadLocalState(); // the caller's, captured now; in the caller's scope
+        // per-thread settings that state does not hold: TorchScript's graph optimizer (finetune turns it off so that
+        // every step computes alike) and the intra-op thread count
+        Settings settings = new Settings(torch.getGraphExecutorOptimize(), torch.get_num_threads());
         LibTorch.beginBlasSplit();
         try {
-            Future<Pass> first = worker.submit(() -> pass(state, model, data, null, label, loss, inputs, check));
+            Future<Pass> first = worker.submit(() -> {
+                Settings own = settings.applyHere();
+                try {
+                    return pass(state, model, data, null, label, loss, inputs, check);
+                } finally {
+                    own.applyHere();
+                }
+            });
             Pass conditional = null;
             Throwable conditionalFailure = null;
             try {
@@ -131,6 +142,21 @@ final class ConcurrentPasses implements AutoCloseable {
             return new Pass[] {unconditional, conditional};
         } finally {
             LibTorch.endBlasSplit();
+        }
+    }
+
+    /** Per-thread libtorch settings outside {@link ThreadLocalState}, carried from the caller to the worker. */
+    private record Settings(boolean graphOptimize, int intraOpThreads) {
+        /** Makes these this thread's settings; returns the ones it had. */
+        Settings applyHere() {
+            Settings before = new Settings(torch.getGraphExecutorOptimize(), torch.get_num_threads());
+            if (before.graphOptimize != graphOptimize) {
+                torch.setGraphExecutorOptimize(graphOptimize);
+            }
+            if (before.intraOpThreads != intraOpThreads) {
+                torch.set_num_threads(intraOpThreads);
+            }
+            return before;
         }
     }
 

@@ -1096,11 +1096,13 @@ public final class Constraint implements AutoCloseable {
      * A module in training mode with batch normalisation updates its running statistics from both threads, and
      * random operations (dropout) draw in an order that is no longer fixed, so such a step is not reproducible; a
      * forward that waits for a lock the calling thread holds around {@code runStep} never returns. The worker runs
-     * under the caller's libtorch thread-local state (grad mode, autocast), not under Java thread-locals. Tensor hooks
+     * under the caller's libtorch thread-local state (grad mode, autocast), TorchScript graph-optimizer setting and
+     * intra-op thread count, not under Java thread-locals or any other per-thread setting. Tensor hooks
      * run as in turn; hooks registered to run after a gradient is accumulated into {@code .grad} do not (no pass
      * accumulates). CPU only:
      * libtorch runs every CUDA backward pass on one device thread, so on a GPU only the forward passes could overlap
-     * (not tried); {@link CapturedStep} is the fast path there.
+     * (not tried); {@link CapturedStep} is the fast path there. Parameters moved off the CPU afterwards get their
+     * passes in turn.
      *
      * @param on true to run the passes at the same time, false to run them in turn (and stop the worker)
      * @throws IllegalArgumentException if {@code on} and a parameter is not on the CPU
@@ -1156,11 +1158,17 @@ public final class Constraint implements AutoCloseable {
     record PassInputs(TensorVector inputs, int[] index) {
     }
 
-    /** This step's {@link PassInputs}, or null where no parameter can receive a gradient. */
+    /**
+     * This step's {@link PassInputs}, or null where no parameter can receive a gradient, or where a parameter is no
+     * longer on the CPU (a module moved after {@link #setConcurrentPasses}): the passes then run in turn.
+     */
     PassInputs passInputs() {
         int[] index = new int[params.length];
         int n = 0;
         for (int i = 0; i < params.length; i++) {
+            if (!params[i].is_cpu()) {
+                return null;
+            }
             if (params[i].requires_grad() && params[i].is_leaf()) {
                 index[n++] = i;
             }

@@ -260,6 +260,31 @@ class ConcurrentPassesTest {
         throw (T) t;
     }
 
+    /**
+     * TorchScript's graph optimizer and libtorch's intra-op thread count are per-thread settings outside the
+     * thread-local state PyTorch carries: with the optimizer off on the caller (as {@code finetune} runs, so that a
+     * resumed run ends bit for bit where an uninterrupted one does), the worker's pass must run with it off too.
+     * Bitwise, over 23 steps of the fixture's TorchScript model.
+     */
+    @Test
+    void theWorkerRunsUnderTheCallersTorchScriptOptimizerSetting() {
+        boolean optimize = torch.getGraphExecutorOptimize();
+        torch.setGraphExecutorOptimize(false);
+        try (TorchScriptModel cm = TestModels.model(); TorchScriptModel tm = TestModels.model();
+             Batch in = TestModels.batch();
+             Constraint concurrent = new Constraint(cm.namedParameters(), OptimizerSpec.adam(0.01), 1.0, 1.0, Engine.PLAIN);
+             Constraint inTurn = new Constraint(tm.namedParameters(), OptimizerSpec.adam(0.01), 1.0, 1.0, Engine.PLAIN)) {
+            concurrent.setConcurrentPasses(true);
+            for (int s = 0; s < 23; s++) {
+                step(concurrent, 1.2, cm, in).close();
+                step(inTurn, 1.2, tm, in).close();
+            }
+            assertSame("after 23 steps", cm.namedParameters(), tm.namedParameters(), 0.0);
+        } finally {
+            torch.setGraphExecutorOptimize(optimize);
+        }
+    }
+
     /** The passes overlap: the unconditional one waits until the conditional one has begun, which in turn never does. */
     @Test
     void thePassesRunAtTheSameTime() {

@@ -89,6 +89,16 @@ class ResumeTest {
                         tmp.resolve(name + "-part.t2d").toString(), "--checkpoint", tmp.resolve(name + "-resumed.t2d").toString())));
             }
         }
+        // concurrent passes in the interrupted run and in its resumption, the reference in turn: still bit for bit
+        String concurrent = "fused-adam-concurrent";
+        names.add(concurrent);
+        List<String> flags = List.of("--optimizer", "adam", "--engine", "fused");
+        cli(finetune(n, tmp.resolve(concurrent + "-ref.pt"), concat(flags, "--checkpoint",
+                tmp.resolve(concurrent + "-ref.t2d").toString())));
+        cli(finetune(k, tmp.resolve(concurrent + "-part.pt"), concat(flags, "--concurrent-passes", "--checkpoint",
+                tmp.resolve(concurrent + "-part.t2d").toString(), "--checkpoint-every", "4")));
+        resumes.add(finetune(n, tmp.resolve(concurrent + "-resumed.pt"), concat(flags, "--concurrent-passes", "--resume",
+                tmp.resolve(concurrent + "-part.t2d").toString(), "--checkpoint", tmp.resolve(concurrent + "-resumed.t2d").toString())));
         Process p = fork(tmp, resumes);
         assertThat(p.waitFor(10, TimeUnit.MINUTES)).isTrue();
         assertThat(p.exitValue()).as(Files.readString(tmp.resolve("fork.log"))).isZero();
