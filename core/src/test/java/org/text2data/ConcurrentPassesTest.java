@@ -107,13 +107,13 @@ class ConcurrentPassesTest {
              TestModels.SmallModel cm = new TestModels.SmallModel(ScalarType.Double);
              TestModels.SmallModel tm = new TestModels.SmallModel(ScalarType.Double);
              PointerScope scope = new PointerScope()) {
-            Map<String, Tensor> cp = new java.util.LinkedHashMap<>(cm.params);
-            Map<String, Tensor> tp = new java.util.LinkedHashMap<>(tm.params);
-            for (Map<String, Tensor> p : List.of(cp, tp)) {
+            java.util.function.Consumer<Map<String, Tensor>> change = p -> {
                 Tensor d = p.get("W").detach().mul(new Scalar(0.1)).requires_grad_(true);
                 d.retainReference();
                 p.put("D", d);
-            }
+            };
+            Map<String, Tensor> cp = changed(cm, change);
+            Map<String, Tensor> tp = changed(tm, change);
             ConditionalModel cModel = (x, c) -> merged(cm, cp.get("D"), x, c);
             ConditionalModel tModel = (x, c) -> merged(tm, tp.get("D"), x, c);
             try {
@@ -123,6 +123,13 @@ class ConcurrentPassesTest {
                 tp.get("D").releaseReference();
             }
         }
+    }
+
+    /** A copy of a model's tensor map, changed by {@code change}. */
+    private static Map<String, Tensor> changed(TestModels.SmallModel m, java.util.function.Consumer<Map<String, Tensor>> change) {
+        Map<String, Tensor> p = new java.util.LinkedHashMap<>(m.params);
+        change.accept(p);
+        return p;
     }
 
     /**
@@ -159,12 +166,12 @@ class ConcurrentPassesTest {
              TestModels.SmallModel cm = new TestModels.SmallModel(ScalarType.Double);
              TestModels.SmallModel tm = new TestModels.SmallModel(ScalarType.Double);
              PointerScope scope = new PointerScope()) {
-            Map<String, Tensor> cp = new java.util.LinkedHashMap<>(cm.params);
-            Map<String, Tensor> tp = new java.util.LinkedHashMap<>(tm.params);
-            for (Map<String, Tensor> p : List.of(cp, tp)) {
+            java.util.function.Consumer<Map<String, Tensor>> change = p -> {
                 p.get("condW").requires_grad_(false); // frozen
                 p.put("V", p.get("W").add(new Scalar(0.0))); // not a leaf: W + 0, through which W's gradient flows
-            }
+            };
+            Map<String, Tensor> cp = changed(cm, change);
+            Map<String, Tensor> tp = changed(tm, change);
             ConditionalModel cModel = (x, c) -> throughV(cm, cp.get("V"), x, c);
             ConditionalModel tModel = (x, c) -> throughV(tm, tp.get("V"), x, c);
             Map<String, Tensor> before = TestModels.snapshot(cp);
@@ -192,15 +199,15 @@ class ConcurrentPassesTest {
              TestModels.SmallModel cm = new TestModels.SmallModel(ScalarType.Double);
              TestModels.SmallModel tm = new TestModels.SmallModel(ScalarType.Double);
              PointerScope scope = new PointerScope()) {
-            Map<String, Tensor> cp = new java.util.LinkedHashMap<>(cm.params);
-            Map<String, Tensor> tp = new java.util.LinkedHashMap<>(tm.params);
-            for (Map<String, Tensor> p : List.of(cp, tp)) {
+            java.util.function.Consumer<Map<String, Tensor>> change = p -> {
                 // the same values as W and condW, stored transposed and with gaps
                 p.put("W", p.get("W").detach().t().contiguous().t().requires_grad_(true));
                 Tensor wide = torch.zeros(new long[] {3, 7}, new org.bytedeco.pytorch.TensorOptions(ScalarType.Double));
                 wide.narrow(1, 0, 4).copy_(p.get("condW").detach());
                 p.put("condW", wide.narrow(1, 0, 4).detach().requires_grad_(true));
-            }
+            };
+            Map<String, Tensor> cp = changed(cm, change);
+            Map<String, Tensor> tp = changed(tm, change);
             assertThat(cp.get("W").is_contiguous()).isFalse();
             assertThat(cp.get("condW").is_contiguous()).isFalse();
             ConditionalModel cModel = (x, c) -> withTensors(cp, x, c);
