@@ -1104,6 +1104,9 @@ public final class Constraint implements AutoCloseable {
      * (not tried); {@link CapturedStep} is the fast path there. Parameters moved off the CPU afterwards get their
      * passes in turn.
      *
+     * <p>With one available processor ({@code availableProcessors()}: {@code taskset}, a container's CPU limit) the
+     * passes share it; turning them on then logs a warning, once.
+     *
      * @param on true to run the passes at the same time, false to run them in turn (and stop the worker)
      * @throws IllegalArgumentException if {@code on} and a parameter is not on the CPU
      * @throws java.util.ConcurrentModificationException if another thread is inside a call on this constraint
@@ -1128,9 +1131,23 @@ public final class Constraint implements AutoCloseable {
             }
             if (concurrentPasses == null) {
                 concurrentPasses = new ConcurrentPasses();
+                warnIfOneProcessor();
             }
         } finally {
             exit();
+        }
+    }
+
+    private static final java.util.concurrent.atomic.AtomicBoolean ONE_PROCESSOR_WARNED =
+            new java.util.concurrent.atomic.AtomicBoolean();
+
+    /** Concurrent passes on one available processor share it: says so, once per class loader. */
+    private static void warnIfOneProcessor() {
+        int cores = Runtime.getRuntime().availableProcessors();
+        if (cores < 2 && ONE_PROCESSOR_WARNED.compareAndSet(false, true)) {
+            System.getLogger(Constraint.class.getName()).log(System.Logger.Level.WARNING,
+                    "text2data: concurrent passes with {0} available processor: the two passes share it, so steps are "
+                    + "no faster than in turn, and both passes'' activations are alive at once", cores);
         }
     }
 

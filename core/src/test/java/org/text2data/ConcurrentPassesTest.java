@@ -494,6 +494,39 @@ class ConcurrentPassesTest {
         }
     }
 
+    /** Run in a forked JVM: two constraints turn concurrent passes on, and one step each. */
+    public static void main(String[] args) {
+        LibTorch.ensureLoaded();
+        for (int i = 0; i < 2; i++) {
+            try (Batch in = batch(ScalarType.Double);
+                 TestModels.SmallModel m = new TestModels.SmallModel(ScalarType.Double);
+                 Constraint opt = new Constraint(m.params, OptimizerSpec.adam(0.05))) {
+                opt.setConcurrentPasses(true);
+                step(opt, 0.0, m, in).close();
+                System.out.println("stepped with concurrent passes on " + Runtime.getRuntime().availableProcessors());
+            }
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(ints = {1, 2})
+    void withOneAvailableProcessorTurningThemOnWarnsOnce(int processors) throws Exception {
+        java.util.List<String> cmd = List.of(
+                ProcessHandle.current().info().command().orElse(java.nio.file.Path.of(System.getProperty("java.home"),
+                        "bin", "java").toString()),
+                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow",
+                "-XX:ActiveProcessorCount=" + processors, "-Dtext2data.blasThreads=1",
+                "-cp", System.getProperty("java.class.path"), ConcurrentPassesTest.class.getName());
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        byte[] out = p.getInputStream().readAllBytes();
+        assertThat(p.waitFor(5, TimeUnit.MINUTES)).isTrue();
+        String output = new String(out, java.nio.charset.StandardCharsets.UTF_8);
+        assertThat(p.exitValue()).as(output).isZero();
+        assertThat(output.split("stepped with concurrent passes on " + processors, -1)).as(output).hasSize(3);
+        assertThat(output.split("concurrent passes with 1 available processor", -1)).as(output)
+                .hasSize(processors == 1 ? 2 : 1); // once, or not at all
+    }
+
     @Test
     void parametersOffTheCpuAreRefusedAndNothingChanges() {
         try (PointerScope scope = new PointerScope()) {
