@@ -109,47 +109,43 @@ public final class LibTorch {
             throw new IllegalArgumentException("OpenBLAS thread count must be >= 1, got " + n);
         }
         ensureLoaded();
-        if (splits > 0 && splitFrom > 0) { // concurrent passes are running: they get half, n once they end
-            boolean set = applyBlasThreads(Math.max(1, n / 2));
-            splitFrom = n;
+        boolean set = applyBlasThreads(splits > 0 ? Math.max(1, n / 2) : n); // concurrent passes running: half
+        if (set) {
             blasThreads = n;
-            return set;
         }
-        return applyBlasThreads(n);
+        return set;
     }
 
-    /** Concurrent passes running now (see {@link #beginBlasSplit()}), and the thread count to restore, or 0. */
+    /** Concurrent passes running now (see {@link #beginBlasSplit()}). */
     private static int splits;
-    private static int splitFrom;
 
     /**
      * Begins concurrent passes ({@link Constraint#setConcurrentPasses}): two threads each run a forward/backward
      * pass, so OpenBLAS, where this library sized it to {@code n > 1} threads, gets {@code n / 2} per caller until
      * the last {@link #endBlasSplit()} (two callers on {@code n} threads each fight for the cores: measured 1.2-2x
-     * slower on 2 cores, bench/NOTES.md). Costs well under a microsecond; nested and concurrent uses are counted.
+     * slower on 2 cores, bench/NOTES.md). {@link #blasThreads()} keeps saying {@code n}. Costs well under a
+     * microsecond; nested and concurrent uses are counted.
      */
     static synchronized void beginBlasSplit() {
-        if (splits++ == 0) {
-            int n = blasThreads;
-            splitFrom = n > 1 && applyBlasThreads(Math.max(1, n / 2)) ? n : 0;
-            if (splitFrom > 0) {
-                blasThreads = n; // what the process is set to between steps
-            }
+        if (splits++ == 0 && blasThreads > 1) {
+            applyBlasThreads(blasThreads / 2);
         }
     }
 
     /** Ends what {@link #beginBlasSplit()} began: the last one restores OpenBLAS's thread count. */
     static synchronized void endBlasSplit() {
-        if (splits > 0 && --splits == 0 && splitFrom > 0) {
-            applyBlasThreads(splitFrom);
-            splitFrom = 0;
+        if (splits > 0 && --splits == 0 && blasThreads > 1) {
+            applyBlasThreads(blasThreads);
         }
     }
 
     /** OpenBLAS's {@code openblas_set_num_threads}, looked up once (empty where OpenBLAS is not loaded). */
     private static Optional<MethodHandle> blasSetter;
 
-    /** Sets OpenBLAS's thread count through the setter found once; the caller holds LibTorch's lock. */
+    /**
+     * Calls OpenBLAS's setter (found once) with {@code n}; {@link #blasThreads} is the caller's to record. The caller
+     * holds LibTorch's lock.
+     */
     private static boolean applyBlasThreads(int n) {
         if (blasSetter == null) {
             blasSetter = findOpenBlasSetter();
@@ -162,7 +158,6 @@ public final class LibTorch {
         } catch (Throwable t) {
             return false; // OpenBLAS left as it is; performance only
         }
-        blasThreads = n;
         return true;
     }
 
@@ -209,10 +204,9 @@ public final class LibTorch {
         if (plan.torch() > 0) {
             torch.set_num_threads(plan.torch());
         }
-        if (plan.blas() <= 0) {
-            return;
+        if (plan.blas() > 0 && applyBlasThreads(plan.blas())) {
+            blasThreads = plan.blas();
         }
-        applyBlasThreads(plan.blas());
     }
 
     /**
