@@ -102,12 +102,8 @@ final class ConcurrentPasses implements AutoCloseable {
         LibTorch.beginBlasSplit();
         try {
             Future<Pass> first = worker.submit(() -> {
-                Settings own = settings.applyHere();
-                try {
-                    return pass(state, model, data, null, label, loss, inputs, check);
-                } finally {
-                    own.applyHere();
-                }
+                workerSettings = settings.applyOver(workerSettings);
+                return pass(state, model, data, null, label, loss, inputs, check);
             });
             Pass conditional = null;
             Throwable conditionalFailure = null;
@@ -145,31 +141,38 @@ final class ConcurrentPasses implements AutoCloseable {
         }
     }
 
+    /**
+     * The worker's {@link Settings} as last made, null before its first pass. Only the worker reads and writes it:
+     * the thread is this object's alone, so nothing needs its own settings back.
+     */
+    private Settings workerSettings;
+
     /** Per-thread libtorch settings outside {@link ThreadLocalState}, carried from the caller to the worker. */
     private record Settings(boolean graphOptimize, int intraOpThreads) {
-        /** Makes these this thread's settings; returns the ones it had. */
-        Settings applyHere() {
-            Settings before = new Settings(torch.getGraphExecutorOptimize(), torch.get_num_threads());
-            if (before.graphOptimize != graphOptimize) {
+        /**
+         * Makes these this thread's settings, changing only what differs from {@code current} (null: read them);
+         * returns these. ({@code set_num_threads} also sets libtorch's process-wide default: called only on a change.)
+         */
+        Settings applyOver(Settings current) {
+            if (current == null) {
+                current = new Settings(torch.getGraphExecutorOptimize(), torch.get_num_threads());
+            }
+            if (current.graphOptimize != graphOptimize) {
                 torch.setGraphExecutorOptimize(graphOptimize);
             }
-            if (before.intraOpThreads != intraOpThreads) {
+            if (current.intraOpThreads != intraOpThreads) {
                 torch.set_num_threads(intraOpThreads);
             }
-            return before;
+            return this;
         }
     }
 
     /** One pass: forward, loss, its check, and the loss's gradients with respect to {@code inputs}. */
     private static Pass pass(ThreadLocalState state, ConditionalModel model, Tensor data, Tensor cond, Tensor label,
                              Loss loss, TensorVector inputs, boolean check) {
-        String which = cond == null ? "unconditional" : "conditional";
         try (ThreadLocalStateGuard guard = state == null ? null : new ThreadLocalStateGuard(state);
              PointerScope scope = new PointerScope()) {
-            Tensor l = Text2Data.scalarLoss(which, loss.apply(Text2Data.forward(model, data, cond), label));
-            if (check) {
-                Text2Data.requireFinite(which, l);
-            }
+            Tensor l = Text2Data.passLoss(model, data, cond, label, loss, check);
             // allow_unused: a parameter this pass does not reach gets an undefined gradient, as .grad stays unset
             TensorVector grads = torch.grad(new TensorVector(l), inputs, new TensorVector(), new BoolOptional(),
                     false, true);

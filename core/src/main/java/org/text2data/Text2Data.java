@@ -89,10 +89,7 @@ public final class Text2Data {
                     both[0].closeGrads(); // handed over: the vector's own memory goes now, not after the update
                     gValue = both[0].loss();
                 } else {
-                    Tensor g = scalarLoss("unconditional", loss.apply(forward(model, data, null), label));
-                    if (check && sync == null) {
-                        requireFinite("unconditional", g);
-                    }
+                    Tensor g = passLoss(model, data, null, label, loss, check && sync == null);
                     g.backward();
                     reached = verify && !Arrays.equals(stamps, optimizer.gradStamps());
                     gValue = g.detach();
@@ -113,10 +110,7 @@ public final class Text2Data {
                     if (verify && !reached) {
                         stamps = optimizer.gradStamps();
                     }
-                    Tensor f = scalarLoss("conditional", loss.apply(forward(model, data, cond), label));
-                    if (check && sync == null) {
-                        requireFinite("conditional", f);
-                    }
+                    Tensor f = passLoss(model, data, cond, label, loss, check && sync == null);
                     f.backward();
                     reached = reached || (verify && !Arrays.equals(stamps, optimizer.gradStamps()));
                     fValue = f.detach();
@@ -171,7 +165,7 @@ public final class Text2Data {
         }
     }
 
-    static Tensor forward(ConditionalModel model, Tensor data, Tensor cond) {
+    private static Tensor forward(ConditionalModel model, Tensor data, Tensor cond) {
         Tensor out = model.forward(data, cond);
         if (out == null || !out.defined()) {
             throw new IllegalArgumentException("the model returned no tensor for the "
@@ -180,7 +174,20 @@ public final class Text2Data {
         return out;
     }
 
-    static Tensor scalarLoss(String which, Tensor l) {
+    /**
+     * A pass's loss: {@code loss(model(data, cond), label)} (cond null: the unconditional pass), a one-element tensor,
+     * and, with {@code check}, finite (one host read).
+     */
+    static Tensor passLoss(ConditionalModel model, Tensor data, Tensor cond, Tensor label, Loss loss, boolean check) {
+        String which = cond == null ? "unconditional" : "conditional";
+        Tensor l = scalarLoss(which, loss.apply(forward(model, data, cond), label));
+        if (check) {
+            requireFinite(which, l);
+        }
+        return l;
+    }
+
+    private static Tensor scalarLoss(String which, Tensor l) {
         if (l == null || !l.defined() || l.numel() != 1) {
             throw new IllegalArgumentException("the " + which + " loss must be a one-element tensor, got "
                     + (l == null || !l.defined() ? "nothing" : Tensors.describe(l)));
