@@ -2,6 +2,9 @@ package org.text2data;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.text2data.TestModels.assertSameTensors;
+import static org.text2data.TestModels.maxDiff;
+import static org.text2data.TestModels.step;
 
 import java.util.List;
 import java.util.Map;
@@ -16,6 +19,7 @@ import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.provider.ValueSource;
 
 /**
@@ -28,29 +32,6 @@ class ConcurrentPassesTest {
 
     private static Batch batch(ScalarType type) {
         return TestModels.randomBatch("cpu", type, 16, 4, 3);
-    }
-
-    private static StepResult step(Constraint c, double gConstraint, ConditionalModel m, Batch b) {
-        return Text2Data.runStep(c, gConstraint, m, b.cond(), b.data(), b.label(), Loss.MSE);
-    }
-
-    private static double diff(Tensor a, Tensor b) {
-        try (PointerScope scope = new PointerScope()) {
-            return a.detach().sub(b.detach()).abs().max().item_double();
-        }
-    }
-
-    /** Holds two models' parameters and gradients (defined or not, and their values) equal within {@code tol}. */
-    private static void assertSame(String what, Map<String, Tensor> a, Map<String, Tensor> b, double tol) {
-        for (String n : a.keySet()) {
-            Tensor p = a.get(n);
-            Tensor q = b.get(n);
-            assertThat(diff(p, q)).as("%s, %s: parameter", what, n).isLessThanOrEqualTo(tol);
-            assertThat(p.grad().defined()).as("%s, %s: gradient defined", what, n).isEqualTo(q.grad().defined());
-            if (q.grad().defined()) {
-                assertThat(diff(p.grad(), q.grad())).as("%s, %s: gradient", what, n).isLessThanOrEqualTo(tol);
-            }
-        }
     }
 
     @ParameterizedTest
@@ -86,7 +67,7 @@ class ConcurrentPassesTest {
                     assertThat(a.condLoss()).as("step %d: conditional loss", s).isEqualTo(b.condLoss());
                     projected += a.projectedTensors();
                 }
-                assertSame(setUp + ", step " + s, cm.params, tm.params, 1e-12);
+                assertSameTensors(setUp + ", step " + s, cm.params, tm.params, 1e-12);
             }
             assertThat(projected).as("the projection ran").isPositive();
             assertThat(threads.get("unconditional").getName()).isEqualTo("text2data-unconditional-pass");
@@ -100,9 +81,8 @@ class ConcurrentPassesTest {
      * other. Handing over must do the same.
      */
     @ParameterizedTest
-    @ValueSource(strings = {"fused adam", "plain adam"})
-    void parametersThatShareOneGradientTensorGetTheirOwnAsInTurn(String setUp) {
-        Engine engine = setUp.startsWith("plain") ? Engine.PLAIN : Engine.FUSED;
+    @EnumSource(value = Engine.class, names = {"FUSED", "PLAIN"})
+    void parametersThatShareOneGradientTensorGetTheirOwnAsInTurn(Engine engine) {
         try (Batch in = batch(ScalarType.Double);
              TestModels.SmallModel cm = new TestModels.SmallModel(ScalarType.Double);
              TestModels.SmallModel tm = new TestModels.SmallModel(ScalarType.Double);
@@ -114,10 +94,10 @@ class ConcurrentPassesTest {
             };
             Map<String, Tensor> cp = changed(cm, change);
             Map<String, Tensor> tp = changed(tm, change);
-            ConditionalModel cModel = (x, c) -> merged(cm, cp.get("D"), x, c);
-            ConditionalModel tModel = (x, c) -> merged(tm, tp.get("D"), x, c);
+            ConditionalModel cModel = (x, c) -> forwardWith(cp.get("W").add(cp.get("D")), cp, x, c);
+            ConditionalModel tModel = (x, c) -> forwardWith(tp.get("W").add(tp.get("D")), tp, x, c);
             try {
-                stepAlike(setUp, engine, in, cp, cModel, tp, tModel, 6);
+                stepAlike(engine.toString(), engine, in, cp, cModel, tp, tModel, 6);
             } finally {
                 cp.get("D").releaseReference();
                 tp.get("D").releaseReference();
@@ -133,6 +113,16 @@ class ConcurrentPassesTest {
     }
 
     /**
+     * SmallModel's forward over the tensors {@code p}, with {@code w} in place of W: {@code W + D}, a non-leaf V, or
+     * W through a contiguous copy (so that its gradient comes back contiguous, where a matmul would hand a transposed
+     * operand a transposed gradient, and must be laid out as W).
+     */
+    private static Tensor forwardWith(Tensor w, Map<String, Tensor> p, Tensor data, Tensor cond) {
+        Tensor h = data.matmul(w).tanh();
+        return cond == null ? h.add(p.get("nullEmb")) : h.add(cond.matmul(p.get("condW")));
+    }
+
+    /**
      * Steps Adam constraints over {@code cp}, with concurrent passes, and over {@code tp}, in turn, alike, and holds
      * their tensors and gradients equal after every step.
      */
@@ -144,15 +134,9 @@ class ConcurrentPassesTest {
             for (int s = 0; s < steps; s++) {
                 step(concurrent, 0.5, cModel, in).close();
                 step(inTurn, 0.5, tModel, in).close();
-                assertSame(what + ", step " + s, cp, tp, 1e-12);
+                assertSameTensors(what + ", step " + s, cp, tp, 1e-12);
             }
         }
-    }
-
-    /** SmallModel's forward with {@code W + D} in place of {@code W}. */
-    private static Tensor merged(TestModels.SmallModel m, Tensor d, Tensor data, Tensor cond) {
-        Tensor h = data.matmul(m.params.get("W").add(d)).tanh();
-        return cond == null ? h.add(m.params.get("nullEmb")) : h.add(cond.matmul(m.params.get("condW")));
     }
 
     /**
@@ -172,19 +156,14 @@ class ConcurrentPassesTest {
             };
             Map<String, Tensor> cp = changed(cm, change);
             Map<String, Tensor> tp = changed(tm, change);
-            ConditionalModel cModel = (x, c) -> throughV(cm, cp.get("V"), x, c);
-            ConditionalModel tModel = (x, c) -> throughV(tm, tp.get("V"), x, c);
+            ConditionalModel cModel = (x, c) -> forwardWith(cp.get("V"), cp, x, c);
+            ConditionalModel tModel = (x, c) -> forwardWith(tp.get("V"), tp, x, c);
             Map<String, Tensor> before = TestModels.snapshot(cp);
             stepAlike("frozen and non-leaf", Engine.AUTO, in, cp, cModel, tp, tModel, 4);
-            assertThat(diff(cp.get("condW"), before.get("condW"))).as("frozen").isZero();
-            assertThat(diff(cp.get("V"), before.get("V"))).as("not a leaf").isZero();
-            assertThat(diff(cp.get("W"), before.get("W"))).as("stepped through V").isGreaterThan(1e-6);
+            assertThat(maxDiff(cp.get("condW"), before.get("condW"))).as("frozen").isZero();
+            assertThat(maxDiff(cp.get("V"), before.get("V"))).as("not a leaf").isZero();
+            assertThat(maxDiff(cp.get("W"), before.get("W"))).as("stepped through V").isGreaterThan(1e-6);
         }
-    }
-
-    private static Tensor throughV(TestModels.SmallModel m, Tensor v, Tensor data, Tensor cond) {
-        Tensor h = data.matmul(v).tanh();
-        return cond == null ? h.add(m.params.get("nullEmb")) : h.add(cond.matmul(m.params.get("condW")));
     }
 
     /**
@@ -192,9 +171,8 @@ class ConcurrentPassesTest {
      * gradient laid out as the parameter, and so must handing over: same values, same strides, every step.
      */
     @ParameterizedTest
-    @ValueSource(strings = {"fused adam", "plain adam"})
-    void stridedParametersGetGradientsLaidOutAsInTurn(String setUp) {
-        Engine engine = setUp.startsWith("plain") ? Engine.PLAIN : Engine.FUSED;
+    @EnumSource(value = Engine.class, names = {"FUSED", "PLAIN"})
+    void stridedParametersGetGradientsLaidOutAsInTurn(Engine engine) {
         try (Batch in = batch(ScalarType.Double);
              TestModels.SmallModel cm = new TestModels.SmallModel(ScalarType.Double);
              TestModels.SmallModel tm = new TestModels.SmallModel(ScalarType.Double);
@@ -210,23 +188,14 @@ class ConcurrentPassesTest {
             Map<String, Tensor> tp = changed(tm, change);
             assertThat(cp.get("W").is_contiguous()).isFalse();
             assertThat(cp.get("condW").is_contiguous()).isFalse();
-            ConditionalModel cModel = (x, c) -> withTensors(cp, x, c);
-            ConditionalModel tModel = (x, c) -> withTensors(tp, x, c);
-            stepAlike(setUp, engine, in, cp, cModel, tp, tModel, 4);
+            ConditionalModel cModel = (x, c) -> forwardWith(cp.get("W").contiguous(), cp, x, c);
+            ConditionalModel tModel = (x, c) -> forwardWith(tp.get("W").contiguous(), tp, x, c);
+            stepAlike(engine.toString(), engine, in, cp, cModel, tp, tModel, 4);
             for (String n : List.of("W", "condW")) {
                 assertThat(Tensors.strides(cp.get(n).grad())).as(n + ": gradient strides")
                         .containsExactly(Tensors.strides(tp.get(n).grad()));
             }
         }
-    }
-
-    /**
-     * SmallModel's forward over these tensors; W through a contiguous copy, so that its gradient comes back
-     * contiguous (a matmul would hand a transposed operand a transposed gradient) and must be laid out as W.
-     */
-    private static Tensor withTensors(Map<String, Tensor> p, Tensor data, Tensor cond) {
-        Tensor h = data.matmul(p.get("W").contiguous()).tanh();
-        return cond == null ? h.add(p.get("nullEmb")) : h.add(cond.matmul(p.get("condW")));
     }
 
     /**
@@ -286,7 +255,7 @@ class ConcurrentPassesTest {
                 step(concurrent, 1.2, cm, in).close();
                 step(inTurn, 1.2, tm, in).close();
             }
-            assertSame("after 23 steps", cm.namedParameters(), tm.namedParameters(), 0.0);
+            assertSameTensors("after 23 steps", cm.namedParameters(), tm.namedParameters(), 0.0);
         } finally {
             torch.setGraphExecutorOptimize(optimize);
         }
@@ -361,12 +330,12 @@ class ConcurrentPassesTest {
             assertThatThrownBy(() -> step(inTurn, 0.0, tm, bad)).isInstanceOf(NonFiniteException.class)
                     .hasMessageContaining("the unconditional loss is NaN");
             TestModels.assertUnchanged(cm.params, before);
-            assertSame("after the refused steps", cm.params, tm.params, 1e-12);
+            assertSameTensors("after the refused steps", cm.params, tm.params, 1e-12);
 
             for (int s = 0; s < 3; s++) { // the worker survived its failures
                 step(concurrent, 0.5, cm, in).close();
                 step(inTurn, 0.5, tm, in).close();
-                assertSame("step " + s + " after the failures", cm.params, tm.params, 1e-12);
+                assertSameTensors("step " + s + " after the failures", cm.params, tm.params, 1e-12);
             }
         }
     }
@@ -387,7 +356,7 @@ class ConcurrentPassesTest {
                 try (StepResult a = step(concurrent, 0.5, cm, in); StepResult b = step(inTurn, 0.5, tm, in)) {
                     assertThat(a.projectedTensors()).as("step %d: tensors projected", s).isEqualTo(b.projectedTensors());
                 }
-                assertSame("step " + s, cm.params, tm.params, 1e-12);
+                assertSameTensors("step " + s, cm.params, tm.params, 1e-12);
             }
         }
     }
@@ -427,9 +396,9 @@ class ConcurrentPassesTest {
                 torch.set_autocast_enabled(torch.DeviceType.CPU, false);
                 torch.clear_cache(); // autocast's cast weights
             }
-            assertThat(diff(tm.params.get("nullEmb"), fm.params.get("nullEmb")))
+            assertThat(maxDiff(tm.params.get("nullEmb"), fm.params.get("nullEmb")))
                     .as("autocast changes the unconditional pass's step").isGreaterThan(1e-6);
-            assertSame("under autocast", cm.params, tm.params, 0.0);
+            assertSameTensors("under autocast", cm.params, tm.params, 0.0);
         }
     }
 

@@ -2,6 +2,9 @@ package org.text2data;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.text2data.TestModels.assertSameTensors;
+import static org.text2data.TestModels.maxDiff;
+import static org.text2data.TestModels.step;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -39,16 +42,6 @@ class ReleasedGradientsTest {
         return TestModels.randomBatch("cpu", ScalarType.Double, 16, 4, 3);
     }
 
-    private static StepResult step(Constraint c, double gConstraint, ConditionalModel m, Batch b) {
-        return Text2Data.runStep(c, gConstraint, m, b.cond(), b.data(), b.label(), Loss.MSE);
-    }
-
-    private static double diff(Tensor a, Tensor b) {
-        try (PointerScope scope = new PointerScope()) {
-            return a.detach().sub(b.detach()).abs().max().item_double();
-        }
-    }
-
     @ParameterizedTest
     @ValueSource(strings = {"fused adam", "libtorch adam", "fused sgd", "libtorch sgd"})
     void releasedGradientsGiveTheValuesOfZeroedOnes(String setUp) {
@@ -78,23 +71,14 @@ class ReleasedGradientsTest {
                 }
                 assertThat(a).as("step %d: tensors projected", step).isEqualTo(b);
                 projectedBoth += a;
-                for (String n : names) {
-                    Tensor p = fm.params.get(n);
-                    Tensor q = pm.params.get(n);
-                    String what = setUp + ", step " + step + ", " + n;
-                    assertThat(diff(p, q)).as(what + ": parameter").isLessThanOrEqualTo(1e-12);
-                    assertThat(p.grad().defined()).as(what + ": gradient defined").isEqualTo(q.grad().defined());
-                    if (q.grad().defined()) {
-                        assertThat(diff(p.grad(), q.grad())).as(what + ": gradient").isLessThanOrEqualTo(1e-12);
-                    }
-                }
+                assertSameTensors(setUp + ", step " + step, fm.params, pm.params, 1e-12);
             }
             // the cases the test is about happened: nullEmb stepped though the conditional pass never reaches it,
             // unused never stepped, and the projection ran
             assertThat(projectedBoth).isPositive();
             try (TestModels.SmallModel start = model()) {
-                assertThat(diff(fm.params.get("nullEmb"), start.params.get("nullEmb"))).isGreaterThan(1e-6);
-                assertThat(diff(fm.params.get("unused"), start.params.get("unused"))).isZero();
+                assertThat(maxDiff(fm.params.get("nullEmb"), start.params.get("nullEmb"))).isGreaterThan(1e-6);
+                assertThat(maxDiff(fm.params.get("unused"), start.params.get("unused"))).isZero();
                 assertThat(fm.params.get("unused").grad().defined()).isFalse();
                 assertThat(fm.params.get("nullEmb").grad().defined()).isTrue();
             }
@@ -126,7 +110,7 @@ class ReleasedGradientsTest {
                 }
                 assertThat(a).as("step %d: tensors projected", step).isEqualTo(b);
                 for (String n : fm.params.keySet()) {
-                    assertThat(diff(fm.params.get(n), pm.params.get(n))).as("step %d, %s", step, n)
+                    assertThat(maxDiff(fm.params.get(n), pm.params.get(n))).as("step %d, %s", step, n)
                             .isLessThanOrEqualTo(1e-12);
                 }
             }
@@ -188,7 +172,7 @@ class ReleasedGradientsTest {
                 Tensor p = pm.params.get(n).grad();
                 assertThat(f.defined()).as("after the refused step: gradient of %s defined", n).isEqualTo(p.defined());
                 if (p.defined()) {
-                    assertThat(diff(f, p)).as("after the refused step: gradient of %s", n).isZero();
+                    assertThat(maxDiff(f, p)).as("after the refused step: gradient of %s", n).isZero();
                 }
             }
             gate[0] = false;
@@ -197,7 +181,7 @@ class ReleasedGradientsTest {
                 step(zeroed, 0.0, pg, in).close();
             }
             for (String n : fm.params.keySet()) {
-                assertThat(diff(fm.params.get(n), pm.params.get(n))).as("parameter %s, three steps later", n)
+                assertThat(maxDiff(fm.params.get(n), pm.params.get(n))).as("parameter %s, three steps later", n)
                         .isLessThanOrEqualTo(1e-12);
             }
         }

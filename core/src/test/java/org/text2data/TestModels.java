@@ -74,6 +74,31 @@ final class TestModels {
         }
     }
 
+    /** {@link Text2Data#runStep} on a batch, with MSE. */
+    static StepResult step(Constraint c, double gConstraint, ConditionalModel m, Batch b) {
+        return Text2Data.runStep(c, gConstraint, m, b.cond(), b.data(), b.label(), Loss.MSE);
+    }
+
+    /** The largest absolute difference between two tensors' values. */
+    static double maxDiff(Tensor a, Tensor b) {
+        try (PointerScope scope = new PointerScope()) {
+            return a.detach().sub(b.detach()).abs().max().item_double();
+        }
+    }
+
+    /** Holds two sets of tensors and their gradients (defined or not, and their values) equal within {@code tol}. */
+    static void assertSameTensors(String what, Map<String, Tensor> a, Map<String, Tensor> b, double tol) {
+        for (String n : a.keySet()) {
+            Tensor p = a.get(n);
+            Tensor q = b.get(n);
+            assertThat(maxDiff(p, q)).as("%s, %s: parameter", what, n).isLessThanOrEqualTo(tol);
+            assertThat(p.grad().defined()).as("%s, %s: gradient defined", what, n).isEqualTo(q.grad().defined());
+            if (q.grad().defined()) {
+                assertThat(maxDiff(p.grad(), q.grad())).as("%s, %s: gradient", what, n).isLessThanOrEqualTo(tol);
+            }
+        }
+    }
+
     /**
      * A {@link GradientSync} as if one other process took part whose gradients are all ones: every gradient that
      * exists becomes the average of its own and ones (a gradient that does not exist receives nothing).
