@@ -270,15 +270,6 @@ public final class Report {
         JsonObject ws = new JsonObject();
         for (String w : workloads) {
             JsonObject o = entry(w, autoEngine());
-            String concurrent = autoEngine() + "+concurrent"; // the same engine, its two passes at the same time
-            if (engines.contains(concurrent)) {
-                Series c = get("java/" + w + "/runStep/" + concurrent);
-                o.addProperty("java_concurrent_ms", round(c.median()));
-                o.addProperty("java_concurrent_over_plain_same_jvm",
-                        round(get("java/" + w + "/runStep_over_plain/" + concurrent).median()));
-                o.addProperty("java_concurrent_over_python", round(c.median() / get("python/" + w + "/constrained").median()));
-                o.addProperty("java_concurrent_faster", verdictFaster(c, get("python/" + w + "/constrained")));
-            }
             JsonObject byEngine = new JsonObject();
             for (String eng : engines) {
                 byEngine.add(eng, entry(w, eng));
