@@ -22,7 +22,7 @@ import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
-import org.junit.jupiter.params.provider.ValueSource;
+import org.junit.jupiter.params.provider.CsvSource;
 
 /**
  * A long run does not grow native memory, and does not rely on the garbage collector for it: a forked
@@ -107,10 +107,8 @@ class NativeMemoryTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"PLAIN", "FUSED", "FUSED concurrent"})
-    void nativeMemorySettlesOverThousandsOfStepsWithoutTheGc(String setUp) throws Exception {
-        Engine engine = Engine.valueOf(setUp.split(" ")[0]);
-        boolean concurrent = setUp.endsWith("concurrent"); // the worker's thread-local state and gradients freed too
+    @CsvSource({"PLAIN, false", "FUSED, false", "FUSED, true"}) // true: concurrent passes, the worker's frees included
+    void nativeMemorySettlesOverThousandsOfStepsWithoutTheGc(Engine engine, boolean concurrent) throws Exception {
         long growth = medianGrowth(engine, concurrent, 0);
         if (growth >= 512L << 10) {
             // malloc's arenas jump now and then, more on a loaded machine (seen: a median of 863 KB in one
