@@ -154,6 +154,8 @@ public final class CapturedStep implements AutoCloseable {
             throw (RuntimeException) failure;
         } finally {
             optimizer.setCapturing(false);
+            // after undo(), not before: while the plan is in use, FusedEngine.endStep launches nothing (no zero
+            // gradients on a failed capture, whose error they would hide)
             fe.usePlan(MemorySegment.NULL, null);
             for (Tensor t : saved) {
                 release(t);
