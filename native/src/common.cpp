@@ -187,13 +187,18 @@ int32_t validate_step(const t2d_param* params, int32_t count, const t2d_optimize
     return T2D_OK;
 }
 
+// The device g_value of a CUDA call.
+static int32_t validate_g_value(const void* g_value_device, int32_t g_value_dtype) {
+    if (g_value_device == nullptr) return fail(T2D_ERR_NULL_POINTER, "g_value_device is NULL");
+    if (!valid_dtype(g_value_dtype)) return fail(T2D_ERR_UNSUPPORTED_DTYPE, "unsupported g_value dtype code %d", g_value_dtype);
+    return T2D_OK;
+}
+
 int32_t validate_project_cuda(const t2d_tensor* tensors, int32_t count, const void* g_value_device, int32_t g_value_dtype,
                               int32_t* device) {
     int32_t rc = validate(tensors, count, false, device);
     if (rc != T2D_OK) return rc;
-    if (g_value_device == nullptr) return fail(T2D_ERR_NULL_POINTER, "g_value_device is NULL");
-    if (!valid_dtype(g_value_dtype)) return fail(T2D_ERR_UNSUPPORTED_DTYPE, "unsupported g_value dtype code %d", g_value_dtype);
-    return T2D_OK;
+    return validate_g_value(g_value_device, g_value_dtype);
 }
 
 int32_t validate_step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer* optimizer,
@@ -201,9 +206,9 @@ int32_t validate_step_cuda(const t2d_param* params, int32_t count, const t2d_opt
                            const t2d_step_status* status_device, int32_t* device) {
     int32_t rc = validate_step(params, count, optimizer, options, false, device);
     if (rc != T2D_OK) return rc;
-    if (g_value_device == nullptr) return fail(T2D_ERR_NULL_POINTER, "g_value_device is NULL");
+    rc = validate_g_value(g_value_device, g_value_dtype);
+    if (rc != T2D_OK) return rc;
     if (status_device == nullptr) return fail(T2D_ERR_NULL_POINTER, "status_device is NULL");
-    if (!valid_dtype(g_value_dtype)) return fail(T2D_ERR_UNSUPPORTED_DTYPE, "unsupported g_value dtype code %d", g_value_dtype);
     return T2D_OK;
 }
 

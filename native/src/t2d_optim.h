@@ -31,6 +31,9 @@
 // libtorch kernels round between them: t2d_mul_rn keeps nvcc from fusing a product into the next addition.
 __device__ __forceinline__ float t2d_mul_rn(float a, float b) { return __fmul_rn(a, b); }
 __device__ __forceinline__ double t2d_mul_rn(double a, double b) { return __dmul_rn(a, b); }
+#else
+template <typename M>
+inline M t2d_mul_rn(M a, M b) { return a * b; }  // the host keeps the CPU order as written
 #endif
 
 // Adam and AdamW (decoupled). s0 = exp_avg, s1 = exp_avg_sq, s2 = max_exp_avg_sq (amsgrad).
@@ -112,11 +115,7 @@ struct T2dSgdOp {
     T2D_HD_ELEM void operator()(M& p, M g, M& buf, M&, M&) const {  // selects, not branches: see T2dAdamOp
         M dw = g + weight_decay * p;                              // d_p.add(p, weight_decay)
         M d = weight_decay != 0 ? dw : g;
-#if defined(__CUDA_ARCH__)  // libtorch's CUDA rounding (above): its own kernel, not fused into the add below
-        M next = t2d_mul_rn(buf, momentum);                       // buf.mul_(momentum)
-#else
-        M next = buf * momentum;                                  // buf.mul_(momentum)
-#endif
+        M next = t2d_mul_rn(buf, momentum);  // buf.mul_(momentum); on CUDA its own kernel, not fused into the add
         next = next + one_minus_dampening * d;                    //    .add_(d_p, 1 - dampening)
         next = first ? d : next;                                  // the first step: torch::clone(d_p)
         buf = has_momentum ? next : buf;
