@@ -756,13 +756,16 @@ public final class FusedEngine implements ProjectionEngine {
      */
     public long[] stateAddresses(ParamState[] states) {
         long[] a = new long[4 * states.length];
-        for (int i = 0; i < states.length; i++) {
-            a[4 * i] = states[i].stepAddress();
-            for (int k = 0; k < 3; k++) {
-                a[4 * i + 1 + k] = states[i].address(k);
-            }
+        for (int j = 0; j < a.length; j++) {
+            a[j] = stateAddress(states, j);
         }
         return a;
+    }
+
+    /** Entry {@code j} of {@link #stateAddresses}: parameter j / 4's step count (j % 4 == 0) or state buffer. */
+    private static long stateAddress(ParamState[] states, int j) {
+        ParamState st = states[j / 4];
+        return j % 4 == 0 ? st.stepAddress() : st.address(j % 4 - 1);
     }
 
     /**
@@ -778,14 +781,9 @@ public final class FusedEngine implements ProjectionEngine {
         if (addresses.length != 4 * states.length) {
             return false;
         }
-        for (int i = 0; i < states.length; i++) {
-            if (moved(addresses[4 * i], states[i].stepAddress())) {
+        for (int j = 0; j < addresses.length; j++) {
+            if (moved(addresses[j], stateAddress(states, j))) {
                 return false;
-            }
-            for (int k = 0; k < 3; k++) {
-                if (moved(addresses[4 * i + 1 + k], states[i].address(k))) {
-                    return false;
-                }
             }
         }
         return true;
