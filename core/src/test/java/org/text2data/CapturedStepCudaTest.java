@@ -73,19 +73,14 @@ class CapturedStepCudaTest {
         }
     }
 
-    private static Tensor onGpu(long seed, long... shape) {
-        torch.manual_seed(seed);
-        Tensor t = torch.randn(shape, new TensorOptions(ScalarType.Float)).to(CUDA, ScalarType.Float);
-        t.retainReference();
-        return t;
-    }
-
     @Test
     void replaysGiveTheUncapturedTrajectoryAndSeeLrAndGConstraintChanges() {
         int steps = 100;
         List<Tensor[]> batches = new ArrayList<>();
         for (int k = 0; k < 8; k++) {
-            batches.add(new Tensor[] {onGpu(100 + k, 16, 8), onGpu(200 + k, 16, 4), onGpu(300 + k, 16, 8)});
+            batches.add(new Tensor[] {TestModels.random(100 + k, CUDA, ScalarType.Float, 16, 8),
+                TestModels.random(200 + k, CUDA, ScalarType.Float, 16, 4),
+                TestModels.random(300 + k, CUDA, ScalarType.Float, 16, 8)});
         }
         try (Batch in = TestModels.randomBatch("cuda:0", ScalarType.Float, 16, 8, 4);
              Model a = new Model(); Model b = new Model();

@@ -132,7 +132,7 @@ final class TestModels {
         }
     }
 
-    private static Tensor random(long seed, Device device, ScalarType type, long... shape) {
+    static Tensor random(long seed, Device device, ScalarType type, long... shape) {
         torch.manual_seed(seed);
         Tensor t = torch.randn(shape, new TensorOptions(type)).to(device, type);
         t.retainReference();
