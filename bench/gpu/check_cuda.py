@@ -1486,6 +1486,21 @@ def planned_capture(B, R, gen):
             all(fp.unchanged(b) for fp, b in zip(graphed, before)) and skipped == 1 and tensor == 5
             and why == T2D_NONFINITE_GRAD, "calls %d skipped %d tensor %d reason %d" % (calls, skipped, tensor, why))
     B.lib.t2d_graph_destroy(exec_)
+    # fewer rows than the plan was made for, called eagerly (the plan's workspace and counters serve any step that
+    # fits): the bits of t2d_step_cuda on the same rows
+    graphed[5].g.copy_(eager[5].g)
+    k = len(graphed) // 2
+    o.lr = 1e-2
+    fused_step(B, eager[:k], o, gv, 1.0, status_e)
+    scalars.copy_(torch.tensor([o.lr, 1.0, 1.0, 1.0], dtype=torch.float64))
+    rc = B.lib.t2d_step_cuda_planned(plan, param_rows(graphed[:k], o), k, ctypes.byref(o), ctypes.c_void_p(gv.data_ptr()),
+                                     DTYPE_CODE[gv.dtype], ctypes.c_void_p(scalars.data_ptr()), 0,
+                                     ctypes.c_void_p(torch.cuda.current_stream().cuda_stream),
+                                     ctypes.c_void_p(status_g.data_ptr()))
+    msg = B.last_error()[0]
+    torch.cuda.synchronize()
+    R.check("planned step with fewer rows than the plan (%d of %d): the bits of t2d_step_cuda" % (k, len(graphed)),
+            rc == T2D_OK and all(a.unchanged(b.snapshot()) for a, b in zip(eager, graphed)), "rc %d: %s" % (rc, msg))
     B.lib.t2d_plan_destroy(plan)
 
 

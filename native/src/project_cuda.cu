@@ -1,21 +1,22 @@
-// CUDA path of the fused constrained step: a multi-tensor apply in three launches whatever the number
+// CUDA path of the fused constrained step: a multi-tensor apply in two launches whatever the number
 // of tensors. A tensor table (pointers, sizes, first chunk) goes to the device with one async copy from
 // pinned memory; blocks map to fixed-size chunks by a binary search over the first-chunk column.
-//   1. reduce: per chunk (n, dot) partial sums into a workspace;
-//   2. lambda: one warp per tensor adds its chunks' partials in a fixed order, reads g_value on the
-//      device, computes lam (and, with T2D_CHECK_FINITE, flags non-finite reductions);
-//   3. update: g += lam * c per chunk.
+//   1. reduce: per chunk (n, dot) partial sums into a workspace; the last of a tensor's blocks to finish (a
+//      counter per tensor) adds the tensor's partials in a fixed order, reads g_value on the device, computes
+//      lam (and, with T2D_CHECK_FINITE, flags non-finite reductions);
+//   2. update: g += lam * c per chunk, the chunks in the reverse order (what the reduction read last may still
+//      be in L2).
 // Nothing synchronises with the host unless T2D_CHECK_FINITE is asked for.
 //
 // The fused optimizer step (t2d_step_cuda) is the same multi-tensor apply over a table of parameters:
-// reduce (and probe the gradients that are not projected), lambda (flags the first non-finite tensor in a
+// reduce and lambda (probing the gradients that are not projected; the first non-finite tensor is flagged in a
 // device word), for bfloat16/float16 a check pass computing the update without storing it, the update
 // (every block returns at once when the flag is set), and a one-block finalize that increments the step
-// counts or, when the step was skipped, records it in the caller's t2d_step_status. Four kernels (five with a
+// counts or, when the step was skipped, records it in the caller's t2d_step_status. Three kernels (four with a
 // half-precision row), an async copy and a memset whatever the number of tensors; no host synchronisation at all.
-// Unplanned calls share per-device cached buffers (a ring of pinned tables, a stream-ordered workspace:
-// unplanned_call); t2d_step_cuda_planned uses a plan's own, made once by t2d_plan_create, so that the step can be
-// captured in a CUDA graph.
+// Unplanned calls share per-device cached buffers (a ring of pinned tables, a stream-ordered workspace, the
+// counters: unplanned_call); t2d_step_cuda_planned uses a plan's own, made once by t2d_plan_create, so that the
+// step can be captured in a CUDA graph.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -39,8 +40,11 @@ constexpr int kThreads = 256;
 constexpr int64_t kCudaChunk = 16 * 1024;  // elements per block
 constexpr int kMaxDevices = 64;
 
-// Chunks of a tensor of numel elements (one block each).
-__host__ __device__ constexpr int64_t chunks_of(int64_t numel) { return (numel + kCudaChunk - 1) / kCudaChunk; }
+// Chunks of a tensor of numel elements (one block each). An empty tensor has one (empty) chunk, so that every
+// tensor has a block whose reduction ends in its lam (reduce_kernel).
+__host__ __device__ constexpr int64_t chunks_of(int64_t numel) {
+    return numel == 0 ? 1 : (numel + kCudaChunk - 1) / kCudaChunk;
+}
 
 // A row of the device table: a projection's tensor (DevTensor) or a fused step's parameter (DevParam).
 struct DevTensor {
@@ -141,7 +145,7 @@ __device__ __forceinline__ void with_dtype(int dtype, F&& f) {
 
 template <typename Table>
 __device__ __forceinline__ int find_tensor(const Table* table, int count, int64_t chunk) {
-    // last t with first_chunk <= chunk (empty tensors share their successor's first_chunk)
+    // last t with first_chunk <= chunk (every tensor has at least one chunk: first_chunk increases)
     int lo = 0, hi = count - 1;
     while (lo < hi) {
         int mid = (lo + hi + 1) >> 1;
@@ -151,14 +155,19 @@ __device__ __forceinline__ int find_tensor(const Table* table, int count, int64_
     return lo;
 }
 
-// The table row of this block's chunk (block b is the call's chunk b). Every thread of the block must call it.
+// The table row of a block's chunk. Every thread of the block must call it.
 template <typename Table>
-__device__ __forceinline__ int block_row(const Table* table, int count) {
+__device__ __forceinline__ int chunk_row(const Table* table, int count, int64_t chunk) {
     __shared__ int s_t;
-    if (threadIdx.x == 0) s_t = find_tensor(table, count, blockIdx.x);
+    if (threadIdx.x == 0) s_t = find_tensor(table, count, chunk);
     __syncthreads();
     return s_t;
 }
+
+// The chunk of an update kernel's block: the chunks in the reverse of the reduction's order (its block b takes
+// chunk b), and each chunk walked from its end (update_chunk, step_elems). What the reduction read last is what the
+// update reads first: on a list larger than the L2 cache, part of the second read of g and c comes from there.
+__device__ __forceinline__ int64_t update_block_chunk() { return (int64_t)gridDim.x - 1 - blockIdx.x; }
 
 template <typename A>
 __device__ __forceinline__ A warp_sum(A v) {
@@ -228,29 +237,6 @@ __device__ void probe_chunk(const typename S::T* __restrict__ g, int64_t begin, 
     if (threadIdx.x == 0) *out = make_double2(0.0, bad ? (double)NAN : 0.0);
 }
 
-// Pass 1 of the projection (Row = DevTensor) and of the fused step (DevParam): per chunk, a projected row's
-// (n, dot) partial sums; a fused step's row without constraint gradient is probed instead (probe_chunk).
-template <typename Row>
-__global__ void reduce_kernel(const Row* __restrict__ table, int count, double2* __restrict__ partials) {
-    const Row t = table[block_row(table, count)];
-    int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
-    int64_t end = min(begin + kCudaChunk, t.numel);
-    double2* out = partials + blockIdx.x;
-    if constexpr (std::is_same<Row, DevParam>::value) {  // a projection's rows always have a constraint gradient
-        if (t.constraint == nullptr) {
-            with_dtype(t.dtype, [&](auto s) {
-                using S = decltype(s);
-                probe_chunk<S>((const typename S::T*)t.grad, begin, end, out);
-            });
-            return;
-        }
-    }
-    with_dtype(t.dtype, [&](auto s) {
-        using T = typename decltype(s)::T;
-        reduce_chunk((const T*)t.grad, (const T*)t.constraint, begin, end, out);
-    });
-}
-
 __device__ __forceinline__ double read_scalar(const void* p, int dtype) {
     double v = 0;
     with_dtype(dtype, [&](auto s) {
@@ -260,31 +246,31 @@ __device__ __forceinline__ double read_scalar(const void* p, int dtype) {
     return v;
 }
 
-// A warp's sum of one tensor's chunk partials (n, dot), in a fixed order: valid in every lane.
+// A warp's sum of one tensor's chunk partials (n, dot), in a fixed order: valid in every lane. The partials were
+// written by other blocks of the same launch: read past L1.
 __device__ __forceinline__ double2 tensor_sums(const double2* __restrict__ partials, int64_t first_chunk, int64_t numel,
                                                int lane) {
     int64_t chunks = chunks_of(numel);
     double n = 0, dot = 0;
     for (int64_t k = lane; k < chunks; k += 32) {
-        double2 p = partials[first_chunk + k];
+        double2 p = __ldcg(partials + first_chunk + k);
         n += p.x;
         dot += p.y;
     }
     return make_double2(warp_sum(n), warp_sum(dot));
 }
 
-// One warp per tensor. lam[t] (and lambdas_out[t]); bad: lowest non-finite tensor index * 2 + kind.
-__global__ void lambda_kernel(const DevTensor* __restrict__ table, int count, int64_t total_chunks,
-                              const double2* __restrict__ partials, const void* g_value, int g_value_dtype,
-                              double g_constraint, double alpha, double beta, double* __restrict__ lam,
-                              double* __restrict__ lambdas_out, int check, int* __restrict__ bad) {
-    int warp = (int)((blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5);
-    int lane = threadIdx.x & 31;
-    if (warp >= count) return;
-    const DevTensor t = table[warp];
-    const double2 sums = tensor_sums(partials, t.first_chunk, t.numel, lane);
-    const double n = sums.x, dot = sums.y;
-    if (lane == 0) {
+// lam of a projection's tensor from its sums (reduce_kernel's last block of the tensor, one thread): lam[t] (and
+// lambdas_out[t]); with check, bad = lowest non-finite tensor index * 2 + kind.
+struct ProjectionLambda {
+    const void* g_value;
+    int g_value_dtype;
+    double g_constraint, alpha, beta;
+    double* lam;
+    double* lambdas_out;
+    int check;
+    int* bad;
+    __device__ void operator()(const DevTensor&, int ti, double n, double dot) const {
         double excess = alpha * (read_scalar(g_value, g_value_dtype) - g_constraint);
         double l = t2d_lambda(n, dot, excess, beta);
         int kind = 0;
@@ -293,11 +279,74 @@ __global__ void lambda_kernel(const DevTensor* __restrict__ table, int count, in
             else if (!isfinite(dot)) kind = 2;
         }
         if (kind) {
-            atomicMin(bad, warp * 2 + (kind - 1));
+            atomicMin(bad, ti * 2 + (kind - 1));
             l = 0.0;  // a non-finite tensor is left unchanged
         }
-        lam[warp] = l;
-        if (lambdas_out) lambdas_out[warp] = l;
+        lam[ti] = l;
+        if (lambdas_out) lambdas_out[ti] = l;
+    }
+};
+
+// lam of a fused step's parameter (0 where not projected); the lowest (tensor * 8 + reason) of a non-finite tensor
+// into *bad. sc, when not NULL (a planned step), holds the scalars' current values, read on the device.
+struct StepLambda {
+    const void* g_value;
+    int g_value_dtype;
+    double g_constraint, alpha, beta;
+    const t2d_step_scalars* sc;
+    double* lam;
+    int* bad;
+    __device__ void operator()(const DevParam& t, int ti, double n, double dot) const {
+        double gc = g_constraint, a = alpha, b = beta;
+        if (sc) {
+            gc = sc->g_constraint;
+            a = sc->alpha;
+            b = sc->beta;
+        }
+        bool projected = t.constraint != nullptr;
+        double excess = projected ? a * (read_scalar(g_value, g_value_dtype) - gc) : 0.0;
+        double l = projected ? t2d_lambda(n, dot, excess, b) : 0.0;
+        int reason = t2d_step_reason(projected, n, dot, excess, l);
+        if (reason) atomicMin(bad, ti * 8 + reason);
+        lam[ti] = l;
+    }
+};
+
+// Pass 1 of the projection (Row = DevTensor, Lambda = ProjectionLambda) and of the fused step (DevParam, StepLambda):
+// per chunk, a projected row's (n, dot) partial sums (a fused step's row without constraint gradient is probed
+// instead: probe_chunk); then the last of a tensor's blocks to finish adds the tensor's partials in a fixed order
+// and computes its lam. counters holds one zero per row before the launch, and again after it (the last block
+// resets its tensor's).
+template <typename Row, typename Lambda>
+__global__ void reduce_kernel(const Row* __restrict__ table, int count, double2* __restrict__ partials,
+                              int* __restrict__ counters, Lambda lambda) {
+    const int ti = chunk_row(table, count, blockIdx.x);
+    const Row t = table[ti];
+    int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
+    int64_t end = min(begin + kCudaChunk, t.numel);
+    double2* out = partials + blockIdx.x;
+    bool probe = false;
+    if constexpr (std::is_same<Row, DevParam>::value) probe = t.constraint == nullptr;  // a projection's rows always have one
+    with_dtype(t.dtype, [&](auto s) {
+        using S = decltype(s);
+        using T = typename S::T;
+        if (probe) probe_chunk<S>((const T*)t.grad, begin, end, out);
+        else reduce_chunk((const T*)t.grad, (const T*)t.constraint, begin, end, out);
+    });
+    // Thread 0 wrote the partial: made visible to the whole device before the block is counted (as in CUDA's
+    // threadFenceReduction sample).
+    __shared__ bool s_last;
+    if (threadIdx.x == 0) {
+        __threadfence();
+        s_last = atomicAdd(counters + ti, 1) == (int)(chunks_of(t.numel) - 1);
+    }
+    __syncthreads();
+    if (!s_last || threadIdx.x >= 32) return;
+    __threadfence();
+    const double2 sums = tensor_sums(partials, t.first_chunk, t.numel, threadIdx.x);
+    if (threadIdx.x == 0) {
+        lambda(t, ti, sums.x, sums.y);
+        counters[ti] = 0;
     }
 }
 
@@ -309,6 +358,7 @@ __device__ __forceinline__ typename S::T update_elem(typename S::T g, typename S
     return S::st(S::proj(S::ld(g), S::ld(c), lam));
 }
 
+// g += lam * c over [begin, end), walked from the end (update_block_chunk).
 template <typename S>
 __device__ void update_chunk(typename S::T* __restrict__ g, const typename S::T* __restrict__ c, int64_t begin,
                              int64_t end, typename S::M lam) {
@@ -320,7 +370,7 @@ __device__ void update_chunk(typename S::T* __restrict__ g, const typename S::T*
             uint4* gv = reinterpret_cast<uint4*>(g + begin);
             const uint4* cv = reinterpret_cast<const uint4*>(c + begin);
             const int64_t nv = (end - begin) / W;
-            for (int64_t v = threadIdx.x; v < nv; v += blockDim.x) {
+            for (int64_t v = nv - 1 - threadIdx.x; v >= 0; v -= blockDim.x) {
                 uint4 a = gv[v];
                 const uint4 b = cv[v];
                 T* ga = reinterpret_cast<T*>(&a);
@@ -332,7 +382,7 @@ __device__ void update_chunk(typename S::T* __restrict__ g, const typename S::T*
             rest = begin + nv * W;
         }
     }
-    for (int64_t i = rest + threadIdx.x; i < end; i += blockDim.x) {
+    for (int64_t i = end - 1 - threadIdx.x; i >= rest; i -= blockDim.x) {
         g[i] = update_elem<S>(g[i], c[i], lam);
     }
 }
@@ -340,11 +390,12 @@ __device__ void update_chunk(typename S::T* __restrict__ g, const typename S::T*
 __global__ void update_kernel(const DevTensor* __restrict__ table, int count, const double* __restrict__ lam,
                               const int* bad) {
     if (bad != nullptr && *bad != kNoBad) return;  // T2D_CHECK_FINITE found a non-finite tensor: nothing is written
-    const int ti = block_row(table, count);
+    const int64_t chunk = update_block_chunk();
+    const int ti = chunk_row(table, count, chunk);
     const double l = lam[ti];
     if (l == 0.0) return;
     const DevTensor t = table[ti];
-    int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
+    int64_t begin = (chunk - t.first_chunk) * kCudaChunk;
     int64_t end = min(begin + kCudaChunk, t.numel);
     with_dtype(t.dtype, [&](auto s) {
         using S = decltype(s);
@@ -362,6 +413,8 @@ struct DeviceState {
     bool init = false;
     void* d_buf = nullptr;  // [table | partials | lam | bad]
     size_t d_cap = 0;
+    int* d_counters = nullptr;  // reduce_kernel's counters, one per row, zero between calls
+    int32_t counters_cap = 0;
     cudaStream_t d_stream = nullptr;  // stream that last used d_buf
     cudaEvent_t done = nullptr;       // recorded after the last call's kernels
     bool has_done = false;
@@ -406,6 +459,19 @@ struct Workspace {
     int* bad_in(void* base) const { return (int*)((char*)base + bad); }
 };
 
+// The device memory a call works in: a workspace laid out by layout, and reduce_kernel's counters (at least one per
+// row, all zero).
+struct Buffers {
+    void* workspace;
+    Workspace layout;
+    int* counters;
+    template <typename Row>
+    Row* table() const { return (Row*)workspace; }
+    double2* partials() const { return layout.partials_in(workspace); }
+    double* lam() const { return layout.lam_in(workspace); }
+    int* bad() const { return layout.bad_in(workspace); }
+};
+
 // The chunks of a call's rows (t2d_tensor or t2d_param); a launch takes one block each: check_chunks.
 template <typename Row>
 int64_t total_chunks(const Row* rows, int32_t count) {
@@ -448,8 +514,10 @@ struct DeviceGuard {
 };
 
 // Takes the next free slot of the pinned host-table ring (at least table_bytes) and makes the device
-// workspace at least need bytes, ordered after the previous call's kernels on stream. Call with st.mutex held.
-int32_t acquire(DeviceState& st, cudaStream_t stream, size_t table_bytes, size_t need, int* slot_out, void** host) {
+// workspace at least need bytes and the counters at least rows, ordered after the previous call's kernels on stream.
+// Call with st.mutex held.
+int32_t acquire(DeviceState& st, cudaStream_t stream, size_t table_bytes, size_t need, int32_t rows, int* slot_out,
+                void** host) {
     if (!st.init) {
         T2D_CU(cudaEventCreateWithFlags(&st.done, cudaEventDisableTiming), "cudaEventCreate");
         for (int k = 0; k < kRing; k++)
@@ -490,6 +558,15 @@ int32_t acquire(DeviceState& st, cudaStream_t stream, size_t table_bytes, size_t
         T2D_CU(cudaMallocAsync(&st.d_buf, cap, stream), "cudaMallocAsync");
         st.d_cap = cap;
     }
+    if (st.counters_cap < rows) {  // zeroed once; every call leaves them zero
+        if (st.d_counters) T2D_CU(cudaFreeAsync(st.d_counters, stream), "cudaFreeAsync");
+        st.d_counters = nullptr;
+        st.counters_cap = 0;
+        int32_t cap = rows > INT32_MAX / 2 ? INT32_MAX : std::max(2 * rows, 256);
+        T2D_CU(cudaMallocAsync((void**)&st.d_counters, sizeof(int) * (size_t)cap, stream), "cudaMallocAsync");
+        T2D_CU(cudaMemsetAsync(st.d_counters, 0, sizeof(int) * (size_t)cap, stream), "cudaMemsetAsync");
+        st.counters_cap = cap;
+    }
     *slot_out = slot;
     *host = st.h_table[slot];
     return T2D_OK;
@@ -528,7 +605,7 @@ void fill_table(Dev* h, const Row* rows, int32_t count) {
 
 // An unplanned call (project_cuda, step_cuda) on device's cached buffers: under the device's lock, the rows'
 // chunks, the workspace laid out for them, the next pinned table of the ring filled with them, then
-// launch(host_table, chunks, layout, workspace, copied), which enqueues the call's work on stream and records copied
+// launch(host_table, chunks, buffers, copied), which enqueues the call's work on stream and records copied
 // once the table's copy is enqueued. The ring slot is free again once that copy has completed; the next call's
 // workspace waits for this one's kernels. After a failed launch both events are recorded here (the slot and the
 // workspace wait for whatever was enqueued), and the launch's error comes first: a failing event record does not
@@ -543,10 +620,10 @@ int32_t unplanned_call(int32_t device, cudaStream_t stream, const Row* rows, int
     Workspace layout(sizeof(Dev), count, chunks);
     int slot = 0;
     void* hv = nullptr;
-    rc = acquire(st, stream, layout.table, layout.size, &slot, &hv);
+    rc = acquire(st, stream, layout.table, layout.size, count, &slot, &hv);
     if (rc != T2D_OK) return rc;
     fill_table((Dev*)hv, rows, count);
-    rc = launch((const Dev*)hv, chunks, layout, st.d_buf, st.copied[slot]);
+    rc = launch((const Dev*)hv, chunks, Buffers{st.d_buf, layout, st.d_counters}, st.copied[slot]);
     if (rc != T2D_OK) cudaEventRecord(st.copied[slot], stream);  // the table's copy may be enqueued, copied not
     st.has_copied[slot] = true;
     cudaError_t e = cudaEventRecord(st.done, stream);
@@ -562,25 +639,19 @@ int32_t unplanned_call(int32_t device, cudaStream_t stream, const Row* rows, int
 }
 
 // Enqueues a projection on stream: the table's copy from pinned memory (then copied is recorded), with
-// T2D_CHECK_FINITE the flag's reset, and the three passes.
-int32_t launch_projection(const DevTensor* h, int32_t count, int64_t chunks, const Workspace& layout, const void* g_value,
-                          int32_t g_value_dtype, double g_constraint, double alpha, double beta, bool check,
-                          cudaStream_t stream, double* lambdas_out, void* workspace, cudaEvent_t copied) {
-    DevTensor* d_table = (DevTensor*)workspace;
-    double2* d_partials = layout.partials_in(workspace);
-    double* d_lam = layout.lam_in(workspace);
-    int* d_bad = layout.bad_in(workspace);
+// T2D_CHECK_FINITE the flag's reset, the reduction (which ends in lam: lambda, whose lam and bad are set here) and the
+// update.
+int32_t launch_projection(const DevTensor* h, int32_t count, int64_t chunks, const Buffers& d, ProjectionLambda lambda,
+                          cudaStream_t stream, cudaEvent_t copied) {
+    DevTensor* d_table = d.table<DevTensor>();
+    lambda.lam = d.lam();
+    lambda.bad = d.bad();
     T2D_CU(cudaMemcpyAsync(d_table, h, sizeof(DevTensor) * (size_t)count, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
     T2D_CU(cudaEventRecord(copied, stream), "cudaEventRecord");
-    if (check) T2D_CU(cudaMemsetAsync(d_bad, 0x7f, sizeof(int), stream), "cudaMemsetAsync");
-    if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_partials);
+    if (lambda.check) T2D_CU(cudaMemsetAsync(d.bad(), 0x7f, sizeof(int), stream), "cudaMemsetAsync");
+    if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.partials(), d.counters, lambda);
     T2D_CU(cudaGetLastError(), "reduce kernel launch");
-    unsigned warps_per_block = 4;
-    lambda_kernel<<<(unsigned)((count + warps_per_block - 1) / warps_per_block), 32 * warps_per_block, 0, stream>>>(
-        d_table, count, chunks, d_partials, g_value, g_value_dtype, g_constraint, alpha, beta, d_lam, lambdas_out,
-        check ? 1 : 0, d_bad);
-    T2D_CU(cudaGetLastError(), "lambda kernel launch");
-    if (chunks > 0) update_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam, check ? d_bad : nullptr);
+    if (chunks > 0) update_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.lam(), lambda.check ? d.bad() : nullptr);
     T2D_CU(cudaGetLastError(), "update kernel launch");
     return T2D_OK;
 }
@@ -608,16 +679,15 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
 
     const bool check = (options & T2D_CHECK_FINITE) != 0;
     int bad = kNoBad;
+    const ProjectionLambda lambda{g_value, g_value_dtype, g_constraint, alpha, beta, nullptr, lambdas_out, check ? 1 : 0,
+                                  nullptr};
     rc = unplanned_call<DevTensor>(device, stream, tensors, count,
-                                   [&](const DevTensor* h, int64_t chunks, const Workspace& layout, void* workspace,
-                                       cudaEvent_t copied) -> int32_t {
-        int32_t r = launch_projection(h, count, chunks, layout, g_value, g_value_dtype, g_constraint, alpha, beta, check,
-                                      stream, lambdas_out, workspace, copied);
+                                   [&](const DevTensor* h, int64_t chunks, const Buffers& d, cudaEvent_t copied) -> int32_t {
+        int32_t r = launch_projection(h, count, chunks, d, lambda, stream, copied);
         if (r != T2D_OK || !check) return r;
         // the one host synchronisation, asked for by the caller (st.h_bad is the device's: read under its lock)
         DeviceState& st = g_states[device];
-        T2D_CU(cudaMemcpyAsync(st.h_bad, layout.bad_in(workspace), sizeof(int), cudaMemcpyDeviceToHost, stream),
-               "cudaMemcpyAsync");
+        T2D_CU(cudaMemcpyAsync(st.h_bad, d.bad(), sizeof(int), cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
         T2D_CU(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
         bad = *st.h_bad;
         return T2D_OK;
@@ -629,34 +699,8 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
 
 // ---------------------------------------------------------------- fused optimizer step
 
-// Pass 2: one warp per tensor: lam (0 where not projected); the lowest (tensor * 8 + reason) of a non-finite
-// tensor into *bad.
-__global__ void step_lambda_kernel(const DevParam* __restrict__ table, int count, const double2* __restrict__ partials,
-                                   const void* g_value, int g_value_dtype, double g_constraint, double alpha, double beta,
-                                   const t2d_step_scalars* sc, double* __restrict__ lam, int* __restrict__ bad) {
-    int warp = (int)((blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5);
-    int lane = threadIdx.x & 31;
-    if (warp >= count) return;
-    const DevParam t = table[warp];
-    const double2 sums = tensor_sums(partials, t.first_chunk, t.numel, lane);
-    const double n = sums.x, dot = sums.y;
-    if (lane == 0) {
-        if (sc) {  // a planned step: the scalars' current values, read on the device (by the lane that uses them)
-            g_constraint = sc->g_constraint;
-            alpha = sc->alpha;
-            beta = sc->beta;
-        }
-        bool projected = t.constraint != nullptr;
-        double excess = projected ? alpha * (read_scalar(g_value, g_value_dtype) - g_constraint) : 0.0;
-        double l = projected ? t2d_lambda(n, dot, excess, beta) : 0.0;
-        int reason = t2d_step_reason(projected, n, dot, excess, l);
-        if (reason) atomicMin(bad, warp * 8 + reason);
-        lam[warp] = l;
-    }
-}
-
 // One chunk of the update (Write) or of its check (!Write: nothing stored, a non-finite value to store flags
-// the tensor). The same functors as the CPU path (t2d_optim.h).
+// the tensor), walked from its end (update_block_chunk). The same functors as the CPU path (t2d_optim.h).
 template <typename S, typename Op, int NS, bool Write>
 __device__ void step_elems(const Op& op, const DevParam& t, int64_t begin, int64_t end, typename S::M lam, int ti,
                            int* bad) {
@@ -670,10 +714,10 @@ __device__ void step_elems(const Op& op, const DevParam& t, int64_t begin, int64
     T* __restrict__ s2 = (T*)t.s2;
     uint32_t found = 0;
     if (c != nullptr) {
-        for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+        for (int64_t i = end - 1 - threadIdx.x; i >= begin; i -= blockDim.x)
             found |= t2d_step_elem<S, Op, NS, true, Write>(op, p, g, c, s0, s1, s2, i, lam);
     } else {
-        for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+        for (int64_t i = end - 1 - threadIdx.x; i >= begin; i -= blockDim.x)
             found |= t2d_step_elem<S, Op, NS, false, Write>(op, p, g, c, s0, s1, s2, i, lam);
     }
     if (!Write && found) atomicMin(bad, ti * 8 + T2D_NONFINITE_UPDATE);
@@ -692,7 +736,7 @@ __device__ void step_chunk(const DevParam& t, const t2d_optimizer& o, int64_t be
     }
 }
 
-// Pass 3 (!Write, half types only) and pass 4 (Write, skipped entirely when *bad is set).
+// Pass 2 (!Write, half types only) and pass 3 (Write, skipped entirely when *bad is set).
 template <bool Write>
 __global__ void step_update_kernel(const DevParam* __restrict__ table, int count, const double* __restrict__ lam,
                                    t2d_optimizer o, const t2d_step_scalars* sc, int* bad) {
@@ -700,17 +744,18 @@ __global__ void step_update_kernel(const DevParam* __restrict__ table, int count
     // while the flag is unset or holds its own kind, so that the lowest overflowing tensor is the one named)
     const int b = *(volatile int*)bad;
     if (b != kNoBad && (Write || b % 8 != T2D_NONFINITE_UPDATE)) return;
-    const int ti = block_row(table, count);
+    const int64_t chunk = update_block_chunk();
+    const int ti = chunk_row(table, count, chunk);
     const DevParam t = table[ti];
     if (!Write && !t2d_is_half(t.dtype)) return;
-    int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
+    int64_t begin = (chunk - t.first_chunk) * kCudaChunk;
     int64_t end = min(begin + kCudaChunk, t.numel);
     const double l = lam[ti];
     if (sc) o.lr = sc->lr;
     with_dtype(t.dtype, [&](auto s) { step_chunk<decltype(s), Write>(t, o, begin, end, l, ti, bad); });
 }
 
-// Pass 5, one block: the step counts, or the skipped step in the status.
+// Pass 4, one block: the step counts, or the skipped step in the status.
 __global__ void step_finalize_kernel(const DevParam* __restrict__ table, int count, const int* bad,
                                      const double* __restrict__ lam, double* __restrict__ lambdas_out,
                                      t2d_step_status* status) {
@@ -765,37 +810,29 @@ int32_t check_step_pointers(const t2d_param* params, int32_t count, const t2d_op
 }
 
 // Enqueues a fused step on stream: the table's copy from pinned memory (then copied, when not NULL, is recorded:
-// the pinned table may be rewritten once it has completed), the flag's reset and the passes (four, five with a
-// half-precision row) in the workspace laid out by layout. scalars, when not NULL, replace lr, g_constraint, alpha
-// and beta (read on the device).
-int32_t launch_step(const DevParam* h, int32_t count, int64_t chunks, const Workspace& layout, bool half,
-                    const t2d_optimizer& o,
-                    const void* g_value, int32_t g_value_dtype, double g_constraint, double alpha, double beta,
-                    const t2d_step_scalars* scalars, cudaStream_t stream, t2d_step_status* status, double* lambdas_out,
-                    void* workspace, cudaEvent_t copied) {
-    DevParam* d_table = (DevParam*)workspace;
-    double2* d_partials = layout.partials_in(workspace);
-    double* d_lam = layout.lam_in(workspace);
-    int* d_bad = layout.bad_in(workspace);
+// the pinned table may be rewritten once it has completed), the flag's reset and the passes (three, four with a
+// half-precision row) in the buffers d. lambda's lam and bad are set here; its scalars, when not NULL, replace lr,
+// g_constraint, alpha and beta (read on the device).
+int32_t launch_step(const DevParam* h, int32_t count, int64_t chunks, const Buffers& d, bool half, const t2d_optimizer& o,
+                    StepLambda lambda, t2d_step_status* status, double* lambdas_out, cudaStream_t stream,
+                    cudaEvent_t copied) {
+    DevParam* d_table = d.table<DevParam>();
+    lambda.lam = d.lam();
+    lambda.bad = d.bad();
     if (count > 0)
         T2D_CU(cudaMemcpyAsync(d_table, h, sizeof(DevParam) * (size_t)count, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
     if (copied) T2D_CU(cudaEventRecord(copied, stream), "cudaEventRecord");
-    T2D_CU(cudaMemsetAsync(d_bad, 0x7f, sizeof(int), stream), "cudaMemsetAsync");
-    if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_partials);
+    T2D_CU(cudaMemsetAsync(d.bad(), 0x7f, sizeof(int), stream), "cudaMemsetAsync");
+    if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.partials(), d.counters, lambda);
     T2D_CU(cudaGetLastError(), "step reduce kernel launch");
-    if (count > 0) {
-        unsigned warps_per_block = 4;
-        step_lambda_kernel<<<(unsigned)((count + warps_per_block - 1) / warps_per_block), 32 * warps_per_block, 0, stream>>>(
-            d_table, count, d_partials, g_value, g_value_dtype, g_constraint, alpha, beta, scalars, d_lam, d_bad);
-        T2D_CU(cudaGetLastError(), "step lambda kernel launch");
-    }
     if (half && chunks > 0) {
-        step_update_kernel<false><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam, o, scalars, d_bad);
+        step_update_kernel<false><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.lam(), o, lambda.sc, d.bad());
         T2D_CU(cudaGetLastError(), "step check kernel launch");
     }
-    if (chunks > 0) step_update_kernel<true><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d_lam, o, scalars, d_bad);
+    if (chunks > 0)
+        step_update_kernel<true><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.lam(), o, lambda.sc, d.bad());
     T2D_CU(cudaGetLastError(), "step update kernel launch");
-    step_finalize_kernel<<<1, kThreads, 0, stream>>>(d_table, count, d_bad, d_lam, lambdas_out, status);
+    step_finalize_kernel<<<1, kThreads, 0, stream>>>(d_table, count, d.bad(), d.lam(), lambdas_out, status);
     T2D_CU(cudaGetLastError(), "step finalize kernel launch");
     return T2D_OK;
 }
@@ -810,11 +847,10 @@ int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o
     if (rc != T2D_OK) return rc;
 
     const bool half = t2d_has_half(params, count);
+    const StepLambda lambda{g_value, g_value_dtype, g_constraint, alpha, beta, nullptr, nullptr, nullptr};
     return unplanned_call<DevParam>(device, stream, params, count,
-                                    [&](const DevParam* h, int64_t chunks, const Workspace& layout, void* workspace,
-                                        cudaEvent_t copied) {
-        return launch_step(h, count, chunks, layout, half, o, g_value, g_value_dtype, g_constraint, alpha, beta, nullptr,
-                           stream, status, lambdas_out, workspace, copied);
+                                    [&](const DevParam* h, int64_t chunks, const Buffers& d, cudaEvent_t copied) {
+        return launch_step(h, count, chunks, d, half, o, lambda, status, lambdas_out, stream, copied);
     });
 }
 
@@ -822,8 +858,7 @@ int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o
 // which a stream capture must not be the one to do).
 int32_t load_step_kernels() {
     cudaFuncAttributes a;
-    T2D_CU(cudaFuncGetAttributes(&a, reduce_kernel<DevParam>), "cudaFuncGetAttributes");
-    T2D_CU(cudaFuncGetAttributes(&a, step_lambda_kernel), "cudaFuncGetAttributes");
+    T2D_CU(cudaFuncGetAttributes(&a, reduce_kernel<DevParam, StepLambda>), "cudaFuncGetAttributes");
     T2D_CU(cudaFuncGetAttributes(&a, step_update_kernel<false>), "cudaFuncGetAttributes");
     T2D_CU(cudaFuncGetAttributes(&a, step_update_kernel<true>), "cudaFuncGetAttributes");
     T2D_CU(cudaFuncGetAttributes(&a, step_finalize_kernel), "cudaFuncGetAttributes");
@@ -833,13 +868,15 @@ int32_t load_step_kernels() {
 }  // namespace
 }  // namespace t2d
 
-// A plan (text2data.h): a pinned table and a device workspace sized once, owned by the caller.
+// A plan (text2data.h): a pinned table, a device workspace and counters sized once, owned by the caller.
 struct t2d_cuda_plan {
     int32_t device;
-    int32_t rows;         // at most this many rows per step
-    int64_t chunks;       // at most this many chunks per step
-    t2d::DevParam* host;  // pinned, rows entries
-    void* workspace;      // device memory, Workspace(sizeof(DevParam), rows, chunks).size bytes
+    int32_t rows;           // at most this many rows per step
+    int64_t chunks;         // at most this many chunks per step
+    t2d::Workspace layout;  // Workspace(sizeof(DevParam), rows, chunks): fits every step the plan takes
+    t2d::DevParam* host;    // pinned, rows entries
+    void* workspace;        // device memory, layout.size bytes
+    int* counters;          // device memory, rows entries (at least one), zero between steps
 };
 
 extern "C" int32_t t2d_cuda_available(void) {
@@ -901,10 +938,14 @@ extern "C" int32_t t2d_plan_create(const t2d_param* params, int32_t count, int32
     if (rc != T2D_OK) return rc;
     rc = t2d::load_step_kernels();
     if (rc != T2D_OK) return rc;
-    t2d_cuda_plan* plan = new (std::nothrow) t2d_cuda_plan{device, count, chunks, nullptr, nullptr};
+    const size_t rows = (size_t)std::max(count, 1);
+    t2d_cuda_plan* plan = new (std::nothrow)
+        t2d_cuda_plan{device, count, chunks, t2d::Workspace(sizeof(t2d::DevParam), count, chunks), nullptr, nullptr, nullptr};
     if (plan == nullptr) return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "out of host memory for a plan");
-    cudaError_t e = cudaHostAlloc((void**)&plan->host, sizeof(t2d::DevParam) * (size_t)std::max(count, 1), cudaHostAllocDefault);
-    if (e == cudaSuccess) e = cudaMalloc(&plan->workspace, t2d::Workspace(sizeof(t2d::DevParam), count, chunks).size);
+    cudaError_t e = cudaHostAlloc((void**)&plan->host, sizeof(t2d::DevParam) * rows, cudaHostAllocDefault);
+    if (e == cudaSuccess) e = cudaMalloc(&plan->workspace, plan->layout.size);
+    if (e == cudaSuccess) e = cudaMalloc((void**)&plan->counters, sizeof(int) * rows);
+    if (e == cudaSuccess) e = cudaMemset(plan->counters, 0, sizeof(int) * rows);
     if (e != cudaSuccess) {
         t2d_plan_destroy(plan);
         return t2d::cuda_fail(e, "allocating a plan");
@@ -918,6 +959,7 @@ extern "C" void t2d_plan_destroy(t2d_cuda_plan* plan) {
     t2d::DeviceGuard guard(plan->device);
     cudaDeviceSynchronize();  // no step enqueued with the plan may still read its memory
     if (plan->workspace) cudaFree(plan->workspace);
+    if (plan->counters) cudaFree(plan->counters);
     if (plan->host) cudaFreeHost(plan->host);
     cudaGetLastError();
     delete plan;
@@ -944,10 +986,10 @@ extern "C" int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* p
                                       scalars_device);
         if (rc != T2D_OK) return rc;
         t2d::fill_table(plan->host, params, count);
-        return t2d::launch_step(plan->host, count, chunks, t2d::Workspace(sizeof(t2d::DevParam), count, chunks),
-                                t2d_has_half(params, count), *optimizer, g_value_device,
-                                g_value_dtype, 0.0, 0.0, 0.0, scalars_device, (cudaStream_t)cuda_stream, status_device,
-                                nullptr, plan->workspace, nullptr);
+        const t2d::StepLambda lambda{g_value_device, g_value_dtype, 0.0, 0.0, 0.0, scalars_device, nullptr, nullptr};
+        return t2d::launch_step(plan->host, count, chunks, t2d::Buffers{plan->workspace, plan->layout, plan->counters},
+                                t2d_has_half(params, count), *optimizer, lambda, status_device, nullptr,
+                                (cudaStream_t)cuda_stream, nullptr);
     } catch (...) {
         return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "unexpected internal error");
     }
