@@ -14,8 +14,8 @@
 // (every block returns at once when the flag is set), and a one-block finalize that increments the step
 // counts or, when the step was skipped, records it in the caller's t2d_step_status. Three kernels (four with a
 // half-precision row), an async copy and a memset whatever the number of tensors; no host synchronisation at all.
-// Unplanned calls share per-device cached buffers (a ring of pinned tables, a stream-ordered workspace, the
-// counters: unplanned_call); t2d_step_cuda_planned uses a plan's own, made once by t2d_plan_create, so that the
+// Unplanned calls share per-device cached buffers (a ring of pinned tables, a stream-ordered workspace:
+// unplanned_call); t2d_step_cuda_planned uses a plan's own, made once by t2d_plan_create, so that the
 // step can be captured in a CUDA graph.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -315,8 +315,8 @@ struct StepLambda {
 // Pass 1 of the projection (Row = DevTensor, Lambda = ProjectionLambda) and of the fused step (DevParam, StepLambda):
 // per chunk, a projected row's (n, dot) partial sums (a fused step's row without constraint gradient is probed
 // instead: probe_chunk); then the last of a tensor's blocks to finish adds the tensor's partials in a fixed order
-// and computes its lam. counters holds one zero per row before the launch, and again after it (the last block
-// resets its tensor's).
+// and computes its lam. counters holds kNoBad per row before the launch (set with the flag word by the call's memset,
+// so that no launch depends on an earlier one having finished its count).
 template <typename Row, typename Lambda>
 __global__ void reduce_kernel(const Row* __restrict__ table, int count, double2* __restrict__ partials,
                               int* __restrict__ counters, Lambda lambda) {
@@ -326,7 +326,8 @@ __global__ void reduce_kernel(const Row* __restrict__ table, int count, double2*
     int64_t end = min(begin + kCudaChunk, t.numel);
     double2* out = partials + blockIdx.x;
     bool probe = false;
-    if constexpr (std::is_same<Row, DevParam>::value) probe = t.constraint == nullptr;  // a projection's rows always have one
+    // a projection's rows always have a constraint gradient
+    if constexpr (std::is_same<Row, DevParam>::value) probe = t.constraint == nullptr;
     with_dtype(t.dtype, [&](auto s) {
         using S = decltype(s);
         using T = typename S::T;
@@ -338,16 +339,14 @@ __global__ void reduce_kernel(const Row* __restrict__ table, int count, double2*
     __shared__ bool s_last;
     if (threadIdx.x == 0) {
         __threadfence();
-        s_last = atomicAdd(counters + ti, 1) == (int)(chunks_of(t.numel) - 1);
+        const unsigned done = (unsigned)atomicAdd(counters + ti, 1) - (unsigned)kNoBad;
+        s_last = done == (unsigned)(chunks_of(t.numel) - 1);
     }
     __syncthreads();
     if (!s_last || threadIdx.x >= 32) return;
     __threadfence();
     const double2 sums = tensor_sums(partials, t.first_chunk, t.numel, threadIdx.x);
-    if (threadIdx.x == 0) {
-        lambda(t, ti, sums.x, sums.y);
-        counters[ti] = 0;
-    }
+    if (threadIdx.x == 0) lambda(t, ti, sums.x, sums.y);
 }
 
 // One element of the update, in the precision the CPU path uses (S's math type: float for float and the half
@@ -411,10 +410,8 @@ constexpr int kRing = 4;
 struct DeviceState {
     std::mutex mutex;
     bool init = false;
-    void* d_buf = nullptr;  // [table | partials | lam | bad]
+    void* d_buf = nullptr;  // [table | partials | lam | bad | counters]
     size_t d_cap = 0;
-    int* d_counters = nullptr;  // reduce_kernel's counters, one per row, zero between calls
-    int32_t counters_cap = 0;
     cudaStream_t d_stream = nullptr;  // stream that last used d_buf
     cudaEvent_t done = nullptr;       // recorded after the last call's kernels
     bool has_done = false;
@@ -442,8 +439,9 @@ int32_t cuda_unavailable() { return fail(T2D_ERR_CUDA_UNAVAILABLE, "CUDA is not 
 
 size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
 
-// A call's device workspace [table | partials | lam | bad]: byte offsets, and the total size. row_bytes is the size
-// of one table row (DevTensor or DevParam); the table takes at least one row.
+// A call's device workspace [table | partials | lam | bad | counters]: byte offsets, and the total size. row_bytes is
+// the size of one table row (DevTensor or DevParam); the table and the counters (reduce_kernel's, one per row) take
+// at least one row. The flag word and the counters are set together, by one memset per call (flags_bytes).
 struct Workspace {
     size_t table, partials, lam, bad, size;
     Workspace(size_t row_bytes, int32_t count, int64_t chunks) {
@@ -452,24 +450,25 @@ struct Workspace {
         partials = align_up(table);
         lam = partials + align_up(sizeof(double2) * (size_t)chunks);
         bad = lam + align_up(sizeof(double) * rows);
-        size = bad + sizeof(int);
+        size = bad + sizeof(int) * (1 + rows);
     }
-    double2* partials_in(void* base) const { return (double2*)((char*)base + partials); }
-    double* lam_in(void* base) const { return (double*)((char*)base + lam); }
-    int* bad_in(void* base) const { return (int*)((char*)base + bad); }
+    size_t flags_bytes() const { return size - bad; }
 };
 
-// The device memory a call works in: a workspace laid out by layout, and reduce_kernel's counters (at least one per
-// row, all zero).
+// The device memory a call works in: a workspace laid out by layout.
 struct Buffers {
     void* workspace;
     Workspace layout;
-    int* counters;
     template <typename Row>
     Row* table() const { return (Row*)workspace; }
-    double2* partials() const { return layout.partials_in(workspace); }
-    double* lam() const { return layout.lam_in(workspace); }
-    int* bad() const { return layout.bad_in(workspace); }
+    double2* partials() const { return (double2*)((char*)workspace + layout.partials); }
+    double* lam() const { return (double*)((char*)workspace + layout.lam); }
+    int* bad() const { return (int*)((char*)workspace + layout.bad); }
+    int* counters() const { return bad() + 1; }
+    // the flag word and the counters to kNoBad, on stream (every call, before its reduction)
+    cudaError_t reset_flags(cudaStream_t stream) const {
+        return cudaMemsetAsync(bad(), 0x7f, layout.flags_bytes(), stream);
+    }
 };
 
 // The chunks of a call's rows (t2d_tensor or t2d_param); a launch takes one block each: check_chunks.
@@ -514,10 +513,8 @@ struct DeviceGuard {
 };
 
 // Takes the next free slot of the pinned host-table ring (at least table_bytes) and makes the device
-// workspace at least need bytes and the counters at least rows, ordered after the previous call's kernels on stream.
-// Call with st.mutex held.
-int32_t acquire(DeviceState& st, cudaStream_t stream, size_t table_bytes, size_t need, int32_t rows, int* slot_out,
-                void** host) {
+// workspace at least need bytes, ordered after the previous call's kernels on stream. Call with st.mutex held.
+int32_t acquire(DeviceState& st, cudaStream_t stream, size_t table_bytes, size_t need, int* slot_out, void** host) {
     if (!st.init) {
         T2D_CU(cudaEventCreateWithFlags(&st.done, cudaEventDisableTiming), "cudaEventCreate");
         for (int k = 0; k < kRing; k++)
@@ -557,15 +554,6 @@ int32_t acquire(DeviceState& st, cudaStream_t stream, size_t table_bytes, size_t
         size_t cap = need + need / 2;
         T2D_CU(cudaMallocAsync(&st.d_buf, cap, stream), "cudaMallocAsync");
         st.d_cap = cap;
-    }
-    if (st.counters_cap < rows) {  // zeroed once; every call leaves them zero
-        if (st.d_counters) T2D_CU(cudaFreeAsync(st.d_counters, stream), "cudaFreeAsync");
-        st.d_counters = nullptr;
-        st.counters_cap = 0;
-        int32_t cap = rows > INT32_MAX / 2 ? INT32_MAX : std::max(2 * rows, 256);
-        T2D_CU(cudaMallocAsync((void**)&st.d_counters, sizeof(int) * (size_t)cap, stream), "cudaMallocAsync");
-        T2D_CU(cudaMemsetAsync(st.d_counters, 0, sizeof(int) * (size_t)cap, stream), "cudaMemsetAsync");
-        st.counters_cap = cap;
     }
     *slot_out = slot;
     *host = st.h_table[slot];
@@ -620,10 +608,10 @@ int32_t unplanned_call(int32_t device, cudaStream_t stream, const Row* rows, int
     Workspace layout(sizeof(Dev), count, chunks);
     int slot = 0;
     void* hv = nullptr;
-    rc = acquire(st, stream, layout.table, layout.size, count, &slot, &hv);
+    rc = acquire(st, stream, layout.table, layout.size, &slot, &hv);
     if (rc != T2D_OK) return rc;
     fill_table((Dev*)hv, rows, count);
-    rc = launch((const Dev*)hv, chunks, Buffers{st.d_buf, layout, st.d_counters}, st.copied[slot]);
+    rc = launch((const Dev*)hv, chunks, Buffers{st.d_buf, layout}, st.copied[slot]);
     if (rc != T2D_OK) cudaEventRecord(st.copied[slot], stream);  // the table's copy may be enqueued, copied not
     st.has_copied[slot] = true;
     cudaError_t e = cudaEventRecord(st.done, stream);
@@ -638,9 +626,8 @@ int32_t unplanned_call(int32_t device, cudaStream_t stream, const Row* rows, int
     return e == cudaSuccess ? T2D_OK : cuda_fail(e, "cudaEventRecord");
 }
 
-// Enqueues a projection on stream: the table's copy from pinned memory (then copied is recorded), with
-// T2D_CHECK_FINITE the flag's reset, the reduction (which ends in lam: lambda, whose lam and bad are set here) and the
-// update.
+// Enqueues a projection on stream: the table's copy from pinned memory (then copied is recorded), the flag's and
+// counters' reset, the reduction (which ends in lam: lambda, whose lam and bad are set here) and the update.
 int32_t launch_projection(const DevTensor* h, int32_t count, int64_t chunks, const Buffers& d, ProjectionLambda lambda,
                           cudaStream_t stream, cudaEvent_t copied) {
     DevTensor* d_table = d.table<DevTensor>();
@@ -648,8 +635,8 @@ int32_t launch_projection(const DevTensor* h, int32_t count, int64_t chunks, con
     lambda.bad = d.bad();
     T2D_CU(cudaMemcpyAsync(d_table, h, sizeof(DevTensor) * (size_t)count, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
     T2D_CU(cudaEventRecord(copied, stream), "cudaEventRecord");
-    if (lambda.check) T2D_CU(cudaMemsetAsync(d.bad(), 0x7f, sizeof(int), stream), "cudaMemsetAsync");
-    if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.partials(), d.counters, lambda);
+    T2D_CU(d.reset_flags(stream), "cudaMemsetAsync");
+    if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.partials(), d.counters(), lambda);
     T2D_CU(cudaGetLastError(), "reduce kernel launch");
     if (chunks > 0) update_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.lam(), lambda.check ? d.bad() : nullptr);
     T2D_CU(cudaGetLastError(), "update kernel launch");
@@ -810,8 +797,8 @@ int32_t check_step_pointers(const t2d_param* params, int32_t count, const t2d_op
 }
 
 // Enqueues a fused step on stream: the table's copy from pinned memory (then copied, when not NULL, is recorded:
-// the pinned table may be rewritten once it has completed), the flag's reset and the passes (three, four with a
-// half-precision row) in the buffers d. lambda's lam and bad are set here; its scalars, when not NULL, replace lr,
+// the pinned table may be rewritten once it has completed), the flag's and counters' reset and the passes (three,
+// four with a half-precision row) in the buffers d. lambda's lam and bad are set here; its scalars, when not NULL, replace lr,
 // g_constraint, alpha and beta (read on the device).
 int32_t launch_step(const DevParam* h, int32_t count, int64_t chunks, const Buffers& d, bool half, const t2d_optimizer& o,
                     StepLambda lambda, t2d_step_status* status, double* lambdas_out, cudaStream_t stream,
@@ -822,8 +809,8 @@ int32_t launch_step(const DevParam* h, int32_t count, int64_t chunks, const Buff
     if (count > 0)
         T2D_CU(cudaMemcpyAsync(d_table, h, sizeof(DevParam) * (size_t)count, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
     if (copied) T2D_CU(cudaEventRecord(copied, stream), "cudaEventRecord");
-    T2D_CU(cudaMemsetAsync(d.bad(), 0x7f, sizeof(int), stream), "cudaMemsetAsync");
-    if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.partials(), d.counters, lambda);
+    T2D_CU(d.reset_flags(stream), "cudaMemsetAsync");
+    if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.partials(), d.counters(), lambda);
     T2D_CU(cudaGetLastError(), "step reduce kernel launch");
     if (half && chunks > 0) {
         step_update_kernel<false><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.lam(), o, lambda.sc, d.bad());
@@ -868,7 +855,7 @@ int32_t load_step_kernels() {
 }  // namespace
 }  // namespace t2d
 
-// A plan (text2data.h): a pinned table, a device workspace and counters sized once, owned by the caller.
+// A plan (text2data.h): a pinned table and a device workspace sized once, owned by the caller.
 struct t2d_cuda_plan {
     int32_t device;
     int32_t rows;           // at most this many rows per step
@@ -876,7 +863,6 @@ struct t2d_cuda_plan {
     t2d::Workspace layout;  // Workspace(sizeof(DevParam), rows, chunks): fits every step the plan takes
     t2d::DevParam* host;    // pinned, rows entries
     void* workspace;        // device memory, layout.size bytes
-    int* counters;          // device memory, rows entries (at least one), zero between steps
 };
 
 extern "C" int32_t t2d_cuda_available(void) {
@@ -940,12 +926,10 @@ extern "C" int32_t t2d_plan_create(const t2d_param* params, int32_t count, int32
     if (rc != T2D_OK) return rc;
     const size_t rows = (size_t)std::max(count, 1);
     t2d_cuda_plan* plan = new (std::nothrow)
-        t2d_cuda_plan{device, count, chunks, t2d::Workspace(sizeof(t2d::DevParam), count, chunks), nullptr, nullptr, nullptr};
+        t2d_cuda_plan{device, count, chunks, t2d::Workspace(sizeof(t2d::DevParam), count, chunks), nullptr, nullptr};
     if (plan == nullptr) return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "out of host memory for a plan");
     cudaError_t e = cudaHostAlloc((void**)&plan->host, sizeof(t2d::DevParam) * rows, cudaHostAllocDefault);
     if (e == cudaSuccess) e = cudaMalloc(&plan->workspace, plan->layout.size);
-    if (e == cudaSuccess) e = cudaMalloc((void**)&plan->counters, sizeof(int) * rows);
-    if (e == cudaSuccess) e = cudaMemset(plan->counters, 0, sizeof(int) * rows);
     if (e != cudaSuccess) {
         t2d_plan_destroy(plan);
         return t2d::cuda_fail(e, "allocating a plan");
@@ -959,7 +943,6 @@ extern "C" void t2d_plan_destroy(t2d_cuda_plan* plan) {
     t2d::DeviceGuard guard(plan->device);
     cudaDeviceSynchronize();  // no step enqueued with the plan may still read its memory
     if (plan->workspace) cudaFree(plan->workspace);
-    if (plan->counters) cudaFree(plan->counters);
     if (plan->host) cudaFreeHost(plan->host);
     cudaGetLastError();
     delete plan;
@@ -987,7 +970,7 @@ extern "C" int32_t t2d_step_cuda_planned(t2d_cuda_plan* plan, const t2d_param* p
         if (rc != T2D_OK) return rc;
         t2d::fill_table(plan->host, params, count);
         const t2d::StepLambda lambda{g_value_device, g_value_dtype, 0.0, 0.0, 0.0, scalars_device, nullptr, nullptr};
-        return t2d::launch_step(plan->host, count, chunks, t2d::Buffers{plan->workspace, plan->layout, plan->counters},
+        return t2d::launch_step(plan->host, count, chunks, t2d::Buffers{plan->workspace, plan->layout},
                                 t2d_has_half(params, count), *optimizer, lambda, status_device, nullptr,
                                 (cudaStream_t)cuda_stream, nullptr);
     } catch (...) {
