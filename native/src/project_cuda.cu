@@ -982,6 +982,7 @@ extern "C" int32_t t2d_graph_capture_begin(void* cuda_stream) {
     t2d::clear_error();
     int32_t rc = t2d::validate_capture_begin(cuda_stream);
     if (rc != T2D_OK) return rc;
+    if (!t2d_cuda_available()) return t2d::cuda_unavailable();
     cudaError_t e = cudaStreamBeginCapture((cudaStream_t)cuda_stream, cudaStreamCaptureModeGlobal);
     return e == cudaSuccess ? T2D_OK : t2d::cuda_fail(e, "cudaStreamBeginCapture");
 }
@@ -990,6 +991,7 @@ extern "C" int32_t t2d_graph_capture_end(void* cuda_stream, void** graph_exec_ou
     t2d::clear_error();
     int32_t rc = t2d::validate_capture_end(cuda_stream, graph_exec_out);
     if (rc != T2D_OK) return rc;
+    if (!t2d_cuda_available()) return t2d::cuda_unavailable();
     cudaGraph_t graph = nullptr;
     cudaError_t e = cudaStreamEndCapture((cudaStream_t)cuda_stream, &graph);
     if (e != cudaSuccess) {
@@ -1013,6 +1015,7 @@ extern "C" int32_t t2d_graph_launch(void* graph_exec, void* cuda_stream) {
     t2d::clear_error();
     int32_t rc = t2d::validate_graph_launch(graph_exec);
     if (rc != T2D_OK) return rc;
+    if (!t2d_cuda_available()) return t2d::cuda_unavailable();
     cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph_exec, (cudaStream_t)cuda_stream);
     return e == cudaSuccess ? T2D_OK : t2d::cuda_fail(e, "cudaGraphLaunch");
 }

@@ -673,6 +673,17 @@ static void test_plan_errors() {
     CHECK(rc == T2D_ERR_NULL_POINTER && exec == nullptr, "capture_end without a stream: rc %d %s", rc, t2d_last_error());
     rc = t2d_graph_launch(nullptr, nullptr);
     CHECK(rc == T2D_ERR_NULL_POINTER, "launch of NULL: rc %d %s", rc, t2d_last_error());
+    if (!t2d_cuda_available()) {  // well-formed arguments (never used: nothing to capture or launch without a GPU)
+        void* stream = &row;
+        int32_t none = t2d_cuda_built() ? T2D_ERR_CUDA_UNAVAILABLE : T2D_ERR_CUDA_NOT_BUILT;
+        rc = t2d_graph_capture_begin(stream);
+        CHECK(rc == none, "capture_begin without a GPU: rc %d %s", rc, t2d_last_error());
+        exec = &row;
+        rc = t2d_graph_capture_end(stream, &exec);
+        CHECK(rc == none && exec == nullptr, "capture_end without a GPU: rc %d %s", rc, t2d_last_error());
+        rc = t2d_graph_launch(stream, stream);
+        CHECK(rc == none, "launch without a GPU: rc %d %s", rc, t2d_last_error());
+    }
     t2d_graph_destroy(nullptr);
     t2d_plan_destroy(nullptr);
 }
