@@ -346,6 +346,11 @@ if rounds > 1:
         c = by_round(per(r, "captured"), per(q, "graphed"))
         print(f"  {name}: Java fused / Python fused-Adam plain {' '.join(f'{x:.3f}' for x in f)}; "
               f"captured / graphed {' '.join(f'{x:.3f}' for x in c)}")
+if any("passes-2threads" in r for r in j["workloads"].values()):
+    print("\nthe two passes alone (torch::autograd::grad), at the same time on two threads over in turn: below about 0.85, "
+          "concurrent passes would pay on this device too (Constraint.setConcurrentPasses runs on the CPU only)")
+    for name, r in j["workloads"].items():
+        print(f"  {name}: {m(r, 'passes-2threads') / m(r, 'passes'):.3f} ({m(r, 'passes-2threads'):.3f} / {m(r, 'passes'):.3f} ms)")
 EOF
     fi
 

@@ -9,11 +9,17 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 
 import com.google.gson.GsonBuilder;
 import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.BoolOptional;
 import org.bytedeco.pytorch.Device;
 import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
 import org.text2data.CapturedStep;
 import org.text2data.Constraint;
@@ -35,7 +41,12 @@ import org.text2data.engine.Engines;
  *   <li>{@code captured}: on CUDA with the fused engine, {@link CapturedStep#replay} of runStep captured as a CUDA
  *       graph (skipped, with the reason, where the capture fails, and with {@code --no-captured});</li>
  *   <li>{@code plain}: zero the gradients, unconditional and conditional forward/backward, the base Adam step
- *       (no constraint): the floor of {@code runStep}, as {@code bench/python/bench_ref.py}'s baseline.</li>
+ *       (no constraint): the floor of {@code runStep}, as {@code bench/python/bench_ref.py}'s baseline;</li>
+ *   <li>{@code passes} and {@code passes-2threads}: the two forward/backward passes alone
+ *       ({@code torch::autograd::grad}, no optimizer), in turn on this thread, and at the same time, the
+ *       unconditional one on a second thread (the question behind {@link Constraint#setConcurrentPasses}, which
+ *       runs on the CPU only: on CUDA libtorch runs every backward on one device thread, so only the forwards
+ *       could overlap; skipped with {@code --no-passes}).</li>
  * </ul>
  * As {@code bench_ref.py}: Adam lr 1e-3, MSE, float32, {@code gConstraint} = 0.9 x the initial unconditional
  * loss, each mode on its own copy of the initial weights ({@code $T2D_BENCH_WEIGHTS}, written by
@@ -44,6 +55,7 @@ import org.text2data.engine.Engines;
  *
  * <pre>
  * GpuStepBench [--device cuda|cpu] [--workloads a,b] [--warmup K] [--iters M | --budget SEC] [--json FILE]
+ *              [--no-captured] [--no-passes]
  * GpuStepBench --info        # Java, libtorch build, CUDA (or why not), the fused engine
  * </pre>
  */
@@ -70,6 +82,7 @@ public final class GpuStepBench {
         double budget = 2.0;
         Path json = null;
         boolean withCaptured = true;
+        boolean withPasses = true;
         if (args.length == 1 && args[0].equals("--info")) {
             info();
             return;
@@ -85,6 +98,7 @@ public final class GpuStepBench {
                 case "--budget" -> { budget = Double.parseDouble(v); i++; }
                 case "--json" -> { json = Path.of(v); i++; }
                 case "--no-captured" -> withCaptured = false;
+                case "--no-passes" -> withPasses = false;
                 default -> throw new IllegalArgumentException("unknown option " + a
                         + " (--device, --workloads, --warmup, --iters, --budget, --json, --no-captured)");
             }
@@ -144,12 +158,18 @@ public final class GpuStepBench {
             Constraint base = new Constraint(w.params(), OptimizerSpec.adam(Workloads.LR), 1.0, 1.0, Engine.PLAIN);
             open.add(base);
             modes.put("plain", () -> w.plainStep(base));
+            if (withPasses) {
+                Passes passes = new Passes(onDevice(Workloads.load(name), device));
+                open.add(passes);
+                modes.put("passes", passes::inTurn);
+                modes.put("passes-2threads", passes::atOnce);
+            }
             System.out.printf(Locale.ROOT, "%s: %d parameter tensors, %d parameters, data %s%n", name, tensors,
                     params, Arrays.toString(w.data().shape()));
             Map<String, Map<String, Object>> res = time(modes, warmup, iters, budget, cuda);
             for (Map.Entry<String, Map<String, Object>> e : res.entrySet()) {
                 Map<String, Object> r = e.getValue();
-                System.out.printf(Locale.ROOT, "  %-14s median %9.3f ms  [min %.3f, p25 %.3f, p75 %.3f, max %.3f]  n=%d%n",
+                System.out.printf(Locale.ROOT, "  %-16s median %9.3f ms  [min %.3f, p25 %.3f, p75 %.3f, max %.3f]  n=%d%n",
                         e.getKey(), r.get("median_ms"), r.get("min_ms"), r.get("p25_ms"), r.get("p75_ms"),
                         r.get("max_ms"), r.get("iters"));
             }
@@ -160,6 +180,10 @@ public final class GpuStepBench {
             if (res.containsKey("captured")) {
                 System.out.printf(Locale.ROOT, "  captured / plain = %.3f%n",
                         (double) res.get("captured").get("median_ms") / (double) res.get("plain").get("median_ms"));
+            }
+            if (res.containsKey("passes-2threads")) {
+                System.out.printf(Locale.ROOT, "  passes-2threads / passes = %.3f%n",
+                        (double) res.get("passes-2threads").get("median_ms") / (double) res.get("passes").get("median_ms"));
             }
             Map<String, Object> entry = new LinkedHashMap<>();
             entry.put("param_tensors", tensors);
@@ -200,6 +224,57 @@ public final class GpuStepBench {
                     System.out.println("fused engine on cuda: " + opt.engineName());
                 }
             }
+        }
+    }
+
+    /**
+     * The two passes of a step without the rest: each computes its loss's gradients with respect to the parameters
+     * ({@code torch::autograd::grad}, as {@code Constraint.setConcurrentPasses} does), and they are dropped. On a
+     * second thread, the unconditional pass launches onto that thread's current stream: the default stream, as on
+     * this one (the benchmark changes no stream).
+     */
+    private static final class Passes implements AutoCloseable {
+        private final Workloads.Workload w;
+        private final TensorVector inputs;
+        private final ExecutorService worker = Executors.newSingleThreadExecutor(r -> {
+            Thread t = new Thread(null, r, "bench-unconditional-pass", 8L << 20);
+            t.setDaemon(true);
+            return t;
+        });
+
+        Passes(Workloads.Workload w) {
+            this.w = w;
+            this.inputs = new TensorVector(w.params().values().toArray(new Tensor[0]));
+        }
+
+        private void pass(Tensor cond) {
+            try (PointerScope scope = new PointerScope()) {
+                Tensor l = Loss.MSE.apply(w.model().forward(w.data(), cond), w.label());
+                torch.grad(new TensorVector(l), inputs, new TensorVector(), new BoolOptional(), false, true);
+            }
+        }
+
+        void inTurn() {
+            pass(null);
+            pass(w.cond());
+        }
+
+        void atOnce() {
+            Future<?> f = worker.submit(() -> pass(null));
+            pass(w.cond());
+            try {
+                f.get();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("interrupted", e);
+            } catch (ExecutionException e) {
+                throw new IllegalStateException("the unconditional pass failed: " + e.getCause(), e.getCause());
+            }
+        }
+
+        @Override
+        public void close() {
+            worker.shutdownNow();
         }
     }
 
