@@ -164,10 +164,14 @@ __device__ __forceinline__ int chunk_row(const Table* table, int count, int64_t 
     return s_t;
 }
 
-// The chunk of an update kernel's block: the chunks in the reverse of the reduction's order (its block b takes
-// chunk b), and each chunk walked from its end (update_chunk, step_elems). What the reduction read last is what the
-// update reads first: on a list larger than the L2 cache, part of the second read of g and c comes from there.
-__device__ __forceinline__ int64_t update_block_chunk() { return (int64_t)gridDim.x - 1 - blockIdx.x; }
+// The chunk of a block of a pass over the chunks after the reduction (whose block b takes chunk b, walked forwards):
+// a pass takes the chunks, and walks each, in the reverse of the order of the pass before it (update_chunk,
+// step_elems). What the pass before read last is what this one reads first: on a list larger than the L2 cache, part
+// of the second read of g and c comes from there.
+template <bool Reverse>
+__device__ __forceinline__ int64_t pass_chunk() {
+    return Reverse ? (int64_t)gridDim.x - 1 - blockIdx.x : (int64_t)blockIdx.x;
+}
 
 template <typename A>
 __device__ __forceinline__ A warp_sum(A v) {
@@ -357,7 +361,7 @@ __device__ __forceinline__ typename S::T update_elem(typename S::T g, typename S
     return S::st(S::proj(S::ld(g), S::ld(c), lam));
 }
 
-// g += lam * c over [begin, end), walked from the end (update_block_chunk).
+// g += lam * c over [begin, end), walked from the end (pass_chunk: the reduction went forwards).
 template <typename S>
 __device__ void update_chunk(typename S::T* __restrict__ g, const typename S::T* __restrict__ c, int64_t begin,
                              int64_t end, typename S::M lam) {
@@ -389,7 +393,7 @@ __device__ void update_chunk(typename S::T* __restrict__ g, const typename S::T*
 __global__ void update_kernel(const DevTensor* __restrict__ table, int count, const double* __restrict__ lam,
                               const int* bad) {
     if (bad != nullptr && *bad != kNoBad) return;  // T2D_CHECK_FINITE found a non-finite tensor: nothing is written
-    const int64_t chunk = update_block_chunk();
+    const int64_t chunk = pass_chunk<true>();
     const int ti = chunk_row(table, count, chunk);
     const double l = lam[ti];
     if (l == 0.0) return;
@@ -687,8 +691,8 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
 // ---------------------------------------------------------------- fused optimizer step
 
 // One chunk of the update (Write) or of its check (!Write: nothing stored, a non-finite value to store flags
-// the tensor), walked from its end (update_block_chunk). The same functors as the CPU path (t2d_optim.h).
-template <typename S, typename Op, int NS, bool Write>
+// the tensor), walked from its end when Reverse (pass_chunk). The same functors as the CPU path (t2d_optim.h).
+template <typename S, typename Op, int NS, bool Write, bool Reverse>
 __device__ void step_elems(const Op& op, const DevParam& t, int64_t begin, int64_t end, typename S::M lam, int ti,
                            int* bad) {
     using T = typename S::T;
@@ -700,38 +704,44 @@ __device__ void step_elems(const Op& op, const DevParam& t, int64_t begin, int64
     T* __restrict__ s1 = (T*)t.s1;
     T* __restrict__ s2 = (T*)t.s2;
     uint32_t found = 0;
+    auto walk = [&](auto&& elem) {
+        if constexpr (Reverse) {
+            for (int64_t i = end - 1 - threadIdx.x; i >= begin; i -= blockDim.x) elem(i);
+        } else {
+            for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) elem(i);
+        }
+    };
     if (c != nullptr) {
-        for (int64_t i = end - 1 - threadIdx.x; i >= begin; i -= blockDim.x)
-            found |= t2d_step_elem<S, Op, NS, true, Write>(op, p, g, c, s0, s1, s2, i, lam);
+        walk([&](int64_t i) { found |= t2d_step_elem<S, Op, NS, true, Write>(op, p, g, c, s0, s1, s2, i, lam); });
     } else {
-        for (int64_t i = end - 1 - threadIdx.x; i >= begin; i -= blockDim.x)
-            found |= t2d_step_elem<S, Op, NS, false, Write>(op, p, g, c, s0, s1, s2, i, lam);
+        walk([&](int64_t i) { found |= t2d_step_elem<S, Op, NS, false, Write>(op, p, g, c, s0, s1, s2, i, lam); });
     }
     if (!Write && found) atomicMin(bad, ti * 8 + T2D_NONFINITE_UPDATE);
 }
 
-template <typename S, bool Write>
+template <typename S, bool Write, bool Reverse>
 __device__ void step_chunk(const DevParam& t, const t2d_optimizer& o, int64_t begin, int64_t end, double lam, int ti,
                            int* bad) {
     using M = typename S::M;
     int64_t step = *t.step + 1;
     switch (t2d_state_count(o)) {
-        case 0: step_elems<S, T2dSgdOp<M>, 0, Write>(T2dSgdOp<M>::make(o, step), t, begin, end, (M)lam, ti, bad); break;
-        case 1: step_elems<S, T2dSgdOp<M>, 1, Write>(T2dSgdOp<M>::make(o, step), t, begin, end, (M)lam, ti, bad); break;
-        case 2: step_elems<S, T2dAdamOp<M>, 2, Write>(T2dAdamOp<M>::make(o, step), t, begin, end, (M)lam, ti, bad); break;
-        default: step_elems<S, T2dAdamOp<M>, 3, Write>(T2dAdamOp<M>::make(o, step), t, begin, end, (M)lam, ti, bad); break;
+        case 0: step_elems<S, T2dSgdOp<M>, 0, Write, Reverse>(T2dSgdOp<M>::make(o, step), t, begin, end, (M)lam, ti, bad); break;
+        case 1: step_elems<S, T2dSgdOp<M>, 1, Write, Reverse>(T2dSgdOp<M>::make(o, step), t, begin, end, (M)lam, ti, bad); break;
+        case 2: step_elems<S, T2dAdamOp<M>, 2, Write, Reverse>(T2dAdamOp<M>::make(o, step), t, begin, end, (M)lam, ti, bad); break;
+        default: step_elems<S, T2dAdamOp<M>, 3, Write, Reverse>(T2dAdamOp<M>::make(o, step), t, begin, end, (M)lam, ti, bad); break;
     }
 }
 
-// Pass 2 (!Write, half types only) and pass 3 (Write, skipped entirely when *bad is set).
-template <bool Write>
+// Pass 2 (!Write, half types only) and pass 3 (Write, skipped entirely when *bad is set); Reverse: the chunks in the
+// reverse of the pass before's order (pass_chunk).
+template <bool Write, bool Reverse>
 __global__ void step_update_kernel(const DevParam* __restrict__ table, int count, const double* __restrict__ lam,
                                    t2d_optimizer o, const t2d_step_scalars* sc, int* bad) {
     // a step already refused by an earlier pass: nothing to write, nothing to check (the check pass goes on only
     // while the flag is unset or holds its own kind, so that the lowest overflowing tensor is the one named)
     const int b = *(volatile int*)bad;
     if (b != kNoBad && (Write || b % 8 != T2D_NONFINITE_UPDATE)) return;
-    const int64_t chunk = update_block_chunk();
+    const int64_t chunk = pass_chunk<Reverse>();
     const int ti = chunk_row(table, count, chunk);
     const DevParam t = table[ti];
     if (!Write && !t2d_is_half(t.dtype)) return;
@@ -739,7 +749,7 @@ __global__ void step_update_kernel(const DevParam* __restrict__ table, int count
     int64_t end = min(begin + kCudaChunk, t.numel);
     const double l = lam[ti];
     if (sc) o.lr = sc->lr;
-    with_dtype(t.dtype, [&](auto s) { step_chunk<decltype(s), Write>(t, o, begin, end, l, ti, bad); });
+    with_dtype(t.dtype, [&](auto s) { step_chunk<decltype(s), Write, Reverse>(t, o, begin, end, l, ti, bad); });
 }
 
 // Pass 4, one block: the step counts, or the skipped step in the status.
@@ -812,12 +822,18 @@ int32_t launch_step(const DevParam* h, int32_t count, int64_t chunks, const Buff
     T2D_CU(d.reset_flags(stream), "cudaMemsetAsync");
     if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.partials(), d.counters(), lambda);
     T2D_CU(cudaGetLastError(), "step reduce kernel launch");
+    // each pass over the chunks walks them opposite to the pass before: reduction forwards, then the check pass (half
+    // types) backwards, the update forwards; or, without a check pass, the update backwards
     if (half && chunks > 0) {
-        step_update_kernel<false><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.lam(), o, lambda.sc, d.bad());
+        step_update_kernel<false, true><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.lam(), o, lambda.sc,
+                                                                                  d.bad());
         T2D_CU(cudaGetLastError(), "step check kernel launch");
+        step_update_kernel<true, false><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.lam(), o, lambda.sc,
+                                                                                  d.bad());
+    } else if (chunks > 0) {
+        step_update_kernel<true, true><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.lam(), o, lambda.sc,
+                                                                                 d.bad());
     }
-    if (chunks > 0)
-        step_update_kernel<true><<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.lam(), o, lambda.sc, d.bad());
     T2D_CU(cudaGetLastError(), "step update kernel launch");
     step_finalize_kernel<<<1, kThreads, 0, stream>>>(d_table, count, d.bad(), d.lam(), lambdas_out, status);
     T2D_CU(cudaGetLastError(), "step finalize kernel launch");
@@ -846,8 +862,9 @@ int32_t step_cuda(const t2d_param* params, int32_t count, const t2d_optimizer& o
 int32_t load_step_kernels() {
     cudaFuncAttributes a;
     T2D_CU(cudaFuncGetAttributes(&a, reduce_kernel<DevParam, StepLambda>), "cudaFuncGetAttributes");
-    T2D_CU(cudaFuncGetAttributes(&a, step_update_kernel<false>), "cudaFuncGetAttributes");
-    T2D_CU(cudaFuncGetAttributes(&a, step_update_kernel<true>), "cudaFuncGetAttributes");
+    T2D_CU(cudaFuncGetAttributes(&a, step_update_kernel<false, true>), "cudaFuncGetAttributes");
+    T2D_CU(cudaFuncGetAttributes(&a, step_update_kernel<true, false>), "cudaFuncGetAttributes");
+    T2D_CU(cudaFuncGetAttributes(&a, step_update_kernel<true, true>), "cudaFuncGetAttributes");
     T2D_CU(cudaFuncGetAttributes(&a, step_finalize_kernel), "cudaFuncGetAttributes");
     return T2D_OK;
 }
