@@ -678,11 +678,20 @@ public final class FusedEngine implements ProjectionEngine {
      * @return the scalars
      */
     public Tensor newStepScalars() {
+        return retainedZeros(new long[] {t2d_step_scalars.sizeof() / Double.BYTES}, torch.ScalarType.Double);
+    }
+
+    /**
+     * A zero tensor on the parameters' device, of {@code dtype} (null: the first parameter's), whose reference the
+     * caller owns.
+     */
+    private Tensor retainedZeros(long[] shape, torch.ScalarType dtype) {
         try (PointerScope scope = new PointerScope()) {
-            Tensor s = params[0].detach().new_zeros(new long[] {t2d_step_scalars.sizeof() / Double.BYTES},
-                    new org.bytedeco.pytorch.TensorOptions(torch.ScalarType.Double));
-            s.retainReference();
-            return s;
+            Tensor p = params[0].detach();
+            Tensor z = dtype == null ? p.new_zeros(shape)
+                    : p.new_zeros(shape, new org.bytedeco.pytorch.TensorOptions(dtype));
+            z.retainReference();
+            return z;
         }
     }
 
@@ -740,9 +749,7 @@ public final class FusedEngine implements ProjectionEngine {
     /** CUDA: the zero loss handed to steps that project nothing (they read no gValue), made once. */
     private Tensor zeroLoss() {
         if (zeroLoss == null) {
-            Tensor z = params[0].detach().new_zeros(new long[0]);
-            z.retainReference();
-            zeroLoss = z;
+            zeroLoss = retainedZeros(new long[0], null);
         }
         return zeroLoss;
     }
@@ -796,10 +803,7 @@ public final class FusedEngine implements ProjectionEngine {
     /** The device address of the CUDA step status, created (zeroed) at the first call. */
     private long statusAddress() {
         if (stepStatus == null) {
-            Tensor s = params[0].detach().new_zeros(new long[] {t2d_step_status.sizeof() / 8},
-                    new org.bytedeco.pytorch.TensorOptions(torch.ScalarType.Long));
-            s.retainReference();
-            stepStatus = s;
+            stepStatus = retainedZeros(new long[] {t2d_step_status.sizeof() / Long.BYTES}, torch.ScalarType.Long);
         }
         return dataAddress(stepStatus);
     }
