@@ -263,17 +263,20 @@ EOF
             echo "python with a CUDA torch: not here; the Java side runs alone, from libtorch's seeded weights"
         fi
     }
+    java_bench() {  # round, then extra GpuStepBench options
+        local r=$1; shift
+        echo "+ GpuStepBench --device $dev --workloads $WORKLOADS ${jargs[*]} $*"
+        T2D_EXTRA_CP="$BUNDLE/bench" T2D_BENCH_WEIGHTS="$weights" timeout 900 "$J" org.text2data.bench.GpuStepBench \
+            --device $dev --workloads "$WORKLOADS" "${jargs[@]}" --json "$D/rounds/java-$r.json" "$@"
+    }
     time_java() {
         local r=$1
-        echo "+ GpuStepBench --device $dev --workloads $WORKLOADS ${jargs[*]} ${captured_args[*]}"
-        if T2D_EXTRA_CP="$BUNDLE/bench" T2D_BENCH_WEIGHTS="$weights" timeout 900 "$J" org.text2data.bench.GpuStepBench \
-                --device $dev --workloads "$WORKLOADS" "${jargs[@]}" --json "$D/rounds/java-$r.json" "${captured_args[@]}"; then
+        if java_bench "$r" "${captured_args[@]}"; then
             ok "java: runStep and the plain two-pass timed on $dev (round $r)"
         elif [ ${#captured_args[@]} = 0 ]; then
             bad "java: GpuStepBench failed; again without the captured step, in this round and the next ones (round $r)"
             captured_args=(--no-captured)
-            if T2D_EXTRA_CP="$BUNDLE/bench" T2D_BENCH_WEIGHTS="$weights" timeout 900 "$J" org.text2data.bench.GpuStepBench \
-                    --device $dev --workloads "$WORKLOADS" "${jargs[@]}" --json "$D/rounds/java-$r.json" --no-captured; then
+            if java_bench "$r" "${captured_args[@]}"; then
                 ok "java: runStep and the plain two-pass timed on $dev (without the captured step, round $r)"
             else
                 bad "java: GpuStepBench failed without the captured step too (round $r)"
