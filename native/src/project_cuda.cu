@@ -435,6 +435,16 @@ int32_t cuda_fail(cudaError_t e, const char* what) {
 
 int32_t cuda_unavailable() { return fail(T2D_ERR_CUDA_UNAVAILABLE, "CUDA is not available (no driver or no device)"); }
 
+// cuda_fail, except that no driver or no device is T2D_ERR_CUDA_UNAVAILABLE, as the entry points that ask first say
+// it (for the graph calls, which do not ask: one of them runs inside a capture, the other once per replay)
+int32_t cuda_call_fail(cudaError_t e, const char* what) {
+    if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || e == cudaErrorStubLibrary) {
+        cudaGetLastError();
+        return cuda_unavailable();
+    }
+    return cuda_fail(e, what);
+}
+
 #define T2D_CU(call, what)                              \
     do {                                                \
         cudaError_t e_ = (call);                        \
@@ -1008,12 +1018,11 @@ extern "C" int32_t t2d_graph_capture_end(void* cuda_stream, void** graph_exec_ou
     t2d::clear_error();
     int32_t rc = t2d::validate_capture_end(cuda_stream, graph_exec_out);
     if (rc != T2D_OK) return rc;
-    if (!t2d_cuda_available()) return t2d::cuda_unavailable();
     cudaGraph_t graph = nullptr;
     cudaError_t e = cudaStreamEndCapture((cudaStream_t)cuda_stream, &graph);
     if (e != cudaSuccess) {
         if (graph) cudaGraphDestroy(graph);
-        return t2d::cuda_fail(e, "cudaStreamEndCapture (something in the captured work was not capturable)");
+        return t2d::cuda_call_fail(e, "cudaStreamEndCapture (something in the captured work was not capturable)");
     }
     if (graph == nullptr) return t2d::fail(T2D_ERR_CUDA, "the capture produced no graph");
     if (graph_exec_out == nullptr) {
@@ -1032,9 +1041,8 @@ extern "C" int32_t t2d_graph_launch(void* graph_exec, void* cuda_stream) {
     t2d::clear_error();
     int32_t rc = t2d::validate_graph_launch(graph_exec);
     if (rc != T2D_OK) return rc;
-    if (!t2d_cuda_available()) return t2d::cuda_unavailable();
     cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph_exec, (cudaStream_t)cuda_stream);
-    return e == cudaSuccess ? T2D_OK : t2d::cuda_fail(e, "cudaGraphLaunch");
+    return e == cudaSuccess ? T2D_OK : t2d::cuda_call_fail(e, "cudaGraphLaunch");
 }
 
 extern "C" void t2d_graph_destroy(void* graph_exec) {
