@@ -53,7 +53,8 @@ import org.text2data.engine.Engines;
  *       from 2^18 parameters on): on a multi-core machine the ratio can exceed 1.</li>
  * </ul>
  * Blocks: each block runs every variant {@code calls} times in a row, the variants' order rotating from block
- * to block, after an untimed pause of 0.2 s (see {@link #settle()}). Reported per variant: the median of the block medians and their range; per block, the ratio
+ * to block, after an untimed pause of 0.2 s (see {@link #settle()}); {@code --blocks} of them, or more while they
+ * took under {@code --budget} seconds. Reported per variant: the median of the block medians and their range; per block, the ratio
  * {@code runStep/E} over {@code plain} and {@code update/E} over {@code copy}, with the median and range of
  * those ratios. Denormals are flushed to zero, as in {@link StepBench}.
  *
@@ -62,7 +63,7 @@ import org.text2data.engine.Engines;
  * names), all interleaved (bench/threads).
  *
  * <p>Usage: {@code Interleaved [--workloads a,b] [--engines fused,plain|available] [--variants runStep,plain,update,copy]
- * [--blocks 5] [--calls 3] [--warmup 3] [--threads B:T,B:T] [--json FILE]}; engines default to the default
+ * [--blocks 5] [--calls 3] [--warmup 3] [--budget S] [--threads B:T,B:T] [--json FILE]}; engines default to the default
  * engine ({@link Engine#AUTO}: fused where its library loads), {@code available} is every engine that loads and the
  * default one with concurrent passes ({@code fused+concurrent}); {@code E+concurrent} names that for any engine.
  */
@@ -93,6 +94,7 @@ public final class Interleaved {
         int blocks = 5;
         int calls = 3;
         int warmup = 3;
+        double budget = 0;
         List<String> threads = List.of();
         Path json = null;
         for (int i = 0; i < args.length; i++) {
@@ -106,11 +108,12 @@ public final class Interleaved {
                 case "--blocks" -> blocks = Integer.parseInt(v);
                 case "--calls" -> calls = Integer.parseInt(v);
                 case "--warmup" -> warmup = Integer.parseInt(v);
+                case "--budget" -> budget = Double.parseDouble(v);
                 case "--threads" -> threads = List.of(v.split(","));
                 case "--json" -> json = Path.of(v);
                 default -> throw new IllegalArgumentException("unknown option " + args[i]
                         + "; usage: Interleaved [--workloads a,b] [--engines fused,plain] [--variants runStep,plain,update,copy]"
-                        + " [--blocks N] [--calls K] [--warmup W] [--threads B:T,B:T] [--json FILE]");
+                        + " [--blocks N] [--calls K] [--warmup W] [--budget S] [--threads B:T,B:T] [--json FILE]");
             }
             i++;
         }
@@ -124,13 +127,16 @@ public final class Interleaved {
         env.addProperty("blocks", blocks);
         env.addProperty("calls_per_block", calls);
         env.addProperty("warmup_calls", warmup);
+        env.addProperty("budget_s", budget);
         root.add("environment", env);
         System.out.printf(Locale.ROOT, "# cores %d, libtorch threads %d, OpenBLAS threads %d (-1: left as it was); "
-                        + "%d blocks x %d calls per variant, %d warm-up calls%n", Runtime.getRuntime().availableProcessors(),
-                LibTorch.torchThreads(), LibTorch.blasThreads(), blocks, calls, warmup);
+                        + "%d blocks (more while under %.0f s) x %d calls per variant, %d warm-up calls%n",
+                Runtime.getRuntime().availableProcessors(), LibTorch.torchThreads(), LibTorch.blasThreads(), blocks, budget,
+                calls, warmup);
+        Plan plan = new Plan(blocks, calls, warmup, budget);
         JsonObject out = new JsonObject();
         for (String w : workloads) {
-            out.add(w, run(w, engines, kinds, threads, blocks, calls, warmup));
+            out.add(w, run(w, engines, kinds, threads, plan));
         }
         root.add("workloads", out);
         if (json != null) {
@@ -138,8 +144,19 @@ public final class Interleaved {
         }
     }
 
+    /**
+     * How long to measure: at least {@code blocks} blocks, more while the blocks so far took under {@code budget}
+     * seconds (at most {@link #MAX_BLOCKS}), {@code calls} timed calls per variant and block, after {@code warmup}
+     * untimed calls per variant at the start. A budget gives a workload of short steps the many blocks its noise
+     * needs, and one of long steps no more than its minimum.
+     */
+    private record Plan(int blocks, int calls, int warmup, double budget) {
+    }
+
+    private static final int MAX_BLOCKS = 200;
+
     private static JsonObject run(String workload, List<String> engines, List<String> kinds, List<String> threads,
-                                  int blocks, int calls, int warmup) {
+                                  Plan plan) {
         if (!threads.isEmpty()) { // every variant once per thread configuration, all interleaved
             Map<String, Variant> all = new LinkedHashMap<>();
             List<AutoCloseable> toClose = new ArrayList<>();
@@ -159,7 +176,7 @@ public final class Interleaved {
                     }
                 }));
             }
-            Map<String, double[]> bm = measure(all, toClose, blocks, calls, warmup);
+            Map<String, double[]> bm = measure(all, toClose, plan);
             JsonObject o = summarise(workload, bm, List.of());
             JsonObject ratios = o.getAsJsonObject("ratios");
             StringBuilder line = new StringBuilder(String.format(Locale.ROOT, "%-18s", workload));
@@ -179,7 +196,7 @@ public final class Interleaved {
             return o;
         }
         List<AutoCloseable> toClose = new ArrayList<>();
-        return summarise(workload, measure(variants(workload, engines, kinds, toClose), toClose, blocks, calls, warmup),
+        return summarise(workload, measure(variants(workload, engines, kinds, toClose), toClose, plan),
                 engines);
     }
 
@@ -220,27 +237,30 @@ public final class Interleaved {
     }
 
     /** The block medians of every variant, in ms; closes the variants' constraints and tensors at the end. */
-    private static Map<String, double[]> measure(Map<String, Variant> variants, List<AutoCloseable> toClose,
-                                                 int blocks, int calls, int warmup) {
+    private static Map<String, double[]> measure(Map<String, Variant> variants, List<AutoCloseable> toClose, Plan plan) {
         List<String> names = new ArrayList<>(variants.keySet());
         for (String n : names) {
-            for (int i = 0; i < warmup; i++) {
+            for (int i = 0; i < plan.warmup(); i++) {
                 time(variants.get(n));
             }
         }
-        Map<String, double[]> blockMedians = new LinkedHashMap<>();
-        names.forEach(n -> blockMedians.put(n, new double[blocks]));
-        for (int b = 0; b < blocks; b++) {
+        Map<String, List<Double>> medians = new LinkedHashMap<>();
+        names.forEach(n -> medians.put(n, new ArrayList<>()));
+        long start = System.nanoTime();
+        for (int b = 0; b < MAX_BLOCKS
+                && (b < plan.blocks() || System.nanoTime() - start < plan.budget() * 1e9); b++) {
             for (int k = 0; k < names.size(); k++) {
                 String n = names.get((k + b) % names.size()); // rotate the order from block to block
                 settle();
-                double[] t = new double[calls];
-                for (int c = 0; c < calls; c++) {
+                double[] t = new double[plan.calls()];
+                for (int c = 0; c < t.length; c++) {
                     t[c] = time(variants.get(n));
                 }
-                blockMedians.get(n)[b] = median(t);
+                medians.get(n).add(median(t));
             }
         }
+        Map<String, double[]> blockMedians = new LinkedHashMap<>();
+        medians.forEach((n, m) -> blockMedians.put(n, m.stream().mapToDouble(Double::doubleValue).toArray()));
         for (AutoCloseable c : toClose) {
             try {
                 c.close();
