@@ -53,8 +53,9 @@ import org.text2data.engine.Engines;
  *       from 2^18 parameters on): on a multi-core machine the ratio can exceed 1.</li>
  * </ul>
  * Blocks: each block runs every variant {@code calls} times in a row, the variants' order rotating from block
- * to block, after an untimed pause of 0.2 s (see {@link #settle()}); {@code --blocks} of them, or more while they
- * took under {@code --budget} seconds. Reported per variant: the median of the block medians and their range; per block, the ratio
+ * to block, after an untimed pause ({@code --pause-ms}, 200 by default; see {@link #settle}); {@code --blocks} of
+ * them, or more while they took under {@code --budget} seconds. Reported per variant: the median of the block
+ * medians and their range; per block, the ratio
  * {@code runStep/E} over {@code plain} and {@code update/E} over {@code copy}, with the median and range of
  * those ratios. Denormals are flushed to zero, as in {@link StepBench}.
  *
@@ -63,7 +64,7 @@ import org.text2data.engine.Engines;
  * names), all interleaved (bench/threads).
  *
  * <p>Usage: {@code Interleaved [--workloads a,b] [--engines fused,plain|available] [--variants runStep,plain,update,copy]
- * [--blocks 5] [--calls 3] [--warmup 3] [--budget S] [--threads B:T,B:T] [--json FILE]}; engines default to the default
+ * [--blocks 5] [--calls 3] [--warmup 3] [--budget S] [--pause-ms 200] [--threads B:T,B:T] [--json FILE]}; engines default to the default
  * engine ({@link Engine#AUTO}: fused where its library loads), {@code available} is every engine that loads and the
  * default one with concurrent passes ({@code fused+concurrent}); {@code E+concurrent} names that for any engine.
  */
@@ -95,6 +96,7 @@ public final class Interleaved {
         int calls = 3;
         int warmup = 3;
         double budget = 0;
+        long settleMs = 200;
         List<String> threads = List.of();
         Path json = null;
         for (int i = 0; i < args.length; i++) {
@@ -109,11 +111,13 @@ public final class Interleaved {
                 case "--calls" -> calls = Integer.parseInt(v);
                 case "--warmup" -> warmup = Integer.parseInt(v);
                 case "--budget" -> budget = Double.parseDouble(v);
+                case "--pause-ms" -> settleMs = Long.parseLong(v);
                 case "--threads" -> threads = List.of(v.split(","));
                 case "--json" -> json = Path.of(v);
                 default -> throw new IllegalArgumentException("unknown option " + args[i]
                         + "; usage: Interleaved [--workloads a,b] [--engines fused,plain] [--variants runStep,plain,update,copy]"
-                        + " [--blocks N] [--calls K] [--warmup W] [--budget S] [--threads B:T,B:T] [--json FILE]");
+                        + " [--blocks N] [--calls K] [--warmup W] [--budget S] [--pause-ms P] [--threads B:T,B:T]"
+                        + " [--json FILE]");
             }
             i++;
         }
@@ -128,12 +132,13 @@ public final class Interleaved {
         env.addProperty("calls_per_block", calls);
         env.addProperty("warmup_calls", warmup);
         env.addProperty("budget_s", budget);
+        env.addProperty("pause_ms", settleMs);
         root.add("environment", env);
         System.out.printf(Locale.ROOT, "# cores %d, libtorch threads %d, OpenBLAS threads %d (-1: left as it was); "
-                        + "%d blocks (more while under %.0f s) x %d calls per variant, %d warm-up calls%n",
+                        + "%d blocks (more while under %.0f s) x %d calls per variant after a %d ms pause, %d warm-up calls%n",
                 Runtime.getRuntime().availableProcessors(), LibTorch.torchThreads(), LibTorch.blasThreads(), blocks, budget,
-                calls, warmup);
-        Plan plan = new Plan(blocks, calls, warmup, budget);
+                calls, settleMs, warmup);
+        Plan plan = new Plan(blocks, calls, warmup, budget, settleMs);
         JsonObject out = new JsonObject();
         for (String w : workloads) {
             out.add(w, run(w, engines, kinds, threads, plan));
@@ -146,11 +151,12 @@ public final class Interleaved {
 
     /**
      * How long to measure: at least {@code blocks} blocks, more while the blocks so far took under {@code budget}
-     * seconds (at most {@link #MAX_BLOCKS}), {@code calls} timed calls per variant and block, after {@code warmup}
-     * untimed calls per variant at the start. A budget gives a workload of short steps the many blocks its noise
+     * seconds (at most {@link #MAX_BLOCKS}), {@code calls} timed calls per variant and block, each variant's after a
+     * pause of {@code pauseMs} ({@link #settle}; 0: none, as in a training loop), after {@code warmup} untimed calls
+     * per variant at the start. A budget gives a workload of short steps the many blocks its noise
      * needs, and one of long steps no more than its minimum.
      */
-    private record Plan(int blocks, int calls, int warmup, double budget) {
+    private record Plan(int blocks, int calls, int warmup, double budget, long pauseMs) {
     }
 
     private static final int MAX_BLOCKS = 200;
@@ -251,7 +257,7 @@ public final class Interleaved {
                 && (b < plan.blocks() || System.nanoTime() - start < plan.budget() * 1e9); b++) {
             for (int k = 0; k < names.size(); k++) {
                 String n = names.get((k + b) % names.size()); // rotate the order from block to block
-                settle();
+                settle(plan.pauseMs());
                 double[] t = new double[plan.calls()];
                 for (int c = 0; c < t.length; c++) {
                     t[c] = time(variants.get(n));
@@ -374,17 +380,20 @@ public final class Interleaved {
      * and a variant with concurrent passes, which runs its GEMMs on the two pass threads, would otherwise pay for
      * the spinning worker of the variant before it on one of the two cores (measured: mlp-deep's concurrent
      * runStep 1.18x plain in blocks of 3 calls, 0.73x with {@code OPENBLAS_THREAD_TIMEOUT=4}). A training loop
-     * that only takes such steps never pays it; every variant waits alike.
+     * that only takes such steps never pays it; every variant waits alike. The price: after the pause a step runs
+     * colder than in a loop (bench/NOTES.md, "The CPU targets with more blocks"); without concurrent variants, {@code
+     * --pause-ms 0} measures the loop.
      */
-    private static void settle() {
+    private static void settle(long ms) {
+        if (ms <= 0) {
+            return;
+        }
         try {
-            Thread.sleep(SETTLE_MS);
+            Thread.sleep(ms);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
     }
-
-    private static final long SETTLE_MS = 200;
 
     /** Milliseconds of one call, its preparation untimed. */
     private static double time(Variant v) {
