@@ -19,8 +19,8 @@ import org.bytedeco.pytorch.global.torch;
  * gradients with {@code torch::autograd::grad}, which writes no {@code .grad}, so the two never touch the same
  * memory; the step then takes them one after the other, as the backward passes would have left them. The
  * worker runs under the caller's libtorch thread-local state (grad mode, autocast, ...), as PyTorch's own worker
- * threads do, and with the caller's TorchScript graph-optimizer setting and intra-op thread count; OpenBLAS's
- * threads are split between the two passes while they run.
+ * threads do, and with the caller's TorchScript graph-optimizer setting, intra-op thread count and flushing of
+ * denormal floats; OpenBLAS's threads are split between the two passes while they run.
  *
  * <p>Not thread-safe: used by one step at a time (the constraint's guard). CPU tensors only.
  */
@@ -97,8 +97,8 @@ final class ConcurrentPasses implements AutoCloseable {
         }
         ThreadLocalState state = new ThreadLocalState(); // the caller's, captured now; in the caller's scope
         // per-thread settings that state does not hold: TorchScript's graph optimizer (finetune turns it off so that
-        // every step computes alike) and the intra-op thread count
-        Settings settings = new Settings(torch.getGraphExecutorOptimize(), torch.get_num_threads());
+        // every step computes alike), the intra-op thread count and the CPU's flushing of denormals
+        Settings settings = Settings.ofThisThread();
         LibTorch.beginBlasSplit();
         try {
             Future<Pass> first = worker.submit(() -> {
@@ -147,21 +147,32 @@ final class ConcurrentPasses implements AutoCloseable {
      */
     private Settings workerSettings;
 
-    /** Per-thread libtorch settings outside {@link ThreadLocalState}, carried from the caller to the worker. */
-    private record Settings(boolean graphOptimize, int intraOpThreads) {
+    /**
+     * Per-thread settings outside {@link ThreadLocalState}, carried from the caller to the worker: libtorch's
+     * TorchScript graph optimizer and intra-op thread count, and whether the CPU flushes denormal floats to zero
+     * ({@code setFlushDenormal}: both passes compute alike, and at the same speed, only under the same setting).
+     */
+    private record Settings(boolean graphOptimize, int intraOpThreads, boolean flushDenormal) {
+        static Settings ofThisThread() {
+            return new Settings(torch.getGraphExecutorOptimize(), torch.get_num_threads(), LibTorch.flushesDenormals());
+        }
+
         /**
          * Makes these this thread's settings, changing only what differs from {@code current} (null: read them);
          * returns these. ({@code set_num_threads} also sets libtorch's process-wide default: called only on a change.)
          */
         Settings applyOver(Settings current) {
             if (current == null) {
-                current = new Settings(torch.getGraphExecutorOptimize(), torch.get_num_threads());
+                current = ofThisThread();
             }
             if (current.graphOptimize != graphOptimize) {
                 torch.setGraphExecutorOptimize(graphOptimize);
             }
             if (current.intraOpThreads != intraOpThreads) {
                 torch.set_num_threads(intraOpThreads);
+            }
+            if (current.flushDenormal != flushDenormal) {
+                torch.globalContext().setFlushDenormal(flushDenormal);
             }
             return this;
         }

@@ -1096,8 +1096,9 @@ public final class Constraint implements AutoCloseable {
      * A module in training mode with batch normalisation updates its running statistics from both threads, and
      * random operations (dropout) draw in an order that is no longer fixed, so such a step is not reproducible; a
      * forward that waits for a lock the calling thread holds around {@code runStep} never returns. The worker runs
-     * under the caller's libtorch thread-local state (grad mode, autocast), TorchScript graph-optimizer setting and
-     * intra-op thread count, not under Java thread-locals or any other per-thread setting. Tensor hooks
+     * under the caller's libtorch thread-local state (grad mode, autocast), TorchScript graph-optimizer setting,
+     * intra-op thread count and flushing of denormal floats ({@code setFlushDenormal}), not under Java thread-locals or
+     * any other per-thread setting. Tensor hooks
      * run as in turn; hooks registered to run after a gradient is accumulated into {@code .grad} do not (no pass
      * accumulates). CPU only:
      * libtorch runs every CUDA backward pass on one device thread, so on a GPU only the forward passes could overlap

@@ -286,6 +286,19 @@ public final class LibTorch {
         }).orElse(-1);
     }
 
+    /**
+     * Whether this thread's CPU flushes denormal floats to zero ({@code torch.globalContext().setFlushDenormal}, a
+     * per-thread setting of the CPU, which libtorch cannot read back): probed with one float multiplication whose
+     * exact result is denormal. A few microseconds.
+     */
+    static boolean flushesDenormals() {
+        try (org.bytedeco.javacpp.PointerScope scope = new org.bytedeco.javacpp.PointerScope()) {
+            org.bytedeco.pytorch.Tensor t = torch.full(new long[] {1}, new org.bytedeco.pytorch.Scalar(1e-30),
+                    new org.bytedeco.pytorch.TensorOptions(torch.ScalarType.Float));
+            return t.mul_(new org.bytedeco.pytorch.Scalar(1e-10)).item_float() == 0f; // 1e-40 is below 2^-126
+        }
+    }
+
     /** A function of the OpenBLAS that libtorch's GEMMs call (bytedeco's, the first one loaded). */
     private static Optional<MethodHandle> findOpenBlas(String name, FunctionDescriptor type) {
         for (Map.Entry<String, String> e : Loader.getLoadedLibraries().entrySet()) {

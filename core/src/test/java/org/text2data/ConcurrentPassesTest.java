@@ -261,6 +261,40 @@ class ConcurrentPassesTest {
         }
     }
 
+    /**
+     * The worker flushes denormal floats to zero exactly when the caller does ({@code setFlushDenormal} is a
+     * per-thread setting of the CPU): a gradient whose exact value is denormal comes out the same from both passes.
+     * Here the forward's 1e-40 and the gradient's 5e-41 are below float's smallest normal number: flushed, both are
+     * 0; left alone, the gradient is 5e-41.
+     */
+    @Test
+    void theWorkerFlushesDenormalsWhenTheCallerDoes() {
+        boolean flushing = LibTorch.flushesDenormals();
+        try (PointerScope scope = new PointerScope(); ConcurrentPasses passes = new ConcurrentPasses()) {
+            org.bytedeco.pytorch.TensorOptions f32 = new org.bytedeco.pytorch.TensorOptions(ScalarType.Float);
+            Tensor w = torch.ones(new long[] {4}, f32).requires_grad_(true);
+            Tensor data = torch.full(new long[] {4}, new Scalar(1e-30), f32);
+            Tensor label = torch.full(new long[] {4}, new Scalar(-1.0), f32);
+            ConditionalModel model = (d, c) -> d.mul(w).mul(new Scalar(1e-10)); // both passes alike
+            for (boolean flush : new boolean[] {true, false}) {
+                torch.globalContext().setFlushDenormal(flush);
+                ConcurrentPasses.Pass[] both = passes.run(model, data, data, label, Loss.MSE,
+                        new org.bytedeco.pytorch.TensorVector(w), false);
+                // compared as bits: while this thread flushes, a float comparison would read a denormal as 0
+                Tensor unconditional = both[0].grads().get(0).view(ScalarType.Int);
+                Tensor conditional = both[1].grads().get(0).view(ScalarType.Int); // computed on this thread
+                assertThat(conditional.abs().max().item_int()).as("flush " + flush)
+                        .isEqualTo(flush ? 0 : Float.floatToRawIntBits(5e-41f));
+                assertThat(torch.equal(unconditional, conditional)).as("flush " + flush + ": the worker's gradient's bits "
+                        + unconditional.abs().max().item_int()).isTrue();
+                both[0].closeGrads();
+                both[1].closeGrads();
+            }
+        } finally {
+            torch.globalContext().setFlushDenormal(flushing);
+        }
+    }
+
     /** The passes overlap: the unconditional one waits until the conditional one has begun, which in turn never does. */
     @Test
     void thePassesRunAtTheSameTime() {
