@@ -19,8 +19,9 @@
 # 5. the step benchmark on the bench's workloads: where python3 has a CUDA torch, first the clean-room reference's
 #    run_step, its plain two-pass, and that with Adam(fused=True), alone and captured as a CUDA graph
 #    (bench/python/bench_ref.py --device cuda; it writes the weights); then, on the same weights, Java runStep per
-#    engine, the captured step and the plain two-pass (GpuStepBench; should it fail, once more without the
-#    captured step); the tables of medians and of the issues' target ratios (with --rounds, per round too).
+#    engine, the captured step, the plain two-pass, and the two passes alone in turn and on two threads
+#    (GpuStepBench; should it fail, once more without the captured step); the tables of medians and of the issues'
+#    target ratios (with --rounds, per round too), and the two-thread ratio of the passes.
 # Ends with `N passed, M failed`; exit 0 only when none failed. Everything printed also goes to
 # $OUT/java-check.log (bench/gpu/last-java-check/ without $OUT), the timings to java-steps.json / py-steps.json.
 # Options: --bundle DIR, --parts DIR (above), --quick (shorter timings), --workloads a,b, --rounds N (Python and

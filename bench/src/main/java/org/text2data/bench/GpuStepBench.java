@@ -100,7 +100,7 @@ public final class GpuStepBench {
                 case "--no-captured" -> withCaptured = false;
                 case "--no-passes" -> withPasses = false;
                 default -> throw new IllegalArgumentException("unknown option " + a
-                        + " (--device, --workloads, --warmup, --iters, --budget, --json, --no-captured)");
+                        + " (--device, --workloads, --warmup, --iters, --budget, --json, --no-captured, --no-passes)");
             }
         }
         if (device.startsWith("cuda") && !LibTorch.cudaAvailable()) {
@@ -237,7 +237,10 @@ public final class GpuStepBench {
         private final Workloads.Workload w;
         private final TensorVector inputs;
         private final ExecutorService worker = Executors.newSingleThreadExecutor(r -> {
-            Thread t = new Thread(null, r, "bench-unconditional-pass", 8L << 20);
+            Thread t = new Thread(null, () -> {
+                torch.globalContext().setFlushDenormal(true); // as the main thread (per thread: a new one does not)
+                r.run();
+            }, "bench-unconditional-pass", 8L << 20);
             t.setDaemon(true);
             return t;
         });
@@ -273,8 +276,10 @@ public final class GpuStepBench {
         }
 
         @Override
-        public void close() {
+        public void close() throws InterruptedException {
             worker.shutdownNow();
+            worker.awaitTermination(1, java.util.concurrent.TimeUnit.MINUTES); // idle: every call waits for it
+            inputs.close(); // its references keep the parameters (on CUDA, device memory) alive
         }
     }
 

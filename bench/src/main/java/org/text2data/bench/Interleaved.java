@@ -135,9 +135,9 @@ public final class Interleaved {
         env.addProperty("pause_ms", settleMs);
         root.add("environment", env);
         System.out.printf(Locale.ROOT, "# cores %d, libtorch threads %d, OpenBLAS threads %d (-1: left as it was); "
-                        + "%d blocks (more while under %.0f s) x %d calls per variant after a %d ms pause, %d warm-up calls%n",
-                Runtime.getRuntime().availableProcessors(), LibTorch.torchThreads(), LibTorch.blasThreads(), blocks, budget,
-                calls, settleMs, warmup);
+                        + "%d blocks%s x %d calls per variant after a %d ms pause, %d warm-up calls%n",
+                Runtime.getRuntime().availableProcessors(), LibTorch.torchThreads(), LibTorch.blasThreads(), blocks,
+                budget > 0 ? String.format(Locale.ROOT, " (more while under %.0f s)", budget) : "", calls, settleMs, warmup);
         Plan plan = new Plan(blocks, calls, warmup, budget, settleMs);
         JsonObject out = new JsonObject();
         for (String w : workloads) {
@@ -150,8 +150,8 @@ public final class Interleaved {
     }
 
     /**
-     * How long to measure: at least {@code blocks} blocks, more while the blocks so far took under {@code budget}
-     * seconds (at most {@link #MAX_BLOCKS}), {@code calls} timed calls per variant and block, each variant's after a
+     * How long to measure: {@code blocks} blocks, more while the blocks so far took under {@code budget} seconds (up
+     * to {@link #MAX_BLOCKS} in all), {@code calls} timed calls per variant and block, each variant's after a
      * pause of {@code pauseMs} ({@link #settle}; 0: none, as in a training loop), after {@code warmup} untimed calls
      * per variant at the start. A budget gives a workload of short steps the many blocks its noise
      * needs, and one of long steps no more than its minimum.
@@ -253,8 +253,7 @@ public final class Interleaved {
         Map<String, List<Double>> medians = new LinkedHashMap<>();
         names.forEach(n -> medians.put(n, new ArrayList<>()));
         long start = System.nanoTime();
-        for (int b = 0; b < MAX_BLOCKS
-                && (b < plan.blocks() || System.nanoTime() - start < plan.budget() * 1e9); b++) {
+        for (int b = 0; b < plan.blocks() || (b < MAX_BLOCKS && System.nanoTime() - start < plan.budget() * 1e9); b++) {
             for (int k = 0; k < names.size(); k++) {
                 String n = names.get((k + b) % names.size()); // rotate the order from block to block
                 settle(plan.pauseMs());
