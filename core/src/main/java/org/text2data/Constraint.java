@@ -1079,8 +1079,9 @@ public final class Constraint implements AutoCloseable {
      * Whether {@link Text2Data#runStep} runs its two forward/backward passes at the same time, the unconditional
      * one on a worker thread this constraint owns and the conditional one on the caller's (default false: one after
      * the other, as the reference). The two passes are independent, and on the CPU most of a step: on 2 cores
-     * {@code runStep} with them took 0.62x the plain two-pass step on the benchmark's transformer, 0.78x and 0.86x
-     * on its deep and wide MLPs, and about the time of the passes in turn on the smallest, whose steps are a few
+     * {@code runStep} with them took 0.62-0.63x the plain two-pass step on the benchmark's transformer, 0.74-0.83x and
+     * 0.83-0.93x on its deep and wide MLPs (four runs), and about the time of the passes in turn on the smallest, whose
+     * steps are a few
      * milliseconds of tiny operations (bench/NOTES.md, "Concurrent passes"). Each
      * computes its gradients apart ({@code torch::autograd::grad}), and the step takes them as the passes in turn
      * would have left them: the same values, and a failing pass changes nothing (after a failed step the gradients are
