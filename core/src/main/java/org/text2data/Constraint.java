@@ -1076,35 +1076,32 @@ public final class Constraint implements AutoCloseable {
     }
 
     /**
-     * Whether {@link Text2Data#runStep} runs its two forward/backward passes at the same time, the unconditional
-     * one on a worker thread this constraint owns and the conditional one on the caller's (default false: one after
-     * the other, as the reference). The two passes are independent, and on the CPU most of a step: on 2 cores
-     * {@code runStep} with them took 0.62-0.63x the plain two-pass step on the benchmark's transformer, 0.74-0.83x and
-     * 0.83-0.93x on its deep and wide MLPs (four runs), and about the time of the passes in turn on the smallest, whose
-     * steps are a few
-     * milliseconds of tiny operations (bench/NOTES.md, "Concurrent passes"). Each
-     * computes its gradients apart ({@code torch::autograd::grad}), and the step takes them as the passes in turn
-     * would have left them: the same values, and a failing pass changes nothing (after a failed step the gradients are
-     * those the step began with, zero where they existed, not the unconditional pass's: no gradient was handed over).
-     * Only what a backward pass fills is differentiated: a frozen or non-leaf tensor among the parameters gets no
-     * gradient, as in turn. While they run, OpenBLAS's threads (where this library sized the pool) are split
-     * between them, process-wide: another thread's GEMMs in those milliseconds get half too. After OpenBLAS work on all its threads outside the
-     * steps (an evaluation, say), its idle workers spin for about 0.1 s before they sleep and slow the steps that
-     * follow them ({@code OPENBLAS_THREAD_TIMEOUT=4} in the environment shortens that; bench/NOTES.md). Both passes'
-     * activations are alive at once: a step's peak memory grows by one pass's activations.
+     * Whether {@link Text2Data#runStep} runs its two forward/backward passes at the same time, the unconditional one on
+     * a worker thread this constraint owns and the conditional one on the caller's (default false: one after the other,
+     * as the reference). The two passes are independent, and on the CPU most of a step: on 2 cores {@code runStep} with
+     * them took 0.62-0.63x the plain two-pass step on the benchmark's transformer, 0.74-0.83x and 0.83-0.93x on its
+     * deep and wide MLPs (four runs), and about the time of the passes in turn on the smallest, whose steps are a few
+     * milliseconds of tiny operations (bench/NOTES.md, "Concurrent passes"). Each computes its gradients apart
+     * ({@code torch::autograd::grad}), and the step takes them as the passes in turn would have left them: the same values, and
+     * a failing pass changes nothing (after a failed step the gradients are those the step began with, zero where they
+     * existed, not the unconditional pass's: no gradient was handed over). Only what a backward pass fills is
+     * differentiated: a frozen or non-leaf tensor among the parameters gets no gradient, as in turn. While they run,
+     * OpenBLAS's threads (where this library sized the pool) are split between them, process-wide: another thread's
+     * GEMMs in those milliseconds get half too. After OpenBLAS work on all its threads outside the steps (an
+     * evaluation, say), its idle workers spin for about 0.1 s before they sleep and slow the steps that follow them
+     * ({@code OPENBLAS_THREAD_TIMEOUT=4} in the environment shortens that; bench/NOTES.md). Both passes' activations
+     * are alive at once: a step's peak memory grows by one pass's activations.
      *
-     * <p>Only for a model whose forward may run on two threads at once: one that changes no state while it runs.
-     * A module in training mode with batch normalisation updates its running statistics from both threads, and
-     * random operations (dropout) draw in an order that is no longer fixed, so such a step is not reproducible; a
-     * forward that waits for a lock the calling thread holds around {@code runStep} never returns. The worker runs
-     * under the caller's libtorch thread-local state (grad mode, autocast), TorchScript graph-optimizer setting,
-     * intra-op thread count and flushing of denormal floats ({@code setFlushDenormal}), not under Java thread-locals or
-     * any other per-thread setting. Tensor hooks
-     * run as in turn; hooks registered to run after a gradient is accumulated into {@code .grad} do not (no pass
-     * accumulates). CPU only:
-     * libtorch runs every CUDA backward pass on one device thread, so on a GPU only the forward passes could overlap
-     * (not tried); {@link CapturedStep} is the fast path there. Parameters moved off the CPU afterwards get their
-     * passes in turn.
+     * <p>Only for a model whose forward may run on two threads at once: one that changes no state while it runs. A
+     * module in training mode with batch normalisation updates its running statistics from both threads, and random
+     * operations (dropout) draw in an order that is no longer fixed, so such a step is not reproducible; a forward that
+     * waits for a lock the calling thread holds around {@code runStep} never returns. The worker runs under the
+     * caller's libtorch thread-local state (grad mode, autocast), TorchScript graph-optimizer setting, intra-op thread
+     * count and flushing of denormal floats ({@code setFlushDenormal}), not under Java thread-locals or any other
+     * per-thread setting. Tensor hooks run as in turn; hooks registered to run after a gradient is accumulated into
+     * {@code .grad} do not (no pass accumulates). CPU only: libtorch runs every CUDA backward pass on one device
+     * thread, so on a GPU only the forward passes could overlap (not tried); {@link CapturedStep} is the fast path
+     * there. Parameters moved off the CPU afterwards get their passes in turn.
      *
      * <p>With one available processor ({@code availableProcessors()}: {@code taskset}, a container's CPU limit) the
      * passes share it; turning them on then logs a warning, once.
