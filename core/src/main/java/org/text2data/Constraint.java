@@ -1082,10 +1082,10 @@ public final class Constraint implements AutoCloseable {
      * them took 0.62-0.63x the plain two-pass step on the benchmark's transformer, 0.74-0.83x and 0.83-0.93x on its
      * deep and wide MLPs (four runs), and about the time of the passes in turn on the smallest, whose steps are a few
      * milliseconds of tiny operations (bench/NOTES.md, "Concurrent passes"). Each computes its gradients apart
-     * ({@code torch::autograd::grad}), and the step takes them as the passes in turn would have left them: the same values, and
-     * a failing pass changes nothing (after a failed step the gradients are those the step began with, zero where they
-     * existed, not the unconditional pass's: no gradient was handed over). Only what a backward pass fills is
-     * differentiated: a frozen or non-leaf tensor among the parameters gets no gradient, as in turn. While they run,
+     * ({@code torch::autograd::grad}), and the step takes them as the passes in turn would have left them: the same
+     * values, and a failing pass changes nothing (after a failed step the gradients are those the step began with, zero
+     * where they existed, not the unconditional pass's: no gradient was handed over). Only what a backward pass fills
+     * is differentiated: a frozen or non-leaf tensor among the parameters gets no gradient, as in turn. While they run,
      * OpenBLAS's threads (where this library sized the pool) are split between them, process-wide: another thread's
      * GEMMs in those milliseconds get half too. After OpenBLAS work on all its threads outside the steps (an
      * evaluation, say), its idle workers spin for about 0.1 s before they sleep and slow the steps that follow them
