@@ -524,8 +524,15 @@ public final class FusedEngine implements ProjectionEngine {
                     throw new IllegalArgumentException("parameter '" + names[i] + "' is not contiguous: the fused "
                             + "optimizer needs contiguous parameters (use OptimizerSpec.fused(false))");
                 }
+                if (p.is_cuda() != device >= 0) { // a move between GPUs is not seen here (a Device per call costs)
+                    throw new IllegalArgumentException("parameter '" + names[i] + "' is on " + p.device().str().getString()
+                            + " now, but this Constraint was made for " + (device < 0 ? "the CPU" : "cuda:" + device)
+                            + ": make the Constraint after moving the model; nothing was changed");
+                }
+                st.requireStateFits(names[i], numel, dtype, p);
                 long gAddress = dataAddress(g);
-                boolean installedBuffer = gAddress != 0 && gAddress == st.installedAddress && g.numel() == st.installedNumel;
+                boolean installedBuffer = gAddress != 0 && gAddress == st.installedAddress
+                        && g.numel() == st.installedNumel && numel == st.installedNumel && dtype == st.installedDtype;
                 if (!installedBuffer) {
                     if (g.numel() != numel || dtypeCode(g.scalar_type()) != dtype) {
                         throw new IllegalArgumentException("parameter '" + names[i] + "': its gradient "
@@ -882,6 +889,20 @@ public final class FusedEngine implements ProjectionEngine {
             return text2data_h.T2D_FLOAT16();
         }
         return -1;
+    }
+
+    /** The name libtorch gives the dtype of a libtext2data dtype code (for messages). */
+    static String dtypeName(int code) {
+        if (code == text2data_h.T2D_FLOAT32()) {
+            return "Float";
+        } else if (code == text2data_h.T2D_FLOAT64()) {
+            return "Double";
+        } else if (code == text2data_h.T2D_BFLOAT16()) {
+            return "BFloat16";
+        } else if (code == text2data_h.T2D_FLOAT16()) {
+            return "Half";
+        }
+        return "unsupported dtype (code " + code + ")";
     }
 
     private static final int FLOAT = torch.ScalarType.Float.value;

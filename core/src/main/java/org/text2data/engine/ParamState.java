@@ -41,6 +41,9 @@ public final class ParamState implements AutoCloseable {
     private long stepAddress;
     /** Whether the optimizer state was created by the call in progress (dropped again if it is refused). */
     boolean fresh;
+    /** The parameter's shape and libtext2data dtype code when its optimizer state was made (null: no state). */
+    private long[] stateShape;
+    private int stateDtype;
 
     // ---------------------------------------------------------------- the projection's gradient buffers
 
@@ -85,6 +88,8 @@ public final class ParamState implements AutoCloseable {
     void ensure(FusedOptimizer.Options o, Tensor param) {
         int n = o.stateCount();
         if (step == null) {
+            stateShape = param.shape();
+            stateDtype = FusedEngine.dtypeCode(param.scalar_type());
             try (PointerScope scope = new PointerScope()) {
                 Tensor s = param.detach().new_zeros(new long[0], new TensorOptions(torch.ScalarType.Long));
                 s.retainReference();
@@ -102,6 +107,36 @@ public final class ParamState implements AutoCloseable {
                 fresh = true;
             }
         }
+    }
+
+    /**
+     * Refuses a parameter whose element count or dtype is no longer those its optimizer state was made for (a
+     * {@code set_} or a {@code .data} swap between steps): the kernel would step its new memory with buffers of the
+     * old size. libtorch's optimizers refuse it too. Nothing is changed.
+     *
+     * @param name the parameter's name, for the message
+     * @param numel its element count now
+     * @param dtype its libtext2data dtype code now
+     * @param param the parameter, for the message
+     * @throws IllegalArgumentException if the state does not fit
+     */
+    void requireStateFits(String name, long numel, int dtype, Tensor param) {
+        if (step == null || (dtype == stateDtype && numel == numelOf(stateShape))) {
+            return;
+        }
+        throw new IllegalArgumentException("parameter '" + name + "' is " + java.util.Arrays.toString(param.shape())
+                + " " + param.scalar_type() + " now, but its optimizer state was made for "
+                + java.util.Arrays.toString(stateShape) + " " + FusedEngine.dtypeName(stateDtype) + ": a parameter's "
+                + "size and dtype must stay as they were while it is optimized (make a new Constraint after changing "
+                + "the model); nothing was changed");
+    }
+
+    private static long numelOf(long[] shape) {
+        long n = 1;
+        for (long d : shape) {
+            n *= d;
+        }
+        return n;
     }
 
     /** Drops what {@link #ensure} created for a call that was refused: the optimizer state is as before the call. */
@@ -166,6 +201,10 @@ public final class ParamState implements AutoCloseable {
             clearOptimizerState();
             return;
         }
+        if (step != null && (stateDtype != FusedEngine.dtypeCode(param.scalar_type())
+                || numelOf(stateShape) != param.numel())) {
+            clearOptimizerState(); // made for the parameter's former size: remade below, like the parameter
+        }
         ensure(o, param);
         fresh = false;
         String[] names = o.stateNames();
@@ -195,6 +234,7 @@ public final class ParamState implements AutoCloseable {
         }
         step = release(step);
         stepAddress = 0;
+        stateShape = null;
     }
 
     // ---------------------------------------------------------------- the gradient buffers
