@@ -15,14 +15,18 @@ import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Supplier;
 
 import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.LongOptional;
 import org.bytedeco.pytorch.Module;
 import org.bytedeco.pytorch.NoGradGuard;
 import org.bytedeco.pytorch.Optimizer;
 import org.bytedeco.pytorch.OptimizerParamGroup;
 import org.bytedeco.pytorch.OptimizerParamGroupVector;
+import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.StringTensorDict;
 import org.bytedeco.pytorch.StringTensorDictItem;
 import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptional;
+import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
 import org.text2data.engine.Engines;
@@ -314,6 +318,11 @@ public final class Constraint implements AutoCloseable {
                 if (!t.is_floating_point()) {
                     throw new IllegalArgumentException("parameter " + taken.names.get(i)
                             + " is not floating point: " + Tensors.describe(t));
+                }
+                if (!t.is_leaf()) {
+                    throw new IllegalArgumentException("parameter " + taken.names.get(i) + " is not a leaf tensor: it "
+                            + "is computed from other tensors, so backward gives it no gradient (optimize the tensors it "
+                            + "is computed from, or pass t.detach().requires_grad_(true))");
                 }
             }
             if (taken.params.isEmpty()) {
@@ -1504,7 +1513,7 @@ public final class Constraint implements AutoCloseable {
      */
     static void checkDistinct(String[] names, Tensor[] params) {
         Map<String, Integer> seen = new HashMap<>();
-        List<long[]> spans = new ArrayList<>(); // start, end, index: contiguous tensors only
+        List<long[]> spans = new ArrayList<>(); // first byte, end byte, index: the bytes a tensor's elements span
         try (PointerScope scope = new PointerScope()) {
             for (int i = 0; i < params.length; i++) {
                 Tensor t = params[i];
@@ -1512,26 +1521,102 @@ public final class Constraint implements AutoCloseable {
                 if (address == 0) {
                     continue;
                 }
-                String key = address + " " + java.util.Arrays.toString(t.shape()) + " "
-                        + java.util.Arrays.toString(Tensors.strides(t)) + " " + t.scalar_type().value;
+                long[] shape = t.shape();
+                long[] strides = Tensors.strides(t);
+                String key = address + " " + java.util.Arrays.toString(shape) + " "
+                        + java.util.Arrays.toString(strides) + " " + t.scalar_type().value;
                 Integer j = seen.putIfAbsent(key, i);
                 if (j != null) {
                     throw new IllegalArgumentException("parameters '" + names[j] + "' and '" + names[i]
                             + "' are the same tensor: it would be stepped twice (give each parameter once)");
                 }
-                if (t.is_contiguous()) {
-                    spans.add(new long[] {address, address + t.numel() * t.element_size(), i});
+                if (!t.is_contiguous() && !stridesApart(shape, strides) && sharesElements(t, address, null, 0)) {
+                    throw new IllegalArgumentException("parameter '" + names[i] + "' has elements that share memory "
+                            + "(an expanded view, or one with overlapping strides): a step would write them several "
+                            + "times (give it memory of its own, e.g. t.clone())");
+                }
+                long last = 0; // the offset of its last element, in elements
+                for (int d = 0; d < shape.length; d++) {
+                    last += (shape[d] - 1) * strides[d];
+                }
+                spans.add(new long[] {address, address + (last + 1) * t.element_size(), i});
+            }
+            spans.sort((a, b) -> Long.compare(a[0], b[0]));
+            for (int k = 1; k < spans.size(); k++) {
+                long[] cur = spans.get(k);
+                for (int m = k - 1; m >= 0; m--) { // spans that start before cur and may reach into it
+                    long[] prev = spans.get(m);
+                    if (prev[1] <= cur[0]) {
+                        continue;
+                    }
+                    Tensor a = params[(int) prev[2]];
+                    Tensor b = params[(int) cur[2]];
+                    boolean dense = a.is_contiguous() && b.is_contiguous();
+                    if (dense || sharesElements(a, prev[0], b, cur[0])) {
+                        throw new IllegalArgumentException("parameters '" + names[(int) prev[2]] + "' and '"
+                                + names[(int) cur[2]] + "' share memory: it would be stepped twice (give each "
+                                + "parameter once)");
+                    }
                 }
             }
         }
-        spans.sort((a, b) -> Long.compare(a[0], b[0]));
-        for (int k = 1; k < spans.size(); k++) {
-            long[] prev = spans.get(k - 1);
-            long[] cur = spans.get(k);
-            if (cur[0] < prev[1]) {
-                throw new IllegalArgumentException("parameters '" + names[(int) prev[2]] + "' and '"
-                        + names[(int) cur[2]] + "' share memory: it would be stepped twice (give each parameter once)");
+    }
+
+    /**
+     * Whether a view's strides keep its elements apart (a sufficient test, no memory touched): taken by increasing
+     * stride, each stride is larger than the span of the dimensions before it. True for permuted, sliced and
+     * stepped views of one tensor; false for expanded ones (stride 0), where {@link #sharesElements} decides.
+     */
+    private static boolean stridesApart(long[] shape, long[] strides) {
+        Integer[] order = new Integer[shape.length];
+        for (int d = 0; d < order.length; d++) {
+            order[d] = d;
+        }
+        Arrays.sort(order, (x, y) -> Long.compare(strides[x], strides[y]));
+        long reach = 0; // the offset of the last element of the dimensions taken so far
+        for (int d : order) {
+            if (shape[d] == 1) {
+                continue;
             }
+            if (strides[d] <= reach) {
+                return false;
+            }
+            reach += (shape[d] - 1) * strides[d];
+        }
+        return true;
+    }
+
+    /**
+     * Whether two strided views (or one, {@code b} null) have an element at the same memory location: each element's
+     * index in the bytes the two span, counted. Only for views whose spans overlap, which are rare: it costs one
+     * counter per element of the span. Views of different element sizes, or not on one element grid, count as
+     * sharing.
+     */
+    private static boolean sharesElements(Tensor a, long aAddress, Tensor b, long bAddress) {
+        long es = a.element_size();
+        long lo = b == null ? aAddress : Math.min(aAddress, bAddress);
+        if (b != null && (b.element_size() != es || (aAddress - lo) % es != 0 || (bAddress - lo) % es != 0)) {
+            return true;
+        }
+        long span = 0;
+        for (Tensor t : b == null ? new Tensor[] {a} : new Tensor[] {a, b}) {
+            long[] shape = t.shape();
+            long last = 0;
+            for (int d = 0; d < shape.length; d++) {
+                last += (shape[d] - 1) * t.stride(d);
+            }
+            span = Math.max(span, ((t == a ? aAddress : bAddress) - lo) / es + last + 1);
+        }
+        try (PointerScope scope = new PointerScope()) {
+            Tensor positions = torch.arange(new Scalar(span), new TensorOptions(torch.ScalarType.Long));
+            Tensor at = positions.as_strided(a.shape(), Tensors.strides(a), new LongOptional((aAddress - lo) / es))
+                    .reshape(-1);
+            if (b != null) {
+                Tensor bt = positions.as_strided(b.shape(), Tensors.strides(b), new LongOptional((bAddress - lo) / es))
+                        .reshape(-1);
+                at = torch.cat(new TensorVector(at, bt));
+            }
+            return torch.bincount(at, new TensorOptional(), span).max().item_long() > 1;
         }
     }
 
