@@ -101,8 +101,9 @@ public final class PlainEngine implements ProjectionEngine {
                 }
                 index[m] = i;
                 grads[m] = g;
-                // float16 and bfloat16 reduce in float32: in float16, |c|^2 overflows above 65504 and
-                // 1e-8 + n rounds to n, so a zero c would give lam = 0 / 0
+                // float32 and the half types reduce in float64, as the fused engine does: in their own type |c|^2
+                // overflows for finite gradients (float32: values of about 1e19; float16: about 256), and in
+                // float16 1e-8 + n rounds to n, so a zero c would give lam = 0 / 0
                 try {
                     Tensor cr = reduced(c);
                     norms[m] = cr.norm().pow(two);
@@ -115,7 +116,7 @@ public final class PlainEngine implements ProjectionEngine {
                 m++;
             }
             if (checkFinite && m + u > 0) {
-                requireFinite(index, norms, dots, m, unprojected, unprojectedGrads, u);
+                requireFinite(index, norms, dots, grads, states, m, unprojected, unprojectedGrads, u);
             }
             for (int k = 0; k < m; k++) {
                 Tensor c = states[index[k]].kept;
@@ -132,18 +133,16 @@ public final class PlainEngine implements ProjectionEngine {
         return s == null ? "" : s.lines().findFirst().orElse("");
     }
 
-    private static final int HALF = torch.ScalarType.Half.value;
-    private static final int BFLOAT16 = torch.ScalarType.BFloat16.value;
+    private static final int DOUBLE = torch.ScalarType.Double.value;
 
-    /** The tensor itself, or in float32 when it is float16 or bfloat16. */
+    /** The tensor in float64 (itself when it is float64). */
     private static Tensor reduced(Tensor t) {
-        int type = t.scalar_type().value;
-        return type == HALF || type == BFLOAT16 ? t.to(torch.ScalarType.Float) : t;
+        return t.scalar_type().value == DOUBLE ? t : t.to(torch.ScalarType.Double);
     }
 
     /** One host read for all tensors; only on failure a second pass finds the first offender. */
-    private void requireFinite(int[] index, Tensor[] norms, Tensor[] dots, int m, int[] unprojected,
-                               Tensor[] unprojectedGrads, int u) {
+    private void requireFinite(int[] index, Tensor[] norms, Tensor[] dots, Tensor[] grads, ParamState[] states,
+                               int m, int[] unprojected, Tensor[] unprojectedGrads, int u) {
         TensorVector all = new TensorVector();
         for (int k = 0; k < m; k++) {
             all.push_back(torch.isfinite(norms[k]));
@@ -161,8 +160,7 @@ public final class PlainEngine implements ProjectionEngine {
             boolean cOk = torch.isfinite(norms[k]).item_bool();
             if (!cOk || !torch.isfinite(dots[k]).item_bool()) {
                 first = index[k];
-                why = cOk ? "its gradient holds a NaN or an infinity"
-                        : "its unconditional (constraint) gradient holds a NaN or an infinity";
+                why = whyNotFinite(cOk, grads[k], states[index[k]].kept);
                 break;
             }
         }
@@ -174,6 +172,23 @@ public final class PlainEngine implements ProjectionEngine {
             }
         }
         throw new NonFiniteGradientException(first, why);
+    }
+
+    /**
+     * What made a tensor's reductions non-finite: a NaN or an infinity in one of its gradients, or finite values so
+     * large that a float64 sum of their squares or products overflows.
+     */
+    private static String whyNotFinite(boolean normFinite, Tensor g, Tensor c) {
+        if (!normFinite) {
+            return torch.isfinite(c).all().item_bool()
+                    ? "the squared norm of its unconditional (constraint) gradient overflows (its values reach "
+                            + c.abs().max().item_double() + ")"
+                    : "its unconditional (constraint) gradient holds a NaN or an infinity";
+        }
+        return torch.isfinite(g).all().item_bool()
+                ? "the dot product of its gradient with its unconditional gradient overflows (the gradient's values "
+                        + "reach " + g.abs().max().item_double() + ")"
+                : "its gradient holds a NaN or an infinity";
     }
 
     @Override
