@@ -131,9 +131,9 @@ final class ConcurrentPasses implements AutoCloseable {
                     if (conditionalFailure != null) {
                         unconditionalFailure.addSuppressed(conditionalFailure);
                     }
-                    throw unchecked("unconditional", unconditionalFailure);
+                    throw rethrow(unconditionalFailure);
                 }
-                throw unchecked("conditional", conditionalFailure);
+                throw rethrow(conditionalFailure);
             }
             return new Pass[] {unconditional, conditional};
         } finally {
@@ -219,15 +219,13 @@ final class ConcurrentPasses implements AutoCloseable {
         }
     }
 
-    /** A pass's failure as it was, or a checked exception the model threw undeclared, wrapped and named. */
-    private static RuntimeException unchecked(String which, Throwable t) {
-        if (t instanceof RuntimeException r) {
-            return r;
-        }
-        if (t instanceof Error e) {
-            throw e;
-        }
-        return new IllegalStateException("the " + which + " pass failed: " + t, t);
+    /**
+     * Throws a pass's failure as it was thrown, a checked exception the model threw undeclared included: the caller
+     * sees what the passes in turn would have thrown.
+     */
+    @SuppressWarnings("unchecked")
+    private static <T extends Throwable> RuntimeException rethrow(Throwable t) throws T {
+        throw (T) t;
     }
 
     /** Stops the worker thread (it is idle: a step always waits for it). */

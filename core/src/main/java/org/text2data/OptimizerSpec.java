@@ -476,11 +476,15 @@ public final class OptimizerSpec {
         if (weightDecay != 0) {
             s.append(", weight_decay=").append(weightDecay);
         }
-        switch (type) {
-            case SGD -> s.append(", momentum=").append(momentum).append(", nesterov=").append(nesterov);
-            case ADAM, ADAMW -> s.append(", betas=(").append(beta1).append(", ").append(beta2).append(')');
-            case RMSPROP -> s.append(", alpha=").append(rmsAlpha).append(", momentum=").append(momentum);
-            case ADAGRAD -> s.append(", lr_decay=").append(lrDecay);
+        switch (type) { // every option of the kind, as PyTorch's repr of an optimizer shows them
+            case SGD -> s.append(", momentum=").append(momentum).append(", dampening=").append(dampening)
+                    .append(", nesterov=").append(nesterov);
+            case ADAM, ADAMW -> s.append(", betas=(").append(beta1).append(", ").append(beta2).append("), eps=")
+                    .append(eps).append(", amsgrad=").append(amsgrad);
+            case RMSPROP -> s.append(", alpha=").append(rmsAlpha).append(", eps=").append(eps).append(", momentum=")
+                    .append(momentum).append(", centered=").append(centered);
+            case ADAGRAD -> s.append(", lr_decay=").append(lrDecay).append(", initial_accumulator_value=")
+                    .append(initialAccumulatorValue).append(", eps=").append(eps);
         }
         if (fused != null) {
             s.append(", fused=").append(fused);
