@@ -232,6 +232,117 @@ class MisuseTest {
         new Constraint(split, OptimizerSpec.sgd(0.1), 1, 1, engine).close();
     }
 
+    @ParameterizedTest
+    @EnumSource(value = Engine.class, names = {"PLAIN", "FUSED", "AUTO"})
+    void stridedViewsThatShareMemoryAreRefused(Engine engine) {
+        Tensor w = torch.randn(3, 4).requires_grad_(true);
+        Map<String, Tensor> transposed = new LinkedHashMap<>();
+        transposed.put("w", w);
+        transposed.put("w.T", w.detach().t().requires_grad_(true));
+        assertThatThrownBy(() -> new Constraint(transposed, OptimizerSpec.sgd(0.1), 1, 1, engine))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("'w' and 'w.T' share memory");
+        Map<String, Tensor> column = new LinkedHashMap<>();
+        column.put("w.col", w.detach().select(1, 2).requires_grad_(true));
+        column.put("w.cols", w.detach().narrow(1, 1, 2).requires_grad_(true)); // columns 1 and 2
+        assertThatThrownBy(() -> new Constraint(column, OptimizerSpec.sgd(0.1), 1, 1, engine))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("'w.col'")
+                .hasMessageContaining("'w.cols'").hasMessageContaining("share memory");
+        Map<String, Tensor> expanded = new LinkedHashMap<>();
+        expanded.put("b", torch.randn(4).expand(3, 4).detach().requires_grad_(true)); // three rows on one
+        assertThatThrownBy(() -> new Constraint(expanded, OptimizerSpec.sgd(0.1), 1, 1, engine))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("parameter 'b' has elements that share memory");
+        // interleaved columns of one matrix span the same bytes but share no element: distinct parameters
+        Map<String, Tensor> interleaved = new LinkedHashMap<>();
+        interleaved.put("even", w.detach().slice(1, new org.bytedeco.pytorch.LongOptional(0),
+                new org.bytedeco.pytorch.LongOptional(4), 2).requires_grad_(true));
+        interleaved.put("odd", w.detach().slice(1, new org.bytedeco.pytorch.LongOptional(1),
+                new org.bytedeco.pytorch.LongOptional(4), 2).requires_grad_(true));
+        interleaved.put("T", torch.randn(5, 2).t().detach().requires_grad_(true)); // permuted, apart
+        new Constraint(interleaved, OptimizerSpec.sgd(0.1).fused(false), 1, 1, engine).close();
+    }
+
+    @ParameterizedTest
+    @EnumSource(value = Engine.class, names = {"PLAIN", "FUSED"})
+    void aNonLeafParameterIsRefused(Engine engine) {
+        Tensor w = torch.randn(3).requires_grad_(true);
+        Map<String, Tensor> named = new LinkedHashMap<>();
+        named.put("w2", w.mul(new Scalar(2.0)));
+        assertThatThrownBy(() -> new Constraint(named, OptimizerSpec.adam(0.1), 1, 1, engine))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("parameter w2 is not a leaf tensor");
+    }
+
+    /**
+     * Finite float32 gradients of about 1e20, whose squared norm overflows float32: both engines reduce in float64,
+     * so both take the step, alike (the plain engine used to call them "a NaN or an infinity").
+     */
+    @org.junit.jupiter.api.Test
+    void hugeFiniteFloat32GradientsAreProjectedAlikeByBothEngines() {
+        Map<String, Tensor> after = new LinkedHashMap<>();
+        for (Engine engine : new Engine[] {Engine.PLAIN, Engine.FUSED}) {
+            torch.manual_seed(5);
+            Tensor p = torch.randn(8).requires_grad_(true);
+            Tensor c = torch.randn(8).mul(new Scalar(1e20));
+            Tensor g = torch.randn(8).mul(new Scalar(1e20));
+            try (Constraint opt = new Constraint(Map.of("p", p), OptimizerSpec.sgd(1e-21), 1, 1, engine)) {
+                p.mutable_grad().put(c);
+                opt.firstStep(true);
+                p.mutable_grad().put(g);
+                assertThat(opt.secondStep(0.7, 0.5)).isEqualTo(1);
+                assertThat(torch.isfinite(p.grad()).all().item_bool()).isTrue();
+                opt.stepBase();
+            }
+            after.put(engine.name(), p.detach().clone());
+        }
+        assertThat(TestModels.maxDiff(after.get("PLAIN"), after.get("FUSED"))).isLessThan(1e-6);
+    }
+
+    // ------------------------------------------------------------------ a parameter changed under the optimizer
+
+    /**
+     * A parameter whose memory is swapped for one of another size or dtype after its first step ({@code set_}, as
+     * a widened layer): the fused optimizer's state no longer fits it, so the step is refused with its name, as
+     * libtorch's optimizer refuses it, and nothing changes; shrinking is refused alike (it would step with the first
+     * elements of the old state).
+     */
+    @ParameterizedTest
+    @org.junit.jupiter.params.provider.CsvSource({"1048576, Float", "2, Float", "4, Double"})
+    void aParameterResizedAfterAStepIsRefusedByTheFusedOptimizer(long newSize, String dtype) {
+        Tensor w = torch.zeros(4).requires_grad_(true);
+        Tensor twinW = torch.zeros(4).requires_grad_(true);
+        try (Constraint opt = new Constraint(Map.of("layer.w", w), OptimizerSpec.adam(0.1), 1, 1, Engine.FUSED);
+             Constraint twin = new Constraint(Map.of("layer.w", twinW), OptimizerSpec.adam(0.1), 1, 1, Engine.FUSED)) {
+            assertThat(opt.isFused()).isTrue();
+            w.mutable_grad().put(torch.ones(4));
+            opt.stepBase();
+            Tensor kept = w.detach().clone();
+            torch.ScalarType type = torch.ScalarType.valueOf(dtype);
+            Tensor swapped = torch.full(new long[] {newSize}, new Scalar(0.5), new TensorOptions(type));
+            if (type == torch.ScalarType.Float) {
+                try (org.bytedeco.pytorch.NoGradGuard g = new org.bytedeco.pytorch.NoGradGuard()) {
+                    w.set_(swapped); // a widened layer
+                }
+            } else {
+                w.__dispatch_set_data(swapped); // PyTorch's p.data = ...: set_ keeps the dtype
+            }
+            w.mutable_grad().put(torch.ones(newSize).to(type));
+            assertThatThrownBy(opt::stepBase).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("parameter 'layer.w' is [" + newSize + "]")
+                    .hasMessageContaining("its optimizer state was made for [4] Float")
+                    .hasMessageContaining("nothing was changed");
+            assertThat(w.detach().eq(new Scalar(0.5)).all().item_bool()).as("the new memory is untouched").isTrue();
+            // the optimizer state is as it was: back on the old memory, the next step is a twin's second step
+            w.__dispatch_set_data(kept);
+            w.mutable_grad().put(torch.ones(4));
+            opt.stepBase();
+            for (int i = 0; i < 2; i++) {
+                twinW.mutable_grad().put(torch.ones(4));
+                twin.stepBase();
+            }
+            assertThat(torch.equal(w.detach(), twinW.detach())).isTrue();
+        }
+    }
+
     // ------------------------------------------------------------------ item 2: NaN where nothing is projected
 
     /**
