@@ -121,7 +121,8 @@ public final class Constraint implements AutoCloseable {
      * @param module the model; its parameters are updated in place
      * @param base the base optimizer
      * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
-     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     *                                  optimize, a parameter is not floating point or not a leaf, or parameters
+     *                                  share memory
      */
     public Constraint(Module module, OptimizerSpec base) {
         this(module, base, 1.0, 1.0, Engine.AUTO);
@@ -135,7 +136,8 @@ public final class Constraint implements AutoCloseable {
      * @param alpha the barrier's alpha (finite, &gt;= 0)
      * @param beta the barrier's beta (finite, &gt;= 0)
      * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
-     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     *                                  optimize, a parameter is not floating point or not a leaf, or parameters
+     *                                  share memory
      */
     public Constraint(Module module, OptimizerSpec base, double alpha, double beta) {
         this(module, base, alpha, beta, Engine.AUTO);
@@ -152,7 +154,8 @@ public final class Constraint implements AutoCloseable {
      * @param beta the barrier's beta (finite, &gt;= 0)
      * @param engine the projection engine
      * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
-     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     *                                  optimize, a parameter is not floating point or not a leaf, or parameters
+     *                                  share memory
      */
     public Constraint(Module module, OptimizerSpec base, double alpha, double beta, Engine engine) {
         this(Taken.of(module), base, alpha, beta, engine);
@@ -166,7 +169,8 @@ public final class Constraint implements AutoCloseable {
      * @param params the parameters
      * @param base the base optimizer
      * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
-     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     *                                  optimize, a parameter is not floating point or not a leaf, or parameters
+     *                                  share memory
      */
     public Constraint(TensorVector params, OptimizerSpec base) {
         this(params, base, 1.0, 1.0, Engine.AUTO);
@@ -182,7 +186,8 @@ public final class Constraint implements AutoCloseable {
      * @param beta the barrier's beta (finite, &gt;= 0)
      * @param engine the projection engine
      * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
-     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     *                                  optimize, a parameter is not floating point or not a leaf, or parameters
+     *                                  share memory
      */
     public Constraint(TensorVector params, OptimizerSpec base, double alpha, double beta, Engine engine) {
         this(Taken.of(params), base, alpha, beta, engine);
@@ -196,7 +201,8 @@ public final class Constraint implements AutoCloseable {
      * @param namedParams the parameters by name
      * @param base the base optimizer
      * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
-     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     *                                  optimize, a parameter is not floating point or not a leaf, or parameters
+     *                                  share memory
      */
     public Constraint(StringTensorDict namedParams, OptimizerSpec base) {
         this(namedParams, base, 1.0, 1.0, Engine.AUTO);
@@ -212,7 +218,8 @@ public final class Constraint implements AutoCloseable {
      * @param beta the barrier's beta (finite, &gt;= 0)
      * @param engine the projection engine
      * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
-     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     *                                  optimize, a parameter is not floating point or not a leaf, or parameters
+     *                                  share memory
      */
     public Constraint(StringTensorDict namedParams, OptimizerSpec base, double alpha, double beta, Engine engine) {
         this(Taken.of(namedParams), base, alpha, beta, engine);
@@ -224,7 +231,8 @@ public final class Constraint implements AutoCloseable {
      * @param params the parameters; the list and its handles may be closed or collected afterwards
      * @param base the base optimizer
      * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
-     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     *                                  optimize, a parameter is not floating point or not a leaf, or parameters
+     *                                  share memory
      */
     public Constraint(Iterable<Tensor> params, OptimizerSpec base) {
         this(params, base, 1.0, 1.0, Engine.AUTO);
@@ -238,7 +246,8 @@ public final class Constraint implements AutoCloseable {
      * @param alpha the barrier's alpha (finite, &gt;= 0)
      * @param beta the barrier's beta (finite, &gt;= 0)
      * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
-     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     *                                  optimize, a parameter is not floating point or not a leaf, or parameters
+     *                                  share memory
      */
     public Constraint(Iterable<Tensor> params, OptimizerSpec base, double alpha, double beta) {
         this(params, base, alpha, beta, Engine.AUTO);
@@ -253,7 +262,8 @@ public final class Constraint implements AutoCloseable {
      * @param beta the barrier's beta (finite, &gt;= 0)
      * @param engine the projection engine
      * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
-     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     *                                  optimize, a parameter is not floating point or not a leaf, or parameters
+     *                                  share memory
      */
     public Constraint(Iterable<Tensor> params, OptimizerSpec base, double alpha, double beta, Engine engine) {
         this(Taken.of(params), base, alpha, beta, engine);
@@ -265,7 +275,8 @@ public final class Constraint implements AutoCloseable {
      * @param namedParams the parameters by name; the map and its handles may be closed or collected afterwards
      * @param base the base optimizer
      * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
-     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     *                                  optimize, a parameter is not floating point or not a leaf, or parameters
+     *                                  share memory
      */
     public Constraint(Map<String, Tensor> namedParams, OptimizerSpec base) {
         this(namedParams, base, 1.0, 1.0, Engine.AUTO);
@@ -279,7 +290,8 @@ public final class Constraint implements AutoCloseable {
      * @param alpha the barrier's alpha (finite, &gt;= 0)
      * @param beta the barrier's beta (finite, &gt;= 0)
      * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
-     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     *                                  optimize, a parameter is not floating point or not a leaf, or parameters
+     *                                  share memory
      */
     public Constraint(Map<String, Tensor> namedParams, OptimizerSpec base, double alpha, double beta) {
         this(namedParams, base, alpha, beta, Engine.AUTO);
@@ -295,7 +307,8 @@ public final class Constraint implements AutoCloseable {
      * @param beta the barrier's beta (finite, &gt;= 0)
      * @param engine the projection engine
      * @throws IllegalArgumentException if an argument is null, a coefficient is invalid, there is no parameter to
-     *                                  optimize, a parameter is not floating point, or one tensor is given twice
+     *                                  optimize, a parameter is not floating point or not a leaf, or parameters
+     *                                  share memory
      */
     public Constraint(Map<String, Tensor> namedParams, OptimizerSpec base, double alpha, double beta, Engine engine) {
         this(Taken.of(namedParams), base, alpha, beta, engine);
@@ -1509,7 +1522,8 @@ public final class Constraint implements AutoCloseable {
 
     /**
      * Refuses the same tensor given twice (it would be stepped twice): the same data, shape, strides and
-     * dtype, or contiguous tensors whose memory overlaps.
+     * dtype, or tensors with an element at the same memory location (overlapping contiguous tensors; strided views,
+     * element by element where their spans overlap), and a tensor whose own elements share memory (expanded).
      */
     static void checkDistinct(String[] names, Tensor[] params) {
         Map<String, Integer> seen = new HashMap<>();
