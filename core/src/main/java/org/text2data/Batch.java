@@ -80,12 +80,14 @@ public record Batch(Tensor data, Tensor cond, Tensor label) implements AutoClose
      * @param file a file written by {@code torch.save} (zip format, PyTorch 1.6 or later)
      * @return the batch, owning its own tensor handles
      * @throws IllegalArgumentException if the file is missing or unreadable, is not a zip-format torch.save file,
-     *                                  does not fit in memory, does not hold a dict, lacks a key, holds a non-tensor or
+     *                                  is truncated or corrupt (a tensor's record shorter than declared), does not fit
+     *                                  in memory, does not hold a dict, lacks a key, holds a non-tensor or
      *                                  0-dim tensor under a key, or its tensors differ in number of rows
      */
     public static Batch load(Path file) {
         LibTorch.ensureLoaded();
         InputFile.checkReadable(file, "data file");
+        ArchiveCheck.check(file, "data file");
         IValue root;
         try (ByteVector v = readZip(file)) {
             root = torch.pickle_load(v);

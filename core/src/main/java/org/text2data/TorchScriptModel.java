@@ -42,12 +42,14 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
      *
      * @param file the saved TorchScript module
      * @return the loaded model, which the caller closes
-     * @throws IllegalArgumentException if the file is missing or unreadable, is not a TorchScript module, or the
-     *                                  module has no parameters
+     * @throws IllegalArgumentException if the file is missing or unreadable, is not a TorchScript module, is
+     *                                  truncated or corrupt (a tensor's record shorter than declared), its code nests
+     *                                  too deep for libtorch's parser, or the module has no parameters
      */
     public static TorchScriptModel load(Path file) {
         LibTorch.ensureLoaded();
         InputFile.checkReadable(file, "model file");
+        ArchiveCheck.check(file, "model file");
         JitModule m;
         try {
             m = torch.load(file.toString());
