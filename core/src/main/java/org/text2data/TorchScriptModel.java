@@ -13,6 +13,8 @@ import org.bytedeco.pytorch.IValueVector;
 import org.bytedeco.pytorch.JitModule;
 import org.bytedeco.pytorch.NamedTensor;
 import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.named_buffer_iterator;
+import org.bytedeco.pytorch.named_buffer_list;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.named_parameter_iterator;
 import org.bytedeco.pytorch.named_parameter_list;
@@ -165,13 +167,53 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
      */
     public void save(Path file) throws IOException {
         checkOpen();
+        long need = savedBytesBound();
         AtomicFile.write(file, tmp -> {
+            // libtorch's writer cannot fail cleanly: when the disk fills, its zip writer throws again while
+            // unwinding and the process aborts. So a save that may not fit is refused before it starts.
+            long free = usableSpace.applyAsLong(tmp.toAbsolutePath().getParent());
+            if (free < need) {
+                throw new IOException("not enough free space: saving the module needs up to " + mib(need)
+                        + " (its tensors, and 8 MiB for its code), and " + mib(free) + " are free there");
+            }
             try {
                 module.save(tmp.toString());
             } catch (RuntimeException e) {
                 throw new IOException(ErrorMessages.of(e), e); // AtomicFile names the file
             }
         });
+    }
+
+    /** The usable bytes of a folder's file system (a test fakes a full disk). */
+    static java.util.function.ToLongFunction<Path> usableSpace = dir -> {
+        try {
+            return java.nio.file.Files.getFileStore(dir).getUsableSpace();
+        } catch (IOException e) {
+            return Long.MAX_VALUE; // unknown: the write itself will say what is wrong
+        }
+    };
+
+    /**
+     * An upper bound of the saved file's size: the parameters' and buffers' bytes, a zip entry with its alignment
+     * per tensor, and room for the code and its debug tables.
+     */
+    private long savedBytesBound() {
+        long bytes = 8L << 20;
+        try (org.bytedeco.javacpp.PointerScope scope = new org.bytedeco.javacpp.PointerScope()) {
+            for (Tensor t : params.values()) {
+                bytes += t.nbytes() + 1024;
+            }
+            named_buffer_list buffers = module.named_buffers(true);
+            named_buffer_iterator end = buffers.end();
+            for (named_buffer_iterator it = buffers.begin(); it.notEquals(end); it.increment()) {
+                bytes += it.access().value().nbytes() + 1024;
+            }
+        }
+        return bytes;
+    }
+
+    private static String mib(long bytes) {
+        return String.format(java.util.Locale.ROOT, "%.1f MiB", bytes / 1048576.0);
     }
 
     /**
