@@ -550,6 +550,10 @@ def correctness(B, R, gen):
     # g_value NaN: phi = min(NaN, beta*n) is NaN (like torch.minimum), so lam and every non-empty g become NaN
     pairs = [make_pair(n, torch.float32, dev, gen) for n in (0, 4, 20000)] + [make_pair(6, torch.float32, dev, gen, zero_c=True)]
     run_case(B, R, "g_value NaN propagates", pairs, "violated", gv_override=float("nan"))
+    # alpha * (g_value - g_constraint) overflows float64 from finite operands: held at DBL_MAX, min() with beta * n
+    # gives the lam the infinity gives (the reference's), with T2D_CHECK_FINITE too
+    pairs = [make_pair(n, torch.float64, dev, gen, k=-1.0) for n in (4, 20000)]
+    run_case(B, R, "alpha * (g_value - g_constraint) overflows", pairs, (10.0, 0.5, 1e308, 1.0), options=T2D_CHECK_FINITE)
     # huge and tiny magnitudes in float64
     pairs = [make_pair(n, torch.float64, dev, gen, k=-1.0, scale=s) for n, s in ((100, 1e150), (100, 1e-150), (5, 1e-300))]
     run_case(B, R, "huge and tiny magnitudes f64", pairs, "violated")
@@ -794,15 +798,15 @@ def nonfinite(B, R, gen):
     """T2D_CHECK_FINITE: T2D_ERR_NONFINITE naming the lowest bad tensor; no tensor changed (nothing is written)."""
     dev = B.device
 
-    def case(name, dt, sizes, poison, want_idx, want_word, not_word=None):
+    def case(name, dt, sizes, poison, want_idx, want_word, not_word=None, gv=1.7):
         pairs = [make_pair(n, dt, dev, gen, k=-1.0) for n in sizes]
         for (i, which, pos, val) in poison:
             t = pairs[i][0] if which == "g" else pairs[i][1]
             t.view(-1)[pos] = val
-        refs = reference(pairs, 1.7, 0.4, 1.0, 1.0)
+        refs = reference(pairs, gv, 0.4, 1.0, 1.0)
         snaps = [bits(g) for g, _ in pairs]
         lam_t = torch.full((len(pairs),), -777.0, dtype=torch.float64, device=dev)
-        rc = B.project(make_desc(pairs), len(pairs), 1.7, 0.4, 1.0, 1.0, T2D_CHECK_FINITE, lam_t)
+        rc = B.project(make_desc(pairs), len(pairs), gv, 0.4, 1.0, 1.0, T2D_CHECK_FINITE, lam_t)
         msg, idx = B.last_error()
         B.sync()
         lam_written = not bool((lam_t == -777.0).all())
@@ -834,6 +838,10 @@ def nonfinite(B, R, gen):
     case("NaN in constraint of tensor 9 (bf16)", torch.bfloat16, sizes, [(9, "c", 1, float("nan"))], 9, "constraint")
     case("-inf in grad of tensor 8 (f16)", torch.float16, sizes, [(8, "g", 16383, float("-inf"))], 8, "gradient", "constraint")
     case("finite values, <c,c> overflows (f64, tensor 4)", torch.float64, sizes, [(4, "c", 0, 1e200)], 4, "constraint")
+    # a non-finite g_value is the loss's fault, reported before any tensor's, at the first tensor
+    case("g_value NaN", torch.float32, sizes, [], 0, "g_value", "gradient", gv=float("nan"))
+    case("g_value inf, NaN in grad of tensor 5", torch.float32, sizes, [(5, "g", 3, float("nan"))], 0, "g_value",
+         gv=float("inf"))
 
 
 # ---------------------------------------------------------------- "no host synchronisation"
@@ -1252,7 +1260,7 @@ def param_rows(fps, o):
     return arr
 
 
-def fused_step(B, fps, o, g_value, g_constraint, status=None, stream=None):
+def fused_step(B, fps, o, g_value, g_constraint, status=None, stream=None, alpha=1.0):
     arr = param_rows(fps, o)
     if B.cuda:
         gv = g_value if torch.is_tensor(g_value) else torch.tensor(g_value, dtype=torch.float64, device=B.device)
@@ -1260,9 +1268,9 @@ def fused_step(B, fps, o, g_value, g_constraint, status=None, stream=None):
         if stream is None:
             stream = torch.cuda.current_stream().cuda_stream
         return B.lib.t2d_step_cuda(arr, len(fps), ctypes.byref(o), ctypes.c_void_p(gv.data_ptr()), DTYPE_CODE[gv.dtype],
-                                   g_constraint, 1.0, 1.0, 0, ctypes.c_void_p(stream or None),
+                                   g_constraint, alpha, 1.0, 0, ctypes.c_void_p(stream or None),
                                    ctypes.c_void_p(status.data_ptr()), None)
-    return B.lib.t2d_step_host(arr, len(fps), ctypes.byref(o), float(g_value), g_constraint, 1.0, 1.0, 0, None)
+    return B.lib.t2d_step_host(arr, len(fps), ctypes.byref(o), float(g_value), g_constraint, alpha, 1.0, 0, None)
 
 
 def new_status(B):
@@ -1381,6 +1389,21 @@ def fused_nonfinite(B, R, gen):
     for gv in (float("inf"), float("-inf"), float("nan")):
         fps = [FusedParam(n, torch.float32, B.device, gen) for n in (40, 300)]
         refused_step(B, R, "g_value %s" % gv, fps, o, gv, 0, T2D_NONFINITE_LOSS, "g_value")
+    # alpha * (g_value - g_constraint) overflowing float64 from finite operands (alpha 1e308) is no non-finite loss:
+    # taken, with the lam an infinite excess gives (phi = beta * n), so the same bits as an excess of 1e300
+    runs = []
+    for alpha, gv in ((1e308, 10.0), (1.0, 1e300)):
+        fps = [FusedParam(n, torch.float32, B.device, torch.Generator().manual_seed(77 + i)) for i, n in enumerate((40, 300))]
+        status = new_status(B)
+        rc = fused_step(B, fps, o, gv, 0.5, status, alpha=alpha)
+        B.sync()
+        skipped = read_status(status)[1] if B.cuda else 0
+        runs.append((rc, skipped, [bits(fp.p) for fp in fps]))
+    same = all(bool(torch.equal(a, b)) for a, b in zip(runs[0][2], runs[1][2]))
+    R.check("fused step: alpha * (g_value - g_constraint) overflows, taken as phi = beta * n",
+            runs[0][:2] == (T2D_OK, 0) and runs[1][:2] == (T2D_OK, 0) and same,
+            "rc/skipped %s and %s; parameters bit for bit those of an excess of 1e300: %s" % (
+                runs[0][:2], runs[1][:2], same))
     # float16: finite gradients, an SGD update that leaves float16's range (g_value < g_constraint: lam = 0)
     fps = [FusedParam(n, torch.float16, B.device, gen) for n in (40, 300)]
     fps[1].p.view(-1)[7], fps[1].g.view(-1)[7] = 65000.0, -60000.0

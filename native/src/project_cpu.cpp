@@ -431,6 +431,9 @@ void project_all(const t2d_tensor* tensors, int32_t count, double excess, double
 int32_t project_host(const t2d_tensor* tensors, int32_t count, double excess, double beta, int32_t options,
                      double* lambdas) {
     bool check = (options & T2D_CHECK_FINITE) != 0;
+    if (check && count > 0 && !std::isfinite(excess)) // t2d_excess keeps an overflow of finite operands finite
+        return fail_t(0, T2D_ERR_NONFINITE, "tensor %d: g_value (the unconditional loss) is not finite "
+                      "(alpha * (g_value - g_constraint) = %g)", 0, excess);
     std::vector<double> lams((size_t)count);
     std::vector<uint8_t> bad((size_t)count, 0);
     project_all(tensors, count, excess, beta, check, lams.data(), bad.data());
@@ -665,9 +668,9 @@ int32_t step_host(const t2d_param* params, int32_t count, const t2d_optimizer& o
             case T2D_NONFINITE_GRAD:
                 return fail_nonfinite(i, false);
             case T2D_NONFINITE_LOSS:
-                if (!std::isfinite(excess))
-                    return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: g_value (the unconditional loss) is not finite, "
-                                  "or alpha * (g_value - g_constraint) overflowed (%g)", i, excess);
+                if (!std::isfinite(excess)) // t2d_excess keeps an overflow of finite operands finite
+                    return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: g_value (the unconditional loss) is not finite "
+                                  "(alpha * (g_value - g_constraint) = %g)", i, excess);
                 return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: lam overflowed (<g,c> %g, <c,c> %g, alpha * (g_value - "
                               "g_constraint) %g, beta %g)", i, s.dot, s.n, excess, beta);
             }
@@ -711,7 +714,7 @@ extern "C" int32_t t2d_project_host(const t2d_tensor* tensors, int32_t count, do
     int32_t rc = t2d::validate(tensors, count, true, nullptr);
     if (rc != T2D_OK) return rc;
     try {
-        return t2d::project_host(tensors, count, alpha * (g_value - g_constraint), beta, options, lambdas_out);
+        return t2d::project_host(tensors, count, t2d_excess(alpha, g_value, g_constraint), beta, options, lambdas_out);
     } catch (const std::bad_alloc&) {
         return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "out of host memory");
     } catch (...) {
@@ -730,7 +733,7 @@ extern "C" int32_t t2d_step_host(const t2d_param* params, int32_t count, const t
     int32_t rc = t2d::validate_step(params, count, optimizer, options, true, nullptr);
     if (rc != T2D_OK) return rc;
     try {
-        return t2d::step_host(params, count, *optimizer, alpha * (g_value - g_constraint), beta, lambdas_out);
+        return t2d::step_host(params, count, *optimizer, t2d_excess(alpha, g_value, g_constraint), beta, lambdas_out);
     } catch (const std::bad_alloc&) {
         return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "out of host memory");
     } catch (...) {

@@ -265,7 +265,8 @@ __device__ __forceinline__ double2 tensor_sums(const double2* __restrict__ parti
 }
 
 // lam of a projection's tensor from its sums (reduce_kernel's last block of the tensor, one thread): lam[t] (and
-// lambdas_out[t]); with check, bad = lowest non-finite tensor index * 2 + kind.
+// lambdas_out[t]); with check, bad = lowest non-finite tensor index * 4 + kind - 1 (kind 1: its constraint
+// gradient, 2: its gradient, 3: g_value, which every tensor sees, so the first one reports it).
 struct ProjectionLambda {
     const void* g_value;
     int g_value_dtype;
@@ -275,15 +276,16 @@ struct ProjectionLambda {
     int check;
     int* bad;
     __device__ void operator()(const DevTensor&, int ti, double n, double dot) const {
-        double excess = alpha * (read_scalar(g_value, g_value_dtype) - g_constraint);
+        double excess = t2d_excess(alpha, read_scalar(g_value, g_value_dtype), g_constraint);
         double l = t2d_lambda(n, dot, excess, beta);
         int kind = 0;
         if (check) {
-            if (!isfinite(n)) kind = 1;
+            if (!isfinite(excess)) kind = 3;
+            else if (!isfinite(n)) kind = 1;
             else if (!isfinite(dot)) kind = 2;
         }
         if (kind) {
-            atomicMin(bad, ti * 2 + (kind - 1));
+            atomicMin(bad, ti * 4 + (kind - 1));
             l = 0.0;  // a non-finite tensor is left unchanged
         }
         lam[ti] = l;
@@ -308,7 +310,7 @@ struct StepLambda {
             b = sc->beta;
         }
         bool projected = t.constraint != nullptr;
-        double excess = projected ? a * (read_scalar(g_value, g_value_dtype) - gc) : 0.0;
+        double excess = projected ? t2d_excess(a, read_scalar(g_value, g_value_dtype), gc) : 0.0;
         double l = projected ? t2d_lambda(n, dot, excess, b) : 0.0;
         int reason = t2d_step_reason(projected, n, dot, excess, l);
         if (reason) atomicMin(bad, ti * 8 + reason);
@@ -694,8 +696,10 @@ int32_t project_cuda(const t2d_tensor* tensors, int32_t count, int32_t device, c
         return T2D_OK;
     });
     if (rc != T2D_OK || bad == kNoBad) return rc;
-    int i = bad / 2;
-    return fail_nonfinite(i, bad % 2 == 0);
+    int i = bad / 4;
+    if (bad % 4 == 2)
+        return fail_t(i, T2D_ERR_NONFINITE, "tensor %d: g_value (the unconditional loss) is not finite", i);
+    return fail_nonfinite(i, bad % 4 == 0);
 }
 
 // ---------------------------------------------------------------- fused optimizer step

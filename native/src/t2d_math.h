@@ -2,6 +2,8 @@
 #ifndef T2D_MATH_H
 #define T2D_MATH_H
 
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -12,6 +14,15 @@
 #else
 #define T2D_HD inline
 #endif
+
+// alpha * (g_value - g_constraint). Where finite operands overflow it (alpha 1e308), it is held at +-DBL_MAX:
+// min() with beta * n and relu() then give the lam the infinity gives (the reference's, the plain engine's), where
+// an infinity would be refused as a non-finite loss; a non-finite g_value stays non-finite, and is refused.
+T2D_HD double t2d_excess(double alpha, double g_value, double g_constraint) {
+    double e = alpha * (g_value - g_constraint);
+    if (isinf(e) && isfinite(g_value) && isfinite(g_constraint) && isfinite(alpha)) e = e > 0 ? DBL_MAX : -DBL_MAX;
+    return e;
+}
 
 // lam from the tensor's reductions. excess = alpha * (g_value - g_constraint).
 // minimum/relu propagate NaN like torch.minimum / torch.relu.

@@ -603,8 +603,7 @@ public final class Constraint implements AutoCloseable {
             try {
                 return engine.secondStep(states, gValue, gConstraint, alpha, beta, checkFinite);
             } catch (NonFiniteGradientException e) {
-                throw new NonFiniteException("parameter '" + names[e.tensorIndex()] + "': " + e.getMessage()
-                        + "; step " + (steps + 1) + " was refused, nothing was updated");
+                throw new NonFiniteException(refusal(e) + "; step " + (steps + 1) + " was refused, nothing was updated");
             }
         } finally {
             exit();
@@ -705,8 +704,7 @@ public final class Constraint implements AutoCloseable {
         try {
             projected = fe.optimizerStep(states, fused, gValue, gConstraint, alpha, beta, project);
         } catch (NonFiniteGradientException e) {
-            throw new NonFiniteException("parameter '" + names[e.tensorIndex()] + "': " + e.getMessage() + "; step "
-                    + (steps + 1) + " was refused, nothing was updated (parameters, gradients and the " + spec.type()
+            throw new NonFiniteException(refusal(e) + "; step " + (steps + 1) + " was refused, nothing was updated (parameters, gradients and the " + spec.type()
                     + " state are as they were)");
         }
         if (!capturing) {
@@ -790,7 +788,8 @@ public final class Constraint implements AutoCloseable {
             }
             long newly = status[1] - reportedSkipped;
             reportedSkipped = status[1];
-            String param = status[3] >= 0 ? "parameter '" + names[(int) status[3]] + "'" : "a parameter";
+            String param = status[4] == 4 ? "the step" // the loss, whichever tensor found it
+                    : status[3] >= 0 ? "parameter '" + names[(int) status[3]] + "'" : "a parameter";
             String why = switch ((int) status[4]) {
                 case 1 -> "its unconditional (constraint) gradient held a NaN or an infinity";
                 case 2 -> "its gradient held a NaN or an infinity";
@@ -804,6 +803,12 @@ public final class Constraint implements AutoCloseable {
         } finally {
             exit();
         }
+    }
+
+    /** What a non-finite value refused: the parameter it names, or the unconditional loss, which is no parameter's. */
+    private String refusal(NonFiniteGradientException e) {
+        return e.getMessage().startsWith("g_value") ? "the unconditional loss: " + e.getMessage()
+                : "parameter '" + names[e.tensorIndex()] + "': " + e.getMessage();
     }
 
     /**

@@ -297,6 +297,40 @@ class MisuseTest {
         assertThat(TestModels.maxDiff(after.get("PLAIN"), after.get("FUSED"))).isLessThan(1e-6);
     }
 
+    /**
+     * alpha * (gValue - gConstraint) overflowing float64 from finite operands (alpha 1e308): as an infinity in the
+     * reference, min() with beta * n takes over, so both engines take the step, alike (the fused engine refused it,
+     * blaming a parameter); a NaN loss is still refused, naming the loss, not a parameter.
+     */
+    @org.junit.jupiter.api.Test
+    void anExcessThatOverflowsIsTheReferencesInfinityOnBothEngines() {
+        Map<String, Tensor> after = new LinkedHashMap<>();
+        for (Engine engine : new Engine[] {Engine.PLAIN, Engine.FUSED}) {
+            torch.manual_seed(6);
+            Tensor p = torch.randn(8).to(torch.ScalarType.Double).requires_grad_(true);
+            Tensor c = torch.randn(8).to(torch.ScalarType.Double);
+            Tensor g = torch.randn(8).to(torch.ScalarType.Double);
+            try (Constraint opt = new Constraint(Map.of("p", p), OptimizerSpec.sgd(0.1), 1e308, 1, engine)) {
+                p.mutable_grad().put(c);
+                opt.firstStep(true);
+                p.mutable_grad().put(g);
+                Tensor before = p.detach().clone();
+                Tensor nan = torch.full(new long[] {1}, new Scalar(Double.NaN), new TensorOptions(torch.ScalarType.Double));
+                Runnable[] bad = {() -> opt.secondStep(Double.NaN, 0.5), () -> opt.secondStep(nan, 0.5)};
+                for (int i = 0; i < bad.length; i++) {
+                    assertThat(org.assertj.core.api.Assertions.catchThrowable(bad[i]::run)).as(engine + ", gValue case " + i)
+                            .isInstanceOf(NonFiniteException.class)
+                            .hasMessageContaining("unconditional loss").hasMessageNotContaining("parameter 'p'");
+                }
+                assertThat(torch.equal(p.detach(), before)).isTrue();
+                assertThat(opt.secondStep(10.0, 0.5)).isEqualTo(1);
+                opt.stepBase();
+            }
+            after.put(engine.name(), p.detach().clone());
+        }
+        assertThat(TestModels.maxDiff(after.get("PLAIN"), after.get("FUSED"))).isLessThan(1e-12);
+    }
+
     // ------------------------------------------------------------------ a parameter changed under the optimizer
 
     /**

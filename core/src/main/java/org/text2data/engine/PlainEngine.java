@@ -77,7 +77,8 @@ public final class PlainEngine implements ProjectionEngine {
              Scalar eps = new Scalar(1e-8)) {
             // alpha * (gValue - gConstraint): one 0-dim tensor, shared by every parameter, in float64 (as
             // the fused engine computes it), whatever gValue's dtype: parameters of several dtypes share it
-            Tensor excess = gValue.detach().to(torch.ScalarType.Double).sub(gc).mul(a);
+            Tensor gv = gValue.detach().to(torch.ScalarType.Double);
+            Tensor excess = gv.sub(gc).mul(a);
             int[] index = new int[params.length];
             Tensor[] grads = new Tensor[params.length];
             Tensor[] norms = new Tensor[params.length];
@@ -116,7 +117,7 @@ public final class PlainEngine implements ProjectionEngine {
                 m++;
             }
             if (checkFinite && m + u > 0) {
-                requireFinite(index, norms, dots, grads, states, m, unprojected, unprojectedGrads, u);
+                requireFinite(gv, index, norms, dots, grads, states, m, unprojected, unprojectedGrads, u);
             }
             for (int k = 0; k < m; k++) {
                 Tensor c = states[index[k]].kept;
@@ -141,9 +142,12 @@ public final class PlainEngine implements ProjectionEngine {
     }
 
     /** One host read for all tensors; only on failure a second pass finds the first offender. */
-    private void requireFinite(int[] index, Tensor[] norms, Tensor[] dots, Tensor[] grads, ParamState[] states,
-                               int m, int[] unprojected, Tensor[] unprojectedGrads, int u) {
+    private void requireFinite(Tensor gValue, int[] index, Tensor[] norms, Tensor[] dots, Tensor[] grads,
+                               ParamState[] states, int m, int[] unprojected, Tensor[] unprojectedGrads, int u) {
         TensorVector all = new TensorVector();
+        if (m > 0) {
+            all.push_back(torch.isfinite(gValue).all()); // (alpha * (gValue - gConstraint) may overflow: that is fine)
+        }
         for (int k = 0; k < m; k++) {
             all.push_back(torch.isfinite(norms[k]));
             all.push_back(torch.isfinite(dots[k]));
@@ -153,6 +157,10 @@ public final class PlainEngine implements ProjectionEngine {
         }
         if (torch.stack(all).all().item_bool()) {
             return;
+        }
+        if (m > 0 && !torch.isfinite(gValue).all().item_bool()) {
+            throw new NonFiniteGradientException(index[0], "g_value (the unconditional loss) is not finite ("
+                    + gValue.item_double() + ")");
         }
         int first = Integer.MAX_VALUE;
         String why = null;
