@@ -176,10 +176,18 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
                 throw new IOException("not enough free space: saving the module needs up to " + mib(need)
                         + " (its tensors, and 8 MiB for its code), and " + mib(free) + " are free there");
             }
+            // libtorch names the archive's top folder after the file it writes: written under the target's own name
+            // (in a folder of its own beside it), the same module gives the same bytes, whatever the temporary name
+            Path dir = java.nio.file.Files.createTempDirectory(tmp.toAbsolutePath().getParent(), ".t2d-save-");
+            Path named = dir.resolve(file.getFileName());
             try {
-                module.save(tmp.toString());
+                module.save(named.toString());
+                java.nio.file.Files.move(named, tmp, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
             } catch (RuntimeException e) {
                 throw new IOException(ErrorMessages.of(e), e); // AtomicFile names the file
+            } finally {
+                java.nio.file.Files.deleteIfExists(named);
+                java.nio.file.Files.deleteIfExists(dir);
             }
         });
     }

@@ -37,6 +37,13 @@ class ModelSaveTest {
             try (TorchScriptModel back = TorchScriptModel.load(out)) {
                 assertThat(back.namedParameters().keySet()).isEqualTo(m.namedParameters().keySet());
             }
+            // the same module twice gives the same bytes (libtorch names the archive's folder after the file)
+            byte[] first = Files.readAllBytes(out);
+            m.save(out);
+            assertThat(Files.readAllBytes(out)).isEqualTo(first);
+            try (Stream<Path> files = Files.list(tmp)) {
+                assertThat(files).containsExactly(out);
+            }
         } finally {
             TorchScriptModel.usableSpace = real;
         }
