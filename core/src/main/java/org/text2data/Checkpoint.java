@@ -29,7 +29,10 @@ import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 import com.google.gson.JsonPrimitive;
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.ArchiveWriter;
 import org.bytedeco.pytorch.ByteVector;
 import org.bytedeco.pytorch.CompilationUnit;
 import org.bytedeco.pytorch.Function;
@@ -443,8 +446,8 @@ public final class Checkpoint implements AutoCloseable {
      *
      * @param opt the constraint to restore into
      * @throws IllegalArgumentException if {@code opt} is null or the checkpoint does not fit it
-     * @throws IllegalStateException if this checkpoint or {@code opt} is closed, or the optimizer state cannot be
-     *     staged in a temporary file
+     * @throws IllegalStateException if this checkpoint or {@code opt} is closed, or there is not enough native memory
+     *     to stage the optimizer state (it is staged in memory, not in a temporary file)
      */
     public void restore(Constraint opt) {
         checkOpen();
@@ -535,13 +538,10 @@ public final class Checkpoint implements AutoCloseable {
             if (!problems.isEmpty()) {
                 throw refused(problems);
             }
-            Path archive = null;
-            try {
-                if (opt.isFused()) {
-                    opt.loadFusedState(optimizerState); // checked above to fit: nothing here can refuse
-                } else {
-                    archive = Files.createTempFile("text2data-optimizer", ".pt");
-                    writeArchive(archive, opt.baseOptimizer(), live);
+            if (opt.isFused()) {
+                opt.loadFusedState(optimizerState); // checked above to fit: nothing here can refuse
+            } else {
+                try (ArchiveBytes archive = stagedArchive(opt.baseOptimizer(), live)) {
                     // Rehearse on a scratch optimizer over copies of the parameters: whatever libtorch objects to
                     // shows here, before the live optimizer is touched; and what it loaded must be what was saved.
                     TensorVector copies = new TensorVector();
@@ -561,17 +561,6 @@ public final class Checkpoint implements AutoCloseable {
                                 + TorchScriptModel.firstLine(e.getMessage()) + "; nothing was restored", e);
                     }
                     loadArchive(opt.baseOptimizer(), archive);
-                }
-            } catch (IOException e) {
-                throw new IllegalStateException("could not stage the optimizer state in a temporary file: "
-                        + e.getMessage() + "; nothing was restored", e);
-            } finally {
-                if (archive != null) {
-                    try {
-                        Files.deleteIfExists(archive);
-                    } catch (IOException ignored) {
-                        // a temporary file; the next run's tmp cleaning takes it
-                    }
                 }
             }
             JsonArray savedParams = header.getAsJsonArray("parameters");
@@ -731,20 +720,115 @@ public final class Checkpoint implements AutoCloseable {
 
     /**
      * The optimizer as libtorch serializes it ({@code Optimizer::save}), read back as an archive of independent
-     * tensors: through a temporary file, libtorch's only way here, removed before this returns. The archive
-     * belongs to the caller's pointer scope.
+     * tensors. The archive is staged in native memory, never in a file: nothing in {@code java.io.tmpdir} is
+     * written, and a full or unwritable temporary folder cannot fail it. The archive belongs to the caller's
+     * pointer scope.
+     *
+     * @throws IOException never; declared for callers written when the archive went through a temporary file
      */
     static InputArchive savedArchive(Optimizer optimizer) throws IOException {
-        Path tmp = Files.createTempFile("text2data-optimizer", ".pt");
-        try {
-            OutputArchive out = new OutputArchive();
-            optimizer.save(out);
-            out.save_to(tmp.toString());
+        OutputArchive out = new OutputArchive();
+        optimizer.save(out);
+        try (ArchiveBytes bytes = ArchiveBytes.of(out)) {
+            return bytes.load();
+        }
+    }
+
+    /**
+     * An archive serialized by libtorch ({@code OutputArchive::save_to} with a writer function) into native
+     * memory that grows as it is written; {@link #load} reads it back ({@code InputArchive::load_from(data,
+     * size)}), as often as needed. No file is involved, so libtorch's file writer, which terminates the process
+     * when a write fails (a full disk), is never used.
+     */
+    static final class ArchiveBytes implements AutoCloseable {
+        /** The buffer the calling thread's {@code save_to} writes into: the one writer function is shared. */
+        private static final ThreadLocal<ArchiveBytes> TARGET = new ThreadLocal<>();
+        private static ArchiveWriter writer;
+
+        private Pointer data; // malloc'd: no deallocator, so no pointer scope can free it early
+        private long size;
+        private long capacity;
+        private boolean outOfMemory;
+
+        static ArchiveBytes of(OutputArchive out) {
+            ArchiveBytes b = new ArchiveBytes();
+            ArchiveWriter w = writer();
+            ArchiveBytes outer = TARGET.get();
+            TARGET.set(b);
+            try {
+                out.save_to(w);
+            } catch (RuntimeException | Error e) {
+                b.close();
+                throw e;
+            } finally {
+                TARGET.set(outer);
+            }
+            if (b.outOfMemory) {
+                long wanted = b.capacity;
+                b.close();
+                throw new IllegalStateException("not enough native memory to stage the optimizer's state ("
+                        + wanted + " bytes and more)");
+            }
+            return b;
+        }
+
+        private static synchronized ArchiveWriter writer() {
+            if (writer == null) {
+                ArchiveWriter w = new ArchiveWriter() {
+                    @Override
+                    public long call(Pointer src, long n) {
+                        ArchiveBytes b = TARGET.get();
+                        if (b != null) {
+                            b.append(src, n);
+                        }
+                        // never a short count: libtorch's error path for one is not ours to take, and a
+                        // failed allocation is reported by of() once save_to returns
+                        return n;
+                    }
+                };
+                w.retainReference(); // kept for the JVM's lifetime, whatever pointer scope the first call runs in
+                writer = w;
+            }
+            return writer;
+        }
+
+        private void append(Pointer src, long n) {
+            if (outOfMemory || n <= 0) {
+                return;
+            }
+            if (size + n > capacity) {
+                long grown = Math.max(size + n, Math.max(1 << 16, capacity + (capacity >> 1)));
+                Pointer p = data == null ? Pointer.malloc(grown) : Pointer.realloc(data, grown);
+                if (p == null || p.isNull()) {
+                    outOfMemory = true;
+                    capacity = grown;
+                    return;
+                }
+                data = p;
+                capacity = grown;
+            }
+            BytePointer at = new BytePointer(data).position(size);
+            if (src == null || src.isNull()) {
+                Pointer.memset(at, 0, n); // libtorch skips over bytes it fills in later
+            } else {
+                Pointer.memcpy(at, src, n);
+            }
+            size += n;
+        }
+
+        /** A new archive read from these bytes; it shares nothing with them. */
+        InputArchive load() {
             InputArchive in = new InputArchive();
-            in.load_from(tmp.toString());
+            in.load_from(new BytePointer(data).position(0), size);
             return in;
-        } finally {
-            Files.deleteIfExists(tmp);
+        }
+
+        @Override
+        public void close() {
+            if (data != null) {
+                Pointer.free(data);
+                data = null;
+            }
         }
     }
 
@@ -828,8 +912,7 @@ public final class Checkpoint implements AutoCloseable {
             }
             return new OptimizerState(perParam, groups);
         } catch (IOException e) {
-            throw new IllegalStateException("could not read the optimizer's state through a temporary file: "
-                    + e.getMessage(), e);
+            throw new java.io.UncheckedIOException(e); // savedArchive writes no file
         }
     }
 
@@ -837,7 +920,7 @@ public final class Checkpoint implements AutoCloseable {
      * Writes this checkpoint's optimizer state in the layout {@code Optimizer::load} reads, with the options of
      * {@code live} (checked equal, learning rate aside) and the checkpoint's learning rates.
      */
-    private void writeArchive(Path file, Optimizer live, List<Tensor> liveParams) {
+    private ArchiveBytes stagedArchive(Optimizer live, List<Tensor> liveParams) {
         try (PointerScope scope = new PointerScope()) {
             InputArchive cur = savedArchive(live);
             OutputArchive out = new OutputArchive();
@@ -891,17 +974,15 @@ public final class Checkpoint implements AutoCloseable {
                 groups.write("param_groups/" + g, ga);
             }
             out.write("param_groups", groups);
-            out.save_to(file.toString());
+            return ArchiveBytes.of(out);
         } catch (IOException e) {
-            throw new java.io.UncheckedIOException(e);
+            throw new java.io.UncheckedIOException(e); // savedArchive writes no file
         }
     }
 
-    private static void loadArchive(Optimizer optimizer, Path file) {
+    private static void loadArchive(Optimizer optimizer, ArchiveBytes archive) {
         try (PointerScope scope = new PointerScope()) {
-            InputArchive in = new InputArchive();
-            in.load_from(file.toString());
-            optimizer.load(in);
+            optimizer.load(archive.load());
         }
     }
 
