@@ -294,24 +294,41 @@ public final class Checkpoint implements AutoCloseable {
             throw new IllegalArgumentException("checkpoint file is null");
         }
         if (!Files.isRegularFile(file)) {
-            throw new IllegalArgumentException("checkpoint file not found: " + file);
+            throw new IllegalArgumentException(Files.isDirectory(file) ? "checkpoint " + file + " is a folder, not a file"
+                    : Files.exists(file) ? "checkpoint " + file + " is not a regular file (a device, FIFO or socket)"
+                    : "checkpoint file not found: " + file);
         }
+        JsonObject h;
         Map<String, byte[]> entries = new LinkedHashMap<>();
         try (ZipFile zip = new ZipFile(file.toFile())) {
+            // the header first, bounded: it says which entries there are and how large each is
+            ZipEntry he = zip.getEntry(HEADER);
+            if (he == null) {
+                throw new IllegalArgumentException("checkpoint " + file + " has no " + HEADER
+                        + ": not a text2data checkpoint (entries: "
+                        + abbreviate(zip.stream().map(ZipEntry::getName).toList()) + ")");
+            }
+            h = parseHeader(file, readEntry(zip, he, MAX_HEADER, file));
+            JsonObject sums = h.getAsJsonObject("entries");
+            boolean headerSeen = false;
             var it = zip.entries();
             while (it.hasMoreElements()) {
                 ZipEntry e = it.nextElement();
-                byte[] bytes;
-                try (InputStream in = zip.getInputStream(e)) {
-                    bytes = in.readAllBytes();
+                String name = e.getName();
+                if (name.equals(HEADER) && !headerSeen) {
+                    headerSeen = true;
+                    continue;
                 }
-                CRC32 crc = new CRC32();
-                crc.update(bytes);
-                if (e.getCrc() != -1 && crc.getValue() != e.getCrc()) {
-                    throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + e.getName()
-                            + " does not match its CRC; nothing was loaded");
+                if (name.equals(HEADER) || entries.containsKey(name)) {
+                    throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + name
+                            + " appears twice; nothing was loaded");
                 }
-                entries.put(e.getName(), bytes);
+                if (!sums.has(name)) {
+                    throw new IllegalArgumentException("checkpoint " + file + " has an entry the header does not list: "
+                            + name + " (a text2data checkpoint holds " + HEADER + " and " + sums.keySet()
+                            + "); nothing was loaded");
+                }
+                entries.put(name, readEntry(zip, e, sums.getAsJsonObject(name).get("size").getAsLong(), file));
             }
         } catch (ZipException e) {
             throw new IllegalArgumentException("checkpoint " + file + " is truncated or damaged, or not a checkpoint "
@@ -319,34 +336,7 @@ public final class Checkpoint implements AutoCloseable {
         } catch (IOException e) {
             throw new IllegalArgumentException("checkpoint " + file + " cannot be read: " + e.getMessage(), e);
         }
-        byte[] headerBytes = entries.get(HEADER);
-        if (headerBytes == null) {
-            throw new IllegalArgumentException("checkpoint " + file + " has no " + HEADER
-                    + ": not a text2data checkpoint (entries: " + entries.keySet() + ")");
-        }
-        JsonObject h;
-        try {
-            h = JsonParser.parseString(new String(headerBytes, StandardCharsets.UTF_8)).getAsJsonObject();
-        } catch (RuntimeException e) {
-            throw new IllegalArgumentException("checkpoint " + file + ": " + HEADER + " is not valid JSON: "
-                    + e.getMessage(), e);
-        }
-        if (!h.has("format") || !FORMAT.equals(h.get("format").getAsString())) {
-            throw new IllegalArgumentException("checkpoint " + file + " is not a text2data checkpoint (format "
-                    + h.get("format") + ")");
-        }
-        int version = h.get("version").getAsInt();
-        if (version != VERSION) {
-            throw new IllegalArgumentException("checkpoint " + file + " has format version " + version
-                    + "; this library reads version " + VERSION);
-        }
-        JsonObject sums = h.getAsJsonObject("entries");
-        for (String name : List.of(MODEL, OPTIMIZER)) {
-            if (!sums.has(name)) {
-                throw new IllegalArgumentException("checkpoint " + file + ": the header lists no " + name);
-            }
-        }
-        for (Map.Entry<String, JsonElement> e : sums.entrySet()) {
+        for (Map.Entry<String, JsonElement> e : h.getAsJsonObject("entries").entrySet()) {
             byte[] bytes = entries.get(e.getKey());
             JsonObject s = e.getValue().getAsJsonObject();
             if (bytes == null) {
@@ -426,6 +416,253 @@ public final class Checkpoint implements AutoCloseable {
                 throw e;
             }
             throw new IllegalArgumentException("checkpoint " + file + " is malformed: " + e.getMessage(), e);
+        }
+    }
+
+    /** The most a header may hold: far more than the names, shapes and state fields of any model need. */
+    static final long MAX_HEADER = 64L << 20;
+    /** The most an entry may hold: what one Java array holds. */
+    static final long MAX_ENTRY = Integer.MAX_VALUE - 8;
+
+    /**
+     * An entry's bytes, read with a bound: an entry that says or turns out to hold more than {@code limit} bytes
+     * (a deflated entry can expand to gigabytes) is refused before it is read in full; then its CRC is checked.
+     */
+    private static byte[] readEntry(ZipFile zip, ZipEntry e, long limit, Path file) throws IOException {
+        String what = e.getName().equals(HEADER) ? "more than the " + (MAX_HEADER >> 20) + " MiB a header may hold"
+                : "more than the " + limit + " bytes the header says it holds";
+        if (e.getSize() > limit) {
+            throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + e.getName() + " holds "
+                    + e.getSize() + " bytes, " + what + "; nothing was loaded");
+        }
+        byte[] bytes;
+        try (InputStream in = zip.getInputStream(e)) {
+            bytes = in.readNBytes((int) limit + 1);
+        }
+        if (bytes.length > limit) {
+            throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + e.getName() + " holds "
+                    + what + "; nothing was loaded");
+        }
+        CRC32 crc = new CRC32();
+        crc.update(bytes);
+        if (e.getCrc() != -1 && crc.getValue() != e.getCrc()) {
+            throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + e.getName()
+                    + " does not match its CRC; nothing was loaded");
+        }
+        return bytes;
+    }
+
+    /**
+     * Parses the header and checks every field that reading and restoring use (presence, type and range), so a
+     * hand-edited header is refused here, naming the field, before anything is read into or changed in a
+     * constraint.
+     */
+    private static JsonObject parseHeader(Path file, byte[] bytes) {
+        JsonElement root;
+        try {
+            root = JsonParser.parseString(new String(bytes, StandardCharsets.UTF_8));
+        } catch (RuntimeException e) {
+            throw new IllegalArgumentException("checkpoint " + file + ": " + HEADER + " is not valid JSON: "
+                    + e.getMessage(), e);
+        }
+        if (!root.isJsonObject()) {
+            throw new IllegalArgumentException("checkpoint " + file + ": " + HEADER + " is not a JSON object");
+        }
+        JsonObject h = root.getAsJsonObject();
+        JsonElement format = h.get("format");
+        if (format == null || !format.isJsonPrimitive() || !FORMAT.equals(format.getAsString())) {
+            throw new IllegalArgumentException("checkpoint " + file + " is not a text2data checkpoint (format "
+                    + format + ")");
+        }
+        HeaderCheck c = new HeaderCheck(file);
+        long version = c.whole(h, "", "version", Long.MAX_VALUE);
+        if (version != VERSION) {
+            throw new IllegalArgumentException("checkpoint " + file + " has format version " + version
+                    + "; this library reads version " + VERSION);
+        }
+        JsonObject entries = c.object(h, "", "entries");
+        for (String name : entries.keySet()) {
+            if (!List.of(MODEL, OPTIMIZER, LOOP).contains(name)) {
+                throw c.bad("entries", "lists '" + name + "', which is not an entry of a version " + VERSION
+                        + " checkpoint");
+            }
+        }
+        for (String name : List.of(MODEL, OPTIMIZER, LOOP)) {
+            if (name.equals(LOOP) && !entries.has(LOOP)) {
+                continue;
+            }
+            JsonObject e = c.object(entries, "entries.", name);
+            c.whole(e, "entries." + name + ".", "size", MAX_ENTRY);
+            String sha = c.string(e, "entries." + name + ".", "sha256");
+            if (!sha.matches("[0-9a-f]{64}")) {
+                throw c.bad("entries." + name + ".sha256", "must be a SHA-256 in hex, got " + HeaderCheck.shortly(
+                        e.get("sha256")));
+            }
+        }
+        JsonArray ps = c.array(h, "", "parameters");
+        List<String> names = new ArrayList<>();
+        for (int i = 0; i < ps.size(); i++) {
+            String at = "parameters[" + i + "].";
+            JsonObject p = c.element(ps, "parameters", i);
+            String name = c.string(p, at, "name");
+            if (names.contains(name)) {
+                throw c.bad(at + "name", "repeats '" + name + "'");
+            }
+            names.add(name);
+            JsonArray shape = c.array(p, at, "shape");
+            for (int d = 0; d < shape.size(); d++) {
+                c.whole(shape.get(d), at + "shape[" + d + "]", Long.MAX_VALUE);
+            }
+            c.string(p, at, "dtype");
+            if (p.has("grad")) {
+                c.bool(p, at, "grad");
+            }
+        }
+        JsonObject o = c.object(h, "", "optimizer");
+        c.string(o, "optimizer.", "kind");
+        JsonArray groups = c.array(o, "optimizer.", "groups");
+        long inGroups = 0;
+        for (int g = 0; g < groups.size(); g++) {
+            String at = "optimizer.groups[" + g + "].";
+            JsonObject go = c.element(groups, "optimizer.groups", g);
+            c.nonNegative(go, at, "lr");
+            inGroups += c.whole(go, at, "size", ps.size());
+            c.object(go, at, "options");
+        }
+        if (inGroups != ps.size()) {
+            throw c.bad("optimizer.groups", "hold " + inGroups + " parameters in all, the header lists " + ps.size());
+        }
+        JsonArray st = c.array(o, "optimizer.", "state");
+        List<String> withState = new ArrayList<>();
+        for (int i = 0; i < st.size(); i++) {
+            String at = "optimizer.state[" + i + "].";
+            JsonObject so = c.element(st, "optimizer.state", i);
+            String name = c.string(so, at, "parameter");
+            if (!names.contains(name)) {
+                throw c.bad(at + "parameter", "names '" + name + "', which is not a parameter the header lists");
+            }
+            if (withState.contains(name)) {
+                throw c.bad(at + "parameter", "repeats '" + name + "'");
+            }
+            withState.add(name);
+            JsonObject ints = c.object(so, at, "ints");
+            for (String key : ints.keySet()) {
+                c.whole(ints, at + "ints.", key, Long.MAX_VALUE);
+            }
+            JsonArray ts = c.array(so, at, "tensors");
+            List<String> fields = new ArrayList<>();
+            for (int t = 0; t < ts.size(); t++) {
+                JsonElement te = ts.get(t);
+                if (!te.isJsonPrimitive() || !te.getAsJsonPrimitive().isString()) {
+                    throw c.bad(at + "tensors[" + t + "]", "must be a string, got " + HeaderCheck.shortly(te));
+                }
+                if (fields.contains(te.getAsString())) {
+                    throw c.bad(at + "tensors[" + t + "]", "repeats '" + te.getAsString() + "'");
+                }
+                fields.add(te.getAsString());
+            }
+        }
+        JsonObject k = c.object(h, "", "constraint");
+        c.nonNegative(k, "constraint.", "alpha");
+        c.nonNegative(k, "constraint.", "beta");
+        c.bool(k, "constraint.", "check_finite");
+        return h;
+    }
+
+    /** Reads header fields by name, refusing a missing one or one of the wrong type or range, naming it. */
+    private record HeaderCheck(Path file) {
+        IllegalArgumentException bad(String field, String what) {
+            return new IllegalArgumentException("checkpoint " + file + ": header field '" + field + "' " + what
+                    + "; nothing was loaded");
+        }
+
+        static String shortly(JsonElement e) {
+            String s = String.valueOf(e);
+            return s.length() > 60 ? s.substring(0, 57) + "..." : s;
+        }
+
+        JsonElement get(JsonObject o, String at, String key) {
+            JsonElement e = o.get(key);
+            if (e == null || e.isJsonNull()) {
+                throw bad(at + key, "is missing");
+            }
+            return e;
+        }
+
+        JsonObject object(JsonObject o, String at, String key) {
+            JsonElement e = get(o, at, key);
+            if (!e.isJsonObject()) {
+                throw bad(at + key, "must be a JSON object, got " + shortly(e));
+            }
+            return e.getAsJsonObject();
+        }
+
+        JsonObject element(JsonArray a, String field, int i) {
+            JsonElement e = a.get(i);
+            if (!e.isJsonObject()) {
+                throw bad(field + "[" + i + "]", "must be a JSON object, got " + shortly(e));
+            }
+            return e.getAsJsonObject();
+        }
+
+        JsonArray array(JsonObject o, String at, String key) {
+            JsonElement e = get(o, at, key);
+            if (!e.isJsonArray()) {
+                throw bad(at + key, "must be a JSON array, got " + shortly(e));
+            }
+            return e.getAsJsonArray();
+        }
+
+        String string(JsonObject o, String at, String key) {
+            JsonElement e = get(o, at, key);
+            if (!e.isJsonPrimitive() || !e.getAsJsonPrimitive().isString()) {
+                throw bad(at + key, "must be a string, got " + shortly(e));
+            }
+            return e.getAsString();
+        }
+
+        boolean bool(JsonObject o, String at, String key) {
+            JsonElement e = get(o, at, key);
+            if (!e.isJsonPrimitive() || !e.getAsJsonPrimitive().isBoolean()) {
+                throw bad(at + key, "must be true or false, got " + shortly(e));
+            }
+            return e.getAsBoolean();
+        }
+
+        long whole(JsonObject o, String at, String key, long max) {
+            return whole(get(o, at, key), at + key, max);
+        }
+
+        long whole(JsonElement e, String field, long max) {
+            String want = "must be a whole number >= 0" + (max < Long.MAX_VALUE ? " and <= " + max : "");
+            if (e == null || e.isJsonNull()) {
+                throw bad(field, "is missing");
+            }
+            if (!e.isJsonPrimitive() || !e.getAsJsonPrimitive().isNumber()) {
+                throw bad(field, want + ", got " + shortly(e));
+            }
+            long v;
+            try {
+                v = e.getAsBigDecimal().longValueExact();
+            } catch (ArithmeticException | NumberFormatException notWhole) {
+                throw bad(field, want + ", got " + shortly(e));
+            }
+            if (v < 0 || v > max) {
+                throw bad(field, want + ", got " + shortly(e));
+            }
+            return v;
+        }
+
+        double nonNegative(JsonObject o, String at, String key) {
+            JsonElement e = get(o, at, key);
+            double v = Double.NaN;
+            if (e.isJsonPrimitive() && e.getAsJsonPrimitive().isNumber()) {
+                v = e.getAsDouble();
+            }
+            if (!Double.isFinite(v) || v < 0) {
+                throw bad(at + key, "must be a finite number >= 0, got " + shortly(e));
+            }
+            return v;
         }
     }
 
