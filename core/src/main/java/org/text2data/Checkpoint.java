@@ -73,8 +73,10 @@ import org.bytedeco.pytorch.global.torch;
  *   <li>{@code loop.json} (when a training loop wrote the checkpoint): the loop's position.</li>
  * </ul>
  *
- * {@link #read} checks every entry's CRC and checksum before anything is parsed, so a truncated or damaged file is
- * refused with a message saying so; {@link #restore} checks that the checkpoint fits the constraint (parameter
+ * {@link #read} checks every header field (presence, type and range: a header has no checksum and may be edited
+ * by hand), reads only the entries the header lists and no more bytes than it says they hold, and checks every
+ * entry's CRC and checksum before anything is parsed, so a truncated, damaged or edited file is refused with a
+ * message naming the file and what is wrong; {@link #restore} checks that the checkpoint fits the constraint (parameter
  * names, shapes and dtypes, optimizer kind and options other than the learning rate) and applies it all or not at
  * all. The projection engines hold no state between steps (the kept gradients live from {@code firstStep} to
  * {@code secondStep}), so there is nothing of theirs to save. Tensors are saved on the CPU and restored onto the
