@@ -1,24 +1,35 @@
 package org.text2data;
 
 import java.io.IOException;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.DirectoryNotEmptyException;
 import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.FileSystemException;
 import java.nio.file.Files;
+import java.nio.file.LinkOption;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.NotDirectoryException;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.attribute.PosixFilePermissions;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.HexFormat;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ThreadLocalRandom;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * Writes a file atomically: into a temporary file beside it, then a rename, so no reader sees half of it.
  * A temporary file still being written when the JVM shuts down (Ctrl-C, SIGTERM, {@code System.exit}) is
- * deleted by a shutdown hook, so an interrupted save leaves nothing behind.
+ * deleted by a shutdown hook, so an interrupted save leaves nothing behind. A process killed outright
+ * ({@code kill -9}, a crash, power loss) cannot clean up: its temporary file's name carries its host and process
+ * id ({@code .<name>.<host>-<pid>-<random>.tmp}), and the next write of the same target on the same host deletes
+ * it once no process of that id is running. A file of a live process, of another host, or named otherwise is
+ * never touched.
  */
 public final class AtomicFile {
     private AtomicFile() {
@@ -53,7 +64,9 @@ public final class AtomicFile {
     public static void write(Path target, Writer writer) throws IOException {
         Path dir = checkTarget(target);
         installHook();
-        Path tmp = dir.resolve("." + target.getFileName() + "." + Long.toUnsignedString(ThreadLocalRandom.current().nextLong(), 36)
+        deleteStale(dir, target.getFileName().toString());
+        String random = Long.toUnsignedString(ThreadLocalRandom.current().nextLong(), 36);
+        Path tmp = dir.resolve("." + target.getFileName() + "." + (HOST == null ? "" : HOST + "-" + PID + "-") + random
                 + ".tmp");
         IN_FLIGHT.add(tmp); // before it exists: a shutdown from here on deletes it
         try {
@@ -144,6 +157,73 @@ public final class AtomicFile {
             return fse.getReason();
         }
         return ErrorMessages.of(e);
+    }
+
+    /** This process's id, written into its temporary files' names. */
+    private static final long PID = ProcessHandle.current().pid();
+    /**
+     * This host, as 12 hex digits of a hash of its name, written into temporary files' names: a process id means
+     * something on its own host only (a folder may be shared over the network). Null where the host name cannot
+     * be read without a network lookup: then names carry no process id and nothing is ever deleted as stale.
+     */
+    private static final String HOST = hostId();
+    /** What follows {@code .<name>.<host>-} in a temporary file's name: {@code <pid>-<random>.tmp}. */
+    private static final Pattern STALE_REST =
+            Pattern.compile("(\\d{1,19})-[0-9a-z]{1,13}\\.tmp");
+
+    private static String hostId() {
+        try {
+            String name = Files.readString(Path.of("/proc/sys/kernel/hostname")).trim();
+            if (name.isEmpty()) {
+                return null;
+            }
+            byte[] hash = MessageDigest.getInstance("SHA-256")
+                    .digest(name.getBytes(StandardCharsets.UTF_8));
+            return HexFormat.of().formatHex(hash, 0, 6);
+        } catch (IOException | NoSuchAlgorithmException | RuntimeException e) {
+            return null;
+        }
+    }
+
+    /**
+     * Deletes the temporary files that writes of {@code name} in {@code dir} by processes of this host that are no
+     * longer running left behind (killed with SIGKILL, crashed). Best effort: what cannot be listed or deleted is
+     * left.
+     */
+    private static void deleteStale(Path dir, String name) {
+        if (HOST == null) {
+            return;
+        }
+        String prefix = "." + name + "." + HOST + "-";
+        try (var files = Files.newDirectoryStream(dir, p -> {
+            String f = p.getFileName().toString();
+            return f.startsWith(prefix) && f.endsWith(".tmp");
+        })) {
+            for (Path p : files) {
+                String rest = p.getFileName().toString().substring(prefix.length());
+                Matcher m = STALE_REST.matcher(rest);
+                if (!m.matches()) {
+                    continue;
+                }
+                long pid;
+                try {
+                    pid = Long.parseLong(m.group(1));
+                } catch (NumberFormatException e) {
+                    continue;
+                }
+                if (pid == PID || ProcessHandle.of(pid).isPresent()
+                        || !Files.isRegularFile(p, LinkOption.NOFOLLOW_LINKS)) {
+                    continue; // a live writer's (or a reused id's: left, to be safe)
+                }
+                try {
+                    Files.deleteIfExists(p);
+                } catch (IOException | RuntimeException ignored) {
+                    // someone else's to clean, or gone already
+                }
+            }
+        } catch (IOException | RuntimeException ignored) {
+            // best effort: the write itself says what is wrong with the folder
+        }
     }
 
     private static synchronized void installHook() {

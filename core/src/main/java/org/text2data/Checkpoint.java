@@ -29,7 +29,10 @@ import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 import com.google.gson.JsonPrimitive;
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.ArchiveWriter;
 import org.bytedeco.pytorch.ByteVector;
 import org.bytedeco.pytorch.CompilationUnit;
 import org.bytedeco.pytorch.Function;
@@ -70,8 +73,10 @@ import org.bytedeco.pytorch.global.torch;
  *   <li>{@code loop.json} (when a training loop wrote the checkpoint): the loop's position.</li>
  * </ul>
  *
- * {@link #read} checks every entry's CRC and checksum before anything is parsed, so a truncated or damaged file is
- * refused with a message saying so; {@link #restore} checks that the checkpoint fits the constraint (parameter
+ * {@link #read} checks every header field (presence, type and range: a header has no checksum and may be edited
+ * by hand), reads only the entries the header lists and no more bytes than it says they hold, and checks every
+ * entry's CRC and checksum before anything is parsed, so a truncated, damaged or edited file is refused with a
+ * message naming the file and what is wrong; {@link #restore} checks that the checkpoint fits the constraint (parameter
  * names, shapes and dtypes, optimizer kind and options other than the learning rate) and applies it all or not at
  * all. The projection engines hold no state between steps (the kept gradients live from {@code firstStep} to
  * {@code secondStep}), so there is nothing of theirs to save. Tensors are saved on the CPU and restored onto the
@@ -291,24 +296,41 @@ public final class Checkpoint implements AutoCloseable {
             throw new IllegalArgumentException("checkpoint file is null");
         }
         if (!Files.isRegularFile(file)) {
-            throw new IllegalArgumentException("checkpoint file not found: " + file);
+            throw new IllegalArgumentException(Files.isDirectory(file) ? "checkpoint " + file + " is a folder, not a file"
+                    : Files.exists(file) ? "checkpoint " + file + " is not a regular file (a device, FIFO or socket)"
+                    : "checkpoint file not found: " + file);
         }
+        JsonObject h;
         Map<String, byte[]> entries = new LinkedHashMap<>();
         try (ZipFile zip = new ZipFile(file.toFile())) {
+            // the header first, bounded: it says which entries there are and how large each is
+            ZipEntry he = zip.getEntry(HEADER);
+            if (he == null) {
+                throw new IllegalArgumentException("checkpoint " + file + " has no " + HEADER
+                        + ": not a text2data checkpoint (entries: "
+                        + abbreviate(zip.stream().map(ZipEntry::getName).toList()) + ")");
+            }
+            h = parseHeader(file, readEntry(zip, he, MAX_HEADER, file));
+            JsonObject sums = h.getAsJsonObject("entries");
+            boolean headerSeen = false;
             var it = zip.entries();
             while (it.hasMoreElements()) {
                 ZipEntry e = it.nextElement();
-                byte[] bytes;
-                try (InputStream in = zip.getInputStream(e)) {
-                    bytes = in.readAllBytes();
+                String name = e.getName();
+                if (name.equals(HEADER) && !headerSeen) {
+                    headerSeen = true;
+                    continue;
                 }
-                CRC32 crc = new CRC32();
-                crc.update(bytes);
-                if (e.getCrc() != -1 && crc.getValue() != e.getCrc()) {
-                    throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + e.getName()
-                            + " does not match its CRC; nothing was loaded");
+                if (name.equals(HEADER) || entries.containsKey(name)) {
+                    throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + name
+                            + " appears twice; nothing was loaded");
                 }
-                entries.put(e.getName(), bytes);
+                if (!sums.has(name)) {
+                    throw new IllegalArgumentException("checkpoint " + file + " has an entry the header does not list: "
+                            + name + " (a text2data checkpoint holds " + HEADER + " and " + sums.keySet()
+                            + "); nothing was loaded");
+                }
+                entries.put(name, readEntry(zip, e, sums.getAsJsonObject(name).get("size").getAsLong(), file));
             }
         } catch (ZipException e) {
             throw new IllegalArgumentException("checkpoint " + file + " is truncated or damaged, or not a checkpoint "
@@ -316,34 +338,7 @@ public final class Checkpoint implements AutoCloseable {
         } catch (IOException e) {
             throw new IllegalArgumentException("checkpoint " + file + " cannot be read: " + e.getMessage(), e);
         }
-        byte[] headerBytes = entries.get(HEADER);
-        if (headerBytes == null) {
-            throw new IllegalArgumentException("checkpoint " + file + " has no " + HEADER
-                    + ": not a text2data checkpoint (entries: " + entries.keySet() + ")");
-        }
-        JsonObject h;
-        try {
-            h = JsonParser.parseString(new String(headerBytes, StandardCharsets.UTF_8)).getAsJsonObject();
-        } catch (RuntimeException e) {
-            throw new IllegalArgumentException("checkpoint " + file + ": " + HEADER + " is not valid JSON: "
-                    + e.getMessage(), e);
-        }
-        if (!h.has("format") || !FORMAT.equals(h.get("format").getAsString())) {
-            throw new IllegalArgumentException("checkpoint " + file + " is not a text2data checkpoint (format "
-                    + h.get("format") + ")");
-        }
-        int version = h.get("version").getAsInt();
-        if (version != VERSION) {
-            throw new IllegalArgumentException("checkpoint " + file + " has format version " + version
-                    + "; this library reads version " + VERSION);
-        }
-        JsonObject sums = h.getAsJsonObject("entries");
-        for (String name : List.of(MODEL, OPTIMIZER)) {
-            if (!sums.has(name)) {
-                throw new IllegalArgumentException("checkpoint " + file + ": the header lists no " + name);
-            }
-        }
-        for (Map.Entry<String, JsonElement> e : sums.entrySet()) {
+        for (Map.Entry<String, JsonElement> e : h.getAsJsonObject("entries").entrySet()) {
             byte[] bytes = entries.get(e.getKey());
             JsonObject s = e.getValue().getAsJsonObject();
             if (bytes == null) {
@@ -426,6 +421,253 @@ public final class Checkpoint implements AutoCloseable {
         }
     }
 
+    /** The most a header may hold: far more than the names, shapes and state fields of any model need. */
+    static final long MAX_HEADER = 64L << 20;
+    /** The most an entry may hold: what one Java array holds. */
+    static final long MAX_ENTRY = Integer.MAX_VALUE - 8;
+
+    /**
+     * An entry's bytes, read with a bound: an entry that says or turns out to hold more than {@code limit} bytes
+     * (a deflated entry can expand to gigabytes) is refused before it is read in full; then its CRC is checked.
+     */
+    private static byte[] readEntry(ZipFile zip, ZipEntry e, long limit, Path file) throws IOException {
+        String what = e.getName().equals(HEADER) ? "more than the " + (MAX_HEADER >> 20) + " MiB a header may hold"
+                : "more than the " + limit + " bytes the header says it holds";
+        if (e.getSize() > limit) {
+            throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + e.getName() + " holds "
+                    + e.getSize() + " bytes, " + what + "; nothing was loaded");
+        }
+        byte[] bytes;
+        try (InputStream in = zip.getInputStream(e)) {
+            bytes = in.readNBytes((int) limit + 1);
+        }
+        if (bytes.length > limit) {
+            throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + e.getName() + " holds "
+                    + what + "; nothing was loaded");
+        }
+        CRC32 crc = new CRC32();
+        crc.update(bytes);
+        if (e.getCrc() != -1 && crc.getValue() != e.getCrc()) {
+            throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + e.getName()
+                    + " does not match its CRC; nothing was loaded");
+        }
+        return bytes;
+    }
+
+    /**
+     * Parses the header and checks every field that reading and restoring use (presence, type and range), so a
+     * hand-edited header is refused here, naming the field, before anything is read into or changed in a
+     * constraint.
+     */
+    private static JsonObject parseHeader(Path file, byte[] bytes) {
+        JsonElement root;
+        try {
+            root = JsonParser.parseString(new String(bytes, StandardCharsets.UTF_8));
+        } catch (RuntimeException e) {
+            throw new IllegalArgumentException("checkpoint " + file + ": " + HEADER + " is not valid JSON: "
+                    + e.getMessage(), e);
+        }
+        if (!root.isJsonObject()) {
+            throw new IllegalArgumentException("checkpoint " + file + ": " + HEADER + " is not a JSON object");
+        }
+        JsonObject h = root.getAsJsonObject();
+        JsonElement format = h.get("format");
+        if (format == null || !format.isJsonPrimitive() || !FORMAT.equals(format.getAsString())) {
+            throw new IllegalArgumentException("checkpoint " + file + " is not a text2data checkpoint (format "
+                    + format + ")");
+        }
+        HeaderCheck c = new HeaderCheck(file);
+        long version = c.whole(h, "", "version", Long.MAX_VALUE);
+        if (version != VERSION) {
+            throw new IllegalArgumentException("checkpoint " + file + " has format version " + version
+                    + "; this library reads version " + VERSION);
+        }
+        JsonObject entries = c.object(h, "", "entries");
+        for (String name : entries.keySet()) {
+            if (!List.of(MODEL, OPTIMIZER, LOOP).contains(name)) {
+                throw c.bad("entries", "lists '" + name + "', which is not an entry of a version " + VERSION
+                        + " checkpoint");
+            }
+        }
+        for (String name : List.of(MODEL, OPTIMIZER, LOOP)) {
+            if (name.equals(LOOP) && !entries.has(LOOP)) {
+                continue;
+            }
+            JsonObject e = c.object(entries, "entries.", name);
+            c.whole(e, "entries." + name + ".", "size", MAX_ENTRY);
+            String sha = c.string(e, "entries." + name + ".", "sha256");
+            if (!sha.matches("[0-9a-f]{64}")) {
+                throw c.bad("entries." + name + ".sha256", "must be a SHA-256 in hex, got " + HeaderCheck.shortly(
+                        e.get("sha256")));
+            }
+        }
+        JsonArray ps = c.array(h, "", "parameters");
+        List<String> names = new ArrayList<>();
+        for (int i = 0; i < ps.size(); i++) {
+            String at = "parameters[" + i + "].";
+            JsonObject p = c.element(ps, "parameters", i);
+            String name = c.string(p, at, "name");
+            if (names.contains(name)) {
+                throw c.bad(at + "name", "repeats '" + name + "'");
+            }
+            names.add(name);
+            JsonArray shape = c.array(p, at, "shape");
+            for (int d = 0; d < shape.size(); d++) {
+                c.whole(shape.get(d), at + "shape[" + d + "]", Long.MAX_VALUE);
+            }
+            c.string(p, at, "dtype");
+            if (p.has("grad")) {
+                c.bool(p, at, "grad");
+            }
+        }
+        JsonObject o = c.object(h, "", "optimizer");
+        c.string(o, "optimizer.", "kind");
+        JsonArray groups = c.array(o, "optimizer.", "groups");
+        long inGroups = 0;
+        for (int g = 0; g < groups.size(); g++) {
+            String at = "optimizer.groups[" + g + "].";
+            JsonObject go = c.element(groups, "optimizer.groups", g);
+            c.nonNegative(go, at, "lr");
+            inGroups += c.whole(go, at, "size", ps.size());
+            c.object(go, at, "options");
+        }
+        if (inGroups != ps.size()) {
+            throw c.bad("optimizer.groups", "hold " + inGroups + " parameters in all, the header lists " + ps.size());
+        }
+        JsonArray st = c.array(o, "optimizer.", "state");
+        List<String> withState = new ArrayList<>();
+        for (int i = 0; i < st.size(); i++) {
+            String at = "optimizer.state[" + i + "].";
+            JsonObject so = c.element(st, "optimizer.state", i);
+            String name = c.string(so, at, "parameter");
+            if (!names.contains(name)) {
+                throw c.bad(at + "parameter", "names '" + name + "', which is not a parameter the header lists");
+            }
+            if (withState.contains(name)) {
+                throw c.bad(at + "parameter", "repeats '" + name + "'");
+            }
+            withState.add(name);
+            JsonObject ints = c.object(so, at, "ints");
+            for (String key : ints.keySet()) {
+                c.whole(ints, at + "ints.", key, Long.MAX_VALUE);
+            }
+            JsonArray ts = c.array(so, at, "tensors");
+            List<String> fields = new ArrayList<>();
+            for (int t = 0; t < ts.size(); t++) {
+                JsonElement te = ts.get(t);
+                if (!te.isJsonPrimitive() || !te.getAsJsonPrimitive().isString()) {
+                    throw c.bad(at + "tensors[" + t + "]", "must be a string, got " + HeaderCheck.shortly(te));
+                }
+                if (fields.contains(te.getAsString())) {
+                    throw c.bad(at + "tensors[" + t + "]", "repeats '" + te.getAsString() + "'");
+                }
+                fields.add(te.getAsString());
+            }
+        }
+        JsonObject k = c.object(h, "", "constraint");
+        c.nonNegative(k, "constraint.", "alpha");
+        c.nonNegative(k, "constraint.", "beta");
+        c.bool(k, "constraint.", "check_finite");
+        return h;
+    }
+
+    /** Reads header fields by name, refusing a missing one or one of the wrong type or range, naming it. */
+    private record HeaderCheck(Path file) {
+        IllegalArgumentException bad(String field, String what) {
+            return new IllegalArgumentException("checkpoint " + file + ": header field '" + field + "' " + what
+                    + "; nothing was loaded");
+        }
+
+        static String shortly(JsonElement e) {
+            String s = String.valueOf(e);
+            return s.length() > 60 ? s.substring(0, 57) + "..." : s;
+        }
+
+        JsonElement get(JsonObject o, String at, String key) {
+            JsonElement e = o.get(key);
+            if (e == null || e.isJsonNull()) {
+                throw bad(at + key, "is missing");
+            }
+            return e;
+        }
+
+        JsonObject object(JsonObject o, String at, String key) {
+            JsonElement e = get(o, at, key);
+            if (!e.isJsonObject()) {
+                throw bad(at + key, "must be a JSON object, got " + shortly(e));
+            }
+            return e.getAsJsonObject();
+        }
+
+        JsonObject element(JsonArray a, String field, int i) {
+            JsonElement e = a.get(i);
+            if (!e.isJsonObject()) {
+                throw bad(field + "[" + i + "]", "must be a JSON object, got " + shortly(e));
+            }
+            return e.getAsJsonObject();
+        }
+
+        JsonArray array(JsonObject o, String at, String key) {
+            JsonElement e = get(o, at, key);
+            if (!e.isJsonArray()) {
+                throw bad(at + key, "must be a JSON array, got " + shortly(e));
+            }
+            return e.getAsJsonArray();
+        }
+
+        String string(JsonObject o, String at, String key) {
+            JsonElement e = get(o, at, key);
+            if (!e.isJsonPrimitive() || !e.getAsJsonPrimitive().isString()) {
+                throw bad(at + key, "must be a string, got " + shortly(e));
+            }
+            return e.getAsString();
+        }
+
+        boolean bool(JsonObject o, String at, String key) {
+            JsonElement e = get(o, at, key);
+            if (!e.isJsonPrimitive() || !e.getAsJsonPrimitive().isBoolean()) {
+                throw bad(at + key, "must be true or false, got " + shortly(e));
+            }
+            return e.getAsBoolean();
+        }
+
+        long whole(JsonObject o, String at, String key, long max) {
+            return whole(get(o, at, key), at + key, max);
+        }
+
+        long whole(JsonElement e, String field, long max) {
+            String want = "must be a whole number >= 0" + (max < Long.MAX_VALUE ? " and <= " + max : "");
+            if (e == null || e.isJsonNull()) {
+                throw bad(field, "is missing");
+            }
+            if (!e.isJsonPrimitive() || !e.getAsJsonPrimitive().isNumber()) {
+                throw bad(field, want + ", got " + shortly(e));
+            }
+            long v;
+            try {
+                v = e.getAsBigDecimal().longValueExact();
+            } catch (ArithmeticException | NumberFormatException notWhole) {
+                throw bad(field, want + ", got " + shortly(e));
+            }
+            if (v < 0 || v > max) {
+                throw bad(field, want + ", got " + shortly(e));
+            }
+            return v;
+        }
+
+        double nonNegative(JsonObject o, String at, String key) {
+            JsonElement e = get(o, at, key);
+            double v = Double.NaN;
+            if (e.isJsonPrimitive() && e.getAsJsonPrimitive().isNumber()) {
+                v = e.getAsDouble();
+            }
+            if (!Double.isFinite(v) || v < 0) {
+                throw bad(at + key, "must be a finite number >= 0, got " + shortly(e));
+            }
+            return v;
+        }
+    }
+
     private static void closeAll(Map<String, Tensor> m) {
         if (m != null) {
             m.values().forEach(Tensor::close);
@@ -443,8 +685,8 @@ public final class Checkpoint implements AutoCloseable {
      *
      * @param opt the constraint to restore into
      * @throws IllegalArgumentException if {@code opt} is null or the checkpoint does not fit it
-     * @throws IllegalStateException if this checkpoint or {@code opt} is closed, or the optimizer state cannot be
-     *     staged in a temporary file
+     * @throws IllegalStateException if this checkpoint or {@code opt} is closed, or there is not enough native memory
+     *     to stage the optimizer state (it is staged in memory, not in a temporary file)
      */
     public void restore(Constraint opt) {
         checkOpen();
@@ -535,13 +777,10 @@ public final class Checkpoint implements AutoCloseable {
             if (!problems.isEmpty()) {
                 throw refused(problems);
             }
-            Path archive = null;
-            try {
-                if (opt.isFused()) {
-                    opt.loadFusedState(optimizerState); // checked above to fit: nothing here can refuse
-                } else {
-                    archive = Files.createTempFile("text2data-optimizer", ".pt");
-                    writeArchive(archive, opt.baseOptimizer(), live);
+            if (opt.isFused()) {
+                opt.loadFusedState(optimizerState); // checked above to fit: nothing here can refuse
+            } else {
+                try (ArchiveBytes archive = stagedArchive(opt.baseOptimizer(), live)) {
                     // Rehearse on a scratch optimizer over copies of the parameters: whatever libtorch objects to
                     // shows here, before the live optimizer is touched; and what it loaded must be what was saved.
                     TensorVector copies = new TensorVector();
@@ -561,17 +800,6 @@ public final class Checkpoint implements AutoCloseable {
                                 + TorchScriptModel.firstLine(e.getMessage()) + "; nothing was restored", e);
                     }
                     loadArchive(opt.baseOptimizer(), archive);
-                }
-            } catch (IOException e) {
-                throw new IllegalStateException("could not stage the optimizer state in a temporary file: "
-                        + e.getMessage() + "; nothing was restored", e);
-            } finally {
-                if (archive != null) {
-                    try {
-                        Files.deleteIfExists(archive);
-                    } catch (IOException ignored) {
-                        // a temporary file; the next run's tmp cleaning takes it
-                    }
                 }
             }
             JsonArray savedParams = header.getAsJsonArray("parameters");
@@ -731,20 +959,115 @@ public final class Checkpoint implements AutoCloseable {
 
     /**
      * The optimizer as libtorch serializes it ({@code Optimizer::save}), read back as an archive of independent
-     * tensors: through a temporary file, libtorch's only way here, removed before this returns. The archive
-     * belongs to the caller's pointer scope.
+     * tensors. The archive is staged in native memory, never in a file: nothing in {@code java.io.tmpdir} is
+     * written, and a full or unwritable temporary folder cannot fail it. The archive belongs to the caller's
+     * pointer scope.
+     *
+     * @throws IOException never; declared for callers written when the archive went through a temporary file
      */
     static InputArchive savedArchive(Optimizer optimizer) throws IOException {
-        Path tmp = Files.createTempFile("text2data-optimizer", ".pt");
-        try {
-            OutputArchive out = new OutputArchive();
-            optimizer.save(out);
-            out.save_to(tmp.toString());
+        OutputArchive out = new OutputArchive();
+        optimizer.save(out);
+        try (ArchiveBytes bytes = ArchiveBytes.of(out)) {
+            return bytes.load();
+        }
+    }
+
+    /**
+     * An archive serialized by libtorch ({@code OutputArchive::save_to} with a writer function) into native
+     * memory that grows as it is written; {@link #load} reads it back ({@code InputArchive::load_from(data,
+     * size)}), as often as needed. No file is involved, so libtorch's file writer, which terminates the process
+     * when a write fails (a full disk), is never used.
+     */
+    static final class ArchiveBytes implements AutoCloseable {
+        /** The buffer the calling thread's {@code save_to} writes into: the one writer function is shared. */
+        private static final ThreadLocal<ArchiveBytes> TARGET = new ThreadLocal<>();
+        private static ArchiveWriter writer;
+
+        private Pointer data; // malloc'd: no deallocator, so no pointer scope can free it early
+        private long size;
+        private long capacity;
+        private boolean outOfMemory;
+
+        static ArchiveBytes of(OutputArchive out) {
+            ArchiveBytes b = new ArchiveBytes();
+            ArchiveWriter w = writer();
+            ArchiveBytes outer = TARGET.get();
+            TARGET.set(b);
+            try {
+                out.save_to(w);
+            } catch (RuntimeException | Error e) {
+                b.close();
+                throw e;
+            } finally {
+                TARGET.set(outer);
+            }
+            if (b.outOfMemory) {
+                long wanted = b.capacity;
+                b.close();
+                throw new IllegalStateException("not enough native memory to stage the optimizer's state ("
+                        + wanted + " bytes and more)");
+            }
+            return b;
+        }
+
+        private static synchronized ArchiveWriter writer() {
+            if (writer == null) {
+                ArchiveWriter w = new ArchiveWriter() {
+                    @Override
+                    public long call(Pointer src, long n) {
+                        ArchiveBytes b = TARGET.get();
+                        if (b != null) {
+                            b.append(src, n);
+                        }
+                        // never a short count: libtorch's error path for one is not ours to take, and a
+                        // failed allocation is reported by of() once save_to returns
+                        return n;
+                    }
+                };
+                w.retainReference(); // kept for the JVM's lifetime, whatever pointer scope the first call runs in
+                writer = w;
+            }
+            return writer;
+        }
+
+        private void append(Pointer src, long n) {
+            if (outOfMemory || n <= 0) {
+                return;
+            }
+            if (size + n > capacity) {
+                long grown = Math.max(size + n, Math.max(1 << 16, capacity + (capacity >> 1)));
+                Pointer p = data == null ? Pointer.malloc(grown) : Pointer.realloc(data, grown);
+                if (p == null || p.isNull()) {
+                    outOfMemory = true;
+                    capacity = grown;
+                    return;
+                }
+                data = p;
+                capacity = grown;
+            }
+            BytePointer at = new BytePointer(data).position(size);
+            if (src == null || src.isNull()) {
+                Pointer.memset(at, 0, n); // libtorch skips over bytes it fills in later
+            } else {
+                Pointer.memcpy(at, src, n);
+            }
+            size += n;
+        }
+
+        /** A new archive read from these bytes; it shares nothing with them. */
+        InputArchive load() {
             InputArchive in = new InputArchive();
-            in.load_from(tmp.toString());
+            in.load_from(new BytePointer(data).position(0), size);
             return in;
-        } finally {
-            Files.deleteIfExists(tmp);
+        }
+
+        @Override
+        public void close() {
+            if (data != null) {
+                Pointer.free(data);
+                data = null;
+            }
         }
     }
 
@@ -828,8 +1151,7 @@ public final class Checkpoint implements AutoCloseable {
             }
             return new OptimizerState(perParam, groups);
         } catch (IOException e) {
-            throw new IllegalStateException("could not read the optimizer's state through a temporary file: "
-                    + e.getMessage(), e);
+            throw new java.io.UncheckedIOException(e); // savedArchive writes no file
         }
     }
 
@@ -837,7 +1159,7 @@ public final class Checkpoint implements AutoCloseable {
      * Writes this checkpoint's optimizer state in the layout {@code Optimizer::load} reads, with the options of
      * {@code live} (checked equal, learning rate aside) and the checkpoint's learning rates.
      */
-    private void writeArchive(Path file, Optimizer live, List<Tensor> liveParams) {
+    private ArchiveBytes stagedArchive(Optimizer live, List<Tensor> liveParams) {
         try (PointerScope scope = new PointerScope()) {
             InputArchive cur = savedArchive(live);
             OutputArchive out = new OutputArchive();
@@ -891,17 +1213,15 @@ public final class Checkpoint implements AutoCloseable {
                 groups.write("param_groups/" + g, ga);
             }
             out.write("param_groups", groups);
-            out.save_to(file.toString());
+            return ArchiveBytes.of(out);
         } catch (IOException e) {
-            throw new java.io.UncheckedIOException(e);
+            throw new java.io.UncheckedIOException(e); // savedArchive writes no file
         }
     }
 
-    private static void loadArchive(Optimizer optimizer, Path file) {
+    private static void loadArchive(Optimizer optimizer, ArchiveBytes archive) {
         try (PointerScope scope = new PointerScope()) {
-            InputArchive in = new InputArchive();
-            in.load_from(file.toString());
-            optimizer.load(in);
+            optimizer.load(archive.load());
         }
     }
 

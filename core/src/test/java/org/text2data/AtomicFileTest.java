@@ -70,6 +70,61 @@ class AtomicFileTest {
         killMidWriteLeavesNothing(dir, "INT");
     }
 
+    /** A child JVM blocked in the middle of writing {@code target}, and its temporary file. */
+    private record Blocked(Process process, Path tmp) {
+        static Blocked start(Path target) throws Exception {
+            String cp = Path.of(AtomicFile.class.getProtectionDomain().getCodeSource().getLocation().toURI())
+                    + java.io.File.pathSeparator
+                    + Path.of(AtomicFileTest.class.getProtectionDomain().getCodeSource().getLocation().toURI());
+            String java = ProcessHandle.current().info().command().orElse("java");
+            Process p = new ProcessBuilder(java, "-cp", cp, BlockedWriter.class.getName(), target.toString())
+                    .redirectErrorStream(true).start();
+            String line = new BufferedReader(new InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8))
+                    .readLine();
+            assertThat(line).as("the child's first line").startsWith("writing ");
+            return new Blocked(p, Path.of(line.substring("writing ".length())));
+        }
+    }
+
+    /**
+     * SIGKILL leaves a temporary file no shutdown hook can delete; the next write of the same target deletes it,
+     * and only it: not a live writer's, not one named the old way (no process id), not another host's.
+     */
+    @Test
+    void theNextWriteDeletesWhatAKilledWriterLeftAndNothingALiveOneWrites(@TempDir Path dir) throws Exception {
+        Path target = dir.resolve("model.pt");
+        Blocked dead = Blocked.start(target);
+        Blocked live = null;
+        try {
+            assertThat(new ProcessBuilder("kill", "-KILL", Long.toString(dead.process().pid())).start().waitFor())
+                    .isZero();
+            assertThat(dead.process().waitFor(30, TimeUnit.SECONDS)).isTrue();
+            assertThat(dead.tmp()).as("what SIGKILL leaves").exists();
+            String name = dead.tmp().getFileName().toString();
+            assertThat(name).matches("\\.model\\.pt\\.[0-9a-f]{12}-" + dead.process().pid() + "-[0-9a-z]+\\.tmp");
+            live = Blocked.start(target);
+            Path oldStyle = Files.writeString(dir.resolve(".model.pt.3k2j4h5g6f7d.tmp"), "x");
+            Path otherHost = Files.writeString(dir.resolve(".model.pt.000000000000" + name.substring(".model.pt.".length()
+                    + 12)), "x");
+            Path otherTarget = Files.writeString(dir.resolve(name.replace(".model.pt.", ".other.pt.")), "x");
+
+            AtomicFile.write(target, tmp -> Files.writeString(tmp, "new"));
+
+            assertThat(Files.readString(target)).isEqualTo("new");
+            assertThat(dead.tmp()).as("the killed writer's").doesNotExist();
+            assertThat(live.tmp()).as("the live writer's").exists();
+            assertThat(oldStyle).as("one without a process id").exists();
+            assertThat(otherHost).as("another host's").exists();
+            assertThat(otherTarget).as("another target's").exists();
+        } finally {
+            dead.process().destroyForcibly();
+            if (live != null) {
+                live.process().destroyForcibly();
+                live.process().waitFor(30, TimeUnit.SECONDS);
+            }
+        }
+    }
+
     @Test
     void aFailedWriteNamesTheTargetAndTheReasonNotTheTemporaryFile(@TempDir Path dir) throws Exception {
         assertThatThrownBy(() -> AtomicFile.write(Path.of("/proc/t2d-test.pt"), tmp -> Files.writeString(tmp, "x")))
