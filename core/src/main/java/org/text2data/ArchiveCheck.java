@@ -51,59 +51,90 @@ final class ArchiveCheck {
     static void check(Path file, String what) {
         try (ZipFile zip = new ZipFile(file.toFile())) {
             Map<String, Long> sizes = new HashMap<>();
-            List<ZipEntry> pickles = new ArrayList<>();
-            List<ZipEntry> code = new ArrayList<>();
+            Map<String, ZipEntry> byName = new HashMap<>();
             for (Enumeration<? extends ZipEntry> en = zip.entries(); en.hasMoreElements(); ) {
                 ZipEntry e = en.nextElement();
                 sizes.put(e.getName(), e.getSize());
-                if (e.getName().endsWith(".pkl") && !e.getName().endsWith(".debug_pkl")) {
-                    pickles.add(e);
-                } else if (e.getName().contains("/code/") && e.getName().endsWith(".py")) {
-                    code.add(e);
-                }
+                byName.put(e.getName(), e);
             }
-            for (ZipEntry p : pickles) {
-                if (p.getSize() < 0 || p.getSize() > MAX_PICKLE) {
-                    continue;
+            check(sizes, name -> {
+                try (InputStream in = zip.getInputStream(byName.get(name))) {
+                    return in.readAllBytes();
                 }
-                byte[] bytes;
-                try (InputStream in = zip.getInputStream(p)) {
-                    bytes = in.readNBytes((int) p.getSize());
-                }
-                String folder = p.getName().substring(0, p.getName().length() - ".pkl".length()) + "/";
-                for (Storage s : storages(bytes)) {
-                    Long size = sizes.get(folder + s.key);
-                    long need = s.elementSize < 0 ? -1 : Math.multiplyHigh(s.numel, s.elementSize) != 0 ? Long.MAX_VALUE
-                            : s.numel * s.elementSize;
-                    if (size != null && size >= 0 && need > size) {
-                        throw new IllegalArgumentException(what + " " + file + " is truncated or corrupt: its record '"
-                                + folder + s.key + "' holds " + size + " bytes, but its pickle declares a " + s.type
-                                + " of " + s.numel + " elements (" + (need == Long.MAX_VALUE ? "more than 2^63" : need)
-                                + " bytes)");
-                    }
-                }
-            }
-            for (ZipEntry c : code) {
-                try (InputStream in = new java.io.BufferedInputStream(zip.getInputStream(c))) {
-                    int depth = 0;
-                    int line = 1;
-                    for (int b; (b = in.read()) >= 0; ) {
-                        if (b == '(' || b == '[' || b == '{') {
-                            if (++depth > MAX_CODE_DEPTH) {
-                                throw new IllegalArgumentException(what + " " + file + ": its TorchScript code '"
-                                        + c.getName() + "' nests brackets more than " + MAX_CODE_DEPTH + " deep (line "
-                                        + line + "), which libtorch's parser cannot read without overflowing its stack");
-                            }
-                        } else if (b == ')' || b == ']' || b == '}') {
-                            depth = Math.max(0, depth - 1);
-                        } else if (b == '\n') {
-                            line++;
-                        }
-                    }
-                }
-            }
+            }, what + " " + file);
         } catch (IOException e) {
             // not a zip Java can read: libtorch reads it, or says what is wrong, itself
+        }
+    }
+
+    /**
+     * {@link #check(Path, String)} for an archive held in memory (a checkpoint's {@code model.pt}).
+     *
+     * @param zip the archive's bytes
+     * @param what what the archive is, to start the message with
+     */
+    static void check(byte[] zip, String what) {
+        Map<String, byte[]> entries = new HashMap<>();
+        Map<String, Long> sizes = new HashMap<>();
+        try (java.util.zip.ZipInputStream in = new java.util.zip.ZipInputStream(new java.io.ByteArrayInputStream(zip))) {
+            for (ZipEntry e; (e = in.getNextEntry()) != null; ) {
+                byte[] b = in.readAllBytes();
+                entries.put(e.getName(), b);
+                sizes.put(e.getName(), (long) b.length);
+            }
+        } catch (IOException | IllegalArgumentException e) {
+            return; // not a zip Java can read: left to libtorch
+        }
+        try {
+            check(sizes, entries::get, what);
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e); // not thrown: the entries are in memory
+        }
+    }
+
+    /** Reads an entry of the archive being checked. */
+    private interface Entries {
+        byte[] read(String name) throws IOException;
+    }
+
+    private static void check(Map<String, Long> sizes, Entries entries, String what) throws IOException {
+        for (String name : sizes.keySet()) {
+            long size = sizes.get(name);
+            if (!name.endsWith(".pkl") || name.endsWith(".debug_pkl") || size < 0 || size > MAX_PICKLE) {
+                continue;
+            }
+            String folder = name.substring(0, name.length() - ".pkl".length()) + "/";
+            for (Storage s : storages(entries.read(name))) {
+                Long have = sizes.get(folder + s.key);
+                long need = s.elementSize < 0 ? -1 : Math.multiplyHigh(s.numel, s.elementSize) != 0 ? Long.MAX_VALUE
+                        : s.numel * s.elementSize;
+                if (have != null && have >= 0 && need > have) {
+                    throw new IllegalArgumentException(what + " is truncated or corrupt: its record '" + folder + s.key
+                            + "' holds " + have + " bytes, but its pickle declares a " + s.type + " of " + s.numel
+                            + " elements (" + (need == Long.MAX_VALUE ? "more than 2^63" : need) + " bytes)");
+                }
+            }
+        }
+        for (String name : sizes.keySet()) {
+            if (!name.contains("/code/") || !name.endsWith(".py")) {
+                continue;
+            }
+            byte[] code = entries.read(name);
+            int depth = 0;
+            int line = 1;
+            for (byte b : code) {
+                if (b == '(' || b == '[' || b == '{') {
+                    if (++depth > MAX_CODE_DEPTH) {
+                        throw new IllegalArgumentException(what + ": its TorchScript code '" + name + "' nests brackets "
+                                + "more than " + MAX_CODE_DEPTH + " deep (line " + line + "), which libtorch's parser "
+                                + "cannot read without overflowing its stack");
+                    }
+                } else if (b == ')' || b == ']' || b == '}') {
+                    depth = Math.max(0, depth - 1);
+                } else if (b == '\n') {
+                    line++;
+                }
+            }
         }
     }
 

@@ -963,9 +963,8 @@ public final class Checkpoint implements AutoCloseable {
      * written, and a full or unwritable temporary folder cannot fail it. The archive belongs to the caller's
      * pointer scope.
      *
-     * @throws IOException never; declared for callers written when the archive went through a temporary file
      */
-    static InputArchive savedArchive(Optimizer optimizer) throws IOException {
+    static InputArchive savedArchive(Optimizer optimizer) {
         OutputArchive out = new OutputArchive();
         optimizer.save(out);
         try (ArchiveBytes bytes = ArchiveBytes.of(out)) {
@@ -1150,8 +1149,6 @@ public final class Checkpoint implements AutoCloseable {
                 perParam.set(i, new ParamState(ints, tensors));
             }
             return new OptimizerState(perParam, groups);
-        } catch (IOException e) {
-            throw new java.io.UncheckedIOException(e); // savedArchive writes no file
         }
     }
 
@@ -1214,8 +1211,6 @@ public final class Checkpoint implements AutoCloseable {
             }
             out.write("param_groups", groups);
             return ArchiveBytes.of(out);
-        } catch (IOException e) {
-            throw new java.io.UncheckedIOException(e); // savedArchive writes no file
         }
     }
 
@@ -1300,6 +1295,7 @@ public final class Checkpoint implements AutoCloseable {
 
     private static Map<String, Tensor> unpickleDict(byte[] bytes, Path file, String entry) {
         Map<String, Tensor> out = new LinkedHashMap<>();
+        ArchiveCheck.check(bytes, "checkpoint " + file + ": " + entry); // a short tensor record would be read past
         try (PointerScope scope = new PointerScope(); ByteVector v = new ByteVector(bytes)) {
             IValue root = torch.pickle_load(v);
             if (!root.isGenericDict()) {

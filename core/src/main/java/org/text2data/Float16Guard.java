@@ -1,6 +1,5 @@
 package org.text2data;
 
-import java.io.IOException;
 
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.InputArchive;
@@ -54,7 +53,7 @@ final class Float16Guard {
     /**
      * Refuses the step that {@code live} would take now if it would make a float16 parameter NaN or
      * infinite. Free where no parameter is float16. Where one is, it costs a round trip of the live
-     * optimizer's whole state through libtorch's serialization (a temporary file, written and read back),
+     * optimizer's whole state through libtorch's serialization (in native memory, written and read back),
      * a copy of each float16 parameter that has a gradient and of its gradient, the shadow's own state
      * and one step of it over the float16 parameters, and one host read; all of it freed before returning.
      *
@@ -63,7 +62,7 @@ final class Float16Guard {
      * @param step the number the step would have, for the message
      * @throws NonFiniteException if the step would make a float16 parameter NaN or infinite
      * @throws IllegalStateException if libtorch refuses the step itself (a learning rate beyond float16's range,
-     *                               say), or the state cannot be staged in a temporary file; nothing was updated
+     *                               say); nothing was updated
      */
     void check(Optimizer live, OptimizerSpec spec, long step) {
         if (!any) {
@@ -86,9 +85,6 @@ final class Float16Guard {
                         + "in float16; train in float32, or lower the learning rate or raise eps); the step was "
                         + "refused, nothing was updated");
             }
-        } catch (IOException e) {
-            throw new IllegalStateException("step " + step + ": cannot stage the optimizer's state in a temporary file "
-                    + "to check a float16 step: " + e.getMessage() + "; the step was refused, nothing was updated", e);
         }
     }
 

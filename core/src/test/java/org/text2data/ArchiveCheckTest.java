@@ -102,6 +102,16 @@ class ArchiveCheckTest {
         }
     }
 
+    /** The same check over an archive held in memory (a checkpoint's {@code model.pt} entry). */
+    @Test
+    void theInMemoryCheckRefusesAShortRecordAndPassesAGoodArchive(@TempDir Path tmp) throws IOException {
+        byte[] good = Files.readAllBytes(TestModels.fixture("adam-f64.batch.pt"));
+        ArchiveCheck.check(good, "entry model.pt");
+        byte[] bad = Files.readAllBytes(changed(tmp, "adam-f64.batch.pt", "/data/2", (k, v) -> Arrays.copyOf(v, 3)));
+        assertThatThrownBy(() -> ArchiveCheck.check(bad, "entry model.pt")).isInstanceOf(IllegalArgumentException.class)
+                .hasMessageStartingWith("entry model.pt is truncated or corrupt").hasMessageContaining("/data/2' holds 3 bytes");
+    }
+
     @Test
     void aModelFileWithAShortTensorRecordIsRefused(@TempDir Path tmp) throws IOException {
         Path f = changed(tmp, "adam-f64.model.pt", "/data/5", (k, v) -> Arrays.copyOf(v, 8));
