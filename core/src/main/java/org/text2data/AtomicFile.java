@@ -62,6 +62,8 @@ public final class AtomicFile {
      *                     creating, writing or renaming the temporary file fails
      */
     public static void write(Path target, Writer writer) throws IOException {
+        Path named = target;
+        target = followLinks(target); // a link stays a link: the file it points to is replaced
         Path dir = checkTarget(target);
         installHook();
         deleteStale(dir, target.getFileName().toString());
@@ -77,7 +79,8 @@ public final class AtomicFile {
             writer.write(tmp);
             Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
         } catch (IOException e) {
-            throw new IOException("could not write " + target + ": " + reason(e), e);
+            throw new IOException("could not write " + named + (named.equals(target) ? "" : " (a link to " + target
+                    + ")") + ": " + reason(e), e);
         } finally {
             try {
                 Files.deleteIfExists(tmp);
@@ -96,7 +99,7 @@ public final class AtomicFile {
      * @throws IOException saying why not, if {@code target} cannot be written
      */
     public static void checkWritable(Path target) throws IOException {
-        Path dir = checkTarget(target);
+        Path dir = checkTarget(followLinks(target));
         Path probe;
         try {
             probe = Files.createTempFile(dir, ".text2data-write-check", ".tmp");
@@ -104,6 +107,25 @@ public final class AtomicFile {
             throw new IOException("cannot write " + target + ": cannot create a file in " + dir + ": " + reason(e), e);
         }
         Files.deleteIfExists(probe);
+    }
+
+    /**
+     * The file a symbolic link points to, through every link in a chain (a dangling link: the path it names), or
+     * {@code target} itself. Renaming onto a link would replace the link by a file and leave its target as it was.
+     */
+    static Path followLinks(Path target) throws IOException {
+        if (target == null) {
+            return null;
+        }
+        Path p = target;
+        for (int hops = 0; Files.isSymbolicLink(p); hops++) {
+            if (hops == 40) {
+                throw new IOException("cannot write " + target + ": too many levels of symbolic links");
+            }
+            Path dir = p.toAbsolutePath().getParent();
+            p = dir.resolve(Files.readSymbolicLink(p));
+        }
+        return p;
     }
 
     /** The target's folder, after checking that the target can be a file there. */

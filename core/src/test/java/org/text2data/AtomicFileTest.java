@@ -142,6 +142,27 @@ class AtomicFileTest {
         }
     }
 
+    /** Writing through a symbolic link replaces the file it points to and keeps the link (a rename would replace it). */
+    @Test
+    void aLinkStaysALinkAndItsTargetIsWritten(@TempDir Path dir) throws Exception {
+        Path real = Files.createDirectory(dir.resolve("store")).resolve("run.t2d");
+        Files.writeString(real, "old");
+        Path link = Files.createSymbolicLink(dir.resolve("latest.t2d"), Path.of("store", "run.t2d")); // relative
+        Path chain = Files.createSymbolicLink(dir.resolve("chain.t2d"), link);
+        AtomicFile.write(chain, tmp -> Files.writeString(tmp, "new"));
+        assertThat(Files.isSymbolicLink(link)).isTrue();
+        assertThat(Files.isSymbolicLink(chain)).isTrue();
+        assertThat(Files.readString(real)).isEqualTo("new");
+        Path dangling = Files.createSymbolicLink(dir.resolve("next.t2d"), dir.resolve("store").resolve("next.t2d"));
+        AtomicFile.write(dangling, tmp -> Files.writeString(tmp, "first"));
+        assertThat(Files.isSymbolicLink(dangling)).isTrue();
+        assertThat(Files.readString(dangling)).isEqualTo("first");
+        try (var files = Files.list(dir.resolve("store"))) {
+            assertThat(files.map(f -> f.getFileName().toString()).sorted().toList())
+                    .containsExactly("next.t2d", "run.t2d");
+        }
+    }
+
     @Test
     void checkWritableChangesNothingAndSaysWhy(@TempDir Path dir) throws Exception {
         Path existing = Files.writeString(dir.resolve("keep.pt"), "previous");
