@@ -171,11 +171,7 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
         AtomicFile.write(file, tmp -> {
             // libtorch's writer cannot fail cleanly: when the disk fills, its zip writer throws again while
             // unwinding and the process aborts. So a save that may not fit is refused before it starts.
-            long free = usableSpace.applyAsLong(tmp.toAbsolutePath().getParent());
-            if (free < need) {
-                throw new IOException("not enough free space: saving the module needs up to " + mib(need)
-                        + " (its tensors, and 8 MiB for its code), and " + mib(free) + " are free there");
-            }
+            requireSpace(tmp.toAbsolutePath().getParent(), need);
             // libtorch names the archive's top folder after the file it writes: written under the target's own name
             // (in a folder of its own beside it), the same module gives the same bytes, whatever the temporary name
             Path dir = java.nio.file.Files.createTempDirectory(tmp.toAbsolutePath().getParent(), ".t2d-save-");
@@ -190,6 +186,32 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
                 java.nio.file.Files.deleteIfExists(dir);
             }
         });
+    }
+
+    /**
+     * Checks, before long work, that {@link #save} could write {@code file} now: the folder can take a file, and has
+     * the free space a save of this module may need. Nothing on disk changes.
+     *
+     * @param file where the module is to be saved
+     * @throws IOException saying why not
+     * @throws IllegalStateException if this model is closed
+     */
+    public void checkSaveFits(Path file) throws IOException {
+        checkOpen();
+        AtomicFile.checkWritable(file);
+        try {
+            requireSpace(AtomicFile.followLinks(file).toAbsolutePath().getParent(), savedBytesBound());
+        } catch (IOException e) {
+            throw new IOException("cannot write " + file + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static void requireSpace(Path dir, long need) throws IOException {
+        long free = usableSpace.applyAsLong(dir);
+        if (free < need) {
+            throw new IOException("not enough free space: saving the module needs up to " + mib(need)
+                    + " (its tensors, and 8 MiB for its code), and " + mib(free) + " are free there");
+        }
     }
 
     /** The usable bytes of a folder's file system (a test fakes a full disk). */

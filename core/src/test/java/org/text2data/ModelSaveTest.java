@@ -25,6 +25,8 @@ class ModelSaveTest {
         var real = TorchScriptModel.usableSpace;
         try (TorchScriptModel m = TestModels.model()) {
             TorchScriptModel.usableSpace = dir -> 4096;
+            assertThatThrownBy(() -> m.checkSaveFits(out)).isInstanceOf(IOException.class)
+                    .hasMessageStartingWith("cannot write " + out + ": not enough free space");
             assertThatThrownBy(() -> m.save(out)).isInstanceOf(IOException.class)
                     .hasMessageContaining(out.toString()).hasMessageContaining("not enough free space")
                     .hasMessageContaining("0.0 MiB are free");
@@ -33,6 +35,7 @@ class ModelSaveTest {
             }
             assertThat(Files.readString(out)).isEqualTo("the previous model");
             TorchScriptModel.usableSpace = real;
+            m.checkSaveFits(out);
             m.save(out);
             try (TorchScriptModel back = TorchScriptModel.load(out)) {
                 assertThat(back.namedParameters().keySet()).isEqualTo(m.namedParameters().keySet());
