@@ -7,6 +7,7 @@ import java.util.Map;
 import java.util.concurrent.Callable;
 
 import org.text2data.Batch;
+import org.text2data.Checkpoint;
 import org.text2data.Constraint;
 import org.text2data.Engine;
 import org.text2data.ErrorMessages;
@@ -108,7 +109,83 @@ final class FinetuneCommand implements Callable<Integer> {
                     + "--checkpoint file)")
     Path resume;
 
+    /** The step of the checkpoint resumed from; -1 without --resume. */
     private long resumedAt = -1;
+
+    private OptimizerSpec optimizerSpec() {
+        OptimizerSpec spec = OptimizerSpec.of(optimizer, lr);
+        if (weightDecay != null) {
+            spec = spec.weightDecay(weightDecay);
+        }
+        if (momentum != null) {
+            spec = spec.momentum(momentum);
+        }
+        return spec;
+    }
+
+    /**
+     * With --resume, before anything is written: refuses a checkpoint already beyond --steps, and --alpha, --beta,
+     * --lr or --seed given with a value other than the checkpoint's (a resumed run continues the run as it was);
+     * flags not given take the checkpoint's values, so that what is printed is what the run uses.
+     */
+    private void adoptCheckpointSettings() {
+        com.google.gson.JsonObject loop;
+        com.google.gson.JsonObject constraint;
+        try (Checkpoint c = Checkpoint.read(resume)) {
+            if (c.loopState() == null) {
+                return; // refused by the training loop, with its reason
+            }
+            loop = com.google.gson.JsonParser.parseString(c.loopState()).getAsJsonObject();
+            constraint = com.google.gson.JsonParser.parseString(c.headerJson()).getAsJsonObject()
+                    .getAsJsonObject("constraint");
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("--resume " + resume + ": " + ErrorMessages.of(e), e);
+        } catch (RuntimeException e) { // JSON of an unexpected shape
+            throw new IllegalArgumentException("--resume " + resume + ": its loop position is not readable: "
+                    + ErrorMessages.of(e), e);
+        }
+        if (loop.has("step")) {
+            resumedAt = loop.get("step").getAsLong();
+            if (resumedAt > steps) {
+                throw new IllegalArgumentException("--resume " + resume + ": the checkpoint is at step " + resumedAt
+                        + ", beyond --steps " + steps + " (--steps is the run's total, the steps before the checkpoint "
+                        + "included); give --steps " + resumedAt + " or more; nothing was written");
+            }
+        }
+        java.util.List<String> differ = new java.util.ArrayList<>();
+        if (constraint != null && constraint.has("alpha")) {
+            alpha = adopt("--alpha", alpha, constraint.get("alpha").getAsDouble(), differ);
+        }
+        if (constraint != null && constraint.has("beta")) {
+            beta = adopt("--beta", beta, constraint.get("beta").getAsDouble(), differ);
+        }
+        if (loop.has("baseLr")) {
+            lr = adopt("--lr", lr, loop.get("baseLr").getAsDouble(), differ);
+        }
+        if (loop.has("seed") && !loop.get("seed").isJsonNull()) {
+            long saved = loop.get("seed").getAsLong();
+            if (given("--seed") && seed != saved) {
+                differ.add("--seed " + seed + " (the checkpoint's run has " + saved + ")");
+            }
+            seed = saved;
+        }
+        if (!differ.isEmpty()) {
+            throw new IllegalArgumentException("--resume " + resume + ": " + String.join(", ", differ)
+                    + ": a resumed run continues the run as it was; drop these flags (or give the checkpoint's values), "
+                    + "or start a new run without --resume to change them; nothing was written");
+        }
+    }
+
+    private double adopt(String flag, double given, double saved, java.util.List<String> differ) {
+        if (given(flag) && Double.compare(given, saved) != 0) {
+            differ.add(flag + " " + given + " (the checkpoint's run has " + saved + ")");
+        }
+        return saved;
+    }
+
+    private boolean given(String flag) {
+        return commandSpec.commandLine().getParseResult().hasMatchedOption(flag);
+    }
 
     private static void checkInput(String flag, Path file, String what) {
         try {
@@ -154,23 +231,29 @@ final class FinetuneCommand implements Callable<Integer> {
         if (checkpointEvery != null && checkpointEvery <= 0) {
             throw new IllegalArgumentException("--checkpoint-every must be positive, got " + checkpointEvery);
         }
-        OptimizerSpec spec = OptimizerSpec.of(optimizer, lr);
-        if (weightDecay != null) {
-            spec = spec.weightDecay(weightDecay);
-        }
-        if (momentum != null) {
-            spec = spec.momentum(momentum);
-        }
+        OptimizerSpec spec = optimizerSpec();
         Loss lossFn = Loss.named(loss);
         Engine eng = Engine.parse(engine);
         checkInput("--model", model, "model file");
         checkInput("--data", data, "data file");
-        Outputs.check("--out", out, Map.of("--model", model, "--data", data));
-        if (checkpoint != null) {
-            Outputs.check("--checkpoint", checkpoint, Map.of("--model", model, "--data", data, "--out", out));
-        }
         if (resume != null) {
             checkInput("--resume", resume, "checkpoint file");
+        }
+        Map<String, Path> inputs = new java.util.LinkedHashMap<>();
+        inputs.put("--model", model);
+        inputs.put("--data", data);
+        if (resume != null) {
+            inputs.put("--resume", resume); // the checkpoint to continue from; --checkpoint may be it, --out not
+        }
+        Outputs.check("--out", out, inputs);
+        if (checkpoint != null) {
+            inputs.remove("--resume");
+            inputs.put("--out", out);
+            Outputs.check("--checkpoint", checkpoint, inputs);
+        }
+        if (resume != null) {
+            adoptCheckpointSettings();
+            spec = optimizerSpec(); // the checkpoint's learning rate
         }
         if (nproc != null && nproc < 1 || !(distTimeout > 0 && distTimeout <= 86_400)) {
             throw new IllegalArgumentException("--nproc must be at least 1 and --dist-timeout in (0, 86400] seconds, got "
@@ -237,9 +320,6 @@ final class FinetuneCommand implements Callable<Integer> {
                             @Override
                             public void onStep(String stage, long step, long total, double g, double f) {
                                 done[0] = step;
-                                if (resumedAt < 0) {
-                                    resumedAt = step - 1;
-                                }
                                 bar.update(step, String.format(Locale.ROOT, "g %.5f  f %.5f", g, f));
                             }
 
@@ -277,7 +357,8 @@ final class FinetuneCommand implements Callable<Integer> {
                             + "(g_constraint %s, max g/g_constraint %.4f)%s; wrote %s%s%n",
                     steps, (System.nanoTime() - t0) / 1e9, first.f(), last.f(), first.g(), last.g(), gConstraint,
                     gConstraint > 0 ? r.maxGRatio() : 0.0,
-                    resume == null ? "" : ", resumed from " + resume + " at step " + (resumedAt < 0 ? steps : resumedAt),
+                    resume == null ? "" : ", resumed from " + resume + " at step " + resumedAt
+                            + (resumedAt >= steps ? " (no step was left to take: the checkpoint's parameters)" : ""),
                     out, dist.describe());
             if (r.gRanAway()) {
                 System.err.printf(Locale.ROOT, "warning: the unconditional loss ran away from g_constraint (max "

@@ -18,6 +18,9 @@ final class Outputs {
      * file, a missing or read-only folder. Nothing on disk changes.
      */
     static void check(String flag, Path out, Map<String, Path> inputs) throws IOException {
+        if (out == null || out.toString().isEmpty()) {
+            throw new IllegalArgumentException(flag + ": the path is empty; give the file to write");
+        }
         for (Map.Entry<String, Path> in : inputs.entrySet()) {
             if (sameFile(out, in.getValue())) {
                 throw new IllegalArgumentException(flag + " " + out + " is the same file as " + in.getKey() + " "
@@ -60,11 +63,46 @@ final class Outputs {
         Files.deleteIfExists(probe);
     }
 
-    /** Whether two paths name the same existing file. */
+    /**
+     * Whether two paths name the same file: the same existing file (symbolic links, hard links and relative paths
+     * resolved), or, where one does not exist yet, the same name in the same real folder (so that two outputs that
+     * are still to be written are found to be one).
+     */
     static boolean sameFile(Path a, Path b) throws IOException {
-        if (a == null || b == null || !Files.exists(a) || !Files.exists(b)) {
+        if (a == null || b == null || a.toString().isEmpty() || b.toString().isEmpty()) {
             return false;
         }
-        return Files.isSameFile(a, b);
+        if (Files.exists(a) && Files.exists(b)) {
+            return Files.isSameFile(a, b);
+        }
+        if (Files.exists(a) || Files.exists(b)) {
+            return false; // one exists, the other does not: different files
+        }
+        Path ra = realTarget(a);
+        Path rb = realTarget(b);
+        return ra != null && ra.equals(rb);
+    }
+
+    /** A path that does not exist, as its real folder and its name; null when its folder does not exist either. */
+    private static Path realTarget(Path p) {
+        Path abs = p.toAbsolutePath().normalize();
+        Path dir = abs.getParent();
+        Path name = abs.getFileName();
+        if (dir == null || name == null) {
+            return null;
+        }
+        if (Files.isSymbolicLink(abs)) { // a dangling link: where it points
+            try {
+                Path target = Files.readSymbolicLink(abs);
+                return realTarget(dir.resolve(target));
+            } catch (IOException | StackOverflowError e) {
+                return null;
+            }
+        }
+        try {
+            return dir.toRealPath().resolve(name);
+        } catch (IOException e) {
+            return null;
+        }
     }
 }

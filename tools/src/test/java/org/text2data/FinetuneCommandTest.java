@@ -1,0 +1,127 @@
+package org.text2data;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * {@code finetune}'s refusals around --resume and its outputs: an output that would destroy the checkpoint resumed
+ * from, a checkpoint beyond --steps, flags that a resume would otherwise ignore; each refused before anything is
+ * written, with a message naming what was wrong.
+ */
+class FinetuneCommandTest {
+
+    private static List<String> finetune(int steps, Path out, String... extra) {
+        List<String> a = new ArrayList<>(List.of("finetune",
+                "--model", TestModels.fixture("adam-f64.model.pt").toString(),
+                "--data", TestModels.fixture("adam-f64.batch.pt").toString(),
+                "--g-constraint", "1.1", "--steps", String.valueOf(steps), "--batch-size", "5", "--shuffle",
+                "--seed", "3", "--out", out.toString()));
+        for (int i = 0; i < extra.length; i++) { // a flag given again replaces the default's value
+            int at = a.indexOf(extra[i]);
+            boolean hasValue = i + 1 < extra.length && !extra[i + 1].startsWith("--");
+            if (at >= 0 && hasValue) {
+                a.set(at + 1, extra[++i]);
+            } else {
+                a.add(extra[i]);
+            }
+        }
+        return a;
+    }
+
+    private static CliTest.Run run(List<String> args) {
+        return CliTest.cli(args.toArray(new String[0]));
+    }
+
+    private static CliTest.Run ok(List<String> args) {
+        CliTest.Run r = run(args);
+        assertThat(r.code()).as(String.join(" ", args) + "\n" + r.err()).isZero();
+        return r;
+    }
+
+    private static List<String> without(List<String> args, String flag) {
+        List<String> out = new ArrayList<>(args);
+        int at = out.indexOf(flag);
+        out.remove(at + 1);
+        out.remove(at);
+        return out;
+    }
+
+    @Test
+    void anOutputThatIsTheCheckpointResumedFromIsRefused(@TempDir Path tmp) throws Exception {
+        Path ck = tmp.resolve("ck.t2d");
+        ok(finetune(6, tmp.resolve("first.pt"), "--checkpoint", ck.toString()));
+        byte[] saved = Files.readAllBytes(ck);
+        Files.createSymbolicLink(tmp.resolve("link.t2d"), ck.getFileName());
+        Path rel = Path.of("").toAbsolutePath().relativize(ck);
+        String detour = rel.getParent().resolve("..").resolve(rel.getParent().getFileName()).resolve(rel.getFileName()).toString();
+        for (String out : new String[] {ck.toString(), detour, tmp.resolve("link.t2d").toString()}) {
+            CliTest.Run r = run(finetune(12, Path.of(out), "--resume", ck.toString()));
+            assertThat(r.code()).as(out + ": " + r.err()).isEqualTo(1);
+            assertThat(r.err()).as(out).contains("--out " + out + " is the same file as --resume " + ck)
+                    .doesNotContain("finetune (");
+            assertThat(Files.readAllBytes(ck)).as(out).isEqualTo(saved);
+        }
+        // --out and --checkpoint the same file that does not exist yet: the checkpoint would be overwritten by --out
+        Path both = tmp.resolve("both.pt");
+        CliTest.Run r = run(finetune(6, both, "--checkpoint", tmp.resolve(".").resolve("both.pt").toString()));
+        assertThat(r.code()).as(r.err()).isEqualTo(1);
+        assertThat(r.err()).contains("is the same file as --out");
+        assertThat(both).doesNotExist();
+        // an empty path is named as such
+        CliTest.Run empty = run(finetune(6, Path.of(""), "--checkpoint", tmp.resolve("x.t2d").toString()));
+        assertThat(empty.code()).isEqualTo(1);
+        assertThat(empty.err()).contains("--out: the path is empty");
+    }
+
+    @Test
+    void aCheckpointBeyondStepsIsRefusedAndOneAtStepsWritesItsParameters(@TempDir Path tmp) throws Exception {
+        Path ck = tmp.resolve("ck.t2d");
+        ok(finetune(10, tmp.resolve("s10.pt"), "--checkpoint", ck.toString()));
+        byte[] saved = Files.readAllBytes(ck);
+        Path out = tmp.resolve("s5.pt");
+        CliTest.Run r = run(finetune(5, out, "--checkpoint", ck.toString(), "--resume", ck.toString()));
+        assertThat(r.code()).as(r.err()).isEqualTo(1);
+        assertThat(r.err()).contains("--resume " + ck + ": the checkpoint is at step 10, beyond --steps 5")
+                .doesNotContain("finetune (");
+        assertThat(out).doesNotExist();
+        assertThat(Files.readAllBytes(ck)).isEqualTo(saved);
+        // at --steps: nothing left to take; the checkpoint's parameters are written, and it says so
+        Path same = tmp.resolve("s10-again.pt");
+        CliTest.Run again = ok(finetune(10, same, "--checkpoint", ck.toString(), "--resume", ck.toString()));
+        assertThat(again.out()).contains("resumed from " + ck + " at step 10 (no step was left to take");
+        assertThat(Files.readAllBytes(ck)).isEqualTo(saved);
+        LibTorch.ensureLoaded();
+        try (TorchScriptModel a = TorchScriptModel.load(tmp.resolve("s10.pt")); TorchScriptModel b = TorchScriptModel.load(same)) {
+            a.namedParameters().forEach((n, t) -> CheckpointAssert.assertBitwise(t, b.namedParameters().get(n), n));
+        }
+    }
+
+    @Test
+    void flagsThatAResumeWouldIgnoreAreRefusedAndTheBannerShowsTheCheckpointsValues(@TempDir Path tmp) throws Exception {
+        Path ck = tmp.resolve("ck.t2d");
+        ok(finetune(6, tmp.resolve("first.pt"), "--checkpoint", ck.toString(), "--lr", "0.01", "--alpha", "2",
+                "--beta", "0.5"));
+        byte[] saved = Files.readAllBytes(ck);
+        Path out = tmp.resolve("out.pt");
+        CliTest.Run r = run(finetune(12, out, "--resume", ck.toString(), "--checkpoint", ck.toString(), "--lr", "0.02",
+                "--alpha", "3", "--beta", "0.5", "--seed", "4"));
+        assertThat(r.code()).as(r.err()).isEqualTo(1);
+        assertThat(r.err()).contains("--lr 0.02 (the checkpoint's run has 0.01)")
+                .contains("--alpha 3.0 (the checkpoint's run has 2.0)")
+                .contains("--seed 4 (the checkpoint's run has 3)")
+                .doesNotContain("--beta 0.5").contains("start a new run without --resume").doesNotContain("finetune (");
+        assertThat(out).doesNotExist();
+        assertThat(Files.readAllBytes(ck)).isEqualTo(saved);
+        // the same values given again are accepted; flags left out take the checkpoint's values, which are printed
+        CliTest.Run resumed = ok(without(finetune(12, out, "--resume", ck.toString(), "--alpha", "2"), "--seed"));
+        assertThat(resumed.err()).contains("adam(lr=0.01").contains("alpha 2.0, beta 0.5");
+        assertThat(resumed.out()).contains("resumed from " + ck + " at step 6");
+    }
+}
