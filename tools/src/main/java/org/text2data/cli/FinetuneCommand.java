@@ -209,6 +209,7 @@ final class FinetuneCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
+        DistributedLauncher.exitWithLauncher(); // a worker of --nproc ends with its launcher
         // Everything that can be checked before loading is checked first; nothing is written on failure.
         if (steps <= 0) {
             throw new IllegalArgumentException("--steps must be positive, got " + steps);
