@@ -124,4 +124,43 @@ class FinetuneCommandTest {
         assertThat(resumed.err()).contains("adam(lr=0.01").contains("alpha 2.0, beta 0.5");
         assertThat(resumed.out()).contains("resumed from " + ck + " at step 6");
     }
+
+    @Test
+    void anOutputBeingWrittenByAnotherRunIsRefused(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("out.pt");
+        Path ck = tmp.resolve("ck.t2d");
+        List<String> cmd = new ArrayList<>(List.of(
+                ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()),
+                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow",
+                "-cp", System.getProperty("java.class.path"), org.text2data.cli.Main.class.getName()));
+        cmd.addAll(finetune(100_000_000, out, "--checkpoint", ck.toString(), "--checkpoint-every", "100000000"));
+        Path log = tmp.resolve("first.log");
+        Process first = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        try {
+            long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(120);
+            while (first.isAlive() && !Files.readString(log).contains("finetune (") && System.nanoTime() < deadline) {
+                Thread.sleep(100);
+            }
+            assertThat(Files.readString(log)).contains("finetune (");
+            String pid = "(pid " + first.pid() + ")";
+            CliTest.Run sameOut = run(finetune(3, out));
+            assertThat(sameOut.code()).as(sameOut.err()).isEqualTo(1);
+            assertThat(sameOut.err()).contains("--out " + out + " is being written by another run " + pid)
+                    .doesNotContain("finetune (");
+            Path other = tmp.resolve("other.pt");
+            CliTest.Run sameCk = run(finetune(3, other, "--checkpoint", ck.toString()));
+            assertThat(sameCk.code()).as(sameCk.err()).isEqualTo(1);
+            assertThat(sameCk.err()).contains("--checkpoint " + ck + " is being written by another run " + pid);
+            assertThat(out).doesNotExist();
+            assertThat(other).doesNotExist();
+            assertThat(ck).doesNotExist();
+        } finally {
+            first.destroyForcibly();
+            first.waitFor();
+        }
+        // the dead run's lock is released by the system: the next run goes ahead and leaves no lock file
+        ok(finetune(3, out, "--checkpoint", ck.toString()));
+        assertThat(Files.list(tmp).map(p -> p.getFileName().toString()).sorted().toList())
+                .containsExactly("ck.t2d", "first.log", "out.pt");
+    }
 }

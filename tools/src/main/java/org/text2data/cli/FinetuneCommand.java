@@ -261,6 +261,34 @@ final class FinetuneCommand implements Callable<Integer> {
                     + nproc + " and " + distTimeout);
         }
         java.time.Duration timeout = java.time.Duration.ofMillis((long) Math.ceil(distTimeout * 1000));
+        // One run at a time writes an output: the launcher of --nproc (or a lone process, or rank 0 of a job) holds
+        // a lock on each for the whole run, released by the system if the process dies.
+        java.util.List<Outputs.Lock> locks = new java.util.ArrayList<>();
+        try {
+            if (holdsOutputLocks()) {
+                locks.add(Outputs.lock("--out", out));
+                if (checkpoint != null) {
+                    locks.add(Outputs.lock("--checkpoint", checkpoint));
+                }
+            }
+            return run(spec, lossFn, eng, timeout);
+        } finally {
+            for (Outputs.Lock l : locks) {
+                l.close();
+            }
+        }
+    }
+
+    /** Whether this process locks the outputs: not a worker of --nproc (its launcher does), nor a rank other than 0. */
+    private static boolean holdsOutputLocks() {
+        if (System.getenv(DistributedLauncher.STORE_FILE_VAR) != null) {
+            return false;
+        }
+        String rank = System.getenv("WORLD_SIZE") == null ? null : System.getenv("RANK");
+        return rank == null || rank.trim().equals("0");
+    }
+
+    private int run(OptimizerSpec spec, Loss lossFn, Engine eng, java.time.Duration timeout) throws Exception {
         if (nproc != null && nproc > 1) {
             return DistributedLauncher.launch(nproc, timeout, commandSpec.commandLine().getParseResult().originalArgs());
         }
