@@ -163,4 +163,15 @@ class FinetuneCommandTest {
         assertThat(Files.list(tmp).map(p -> p.getFileName().toString()).sorted().toList())
                 .containsExactly("ck.t2d", "first.log", "out.pt");
     }
+
+    @Test
+    void estimateGShowsItsProgressOnStderr() {
+        CliTest.Run r = CliTest.cli("estimate-g", "--model", TestModels.fixture("adam-f64.model.pt").toString(),
+                "--data", TestModels.fixture("adam-f64.batch.pt").toString(), "--chunk", "2");
+        assertThat(r.code()).as(r.err()).isZero();
+        List<String> lines = r.err().lines().filter(l -> l.startsWith("estimate-g (rows)")).toList();
+        assertThat(lines).as(r.err()).hasSizeGreaterThan(3);
+        assertThat(lines.get(lines.size() - 1)).contains("100%").contains("16/16");
+        assertThat(r.out()).contains("suggested --g-constraint").doesNotContain("estimate-g (rows)");
+    }
 }

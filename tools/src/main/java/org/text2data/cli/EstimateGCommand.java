@@ -51,7 +51,8 @@ final class EstimateGCommand implements Callable<Integer> {
             }
             LossSurvey s;
             try {
-                s = LossSurvey.of(m, b, l, chunk);
+                ProgressBar bar = new ProgressBar("estimate-g (rows)", b.size());
+                s = LossSurvey.of(m, b, l, chunk, done -> bar.update(done, ""));
             } catch (IllegalArgumentException | ArithmeticException e) {
                 throw new IllegalArgumentException("--data " + data + " with --model " + model + ": " + ErrorMessages.of(e), e);
             } catch (RuntimeException e) {
