@@ -174,4 +174,33 @@ class FinetuneCommandTest {
         assertThat(lines.get(lines.size() - 1)).contains("100%").contains("16/16");
         assertThat(r.out()).contains("suggested --g-constraint").doesNotContain("estimate-g (rows)");
     }
+
+    @Test
+    void aCheckpointGivenAsModelOrDataAndRealLabelsForCrossEntropyAndEmptyPathsAreNamed(@TempDir Path tmp) throws Exception {
+        Path ck = tmp.resolve("ck.t2d");
+        ok(finetune(2, tmp.resolve("first.pt"), "--checkpoint", ck.toString()));
+        Path out = tmp.resolve("out.pt");
+        for (String flag : new String[] {"--model", "--data"}) {
+            CliTest.Run r = run(finetune(2, out, flag, ck.toString()));
+            assertThat(r.code()).as(r.err()).isEqualTo(1);
+            assertThat(r.err()).contains(flag + " " + ck + " is a text2data checkpoint").contains("--resume")
+                    .doesNotContain("inline_container");
+            String m = flag.equals("--model") ? ck.toString() : TestModels.fixture("adam-f64.model.pt").toString();
+            String d = flag.equals("--data") ? ck.toString() : TestModels.fixture("adam-f64.batch.pt").toString();
+            CliTest.Run g = CliTest.cli("estimate-g", "--model", m, "--data", d);
+            assertThat(g.err()).contains(flag + " " + ck + " is a text2data checkpoint");
+            CliTest.Run empty = run(finetune(2, out, flag, ""));
+            assertThat(empty.err()).contains(flag + ": the path is empty");
+        }
+        // the fixture's labels are real values (regression): not class indices nor probabilities
+        CliTest.Run ce = run(finetune(2, out, "--loss", "cross-entropy"));
+        assertThat(ce.code()).as(ce.err()).isEqualTo(1);
+        assertThat(ce.err()).contains("--loss cross-entropy: the floating-point labels of --data").contains("are not class probabilities")
+                .doesNotContain("finetune (");
+        CliTest.Run ceG = CliTest.cli("estimate-g", "--model", TestModels.fixture("adam-f64.model.pt").toString(),
+                "--data", TestModels.fixture("adam-f64.batch.pt").toString(), "--loss", "cross-entropy");
+        assertThat(ceG.code()).isEqualTo(1);
+        assertThat(ceG.err()).contains("are not class probabilities");
+        assertThat(out).doesNotExist();
+    }
 }

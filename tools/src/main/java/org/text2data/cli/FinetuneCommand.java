@@ -187,11 +187,56 @@ final class FinetuneCommand implements Callable<Integer> {
         return commandSpec.commandLine().getParseResult().hasMatchedOption(flag);
     }
 
-    private static void checkInput(String flag, Path file, String what) {
+    static void checkInput(String flag, Path file, String what) {
+        if (file != null && file.toString().isEmpty()) {
+            throw new IllegalArgumentException(flag + ": the path is empty; give the " + what);
+        }
         try {
             InputFile.checkReadable(file, what);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(flag + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** Refuses a text2data checkpoint given where a TorchScript model or a data file is expected, saying so. */
+    static void checkNotCheckpoint(String flag, Path file) {
+        try (java.util.zip.ZipFile zip = new java.util.zip.ZipFile(file.toFile())) {
+            java.util.zip.ZipEntry header = zip.getEntry("header.json");
+            if (header != null && header.getSize() < (1 << 26)) {
+                try (java.io.InputStream in = zip.getInputStream(header)) {
+                    String text = new String(in.readNBytes(4096), java.nio.charset.StandardCharsets.UTF_8);
+                    if (text.contains("\"" + Checkpoint.FORMAT + "\"")) {
+                        throw new IllegalArgumentException(flag + " " + file + " is a text2data checkpoint (written by "
+                                + "--checkpoint), not a " + (flag.equals("--model") ? "TorchScript model" : "data file")
+                                + ": give it to --resume to continue its run");
+                    }
+                }
+            }
+        } catch (java.io.IOException notAZip) {
+            // not a checkpoint: libtorch reads it and says what is wrong
+        }
+    }
+
+    /**
+     * With cross-entropy, refuses floating-point labels that are not class probabilities (in [0, 1], summing to 1
+     * over the classes, dimension 1): such labels give meaningless, even negative, losses.
+     */
+    static void checkCrossEntropyLabels(Loss lossFn, Batch b, Path data) {
+        org.bytedeco.pytorch.Tensor y = b.label();
+        if (lossFn != Loss.CROSS_ENTROPY || y == null || !y.is_floating_point() || y.dim() < 2 || y.numel() == 0) {
+            return;
+        }
+        try (org.bytedeco.javacpp.PointerScope scope = new org.bytedeco.javacpp.PointerScope()) {
+            double min = y.amin().item_double();
+            double max = y.amax().item_double();
+            double off = torch.sum(y, new long[] {1}, false, new org.bytedeco.pytorch.ScalarTypeOptional())
+                    .sub(new org.bytedeco.pytorch.Scalar(1.0)).abs().amax().item_double();
+            if (!(min >= 0 && max <= 1 && off <= 1e-3)) {
+                throw new IllegalArgumentException(String.format(Locale.ROOT, "--loss cross-entropy: the floating-point "
+                        + "labels of --data %s are not class probabilities (values from %.6g to %.6g, sums over the "
+                        + "classes off 1 by up to %.6g): give class indices (integers) or per-row probabilities that "
+                        + "sum to 1, or choose another --loss (mse, l1, smooth-l1)", data, min, max, off));
+            }
         }
     }
 
@@ -237,6 +282,8 @@ final class FinetuneCommand implements Callable<Integer> {
         Engine eng = Engine.parse(engine);
         checkInput("--model", model, "model file");
         checkInput("--data", data, "data file");
+        checkNotCheckpoint("--model", model);
+        checkNotCheckpoint("--data", data);
         if (resume != null) {
             checkInput("--resume", resume, "checkpoint file");
         }
@@ -323,6 +370,7 @@ final class FinetuneCommand implements Callable<Integer> {
                 set = all.to(device);
             }
             long rows = set.size();
+            checkCrossEntropyLabels(lossFn, all, data);
             if (rows == 0) {
                 throw new IllegalArgumentException("--data " + data + " has no rows ('data' has shape "
                         + Arrays.toString(set.data().shape()) + "): nothing to finetune on");
