@@ -146,6 +146,54 @@ class DistributedCliTest {
         }
     }
 
+    /** SIGKILL to the launcher: its workers end within seconds and write nothing; their folder goes with them. */
+    @Test
+    @Timeout(value = 200, unit = TimeUnit.SECONDS)
+    void workersEndWhenTheirLauncherIsKilled(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("out.pt");
+        Path ck = tmp.resolve("ck.t2d");
+        Path tmpdir = Files.createDirectory(tmp.resolve("tmpdir")); // the launcher's java.io.tmpdir: its folder lands here
+        List<String> cmd = new ArrayList<>(List.of(
+                ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()),
+                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow",
+                "-Djava.io.tmpdir=" + tmpdir, "-cp", System.getProperty("java.class.path"), org.text2data.cli.Main.class.getName()));
+        cmd.addAll(finetune(out, "--steps", "100000000", "--nproc", "2", "--checkpoint", ck.toString(),
+                "--checkpoint-every", "100000000"));
+        Process launcher = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(tmp.resolve("launcher.log").toFile())
+                .start();
+        List<ProcessHandle> workers = List.of();
+        try {
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
+            boolean training = false;
+            while (!training && launcher.isAlive() && System.nanoTime() < deadline) {
+                workers = launcher.children().toList();
+                try (var dirs = Files.list(tmpdir)) {
+                    for (Path d : dirs.toList()) {
+                        Path log = d.resolve("rank1.log");
+                        training |= Files.exists(log) && Files.readString(log).contains("finetune (");
+                    }
+                }
+                Thread.sleep(100);
+            }
+            assertThat(training).as("rank 1 started training: " + Files.readString(tmp.resolve("launcher.log"))).isTrue();
+            assertThat(workers).hasSize(2);
+            launcher.destroyForcibly();
+            assertThat(launcher.waitFor(10, TimeUnit.SECONDS)).isTrue();
+            long killed = System.nanoTime();
+            for (ProcessHandle w : workers) {
+                w.onExit().get(10, TimeUnit.SECONDS);
+            }
+            assertThat((System.nanoTime() - killed) / 1e9).as("seconds for the workers to end").isLessThan(8);
+            Thread.sleep(1000);
+            assertThat(out).doesNotExist();
+            assertThat(ck).doesNotExist();
+            assertThat(Files.list(tmpdir).toList()).as("the launcher's folder").isEmpty();
+        } finally {
+            launcher.destroyForcibly();
+            workers.forEach(ProcessHandle::destroyForcibly);
+        }
+    }
+
     @Test
     void nprocIsCheckedBeforeAnythingStarts(@TempDir Path tmp) {
         CliTest.Run r = run(finetune(tmp.resolve("o.pt"), "--steps", "2", "--nproc", "0"));

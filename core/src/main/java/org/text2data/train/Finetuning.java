@@ -161,8 +161,9 @@ public final class Finetuning {
         long total = cfg.totalSteps(labelled.size());
         String stage = mode == Mode.TEXT2DATA ? "text2data" : "finetune";
         SavedRandom dropout = new SavedRandom(cfg.seed() ^ 0x5DEECE66DL);
-        TrainState st = cfg.resumeFrom() == null ? new TrainState(stage, opt.lr())
+        TrainState st = cfg.resumeFrom() == null ? new TrainState(stage, opt.lr(), cfg.seed())
                 : TrainState.resume(cfg.resumeFrom(), opt, stage, s -> {
+                    TrainState.checkWithin(s, total);
                     loader.restore(s.loader);
                     if (s.dropout != null) {
                         dropout.restore(s.dropout);

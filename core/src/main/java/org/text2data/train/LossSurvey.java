@@ -39,6 +39,24 @@ public record LossSurvey(long rows, double mean, double min, double p10, double 
      *         loss is NaN or infinite
      */
     public static LossSurvey of(ConditionalModel model, Batch data, Loss loss, int chunk) {
+        return of(model, data, loss, chunk, done -> { });
+    }
+
+    /**
+     * As {@link #of(ConditionalModel, Batch, Loss, int)}, telling {@code progress} the number of rows measured so far
+     * after each chunk.
+     *
+     * @param model the model, called as {@code model(data, null)}
+     * @param data the rows
+     * @param loss the loss between the model's output and the label
+     * @param chunk rows per forward pass
+     * @param progress told the rows done after each chunk
+     * @return the survey
+     * @throws IllegalArgumentException if the data set is empty, the chunk size is not positive, or a row's loss is
+     *         not finite
+     */
+    public static LossSurvey of(ConditionalModel model, Batch data, Loss loss, int chunk,
+                                java.util.function.LongConsumer progress) {
         if (data == null || data.size() == 0) {
             throw new IllegalArgumentException("the data set is empty");
         }
@@ -60,6 +78,7 @@ public record LossSurvey(long rows, double mean, double min, double p10, double 
                         }
                         v[(int) (from + i)] = l;
                     }
+                    progress.accept(to);
                 }
             }
         }

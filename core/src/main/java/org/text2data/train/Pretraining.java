@@ -94,8 +94,11 @@ public final class Pretraining {
         Loader loader = new Loader(data, cfg.batchSize(), cfg.shuffle(), cfg.seed());
         long total = cfg.totalSteps(data.size());
         long perEpoch = (data.size() + cfg.batchSize() - 1) / cfg.batchSize();
-        TrainState st = cfg.resumeFrom() == null ? new TrainState("pretrain", opt.lr())
-                : TrainState.resume(cfg.resumeFrom(), opt, "pretrain", s -> loader.restore(s.loader));
+        TrainState st = cfg.resumeFrom() == null ? new TrainState("pretrain", opt.lr(), cfg.seed())
+                : TrainState.resume(cfg.resumeFrom(), opt, "pretrain", s -> {
+                    TrainState.checkWithin(s, total);
+                    loader.restore(s.loader);
+                });
         double baseLr = st.baseLr;
         for (long step = st.step; step < total; step++) {
             opt.setLr(cfg.schedule().lr(baseLr, step, total));

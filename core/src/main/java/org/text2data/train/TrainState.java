@@ -14,7 +14,7 @@ import org.text2data.Constraint;
 
 /**
  * Where a training loop stands, saved as a checkpoint's {@code loop.json}: the stage, the steps taken, the base
- * learning rate the schedule scales, the loader's position and generator, the condition-dropout generator, and
+ * learning rate the schedule scales, the seed, the loader's position and generator, the condition-dropout generator, and
  * what the loop has recorded so far (so that a resumed run returns the same result as an uninterrupted one).
  */
 final class TrainState {
@@ -29,6 +29,8 @@ final class TrainState {
     String stage;
     long step;
     double baseLr;
+    /** The loop's seed ({@link TrainConfig#seed}); null in checkpoints written before it was recorded. */
+    Long seed;
     LoaderState loader;
     Long dropout;
     // Pretraining
@@ -47,9 +49,10 @@ final class TrainState {
         // for Gson
     }
 
-    TrainState(String stage, double baseLr) {
+    TrainState(String stage, double baseLr, long seed) {
         this.stage = stage;
         this.baseLr = baseLr;
+        this.seed = seed;
     }
 
     /**
@@ -64,6 +67,14 @@ final class TrainState {
         this.loader = loader.state();
         this.dropout = dropoutRandom == null ? null : dropoutRandom.state();
         save(cfg.checkpointFile(), opt);
+    }
+
+    /** Refuses a position beyond the {@code total} steps of the run that resumes it (its result would be a later one). */
+    static void checkWithin(TrainState s, long total) {
+        if (s.step > total) {
+            throw new IllegalArgumentException("it is at step " + s.step + ", beyond this run's " + total
+                    + " steps in all");
+        }
     }
 
     /** Writes {@code opt} and this position to {@code file}, atomically. */

@@ -18,11 +18,16 @@ import java.util.stream.Stream;
  * other addresses) and each train on 1/N of every batch (see {@link DistributedRun}). Rank 0's output
  * shows here; the others' goes to a log whose end is shown when they fail. When a worker fails, the
  * others end by themselves within the timeout (they are stopped if they do not); the exit code is then
- * non-zero, and only rank 0 writes OUT.pt, after every rank finished its last step.
+ * non-zero, and only rank 0 writes OUT.pt, after every rank finished its last step. Each worker holds a pipe
+ * from the launcher on its stdin and ends as soon as that pipe closes, so that the workers never outlive their
+ * launcher (killed, even with SIGKILL); the folder goes with the launcher or, when it was killed, with its
+ * workers, and a folder left behind by a launcher that no longer runs is removed at the next launch.
  */
 final class DistributedLauncher {
     /** The variable naming the shared store file; set for the workers of {@code --nproc}. */
     static final String STORE_FILE_VAR = "TEXT2DATA_STORE_FILE";
+    private static final String PREFIX = "text2data-dist-";
+    private static final String PID_FILE = "launcher.pid";
 
     private DistributedLauncher() {
     }
@@ -40,9 +45,21 @@ final class DistributedLauncher {
             }
         }
         List<String> workerArgs = withoutNproc(args);
-        Path dir = Files.createTempDirectory("text2data-dist-");
-        List<Process> workers = new ArrayList<>();
-        Thread stopper = new Thread(() -> workers.forEach(Process::destroyForcibly));
+        removeStaleFolders();
+        Path dir = Files.createTempDirectory(PREFIX);
+        Files.writeString(dir.resolve(PID_FILE), Long.toString(ProcessHandle.current().pid()));
+        List<Process> workers = new java.util.concurrent.CopyOnWriteArrayList<>();
+        Thread stopper = new Thread(() -> { // SIGTERM, SIGINT: the workers and the folder go too
+            workers.forEach(Process::destroyForcibly);
+            for (Process p : workers) {
+                try {
+                    p.waitFor(5, java.util.concurrent.TimeUnit.SECONDS);
+                } catch (InterruptedException e) {
+                    break;
+                }
+            }
+            deleteTree(dir);
+        });
         Runtime.getRuntime().addShutdownHook(stopper);
         try {
             for (int rank = 0; rank < nproc; rank++) {
@@ -63,8 +80,9 @@ final class DistributedLauncher {
                 env.put("WORLD_SIZE", Integer.toString(nproc));
                 env.put("LOCAL_WORLD_SIZE", Integer.toString(nproc));
                 env.put(STORE_FILE_VAR, dir.resolve("store").toString());
+                // stdin stays a pipe from here: its end tells the worker that the launcher is gone
                 if (rank == 0) {
-                    pb.inheritIO();
+                    pb.redirectOutput(ProcessBuilder.Redirect.INHERIT).redirectError(ProcessBuilder.Redirect.INHERIT);
                 } else {
                     pb.redirectErrorStream(true);
                     pb.redirectOutput(log(dir, rank).toFile());
@@ -150,6 +168,65 @@ final class DistributedLauncher {
             }
         }
         return out;
+    }
+
+    /**
+     * In a worker of {@code --nproc} (its environment names the store file): ends this process as soon as its stdin,
+     * the launcher's pipe, reaches its end, which happens when the launcher ends in whatever way, and removes the
+     * launcher's folder. Elsewhere, does nothing.
+     */
+    static void exitWithLauncher() {
+        String store = System.getenv(STORE_FILE_VAR);
+        if (store == null) {
+            return;
+        }
+        Thread watcher = new Thread(() -> {
+            try {
+                while (System.in.read() >= 0) {
+                    // the launcher writes nothing: wait for the end
+                }
+            } catch (IOException e) {
+                // a broken pipe: the launcher is gone as well
+            }
+            Thread halt = new Thread(() -> {
+                try {
+                    Thread.sleep(5000);
+                } catch (InterruptedException e) {
+                    // halt now
+                }
+                Runtime.getRuntime().halt(1);
+            });
+            halt.setDaemon(true);
+            halt.start(); // in case a shutdown hook hangs
+            Path dir = Path.of(store).toAbsolutePath().getParent();
+            if (dir != null && dir.getFileName().toString().startsWith(PREFIX)) {
+                deleteTree(dir);
+            }
+            System.err.println("error: the launcher of this worker (finetune --nproc) ended; stopping, nothing written");
+            System.exit(1); // the shutdown hooks remove any half-written output
+        }, "text2data-launcher-watch");
+        watcher.setDaemon(true);
+        watcher.start();
+    }
+
+    /** Removes the folders of launchers that no longer run (killed with SIGKILL before their workers cleaned up). */
+    private static void removeStaleFolders() {
+        Path tmp = Path.of(System.getProperty("java.io.tmpdir"));
+        try (Stream<Path> dirs = Files.list(tmp)) {
+            for (Path d : dirs.filter(d -> d.getFileName().toString().startsWith(PREFIX) && Files.isDirectory(d)
+                    && Files.isWritable(d)).toList()) {
+                try {
+                    long pid = Long.parseLong(Files.readString(d.resolve(PID_FILE)).trim());
+                    if (ProcessHandle.of(pid).map(h -> !h.isAlive()).orElse(true)) {
+                        deleteTree(d);
+                    }
+                } catch (IOException | NumberFormatException e) {
+                    // no pid (another version, or just being made): left alone
+                }
+            }
+        } catch (IOException e) {
+            // best effort
+        }
     }
 
     private static void deleteTree(Path dir) {

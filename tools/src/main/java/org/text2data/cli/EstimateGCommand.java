@@ -42,6 +42,10 @@ final class EstimateGCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--chunk must be positive, got " + chunk);
         }
         Loss l = Loss.named(loss);
+        FinetuneCommand.checkInput("--model", model, "model file");
+        FinetuneCommand.checkInput("--data", data, "data file");
+        FinetuneCommand.checkNotCheckpoint("--model", model);
+        FinetuneCommand.checkNotCheckpoint("--data", data);
         LibTorch.ensureLoaded();
         try (TorchScriptModel m = TorchScriptModel.load(model); Batch b = Batch.load(data)) {
             m.train(false);
@@ -49,9 +53,11 @@ final class EstimateGCommand implements Callable<Integer> {
                 throw new IllegalArgumentException("--data " + data + " has no rows ('data' has shape "
                         + java.util.Arrays.toString(b.data().shape()) + "): nothing to measure");
             }
+            FinetuneCommand.checkCrossEntropyLabels(l, b, data);
             LossSurvey s;
             try {
-                s = LossSurvey.of(m, b, l, chunk);
+                ProgressBar bar = new ProgressBar("estimate-g (rows)", b.size());
+                s = LossSurvey.of(m, b, l, chunk, done -> bar.update(done, ""));
             } catch (IllegalArgumentException | ArithmeticException e) {
                 throw new IllegalArgumentException("--data " + data + " with --model " + model + ": " + ErrorMessages.of(e), e);
             } catch (RuntimeException e) {

@@ -7,6 +7,7 @@ import java.util.Map;
 import java.util.concurrent.Callable;
 
 import org.text2data.Batch;
+import org.text2data.Checkpoint;
 import org.text2data.Constraint;
 import org.text2data.Engine;
 import org.text2data.ErrorMessages;
@@ -108,13 +109,134 @@ final class FinetuneCommand implements Callable<Integer> {
                     + "--checkpoint file)")
     Path resume;
 
+    /** The step of the checkpoint resumed from; -1 without --resume. */
     private long resumedAt = -1;
 
-    private static void checkInput(String flag, Path file, String what) {
+    private OptimizerSpec optimizerSpec() {
+        OptimizerSpec spec = OptimizerSpec.of(optimizer, lr);
+        if (weightDecay != null) {
+            spec = spec.weightDecay(weightDecay);
+        }
+        if (momentum != null) {
+            spec = spec.momentum(momentum);
+        }
+        return spec;
+    }
+
+    /**
+     * With --resume, before anything is written: refuses a checkpoint already beyond --steps, and --alpha, --beta,
+     * --lr or --seed given with a value other than the checkpoint's (a resumed run continues the run as it was);
+     * flags not given take the checkpoint's values, so that what is printed is what the run uses.
+     */
+    private void adoptCheckpointSettings() {
+        com.google.gson.JsonObject loop;
+        com.google.gson.JsonObject constraint;
+        try (Checkpoint c = Checkpoint.read(resume)) {
+            if (c.loopState() == null) {
+                return; // refused by the training loop, with its reason
+            }
+            loop = com.google.gson.JsonParser.parseString(c.loopState()).getAsJsonObject();
+            constraint = com.google.gson.JsonParser.parseString(c.headerJson()).getAsJsonObject()
+                    .getAsJsonObject("constraint");
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("--resume " + resume + ": " + ErrorMessages.of(e), e);
+        } catch (RuntimeException e) { // JSON of an unexpected shape
+            throw new IllegalArgumentException("--resume " + resume + ": its loop position is not readable: "
+                    + ErrorMessages.of(e), e);
+        }
+        if (loop.has("step")) {
+            resumedAt = loop.get("step").getAsLong();
+            if (resumedAt > steps) {
+                throw new IllegalArgumentException("--resume " + resume + ": the checkpoint is at step " + resumedAt
+                        + ", beyond --steps " + steps + " (--steps is the run's total, the steps before the checkpoint "
+                        + "included); give --steps " + resumedAt + " or more; nothing was written");
+            }
+        }
+        java.util.List<String> differ = new java.util.ArrayList<>();
+        if (constraint != null && constraint.has("alpha")) {
+            alpha = adopt("--alpha", alpha, constraint.get("alpha").getAsDouble(), differ);
+        }
+        if (constraint != null && constraint.has("beta")) {
+            beta = adopt("--beta", beta, constraint.get("beta").getAsDouble(), differ);
+        }
+        if (loop.has("baseLr")) {
+            lr = adopt("--lr", lr, loop.get("baseLr").getAsDouble(), differ);
+        }
+        if (loop.has("seed") && !loop.get("seed").isJsonNull()) {
+            long saved = loop.get("seed").getAsLong();
+            if (given("--seed") && seed != saved) {
+                differ.add("--seed " + seed + " (the checkpoint's run has " + saved + ")");
+            }
+            seed = saved;
+        }
+        if (!differ.isEmpty()) {
+            throw new IllegalArgumentException("--resume " + resume + ": " + String.join(", ", differ)
+                    + ": a resumed run continues the run as it was; drop these flags (or give the checkpoint's values), "
+                    + "or start a new run without --resume to change them; nothing was written");
+        }
+    }
+
+    private double adopt(String flag, double given, double saved, java.util.List<String> differ) {
+        if (given(flag) && Double.compare(given, saved) != 0) {
+            differ.add(flag + " " + given + " (the checkpoint's run has " + saved + ")");
+        }
+        return saved;
+    }
+
+    private boolean given(String flag) {
+        return commandSpec.commandLine().getParseResult().hasMatchedOption(flag);
+    }
+
+    static void checkInput(String flag, Path file, String what) {
+        if (file != null && file.toString().isEmpty()) {
+            throw new IllegalArgumentException(flag + ": the path is empty; give the " + what);
+        }
         try {
             InputFile.checkReadable(file, what);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(flag + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** Refuses a text2data checkpoint given where a TorchScript model or a data file is expected, saying so. */
+    static void checkNotCheckpoint(String flag, Path file) {
+        try (java.util.zip.ZipFile zip = new java.util.zip.ZipFile(file.toFile())) {
+            java.util.zip.ZipEntry header = zip.getEntry("header.json");
+            if (header != null && header.getSize() < (1 << 26)) {
+                try (java.io.InputStream in = zip.getInputStream(header)) {
+                    String text = new String(in.readNBytes(4096), java.nio.charset.StandardCharsets.UTF_8);
+                    if (text.contains("\"" + Checkpoint.FORMAT + "\"")) {
+                        throw new IllegalArgumentException(flag + " " + file + " is a text2data checkpoint (written by "
+                                + "--checkpoint), not a " + (flag.equals("--model") ? "TorchScript model" : "data file")
+                                + ": give it to --resume to continue its run");
+                    }
+                }
+            }
+        } catch (java.io.IOException notAZip) {
+            // not a checkpoint: libtorch reads it and says what is wrong
+        }
+    }
+
+    /**
+     * With cross-entropy, refuses floating-point labels that are not class probabilities (in [0, 1], summing to 1
+     * over the classes, dimension 1): such labels give meaningless, even negative, losses.
+     */
+    static void checkCrossEntropyLabels(Loss lossFn, Batch b, Path data) {
+        org.bytedeco.pytorch.Tensor y = b.label();
+        if (lossFn != Loss.CROSS_ENTROPY || y == null || !y.is_floating_point() || y.dim() < 2 || y.numel() == 0) {
+            return;
+        }
+        try (org.bytedeco.javacpp.PointerScope scope = new org.bytedeco.javacpp.PointerScope()) {
+            double min = y.amin().item_double();
+            double max = y.amax().item_double();
+            double off = torch.sum(y, new long[] {1}, false, new org.bytedeco.pytorch.ScalarTypeOptional())
+                    .sub(new org.bytedeco.pytorch.Scalar(1.0)).abs().amax().item_double();
+            if (!(min >= 0 && max <= 1 && off <= 1e-3)) {
+                throw new IllegalArgumentException(String.format(Locale.ROOT, "--loss cross-entropy: the floating-point "
+                        + "labels of --data %s are not class probabilities (values from %.6g to %.6g, sums over the "
+                        + "classes off 1 by up to %.6g): give class indices (integers) or per-row probabilities that "
+                        + "sum to 1, or choose another --loss (mse, l1, smooth-l1)", data, min, max, off));
+            }
         }
     }
 
@@ -132,6 +254,7 @@ final class FinetuneCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
+        DistributedLauncher.exitWithLauncher(); // a worker of --nproc ends with its launcher
         // Everything that can be checked before loading is checked first; nothing is written on failure.
         if (steps <= 0) {
             throw new IllegalArgumentException("--steps must be positive, got " + steps);
@@ -154,29 +277,65 @@ final class FinetuneCommand implements Callable<Integer> {
         if (checkpointEvery != null && checkpointEvery <= 0) {
             throw new IllegalArgumentException("--checkpoint-every must be positive, got " + checkpointEvery);
         }
-        OptimizerSpec spec = OptimizerSpec.of(optimizer, lr);
-        if (weightDecay != null) {
-            spec = spec.weightDecay(weightDecay);
-        }
-        if (momentum != null) {
-            spec = spec.momentum(momentum);
-        }
+        OptimizerSpec spec = optimizerSpec();
         Loss lossFn = Loss.named(loss);
         Engine eng = Engine.parse(engine);
         checkInput("--model", model, "model file");
         checkInput("--data", data, "data file");
-        Outputs.check("--out", out, Map.of("--model", model, "--data", data));
-        if (checkpoint != null) {
-            Outputs.check("--checkpoint", checkpoint, Map.of("--model", model, "--data", data, "--out", out));
-        }
+        checkNotCheckpoint("--model", model);
+        checkNotCheckpoint("--data", data);
         if (resume != null) {
             checkInput("--resume", resume, "checkpoint file");
+        }
+        Map<String, Path> inputs = new java.util.LinkedHashMap<>();
+        inputs.put("--model", model);
+        inputs.put("--data", data);
+        if (resume != null) {
+            inputs.put("--resume", resume); // the checkpoint to continue from; --checkpoint may be it, --out not
+        }
+        Outputs.check("--out", out, inputs);
+        if (checkpoint != null) {
+            inputs.remove("--resume");
+            inputs.put("--out", out);
+            Outputs.check("--checkpoint", checkpoint, inputs);
+        }
+        if (resume != null) {
+            adoptCheckpointSettings();
+            spec = optimizerSpec(); // the checkpoint's learning rate
         }
         if (nproc != null && nproc < 1 || !(distTimeout > 0 && distTimeout <= 86_400)) {
             throw new IllegalArgumentException("--nproc must be at least 1 and --dist-timeout in (0, 86400] seconds, got "
                     + nproc + " and " + distTimeout);
         }
         java.time.Duration timeout = java.time.Duration.ofMillis((long) Math.ceil(distTimeout * 1000));
+        // One run at a time writes an output: the launcher of --nproc (or a lone process, or rank 0 of a job) holds
+        // a lock on each for the whole run, released by the system if the process dies.
+        java.util.List<Outputs.Lock> locks = new java.util.ArrayList<>();
+        try {
+            if (holdsOutputLocks()) {
+                locks.add(Outputs.lock("--out", out));
+                if (checkpoint != null) {
+                    locks.add(Outputs.lock("--checkpoint", checkpoint));
+                }
+            }
+            return run(spec, lossFn, eng, timeout);
+        } finally {
+            for (Outputs.Lock l : locks) {
+                l.close();
+            }
+        }
+    }
+
+    /** Whether this process locks the outputs: not a worker of --nproc (its launcher does), nor a rank other than 0. */
+    private static boolean holdsOutputLocks() {
+        if (System.getenv(DistributedLauncher.STORE_FILE_VAR) != null) {
+            return false;
+        }
+        String rank = System.getenv("WORLD_SIZE") == null ? null : System.getenv("RANK");
+        return rank == null || rank.trim().equals("0");
+    }
+
+    private int run(OptimizerSpec spec, Loss lossFn, Engine eng, java.time.Duration timeout) throws Exception {
         if (nproc != null && nproc > 1) {
             return DistributedLauncher.launch(nproc, timeout, commandSpec.commandLine().getParseResult().originalArgs());
         }
@@ -211,6 +370,7 @@ final class FinetuneCommand implements Callable<Integer> {
                 set = all.to(device);
             }
             long rows = set.size();
+            checkCrossEntropyLabels(lossFn, all, data);
             if (rows == 0) {
                 throw new IllegalArgumentException("--data " + data + " has no rows ('data' has shape "
                         + Arrays.toString(set.data().shape()) + "): nothing to finetune on");
@@ -237,9 +397,6 @@ final class FinetuneCommand implements Callable<Integer> {
                             @Override
                             public void onStep(String stage, long step, long total, double g, double f) {
                                 done[0] = step;
-                                if (resumedAt < 0) {
-                                    resumedAt = step - 1;
-                                }
                                 bar.update(step, String.format(Locale.ROOT, "g %.5f  f %.5f", g, f));
                             }
 
@@ -277,7 +434,8 @@ final class FinetuneCommand implements Callable<Integer> {
                             + "(g_constraint %s, max g/g_constraint %.4f)%s; wrote %s%s%n",
                     steps, (System.nanoTime() - t0) / 1e9, first.f(), last.f(), first.g(), last.g(), gConstraint,
                     gConstraint > 0 ? r.maxGRatio() : 0.0,
-                    resume == null ? "" : ", resumed from " + resume + " at step " + (resumedAt < 0 ? steps : resumedAt),
+                    resume == null ? "" : ", resumed from " + resume + " at step " + resumedAt
+                            + (resumedAt >= steps ? " (no step was left to take: the checkpoint's parameters)" : ""),
                     out, dist.describe());
             if (r.gRanAway()) {
                 System.err.printf(Locale.ROOT, "warning: the unconditional loss ran away from g_constraint (max "

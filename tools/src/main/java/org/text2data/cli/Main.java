@@ -39,6 +39,7 @@ public final class Main implements Runnable {
      */
     public static int run(String... args) {
         CommandLine cl = new CommandLine(new Main());
+        cl.registerConverter(java.nio.file.Path.class, Main::path);
         cl.setExecutionExceptionHandler((ex, commandLine, parseResult) -> {
             PrintWriter err = commandLine.getErr();
             boolean badInput = ex instanceof IllegalArgumentException || ex instanceof java.io.IOException
@@ -65,6 +66,23 @@ public final class Main implements Runnable {
                     + "JAVA_TOOL_OPTIONS=-Xmx<size>, or use a smaller data set");
             cl.getErr().flush();
             return 1;
+        }
+    }
+
+    /**
+     * A path from the command line; one the system's file-name encoding cannot hold (a non-ASCII name under the
+     * POSIX/C locale) is refused with the way out.
+     */
+    static java.nio.file.Path path(String s) {
+        try {
+            return java.nio.file.Path.of(s);
+        } catch (java.nio.file.InvalidPathException e) {
+            String charset = System.getProperty("sun.jnu.encoding", "?");
+            boolean nonAscii = s.chars().anyMatch(c -> c > 127);
+            throw new CommandLine.TypeConversionException("'" + s + "' is not a usable path: " + e.getReason()
+                    + (nonAscii || !charset.toUpperCase(java.util.Locale.ROOT).contains("UTF")
+                    ? " (file names are read in the locale's character set, " + charset + ", which cannot hold "
+                    + "non-ASCII names: run under a UTF-8 locale, e.g. LANG=C.UTF-8)" : ""));
         }
     }
 
