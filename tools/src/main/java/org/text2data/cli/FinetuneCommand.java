@@ -370,6 +370,9 @@ final class FinetuneCommand implements Callable<Integer> {
                 set = all.to(device);
             }
             long rows = set.size();
+            if (dist.writesCheckpoints()) { // the writing rank: a save that cannot fit is known now, not after the run
+                m.checkSaveFits(out);
+            }
             checkCrossEntropyLabels(lossFn, all, data);
             if (rows == 0) {
                 throw new IllegalArgumentException("--data " + data + " has no rows ('data' has shape "
