@@ -4,20 +4,14 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import java.io.IOException;
-import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
-import java.util.Enumeration;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.function.BiFunction;
-import java.util.zip.CRC32;
-import java.util.zip.ZipEntry;
-import java.util.zip.ZipFile;
-import java.util.zip.ZipOutputStream;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -29,49 +23,19 @@ import org.junit.jupiter.api.io.TempDir;
  */
 class ArchiveCheckTest {
 
-    /** The entries of a zip archive, by name, in their order. */
-    private static Map<String, byte[]> entries(Path zip) throws IOException {
-        Map<String, byte[]> out = new java.util.LinkedHashMap<>();
-        try (ZipFile z = new ZipFile(zip.toFile())) {
-            for (Enumeration<? extends ZipEntry> en = z.entries(); en.hasMoreElements(); ) {
-                ZipEntry e = en.nextElement();
-                out.put(e.getName(), z.getInputStream(e).readAllBytes());
-            }
-        }
-        return out;
-    }
-
-    /** Writes {@code entries} as a zip archive of stored (uncompressed) entries, as torch.save writes them. */
-    private static Path write(Path file, Map<String, byte[]> entries) throws IOException {
-        try (OutputStream os = Files.newOutputStream(file); ZipOutputStream zip = new ZipOutputStream(os)) {
-            for (Map.Entry<String, byte[]> e : entries.entrySet()) {
-                ZipEntry z = new ZipEntry(e.getKey());
-                z.setMethod(ZipEntry.STORED);
-                z.setSize(e.getValue().length);
-                CRC32 crc = new CRC32();
-                crc.update(e.getValue());
-                z.setCrc(crc.getValue());
-                zip.putNextEntry(z);
-                zip.write(e.getValue());
-                zip.closeEntry();
-            }
-        }
-        return file;
-    }
-
     /** The fixture {@code name} with the entry ending in {@code suffix} replaced by {@code change}'s result. */
     private static Path changed(Path dir, String name, String suffix, BiFunction<String, byte[], byte[]> change)
             throws IOException {
-        Map<String, byte[]> e = entries(TestModels.fixture(name));
+        Map<String, byte[]> e = Zips.read(TestModels.fixture(name));
         String key = e.keySet().stream().filter(k -> k.endsWith(suffix)).findFirst().orElseThrow();
         e.put(key, change.apply(key, e.get(key)));
-        return write(dir.resolve("changed-" + name), e);
+        return Zips.write(dir.resolve("changed-" + name), e, true);
     }
 
     @Test
     void theScannerFindsEveryStorageOfRealFiles() throws IOException {
         for (String name : new String[] {"adam-f64.batch.pt", "adam-f64.model.pt", "adam-f32.batch.pt"}) {
-            Map<String, byte[]> e = entries(TestModels.fixture(name));
+            Map<String, byte[]> e = Zips.read(TestModels.fixture(name));
             String pkl = e.keySet().stream().filter(k -> k.endsWith("/data.pkl")).findFirst().orElseThrow();
             String folder = pkl.substring(0, pkl.length() - ".pkl".length()) + "/";
             List<ArchiveCheck.Storage> found = ArchiveCheck.storages(e.get(pkl));
@@ -123,18 +87,18 @@ class ArchiveCheckTest {
     @Test
     void torchScriptCodeNestedTooDeepIsRefusedBeforeLibtorchParsesIt(@TempDir Path tmp) throws IOException {
         String deep = "(".repeat(2000) + "1" + ")".repeat(2000);
-        Map<String, byte[]> e = entries(TestModels.fixture("adam-f64.model.pt"));
+        Map<String, byte[]> e = Zips.read(TestModels.fixture("adam-f64.model.pt"));
         String code = e.keySet().stream().filter(k -> k.endsWith("/code/__torch__.py")).findFirst().orElseThrow();
         e.put(code, (new String(e.get(code), StandardCharsets.UTF_8) + "\n_deep = " + deep + "\n")
                 .getBytes(StandardCharsets.UTF_8));
         e.remove(code + ".debug_pkl");
-        Path f = write(tmp.resolve("deep.pt"), e);
+        Path f = Zips.write(tmp.resolve("deep.pt"), e, true);
         assertThatThrownBy(() -> TorchScriptModel.load(f)).isInstanceOf(IllegalArgumentException.class)
                 .hasMessageContaining("model file " + f).hasMessageContaining("nests brackets more than "
                         + ArchiveCheck.MAX_CODE_DEPTH + " deep");
         // the same archive without the deep line is a model libtorch loads: the rewriting itself is not the cause
-        e.put(code, entries(TestModels.fixture("adam-f64.model.pt")).get(code));
-        try (TorchScriptModel m = TorchScriptModel.load(write(tmp.resolve("shallow.pt"), e))) {
+        e.put(code, Zips.read(TestModels.fixture("adam-f64.model.pt")).get(code));
+        try (TorchScriptModel m = TorchScriptModel.load(Zips.write(tmp.resolve("shallow.pt"), e, true))) {
             assertThat(m.namedParameters()).isNotEmpty();
         }
     }

@@ -6,14 +6,11 @@ import static org.text2data.CheckpointAssert.assertParametersAre;
 import static org.text2data.CheckpointAssert.assertSameState;
 import static org.text2data.CheckpointAssert.snapshot;
 
-import java.io.ByteArrayOutputStream;
 import java.io.IOException;
-import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
@@ -21,7 +18,6 @@ import java.util.function.Consumer;
 import java.util.stream.Stream;
 import java.util.zip.Deflater;
 import java.util.zip.ZipEntry;
-import java.util.zip.ZipFile;
 import java.util.zip.ZipOutputStream;
 
 import com.google.gson.Gson;
@@ -165,12 +161,12 @@ class CheckpointEditsTest {
             steps(optA, a, batch, 1);
             steps(optB, b, batch, 1);
 
-            Map<String, byte[]> entries = entries(good);
+            Map<String, byte[]> entries = Zips.read(good);
             JsonObject h = JsonParser.parseString(new String(entries.get("header.json"), StandardCharsets.UTF_8))
                     .getAsJsonObject();
             edit.change().accept(h);
             entries.put("header.json", GSON.toJson(h).getBytes(StandardCharsets.UTF_8));
-            Path edited = zip(tmp.resolve("edited.t2d"), entries);
+            Path edited = Zips.write(tmp.resolve("edited.t2d"), entries, false);
 
             assertThatThrownBy(() -> optA.loadCheckpoint(edited)).isInstanceOf(IllegalArgumentException.class)
                     .hasMessageContaining("checkpoint " + edited).hasMessageContaining(edit.says());
@@ -204,7 +200,7 @@ class CheckpointEditsTest {
         try (TorchScriptModel m = TestModels.model();
              Constraint opt = new Constraint(m.namedParameters(), OptimizerSpec.adam(0.01))) {
             opt.saveCheckpoint(good);
-            Map<String, byte[]> entries = entries(good);
+            Map<String, byte[]> entries = Zips.read(good);
 
             Path bomb = tmp.resolve("bomb.t2d");
             try (ZipOutputStream z = new ZipOutputStream(Files.newOutputStream(bomb))) {
@@ -316,30 +312,5 @@ class CheckpointEditsTest {
                 System.out.println("restored " + restored + " stepped alike " + alike);
             }
         }
-    }
-
-    private static Map<String, byte[]> entries(Path zip) throws IOException {
-        Map<String, byte[]> out = new LinkedHashMap<>();
-        try (ZipFile z = new ZipFile(zip.toFile())) {
-            for (ZipEntry e : z.stream().toList()) {
-                out.put(e.getName(), z.getInputStream(e).readAllBytes());
-            }
-        }
-        return out;
-    }
-
-    private static Path zip(Path file, Map<String, byte[]> entries) throws IOException {
-        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
-        try (ZipOutputStream z = new ZipOutputStream(bytes)) {
-            for (Map.Entry<String, byte[]> e : entries.entrySet()) {
-                z.putNextEntry(new ZipEntry(e.getKey()));
-                z.write(e.getValue());
-                z.closeEntry();
-            }
-        }
-        try (OutputStream o = Files.newOutputStream(file)) {
-            bytes.writeTo(o);
-        }
-        return file;
     }
 }

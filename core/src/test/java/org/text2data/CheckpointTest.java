@@ -7,20 +7,16 @@ import static org.text2data.CheckpointAssert.assertSameState;
 import static org.text2data.CheckpointAssert.snapshot;
 import static org.text2data.CheckpointAssert.state;
 
-import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
-import java.util.zip.ZipEntry;
 import java.util.zip.ZipFile;
-import java.util.zip.ZipOutputStream;
 
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
@@ -125,7 +121,7 @@ class CheckpointTest {
             opt.setAlpha(0.25);
             Live before = Live.of(opt);
             byte[] bytes = Files.readAllBytes(good);
-            Map<String, byte[]> entries = entries(good);
+            Map<String, byte[]> entries = Zips.read(good);
 
             Map<String, String> bad = new LinkedHashMap<>(); // file -> what the message must say
             bad.put(write(tmp, "half.t2d", Arrays.copyOf(bytes, bytes.length / 2)), "truncated or damaged");
@@ -272,25 +268,7 @@ class CheckpointTest {
         throw new AssertionError(s + " not found");
     }
 
-    private static Map<String, byte[]> entries(Path zip) throws IOException {
-        Map<String, byte[]> out = new LinkedHashMap<>();
-        try (ZipFile z = new ZipFile(zip.toFile())) {
-            for (ZipEntry e : new ArrayList<>(z.stream().toList())) {
-                out.put(e.getName(), z.getInputStream(e).readAllBytes());
-            }
-        }
-        return out;
-    }
-
     private static String zip(Path dir, String name, Map<String, byte[]> entries) throws IOException {
-        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
-        try (ZipOutputStream z = new ZipOutputStream(bytes)) {
-            for (Map.Entry<String, byte[]> e : entries.entrySet()) {
-                z.putNextEntry(new ZipEntry(e.getKey()));
-                z.write(e.getValue());
-                z.closeEntry();
-            }
-        }
-        return write(dir, name, bytes.toByteArray());
+        return Zips.write(dir.resolve(name), entries, false).toString();
     }
 }

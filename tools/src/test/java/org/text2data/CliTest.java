@@ -46,6 +46,12 @@ class CliTest {
                 "--data", TestModels.fixture("adam-f64.batch.pt").toString(),
                 "--g-constraint", "1.241462456078726", "--steps", "12", "--lr", "0.01",
                 "--out", out.toString()));
+        return withFlags(a, extra).toArray(new String[0]);
+    }
+
+    /** {@code args} with {@code extra}'s flags: a flag given again replaces its value there, a new one is added. */
+    static List<String> withFlags(List<String> args, String... extra) {
+        List<String> a = new java.util.ArrayList<>(args);
         for (int i = 0; i < extra.length; i++) {
             int at = a.indexOf(extra[i]);
             boolean hasValue = i + 1 < extra.length && !extra[i + 1].startsWith("--");
@@ -58,7 +64,7 @@ class CliTest {
                 }
             }
         }
-        return a.toArray(new String[0]);
+        return a;
     }
 
     @Test

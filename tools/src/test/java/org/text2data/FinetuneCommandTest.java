@@ -23,16 +23,7 @@ class FinetuneCommandTest {
                 "--data", TestModels.fixture("adam-f64.batch.pt").toString(),
                 "--g-constraint", "1.1", "--steps", String.valueOf(steps), "--batch-size", "5", "--shuffle",
                 "--seed", "3", "--out", out.toString()));
-        for (int i = 0; i < extra.length; i++) { // a flag given again replaces the default's value
-            int at = a.indexOf(extra[i]);
-            boolean hasValue = i + 1 < extra.length && !extra[i + 1].startsWith("--");
-            if (at >= 0 && hasValue) {
-                a.set(at + 1, extra[++i]);
-            } else {
-                a.add(extra[i]);
-            }
-        }
-        return a;
+        return CliTest.withFlags(a, extra);
     }
 
     private static CliTest.Run run(List<String> args) {
