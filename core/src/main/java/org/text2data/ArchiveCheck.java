@@ -68,27 +68,127 @@ final class ArchiveCheck {
     }
 
     /**
-     * {@link #check(Path, String)} for an archive held in memory (a checkpoint's {@code model.pt}).
+     * {@link #check(Path, String)} for an archive held in memory (a checkpoint's {@code model.pt}). The archive is read
+     * through its central directory, as libtorch reads it: PyTorch's writer marks its stored entries as followed by
+     * a data descriptor, which {@code ZipInputStream} refuses.
      *
      * @param zip the archive's bytes
      * @param what what the archive is, to start the message with
+     * @return how many storage records were checked (0 where the bytes are not a zip archive read here)
      */
-    static void check(byte[] zip, String what) {
-        Map<String, byte[]> entries = new HashMap<>();
-        Map<String, Long> sizes = new HashMap<>();
-        try (java.util.zip.ZipInputStream in = new java.util.zip.ZipInputStream(new java.io.ByteArrayInputStream(zip))) {
-            for (ZipEntry e; (e = in.getNextEntry()) != null; ) {
-                byte[] b = in.readAllBytes();
-                entries.put(e.getName(), b);
-                sizes.put(e.getName(), (long) b.length);
-            }
-        } catch (IOException | IllegalArgumentException e) {
-            return; // not a zip Java can read: left to libtorch
-        }
+    static int check(byte[] zip, String what) {
+        Map<String, long[]> index; // name -> {method, compressed size, size, data offset}
         try {
-            check(sizes, entries::get, what);
+            index = centralDirectory(zip);
+        } catch (RuntimeException | java.util.zip.DataFormatException e) {
+            return 0; // not a zip read here: left to libtorch
+        }
+        Map<String, Long> sizes = new HashMap<>();
+        index.forEach((name, e) -> sizes.put(name, e[2]));
+        try {
+            return check(sizes, name -> entry(zip, index.get(name)), what);
         } catch (IOException e) {
-            throw new java.io.UncheckedIOException(e); // not thrown: the entries are in memory
+            return 0; // an entry that does not inflate: left to libtorch
+        }
+    }
+
+    /** The entries of a zip archive in memory, from its central directory (zip64 included). */
+    private static Map<String, long[]> centralDirectory(byte[] z) throws java.util.zip.DataFormatException {
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(z).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        int eocd = -1;
+        for (int p = z.length - 22; p >= Math.max(0, z.length - 22 - 65535); p--) {
+            if (b.getInt(p) == 0x06054b50) {
+                eocd = p;
+                break;
+            }
+        }
+        if (eocd < 0) {
+            throw new java.util.zip.DataFormatException("no end of central directory");
+        }
+        long count = b.getShort(eocd + 10) & 0xffff;
+        long offset = b.getInt(eocd + 16) & 0xffffffffL;
+        if ((count == 0xffff || offset == 0xffffffffL) && eocd >= 20 && b.getInt(eocd - 20) == 0x07064b50) {
+            int z64 = Math.toIntExact(b.getLong(eocd - 20 + 8));
+            if (b.getInt(z64) != 0x06064b50) {
+                throw new java.util.zip.DataFormatException("bad zip64 end of central directory");
+            }
+            count = b.getLong(z64 + 32);
+            offset = b.getLong(z64 + 48);
+        }
+        Map<String, long[]> out = new HashMap<>();
+        int p = Math.toIntExact(offset);
+        for (long k = 0; k < count; k++) {
+            if (b.getInt(p) != 0x02014b50) {
+                throw new java.util.zip.DataFormatException("bad central directory entry");
+            }
+            long method = b.getShort(p + 10) & 0xffff;
+            long csize = b.getInt(p + 20) & 0xffffffffL;
+            long size = b.getInt(p + 24) & 0xffffffffL;
+            int nameLen = b.getShort(p + 28) & 0xffff;
+            int extraLen = b.getShort(p + 30) & 0xffff;
+            int commentLen = b.getShort(p + 32) & 0xffff;
+            long local = b.getInt(p + 42) & 0xffffffffL;
+            String name = new String(z, p + 46, nameLen, StandardCharsets.UTF_8);
+            for (int x = p + 46 + nameLen; x + 4 <= p + 46 + nameLen + extraLen; ) { // zip64 sizes and offset
+                int id = b.getShort(x) & 0xffff;
+                int len = b.getShort(x + 2) & 0xffff;
+                if (id == 1) {
+                    int f = x + 4;
+                    if (size == 0xffffffffL) {
+                        size = b.getLong(f);
+                        f += 8;
+                    }
+                    if (csize == 0xffffffffL) {
+                        csize = b.getLong(f);
+                        f += 8;
+                    }
+                    if (local == 0xffffffffL) {
+                        local = b.getLong(f);
+                    }
+                }
+                x += 4 + len;
+            }
+            int l = Math.toIntExact(local);
+            if (b.getInt(l) != 0x04034b50) {
+                throw new java.util.zip.DataFormatException("bad local header");
+            }
+            long data = l + 30L + (b.getShort(l + 26) & 0xffff) + (b.getShort(l + 28) & 0xffff);
+            if (data + csize > z.length) {
+                throw new java.util.zip.DataFormatException("entry beyond the archive");
+            }
+            out.put(name, new long[] {method, csize, size, data});
+            p += 46 + nameLen + extraLen + commentLen;
+        }
+        return out;
+    }
+
+    /** An entry's bytes (stored or deflated). */
+    private static byte[] entry(byte[] z, long[] e) throws IOException {
+        int from = Math.toIntExact(e[3]);
+        int csize = Math.toIntExact(e[1]);
+        if (e[0] == 0) {
+            return java.util.Arrays.copyOfRange(z, from, from + csize);
+        }
+        if (e[0] != 8 || e[2] > MAX_PICKLE) {
+            throw new IOException("entry not read here");
+        }
+        java.util.zip.Inflater inf = new java.util.zip.Inflater(true);
+        try {
+            inf.setInput(z, from, csize);
+            byte[] out = new byte[Math.toIntExact(e[2])];
+            int n = 0;
+            while (n < out.length && !inf.finished()) {
+                int got = inf.inflate(out, n, out.length - n);
+                if (got == 0 && (inf.needsInput() || inf.needsDictionary())) {
+                    break;
+                }
+                n += got;
+            }
+            return n == out.length ? out : java.util.Arrays.copyOf(out, n);
+        } catch (java.util.zip.DataFormatException bad) {
+            throw new IOException(bad);
+        } finally {
+            inf.end();
         }
     }
 
@@ -97,7 +197,8 @@ final class ArchiveCheck {
         byte[] read(String name) throws IOException;
     }
 
-    private static void check(Map<String, Long> sizes, Entries entries, String what) throws IOException {
+    private static int check(Map<String, Long> sizes, Entries entries, String what) throws IOException {
+        int checked = 0;
         for (String name : sizes.keySet()) {
             long size = sizes.get(name);
             if (!name.endsWith(".pkl") || name.endsWith(".debug_pkl") || size < 0 || size > MAX_PICKLE) {
@@ -108,6 +209,9 @@ final class ArchiveCheck {
                 Long have = sizes.get(folder + s.key);
                 long need = s.elementSize < 0 ? -1 : Math.multiplyHigh(s.numel, s.elementSize) != 0 ? Long.MAX_VALUE
                         : s.numel * s.elementSize;
+                if (have != null && have >= 0) {
+                    checked++;
+                }
                 if (have != null && have >= 0 && need > have) {
                     throw new IllegalArgumentException(what + " is truncated or corrupt: its record '" + folder + s.key
                             + "' holds " + have + " bytes, but its pickle declares a " + s.type + " of " + s.numel
@@ -136,6 +240,7 @@ final class ArchiveCheck {
                 }
             }
         }
+        return checked;
     }
 
     /** A storage a pickle refers to: its record key, type name, element size (-1: unknown) and element count. */

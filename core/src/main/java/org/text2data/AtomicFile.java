@@ -62,7 +62,24 @@ public final class AtomicFile {
      *                     creating, writing or renaming the temporary file fails
      */
     public static void write(Path target, Writer writer) throws IOException {
-        Path named = target;
+        write(target, writer, false);
+    }
+
+    /**
+     * As {@link #write}, but the writer is given a file with {@code target}'s own name, in a temporary folder beside
+     * it (for writers that record the file's name in what they write: libtorch names a saved module's top folder
+     * after its file). The folder is named, cleaned up and left to a later write's clean-up like a temporary file.
+     *
+     * @param target the file to create or replace
+     * @param writer writes the content to the file it is given (named as {@code target}, in a temporary folder)
+     * @throws IOException as {@link #write}
+     */
+    public static void writeNamed(Path target, Writer writer) throws IOException {
+        write(target, writer, true);
+    }
+
+    private static void write(Path target, Writer writer, boolean named) throws IOException {
+        Path given = target;
         target = followLinks(target); // a link stays a link: the file it points to is replaced
         Path dir = checkTarget(target);
         installHook();
@@ -70,24 +87,40 @@ public final class AtomicFile {
         String random = Long.toUnsignedString(ThreadLocalRandom.current().nextLong(), 36);
         Path tmp = dir.resolve("." + target.getFileName() + "." + (HOST == null ? "" : HOST + "-" + PID + "-") + random
                 + ".tmp");
+        Path file = named ? tmp.resolve(target.getFileName()) : tmp;
         IN_FLIGHT.add(tmp); // before it exists: a shutdown from here on deletes it
         try {
-            Files.createFile(tmp);
-            if (tmp.getFileSystem().supportedFileAttributeViews().contains("posix")) {
-                Files.setPosixFilePermissions(tmp, PosixFilePermissions.fromString("rw-r--r--"));
+            if (named) {
+                Files.createDirectory(tmp);
             }
-            writer.write(tmp);
-            Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+            Files.createFile(file);
+            if (file.getFileSystem().supportedFileAttributeViews().contains("posix")) {
+                Files.setPosixFilePermissions(file, PosixFilePermissions.fromString("rw-r--r--"));
+            }
+            writer.write(file);
+            Files.move(file, target, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
         } catch (IOException e) {
-            throw new IOException("could not write " + named + (named.equals(target) ? "" : " (a link to " + target
+            throw new IOException("could not write " + given + (given.equals(target) ? "" : " (a link to " + target
                     + ")") + ": " + reason(e), e);
         } finally {
             try {
-                Files.deleteIfExists(tmp);
+                delete(tmp);
             } finally {
                 IN_FLIGHT.remove(tmp);
             }
         }
+    }
+
+    /** Deletes a temporary file, or a temporary folder and the files in it; what is not there is fine. */
+    private static void delete(Path tmp) throws IOException {
+        if (Files.isDirectory(tmp, LinkOption.NOFOLLOW_LINKS)) {
+            try (var files = Files.newDirectoryStream(tmp)) {
+                for (Path f : files) {
+                    Files.deleteIfExists(f);
+                }
+            }
+        }
+        Files.deleteIfExists(tmp);
     }
 
     /**
@@ -184,8 +217,9 @@ public final class AtomicFile {
     /** This process's id, written into its temporary files' names. */
     private static final long PID = ProcessHandle.current().pid();
     /**
-     * This host, as 12 hex digits of a hash of its name, written into temporary files' names: a process id means
-     * something on its own host only (a folder may be shared over the network). Null where the host name cannot
+     * This host, as 12 hex digits of a hash of its name and its process-id namespace, written into temporary
+     * files' names: a process id means something on its own host, in its own namespace only (a folder may be
+     * shared over the network, or between containers). Null where the host name cannot
      * be read without a network lookup: then names carry no process id and nothing is ever deleted as stale.
      */
     private static final String HOST = hostId();
@@ -198,6 +232,11 @@ public final class AtomicFile {
             String name = Files.readString(Path.of("/proc/sys/kernel/hostname")).trim();
             if (name.isEmpty()) {
                 return null;
+            }
+            try { // containers may share a host name and a folder but not their process ids
+                name += "\n" + Files.readSymbolicLink(Path.of("/proc/self/ns/pid"));
+            } catch (IOException | UnsupportedOperationException | SecurityException noNamespace) {
+                // the host name alone
             }
             byte[] hash = MessageDigest.getInstance("SHA-256")
                     .digest(name.getBytes(StandardCharsets.UTF_8));
@@ -233,12 +272,11 @@ public final class AtomicFile {
                 } catch (NumberFormatException e) {
                     continue;
                 }
-                if (pid == PID || ProcessHandle.of(pid).isPresent()
-                        || !Files.isRegularFile(p, LinkOption.NOFOLLOW_LINKS)) {
+                if (pid == PID || ProcessHandle.of(pid).isPresent() || Files.isSymbolicLink(p)) {
                     continue; // a live writer's (or a reused id's: left, to be safe)
                 }
                 try {
-                    Files.deleteIfExists(p);
+                    delete(p); // a file, or a writeNamed folder
                 } catch (IOException | RuntimeException ignored) {
                     // someone else's to clean, or gone already
                 }
@@ -263,7 +301,7 @@ public final class AtomicFile {
     private static void deleteInFlight() {
         for (Path p : IN_FLIGHT) {
             try {
-                Files.deleteIfExists(p);
+                delete(p);
             } catch (IOException | RuntimeException ignored) {
                 // best effort: the JVM is going away
             }

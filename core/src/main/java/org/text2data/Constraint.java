@@ -1581,6 +1581,56 @@ public final class Constraint implements AutoCloseable {
         }
     }
 
+    /** The largest span {@link #sharesElements} counts element by element (16M elements: about 300 MB at most). */
+    private static final long MAX_COUNTED_SPAN = 1L << 24;
+
+    /**
+     * Whether two views with the same strides share an element, decided from their index ranges, or null when that
+     * cannot be decided this way (other strides, or offsets that do not decompose uniquely). Their elements are
+     * {@code a + sum(i_k s_k)} and {@code a + delta + sum(j_k s_k)}; they meet where {@code delta = sum(d_k s_k)}
+     * with {@code d_k = i_k - j_k} in {@code [-(m_k - 1), n_k - 1]}. Taken by increasing stride, when each stride is
+     * larger than the reach of those below it, at most one {@code d_k} fits per dimension, from the largest down:
+     * the slices of one tensor's rows or columns (a fused weight split into parameters) are decided in O(dims).
+     */
+    static Boolean sliceBoxesShare(long[] shapeA, long[] shapeB, long[] stridesA, long[] stridesB, long delta) {
+        if (shapeA.length != shapeB.length || !Arrays.equals(stridesA, stridesB)) {
+            return null;
+        }
+        int dims = shapeA.length;
+        Integer[] order = new Integer[dims];
+        for (int d = 0; d < dims; d++) {
+            if (stridesA[d] <= 0 || shapeA[d] <= 0 || shapeB[d] <= 0) {
+                return null;
+            }
+            order[d] = d;
+        }
+        Arrays.sort(order, (x, y) -> Long.compare(stridesA[x], stridesA[y]));
+        long[] below = new long[dims + 1]; // reach below rank r, up and down: sum over lower ranks of (n-1) s, (m-1) s
+        long[] belowDown = new long[dims + 1];
+        for (int r = 0; r < dims; r++) {
+            int d = order[r];
+            if (stridesA[d] <= below[r] + belowDown[r]) {
+                return null; // the ranges below this stride overlap it: not decided here
+            }
+            below[r + 1] = Math.addExact(below[r], Math.multiplyExact(shapeA[d] - 1, stridesA[d]));
+            belowDown[r + 1] = Math.addExact(belowDown[r], Math.multiplyExact(shapeB[d] - 1, stridesA[d]));
+        }
+        long rest = delta;
+        for (int r = dims - 1; r >= 0; r--) {
+            int d = order[r];
+            long s = stridesA[d];
+            long k = Math.ceilDiv(rest - below[r], s); // the one d_k that can leave rest within the ranks below
+            if (k < -(shapeB[d] - 1) || k > shapeA[d] - 1) {
+                return false;
+            }
+            rest -= k * s;
+            if (rest < -belowDown[r] || rest > below[r]) {
+                return false;
+            }
+        }
+        return rest == 0;
+    }
+
     /**
      * Whether a view's strides keep its elements apart (a sufficient test, no memory touched): taken by increasing
      * stride, each stride is larger than the span of the dimensions before it. True for permuted, sliced and
@@ -1617,6 +1667,13 @@ public final class Constraint implements AutoCloseable {
         if (b != null && (b.element_size() != es || (aAddress - lo) % es != 0 || (bAddress - lo) % es != 0)) {
             return true;
         }
+        if (b != null) {
+            Boolean boxes = sliceBoxesShare(a.shape(), b.shape(), Tensors.strides(a), Tensors.strides(b),
+                    (bAddress - aAddress) / es);
+            if (boxes != null) {
+                return boxes;
+            }
+        }
         long span = 0;
         for (Tensor t : b == null ? new Tensor[] {a} : new Tensor[] {a, b}) {
             long[] shape = t.shape();
@@ -1625,6 +1682,11 @@ public final class Constraint implements AutoCloseable {
                 last += (shape[d] - 1) * t.stride(d);
             }
             span = Math.max(span, ((t == a ? aAddress : bAddress) - lo) / es + last + 1);
+        }
+        if (span > MAX_COUNTED_SPAN) { // counting would take 8 bytes or more per element of the span
+            throw new IllegalArgumentException("strided parameters over " + span + " elements of one tensor whose "
+                    + "elements this check cannot tell apart cheaply (different strides, or an expanded view): give "
+                    + "them as tensors of their own (e.g. t.clone())");
         }
         try (PointerScope scope = new PointerScope()) {
             Tensor positions = torch.arange(new Scalar(span), new TensorOptions(torch.ScalarType.Long));

@@ -13,8 +13,8 @@ import org.bytedeco.pytorch.IValueVector;
 import org.bytedeco.pytorch.JitModule;
 import org.bytedeco.pytorch.NamedTensor;
 import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.named_buffer_iterator;
-import org.bytedeco.pytorch.named_buffer_list;
+import org.bytedeco.pytorch.named_attribute_iterator;
+import org.bytedeco.pytorch.named_attribute_list;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.named_parameter_iterator;
 import org.bytedeco.pytorch.named_parameter_list;
@@ -168,22 +168,16 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
     public void save(Path file) throws IOException {
         checkOpen();
         long need = savedBytesBound();
-        AtomicFile.write(file, tmp -> {
+        // libtorch names the archive's top folder after the file it writes: a file with the target's own name (in a
+        // temporary folder beside it) makes the same module give the same bytes
+        AtomicFile.writeNamed(file, named -> {
             // libtorch's writer cannot fail cleanly: when the disk fills, its zip writer throws again while
             // unwinding and the process aborts. So a save that may not fit is refused before it starts.
-            requireSpace(tmp.toAbsolutePath().getParent(), need);
-            // libtorch names the archive's top folder after the file it writes: written under the target's own name
-            // (in a folder of its own beside it), the same module gives the same bytes, whatever the temporary name
-            Path dir = java.nio.file.Files.createTempDirectory(tmp.toAbsolutePath().getParent(), ".t2d-save-");
-            Path named = dir.resolve(file.getFileName());
+            requireSpace(named.toAbsolutePath().getParent(), need);
             try {
                 module.save(named.toString());
-                java.nio.file.Files.move(named, tmp, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
             } catch (RuntimeException e) {
                 throw new IOException(ErrorMessages.of(e), e); // AtomicFile names the file
-            } finally {
-                java.nio.file.Files.deleteIfExists(named);
-                java.nio.file.Files.deleteIfExists(dir);
             }
         });
     }
@@ -224,22 +218,31 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
     };
 
     /**
-     * An upper bound of the saved file's size: the parameters' and buffers' bytes, a zip entry with its alignment
-     * per tensor, and room for the code and its debug tables.
+     * An upper bound of the saved file's size: the whole storages of the module's tensors (parameters, buffers and
+     * tensor attributes, through its submodules; a view saves its whole storage), a zip entry with its alignment
+     * per tensor, and room for the code and its debug tables; and never below the size of the file the module was
+     * loaded from, which held all of it (constants included).
      */
     private long savedBytesBound() {
-        long bytes = 8L << 20;
+        long bytes = 0;
         try (org.bytedeco.javacpp.PointerScope scope = new org.bytedeco.javacpp.PointerScope()) {
-            for (Tensor t : params.values()) {
-                bytes += t.nbytes() + 1024;
-            }
-            named_buffer_list buffers = module.named_buffers(true);
-            named_buffer_iterator end = buffers.end();
-            for (named_buffer_iterator it = buffers.begin(); it.notEquals(end); it.increment()) {
-                bytes += it.access().value().nbytes() + 1024;
+            named_attribute_list attributes = module.named_attributes(true);
+            named_attribute_iterator end = attributes.end();
+            for (named_attribute_iterator it = attributes.begin(); it.notEquals(end); it.increment()) {
+                IValue v = it.access().value();
+                if (v.isTensor()) {
+                    Tensor t = v.toTensor();
+                    bytes += (t.defined() && t.has_storage() ? t.storage().nbytes() : 0) + 1024;
+                }
             }
         }
-        return bytes;
+        long loaded = 0;
+        try {
+            loaded = source == null ? 0 : java.nio.file.Files.size(source);
+        } catch (IOException | RuntimeException gone) {
+            // the file is gone: the tensors' bound stands
+        }
+        return Math.max(bytes, loaded) + (8L << 20);
     }
 
     private static String mib(long bytes) {

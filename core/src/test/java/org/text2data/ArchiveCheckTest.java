@@ -66,14 +66,49 @@ class ArchiveCheckTest {
         }
     }
 
-    /** The same check over an archive held in memory (a checkpoint's {@code model.pt} entry). */
+    /**
+     * The same check over an archive held in memory (a checkpoint's {@code model.pt} entry), on the bytes PyTorch's
+     * writer makes (stored entries flagged as followed by a data descriptor, which {@code ZipInputStream} refuses):
+     * every storage is found and checked, and a record whose central-directory size is cut short is refused.
+     */
     @Test
-    void theInMemoryCheckRefusesAShortRecordAndPassesAGoodArchive(@TempDir Path tmp) throws IOException {
-        byte[] good = Files.readAllBytes(TestModels.fixture("adam-f64.batch.pt"));
-        ArchiveCheck.check(good, "entry model.pt");
-        byte[] bad = Files.readAllBytes(changed(tmp, "adam-f64.batch.pt", "/data/2", (k, v) -> Arrays.copyOf(v, 3)));
+    void theInMemoryCheckReadsRealArchivesAndRefusesAShortRecord() throws IOException {
+        byte[] batch = Files.readAllBytes(TestModels.fixture("adam-f64.batch.pt"));
+        assertThat(ArchiveCheck.check(batch, "entry model.pt")).as("storages checked").isEqualTo(3);
+        byte[] model = Files.readAllBytes(TestModels.fixture("adam-f64.model.pt"));
+        assertThat(ArchiveCheck.check(model, "entry model.pt")).as("storages checked").isEqualTo(11);
+        byte[] bad = withCentralSize(batch, "/data/2", 3);
         assertThatThrownBy(() -> ArchiveCheck.check(bad, "entry model.pt")).isInstanceOf(IllegalArgumentException.class)
                 .hasMessageStartingWith("entry model.pt is truncated or corrupt").hasMessageContaining("/data/2' holds 3 bytes");
+    }
+
+    /** A checkpoint's own entries (written by libtorch's pickle_save) are read and checked, not skipped. */
+    @Test
+    void aCheckpointsEntriesAreChecked(@TempDir Path tmp) throws IOException {
+        Path ck = tmp.resolve("run.t2d");
+        try (TorchScriptModel m = TestModels.model();
+             Constraint opt = new Constraint(m.namedParameters(), OptimizerSpec.adam(0.01))) {
+            opt.saveCheckpoint(ck);
+            int params = m.namedParameters().size();
+            assertThat(ArchiveCheck.check(Zips.read(ck).get("model.pt"), "model.pt")).isEqualTo(params);
+        }
+    }
+
+    /** The archive with the central directory's sizes of the entry ending in {@code suffix} set to {@code size}. */
+    private static byte[] withCentralSize(byte[] zip, String suffix, int size) {
+        byte[] z = zip.clone();
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(z).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        for (int p = 0; p + 46 < z.length; p++) {
+            if (b.getInt(p) == 0x02014b50) {
+                int nameLen = b.getShort(p + 28) & 0xffff;
+                if (new String(z, p + 46, nameLen, StandardCharsets.UTF_8).endsWith(suffix)) {
+                    b.putInt(p + 20, size);
+                    b.putInt(p + 24, size);
+                    return z;
+                }
+            }
+        }
+        throw new AssertionError(suffix + " not found");
     }
 
     @Test

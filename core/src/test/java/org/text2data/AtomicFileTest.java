@@ -107,11 +107,15 @@ class AtomicFileTest {
             Path otherHost = Files.writeString(dir.resolve(".model.pt.000000000000" + name.substring(".model.pt.".length()
                     + 12)), "x");
             Path otherTarget = Files.writeString(dir.resolve(name.replace(".model.pt.", ".other.pt.")), "x");
+            // what a killed AtomicFile.writeNamed leaves: a folder of the same name, with the target's file in it
+            Path deadFolder = Files.createDirectory(dir.resolve(name.substring(0, name.lastIndexOf('-')) + "-abc.tmp"));
+            Files.writeString(deadFolder.resolve("model.pt"), "partial");
 
             AtomicFile.write(target, tmp -> Files.writeString(tmp, "new"));
 
             assertThat(Files.readString(target)).isEqualTo("new");
             assertThat(dead.tmp()).as("the killed writer's").doesNotExist();
+            assertThat(deadFolder).as("the killed writer's folder").doesNotExist();
             assertThat(live.tmp()).as("the live writer's").exists();
             assertThat(oldStyle).as("one without a process id").exists();
             assertThat(otherHost).as("another host's").exists();
@@ -139,6 +143,26 @@ class AtomicFileTest {
                 .hasMessage("cannot write " + dir + ": it is a folder, not a file");
         try (var files = Files.list(dir)) {
             assertThat(files.toList()).isEmpty();
+        }
+    }
+
+    /** writeNamed: the writer gets a file with the target's own name; nothing else is left, after success or failure. */
+    @Test
+    void writeNamedGivesTheTargetsNameAndLeavesNothingElse(@TempDir Path dir) throws Exception {
+        Path target = dir.resolve("finetuned.pt");
+        AtomicFile.writeNamed(target, f -> {
+            assertThat(f.getFileName()).isEqualTo(target.getFileName());
+            assertThat(f.getParent()).isNotEqualTo(dir);
+            Files.writeString(f, "model");
+        });
+        assertThat(Files.readString(target)).isEqualTo("model");
+        assertThatThrownBy(() -> AtomicFile.writeNamed(target, f -> {
+            Files.writeString(f, "half");
+            throw new IOException("disk gone");
+        })).hasMessage("could not write " + target + ": disk gone");
+        assertThat(Files.readString(target)).isEqualTo("model");
+        try (var files = Files.list(dir)) {
+            assertThat(files.toList()).containsExactly(target);
         }
     }
 

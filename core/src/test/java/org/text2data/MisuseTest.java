@@ -262,6 +262,99 @@ class MisuseTest {
         new Constraint(interleaved, OptimizerSpec.sgd(0.1).fused(false), 1, 1, engine).close();
     }
 
+    /**
+     * The index-range test for same-stride views ({@code Constraint.sliceBoxesShare}) against brute force: random
+     * slices (with steps) of random 2-D and 3-D tensors, every element's offset listed; and the slices of a
+     * 4096 x 12288 fused weight decided without touching memory.
+     */
+    @org.junit.jupiter.api.Test
+    void sameStrideSlicesAreToldApartExactly() {
+        java.util.Random r = new java.util.Random(11);
+        int decided = 0;
+        for (int trial = 0; trial < 3000; trial++) {
+            int dims = 2 + r.nextInt(2);
+            long[] base = new long[dims];
+            for (int d = 0; d < dims; d++) {
+                base[d] = 1 + r.nextInt(7);
+            }
+            long[] baseStrides = new long[dims];
+            long st = 1;
+            for (int d = dims - 1; d >= 0; d--) {
+                baseStrides[d] = st;
+                st *= base[d];
+            }
+            long[] step = new long[dims];
+            long[] shapeA = new long[dims];
+            long[] shapeB = new long[dims];
+            long offA = 0;
+            long offB = 0;
+            for (int d = 0; d < dims; d++) {
+                step[d] = 1 + r.nextInt(2);
+                long startA = r.nextInt((int) base[d]);
+                long startB = r.nextInt((int) base[d]);
+                shapeA[d] = 1 + (base[d] - 1 - startA) / step[d] - r.nextInt((int) (1 + (base[d] - 1 - startA) / step[d]));
+                shapeB[d] = 1 + (base[d] - 1 - startB) / step[d] - r.nextInt((int) (1 + (base[d] - 1 - startB) / step[d]));
+                offA += startA * baseStrides[d];
+                offB += startB * baseStrides[d];
+            }
+            long[] strides = new long[dims];
+            for (int d = 0; d < dims; d++) {
+                strides[d] = baseStrides[d] * step[d];
+            }
+            Boolean got = Constraint.sliceBoxesShare(shapeA, shapeB, strides, strides.clone(), offB - offA);
+            if (got == null) {
+                continue;
+            }
+            decided++;
+            java.util.Set<Long> a = offsets(shapeA, strides, offA);
+            boolean want = offsets(shapeB, strides, offB).stream().anyMatch(a::contains);
+            assertThat(got).as("trial %d: %s %s strides %s offsets %d %d", trial, java.util.Arrays.toString(shapeA),
+                    java.util.Arrays.toString(shapeB), java.util.Arrays.toString(strides), offA, offB).isEqualTo(want);
+        }
+        assertThat(decided).as("trials decided by index ranges").isGreaterThan(1000);
+        long[] third = {4096, 4096};
+        long[] strides = {12288, 1};
+        assertThat(Constraint.sliceBoxesShare(third, third, strides, strides, 4096)).isFalse(); // q and k
+        assertThat(Constraint.sliceBoxesShare(third, third, strides, strides, 8192)).isFalse(); // q and v
+        assertThat(Constraint.sliceBoxesShare(third, third, strides, strides, 4095)).isTrue();
+        assertThat(Constraint.sliceBoxesShare(third, third, strides, strides, 12288 * 4095L + 4096)).isFalse();
+    }
+
+    private static java.util.Set<Long> offsets(long[] shape, long[] strides, long offset) {
+        java.util.Set<Long> out = new java.util.HashSet<>();
+        long n = 1;
+        for (long s : shape) {
+            n *= s;
+        }
+        for (long flat = 0; flat < n; flat++) {
+            long rest = flat;
+            long at = offset;
+            for (int d = shape.length - 1; d >= 0; d--) {
+                at += (rest % shape[d]) * strides[d];
+                rest /= shape[d];
+            }
+            out.add(at);
+        }
+        return out;
+    }
+
+    /** A parameter resized under SGD without momentum (no state buffer) steps on, as libtorch's SGD does. */
+    @org.junit.jupiter.api.Test
+    void aResizedParameterWithoutOptimizerBuffersStepsOnAsInLibtorch() {
+        Tensor w = torch.zeros(4).requires_grad_(true);
+        try (Constraint opt = new Constraint(Map.of("w", w), OptimizerSpec.sgd(0.5), 1, 1, Engine.FUSED)) {
+            assertThat(opt.isFused()).isTrue();
+            w.mutable_grad().put(torch.ones(4));
+            opt.stepBase();
+            try (org.bytedeco.pytorch.NoGradGuard g = new org.bytedeco.pytorch.NoGradGuard()) {
+                w.set_(torch.zeros(6));
+            }
+            w.mutable_grad().put(torch.ones(6));
+            opt.stepBase();
+            assertThat(w.detach().eq(new Scalar(-0.5)).all().item_bool()).isTrue();
+        }
+    }
+
     @ParameterizedTest
     @EnumSource(value = Engine.class, names = {"PLAIN", "FUSED"})
     void aNonLeafParameterIsRefused(Engine engine) {

@@ -88,8 +88,6 @@ public final class ParamState implements AutoCloseable {
     void ensure(FusedOptimizer.Options o, Tensor param) {
         int n = o.stateCount();
         if (step == null) {
-            stateShape = param.shape();
-            stateDtype = FusedEngine.dtypeCode(param.scalar_type());
             try (PointerScope scope = new PointerScope()) {
                 Tensor s = param.detach().new_zeros(new long[0], new TensorOptions(torch.ScalarType.Long));
                 s.retainReference();
@@ -100,6 +98,10 @@ public final class ParamState implements AutoCloseable {
         }
         for (int k = 0; k < n; k++) {
             if (buffers[k] == null) {
+                if (k == 0) { // what the buffers are made for (requireStateFits)
+                    stateShape = param.shape();
+                    stateDtype = FusedEngine.dtypeCode(param.scalar_type());
+                }
                 Tensor b = torch.zeros_like(param.detach());
                 b.retainReference();
                 buffers[k] = b;
@@ -110,9 +112,9 @@ public final class ParamState implements AutoCloseable {
     }
 
     /**
-     * Refuses a parameter whose element count or dtype is no longer those its optimizer state was made for (a
-     * {@code set_} or a {@code .data} swap between steps): the kernel would step its new memory with buffers of the
-     * old size. libtorch's optimizers refuse it too. Nothing is changed.
+     * Refuses a parameter whose element count or dtype is no longer those its optimizer state's buffers were made
+     * for (a {@code set_} or a {@code .data} swap between steps): the kernel would step its new memory with buffers
+     * of the old size. libtorch's optimizers refuse it too (their buffers do not fit either). Nothing is changed.
      *
      * @param name the parameter's name, for the message
      * @param numel its element count now
@@ -121,8 +123,8 @@ public final class ParamState implements AutoCloseable {
      * @throws IllegalArgumentException if the state does not fit
      */
     void requireStateFits(String name, long numel, int dtype, Tensor param) {
-        if (step == null || (dtype == stateDtype && numel == numelOf(stateShape))) {
-            return;
+        if (buffers[0] == null || (dtype == stateDtype && numel == numelOf(stateShape))) {
+            return; // no buffer (SGD without momentum keeps only the step count): nothing to fit, as in libtorch
         }
         throw new IllegalArgumentException("parameter '" + name + "' is " + java.util.Arrays.toString(param.shape())
                 + " " + param.scalar_type() + " now, but its optimizer state was made for "
@@ -201,7 +203,7 @@ public final class ParamState implements AutoCloseable {
             clearOptimizerState();
             return;
         }
-        if (step != null && (stateDtype != FusedEngine.dtypeCode(param.scalar_type())
+        if (buffers[0] != null && (stateDtype != FusedEngine.dtypeCode(param.scalar_type())
                 || numelOf(stateShape) != param.numel())) {
             clearOptimizerState(); // made for the parameter's former size: remade below, like the parameter
         }

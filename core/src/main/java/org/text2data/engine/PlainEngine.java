@@ -105,10 +105,12 @@ public final class PlainEngine implements ProjectionEngine {
                 // float32 and the half types reduce in float64, as the fused engine does: in their own type |c|^2
                 // overflows for finite gradients (float32: values of about 1e19; float16: about 256), and in
                 // float16 1e-8 + n rounds to n, so a zero c would give lam = 0 / 0
-                try {
+                try (PointerScope perTensor = new PointerScope()) { // the float64 copies go with each tensor
                     Tensor cr = reduced(c);
                     norms[m] = cr.norm().pow(two);
                     dots[m] = reduced(g).mul(cr).sum();
+                    scope.attach(norms[m]); // the two 0-dim sums stay for the step
+                    scope.attach(dots[m]);
                 } catch (RuntimeException e) { // e.g. a gradient replaced by one of another shape
                     throw new IllegalArgumentException("parameter '" + names[i] + "': its gradient "
                             + Arrays.toString(g.shape()) + " " + g.scalar_type() + " does not fit its unconditional gradient "
