@@ -222,12 +222,22 @@ public final class AtomicFile {
      * shared over the network, or between containers). Null where the host name cannot
      * be read without a network lookup: then names carry no process id and nothing is ever deleted as stale.
      */
-    private static final String HOST = hostId();
+    private static final String HOST = computeHostId();
     /** What follows {@code .<name>.<host>-} in a temporary file's name: {@code <pid>-<random>.tmp}. */
     private static final Pattern STALE_REST =
             Pattern.compile("(\\d{1,19})-[0-9a-z]{1,13}\\.tmp");
 
-    private static String hostId() {
+    /**
+     * This host and its process-id namespace, as 12 hex digits (what temporary files' names carry with the pid), or
+     * null where the host name cannot be read: a process id read back is this host's only where this matches.
+     *
+     * @return the host's id, or null
+     */
+    public static String hostId() {
+        return HOST;
+    }
+
+    private static String computeHostId() {
         try {
             String name = Files.readString(Path.of("/proc/sys/kernel/hostname")).trim();
             if (name.isEmpty()) {

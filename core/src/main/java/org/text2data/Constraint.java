@@ -788,13 +788,12 @@ public final class Constraint implements AutoCloseable {
             }
             long newly = status[1] - reportedSkipped;
             reportedSkipped = status[1];
-            String param = status[4] == 4 ? "the step" // the loss, whichever tensor found it
-                    : status[3] >= 0 ? "parameter '" + names[(int) status[3]] + "'" : "a parameter";
+            String param = status[3] >= 0 ? "parameter '" + names[(int) status[3]] + "'" : "a parameter";
             String why = switch ((int) status[4]) {
                 case 1 -> "its unconditional (constraint) gradient held a NaN or an infinity";
                 case 2 -> "its gradient held a NaN or an infinity";
                 case 3 -> "its half-precision update overflowed";
-                case 4 -> "the unconditional loss was not finite";
+                case 4 -> "the unconditional loss was not finite, or this parameter's lam overflowed";
                 default -> "a value was not finite";
             };
             throw new NonFiniteException(newly + " fused step(s) skipped on the device since the last check; the first "

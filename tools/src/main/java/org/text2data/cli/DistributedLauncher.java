@@ -12,6 +12,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.stream.Stream;
 
+import org.text2data.AtomicFile;
+
 /**
  * {@code finetune --nproc N}: starts N worker processes of this same command on this machine, ranks 0 to
  * N-1, which meet over a shared file in a fresh temporary folder (Gloo on 127.0.0.1; nothing listens on
@@ -47,7 +49,7 @@ final class DistributedLauncher {
         List<String> workerArgs = withoutNproc(args);
         removeStaleFolders();
         Path dir = Files.createTempDirectory(PREFIX);
-        Files.writeString(dir.resolve(PID_FILE), Long.toString(ProcessHandle.current().pid()));
+        Files.writeString(dir.resolve(PID_FILE), ProcessHandle.current().pid() + " " + AtomicFile.hostId());
         List<Process> workers = new java.util.concurrent.CopyOnWriteArrayList<>();
         Thread stopper = new Thread(() -> { // SIGTERM, SIGINT: the workers and the folder go too
             workers.forEach(Process::destroyForcibly);
@@ -216,8 +218,12 @@ final class DistributedLauncher {
             for (Path d : dirs.filter(d -> d.getFileName().toString().startsWith(PREFIX) && Files.isDirectory(d)
                     && Files.isWritable(d)).toList()) {
                 try {
-                    long pid = Long.parseLong(Files.readString(d.resolve(PID_FILE)).trim());
-                    if (ProcessHandle.of(pid).map(h -> !h.isAlive()).orElse(true)) {
+                    String[] owner = Files.readString(d.resolve(PID_FILE)).trim().split(" ");
+                    long pid = Long.parseLong(owner[0]);
+                    // a pid means something on this host, in this pid namespace only (containers may share a /tmp)
+                    boolean ours = owner.length == 2 && AtomicFile.hostId() != null
+                            && owner[1].equals(AtomicFile.hostId());
+                    if (ours && ProcessHandle.of(pid).map(h -> !h.isAlive()).orElse(true)) {
                         deleteTree(d);
                     }
                 } catch (IOException | NumberFormatException e) {
