@@ -36,19 +36,10 @@ class AtomicFileTest {
     }
 
     private static void killMidWriteLeavesNothing(Path dir, String signal) throws Exception {
-        Path target = dir.resolve("model.pt");
-        String cp = Path.of(AtomicFile.class.getProtectionDomain().getCodeSource().getLocation().toURI())
-                + java.io.File.pathSeparator
-                + Path.of(AtomicFileTest.class.getProtectionDomain().getCodeSource().getLocation().toURI());
-        String java = ProcessHandle.current().info().command().orElse("java");
-        Process p = new ProcessBuilder(java, "-cp", cp, BlockedWriter.class.getName(), target.toString())
-                .redirectErrorStream(true).start();
+        Blocked b = Blocked.start(dir.resolve("model.pt"));
+        Process p = b.process();
         try {
-            BufferedReader out = new BufferedReader(new InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8));
-            String line = out.readLine();
-            assertThat(line).as("the child's first line").startsWith("writing ");
-            Path tmp = Path.of(line.substring("writing ".length()));
-            assertThat(tmp).exists().hasParent(dir);
+            assertThat(b.tmp()).exists().hasParent(dir);
             assertThat(new ProcessBuilder("kill", "-" + signal, Long.toString(p.pid())).start().waitFor()).isZero();
             assertThat(p.waitFor(30, TimeUnit.SECONDS)).as("the child exits on SIG" + signal).isTrue();
             assertThat(p.exitValue()).isNotZero();
