@@ -19,7 +19,8 @@ final class ProgressBar {
     private final long total;
     private final boolean interactive;
     private int lastDecile = -1;
-    private volatile boolean printNext;
+    /** Set by update() for the next rendering to print; taken once (the timer thread and refresh() both render). */
+    private final java.util.concurrent.atomic.AtomicBoolean printNext = new java.util.concurrent.atomic.AtomicBoolean();
     private boolean closed;
 
     ProgressBar(String label, long total) {
@@ -37,8 +38,7 @@ final class ProgressBar {
         } else {
             // a line at each tenth: the bar renders on its timer thread, this prints only what update() asked for
             b.setConsumer(new DelegatingProgressBarConsumer(line -> {
-                if (printNext) {
-                    printNext = false;
+                if (printNext.compareAndSet(true, false)) {
                     out.println(line.stripTrailing());
                     out.flush();
                 }
@@ -59,13 +59,13 @@ final class ProgressBar {
             int decile = (int) (10 * Math.min(done, total) / total);
             if (decile != lastDecile && !last) {
                 lastDecile = decile;
-                printNext = true;
+                printNext.set(true);
                 bar.refresh();
             }
         }
         if (last) {
             closed = true;
-            printNext = true; // the final line, rendered by close()
+            printNext.set(true); // the final line, rendered by close()
             bar.close();
         }
     }
