@@ -37,7 +37,7 @@ final class ArchiveCheck {
     /** The deepest bracket nesting accepted in TorchScript code; generated code stays far below it. */
     static final int MAX_CODE_DEPTH = 200;
 
-    /** The largest pickle scanned (a pickle holds the structure, not the tensors' bytes). */
+    /** The largest pickle or code file scanned (they hold the structure and the code, not the tensors' bytes). */
     private static final long MAX_PICKLE = 256L << 20;
 
     /**
@@ -59,7 +59,7 @@ final class ArchiveCheck {
             }
             check(sizes, name -> {
                 try (InputStream in = zip.getInputStream(byName.get(name))) {
-                    return in.readAllBytes();
+                    return in.readNBytes((int) MAX_PICKLE); // bounded, whatever the entry inflates to
                 }
             }, what + " " + file);
         } catch (IOException e) {
@@ -220,7 +220,8 @@ final class ArchiveCheck {
             }
         }
         for (String name : sizes.keySet()) {
-            if (!name.contains("/code/") || !name.endsWith(".py")) {
+            long size = sizes.get(name);
+            if (!name.contains("/code/") || !name.endsWith(".py") || size < 0 || size > MAX_PICKLE) {
                 continue;
             }
             byte[] code = entries.read(name);
