@@ -57,6 +57,11 @@ final class ArchiveCheck {
                 sizes.put(e.getName(), e.getSize());
                 byName.put(e.getName(), e);
             }
+            if (sizes.containsKey(Checkpoint.HEADER) && Checkpoint.isCheckpoint(file)) {
+                throw new IllegalArgumentException(what + " " + file + " is a text2data checkpoint (written by "
+                        + "Constraint.saveCheckpoint or finetune --checkpoint), not a " + what + ": read it with "
+                        + "Checkpoint.read");
+            }
             check(sizes, name -> {
                 try (InputStream in = zip.getInputStream(byName.get(name))) {
                     return in.readNBytes((int) MAX_PICKLE); // bounded, whatever the entry inflates to

@@ -292,65 +292,9 @@ public final class Checkpoint implements AutoCloseable {
      */
     public static Checkpoint read(Path file) {
         LibTorch.ensureLoaded();
-        if (file == null) {
-            throw new IllegalArgumentException("checkpoint file is null");
-        }
-        if (!Files.isRegularFile(file)) {
-            throw new IllegalArgumentException(Files.isDirectory(file) ? "checkpoint " + file + " is a folder, not a file"
-                    : Files.exists(file) ? "checkpoint " + file + " is not a regular file (a device, FIFO or socket)"
-                    : "checkpoint file not found: " + file);
-        }
-        JsonObject h;
-        Map<String, byte[]> entries = new LinkedHashMap<>();
-        try (ZipFile zip = new ZipFile(file.toFile())) {
-            // the header first, bounded: it says which entries there are and how large each is
-            ZipEntry he = zip.getEntry(HEADER);
-            if (he == null) {
-                throw new IllegalArgumentException("checkpoint " + file + " has no " + HEADER
-                        + ": not a text2data checkpoint (entries: "
-                        + abbreviate(zip.stream().map(ZipEntry::getName).toList()) + ")");
-            }
-            h = parseHeader(file, readEntry(zip, he, MAX_HEADER, file));
-            JsonObject sums = h.getAsJsonObject("entries");
-            boolean headerSeen = false;
-            var it = zip.entries();
-            while (it.hasMoreElements()) {
-                ZipEntry e = it.nextElement();
-                String name = e.getName();
-                if (name.equals(HEADER) && !headerSeen) {
-                    headerSeen = true;
-                    continue;
-                }
-                if (name.equals(HEADER) || entries.containsKey(name)) {
-                    throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + name
-                            + " appears twice; nothing was loaded");
-                }
-                if (!sums.has(name)) {
-                    throw new IllegalArgumentException("checkpoint " + file + " has an entry the header does not list: "
-                            + name + " (a text2data checkpoint holds " + HEADER + " and " + sums.keySet()
-                            + "); nothing was loaded");
-                }
-                entries.put(name, readEntry(zip, e, sums.getAsJsonObject(name).get("size").getAsLong(), file));
-            }
-        } catch (ZipException e) {
-            throw new IllegalArgumentException("checkpoint " + file + " is truncated or damaged, or not a checkpoint "
-                    + "(not a readable zip archive: " + e.getMessage() + "); nothing was loaded", e);
-        } catch (IOException e) {
-            throw new IllegalArgumentException("checkpoint " + file + " cannot be read: " + e.getMessage(), e);
-        }
-        for (Map.Entry<String, JsonElement> e : h.getAsJsonObject("entries").entrySet()) {
-            byte[] bytes = entries.get(e.getKey());
-            JsonObject s = e.getValue().getAsJsonObject();
-            if (bytes == null) {
-                throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + e.getKey()
-                        + " is missing; nothing was loaded");
-            }
-            if (bytes.length != s.get("size").getAsLong() || !sha256(bytes).equals(s.get("sha256").getAsString())) {
-                throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + e.getKey()
-                        + " does not match its checksum (size " + bytes.length + ", expected "
-                        + s.get("size").getAsLong() + "); nothing was loaded");
-            }
-        }
+        Raw raw = readRaw(file, true);
+        JsonObject h = raw.header();
+        Map<String, byte[]> entries = raw.entries();
         Map<String, Tensor> tensors = null;
         Map<String, Tensor> state = null;
         try {
@@ -419,6 +363,130 @@ public final class Checkpoint implements AutoCloseable {
             }
             throw new IllegalArgumentException("checkpoint " + file + " is malformed: " + e.getMessage(), e);
         }
+    }
+
+    /**
+     * Whether {@code file} is a text2data checkpoint: a zip archive whose {@code header.json} names this format. Reads
+     * the start of the header only; anything else, an unreadable file included, is not one.
+     *
+     * @param file the file to look at
+     * @return whether it is a checkpoint
+     */
+    public static boolean isCheckpoint(Path file) {
+        try (ZipFile zip = new ZipFile(file.toFile())) {
+            ZipEntry header = zip.getEntry(HEADER);
+            if (header == null || header.getSize() > MAX_HEADER) {
+                return false;
+            }
+            try (InputStream in = zip.getInputStream(header)) {
+                return new String(in.readNBytes(4096), StandardCharsets.UTF_8).contains("\"" + FORMAT + "\"");
+            }
+        } catch (IOException | RuntimeException notOne) {
+            return false;
+        }
+    }
+
+    /** A checkpoint file's checked header and its entries' bytes (null for an entry listed but not read). */
+    private record Raw(JsonObject header, Map<String, byte[]> entries) {
+    }
+
+    /**
+     * Opens a checkpoint file: checks the header field by field, reads the entries it lists (with {@code tensors},
+     * all of them; without, all but the model's and the optimizer's, which are only seen to be there) with their
+     * bounds, CRCs and checksums.
+     */
+    private static Raw readRaw(Path file, boolean tensors) {
+        if (file == null) {
+            throw new IllegalArgumentException("checkpoint file is null");
+        }
+        if (!Files.isRegularFile(file)) {
+            throw new IllegalArgumentException(Files.isDirectory(file) ? "checkpoint " + file + " is a folder, not a file"
+                    : Files.exists(file) ? "checkpoint " + file + " is not a regular file (a device, FIFO or socket)"
+                    : "checkpoint file not found: " + file);
+        }
+        JsonObject h;
+        Map<String, byte[]> entries = new LinkedHashMap<>();
+        try (ZipFile zip = new ZipFile(file.toFile())) {
+            // the header first, bounded: it says which entries there are and how large each is
+            ZipEntry he = zip.getEntry(HEADER);
+            if (he == null) {
+                throw new IllegalArgumentException("checkpoint " + file + " has no " + HEADER
+                        + ": not a text2data checkpoint (entries: "
+                        + abbreviate(zip.stream().map(ZipEntry::getName).toList()) + ")");
+            }
+            h = parseHeader(file, readEntry(zip, he, MAX_HEADER, file));
+            JsonObject sums = h.getAsJsonObject("entries");
+            boolean headerSeen = false;
+            var it = zip.entries();
+            while (it.hasMoreElements()) {
+                ZipEntry e = it.nextElement();
+                String name = e.getName();
+                if (name.equals(HEADER) && !headerSeen) {
+                    headerSeen = true;
+                    continue;
+                }
+                if (name.equals(HEADER) || entries.containsKey(name)) {
+                    throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + name
+                            + " appears twice; nothing was loaded");
+                }
+                if (!sums.has(name)) {
+                    throw new IllegalArgumentException("checkpoint " + file + " has an entry the header does not list: "
+                            + name + " (a text2data checkpoint holds " + HEADER + " and " + sums.keySet()
+                            + "); nothing was loaded");
+                }
+                if (tensors || !(name.equals(MODEL) || name.equals(OPTIMIZER))) {
+                    entries.put(name, readEntry(zip, e, sums.getAsJsonObject(name).get("size").getAsLong(), file));
+                } else {
+                    entries.put(name, null); // listed, seen, not read
+                }
+            }
+        } catch (ZipException e) {
+            throw new IllegalArgumentException("checkpoint " + file + " is truncated or damaged, or not a checkpoint "
+                    + "(not a readable zip archive: " + e.getMessage() + "); nothing was loaded", e);
+        } catch (IOException e) {
+            throw new IllegalArgumentException("checkpoint " + file + " cannot be read: " + e.getMessage(), e);
+        }
+        for (Map.Entry<String, JsonElement> e : h.getAsJsonObject("entries").entrySet()) {
+            byte[] bytes = entries.get(e.getKey());
+            JsonObject s = e.getValue().getAsJsonObject();
+            if (bytes == null && entries.containsKey(e.getKey())) {
+                continue; // not read: the tensors' entries, for a summary
+            }
+            if (bytes == null) {
+                throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + e.getKey()
+                        + " is missing; nothing was loaded");
+            }
+            if (bytes.length != s.get("size").getAsLong() || !sha256(bytes).equals(s.get("sha256").getAsString())) {
+                throw new IllegalArgumentException("checkpoint " + file + " is damaged: entry " + e.getKey()
+                        + " does not match its checksum (size " + bytes.length + ", expected "
+                        + s.get("size").getAsLong() + "); nothing was loaded");
+            }
+        }
+        return new Raw(h, entries);
+    }
+
+    /**
+     * A checkpoint file's header and loop position, read and checked as {@link #read} checks them, without its
+     * tensors: cheap whatever the model's size, for settings a caller compares before a restore (the CLI's
+     * {@code --resume} does). {@link #read} still checks the tensors' entries when the checkpoint is restored.
+     *
+     * @param file the checkpoint file
+     * @return the header ({@link #headerJson}'s form) and the loop position ({@link #loopState}'s, or null)
+     * @throws IllegalArgumentException as {@link #read}, for the header and the loop position
+     */
+    public static Summary summary(Path file) {
+        Raw raw = readRaw(file, false);
+        byte[] loop = raw.entries().get(LOOP);
+        return new Summary(GSON.toJson(raw.header()), loop == null ? null : new String(loop, StandardCharsets.UTF_8));
+    }
+
+    /**
+     * What {@link #summary} reads.
+     *
+     * @param headerJson the header, as {@link #headerJson} gives it
+     * @param loopState the training loop's position, as {@link #loopState} gives it, or null
+     */
+    public record Summary(String headerJson, String loopState) {
     }
 
     /** The most a header may hold: far more than the names, shapes and state fields of any model need. */

@@ -92,6 +92,19 @@ class ArchiveCheckTest {
             int params = m.namedParameters().size();
             assertThat(ArchiveCheck.check(Zips.read(ck).get("model.pt"), "model.pt")).isEqualTo(params);
         }
+        // a checkpoint where a data or model file is expected is named for what it is, before libtorch reads it
+        assertThat(Checkpoint.isCheckpoint(ck)).isTrue();
+        assertThat(Checkpoint.isCheckpoint(TestModels.fixture("adam-f64.model.pt"))).isFalse();
+        assertThatThrownBy(() -> Batch.load(ck)).isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("data file " + ck + " is a text2data checkpoint");
+        assertThatThrownBy(() -> TorchScriptModel.load(ck)).isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("model file " + ck + " is a text2data checkpoint");
+        // its summary is read's header and loop position, without the tensors
+        try (Checkpoint full = Checkpoint.read(ck)) {
+            Checkpoint.Summary sum = Checkpoint.summary(ck);
+            assertThat(sum.headerJson()).isEqualTo(full.headerJson());
+            assertThat(sum.loopState()).isEqualTo(full.loopState());
+        }
     }
 
     /** The archive with the central directory's sizes of the entry ending in {@code suffix} set to {@code size}. */

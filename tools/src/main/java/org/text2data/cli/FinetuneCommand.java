@@ -131,7 +131,8 @@ final class FinetuneCommand implements Callable<Integer> {
     private void adoptCheckpointSettings() {
         com.google.gson.JsonObject loop;
         com.google.gson.JsonObject constraint;
-        try (Checkpoint c = Checkpoint.read(resume)) {
+        try {
+            Checkpoint.Summary c = Checkpoint.summary(resume); // the header and loop position, not the tensors
             if (c.loopState() == null) {
                 return; // refused by the training loop, with its reason
             }
@@ -200,20 +201,10 @@ final class FinetuneCommand implements Callable<Integer> {
 
     /** Refuses a text2data checkpoint given where a TorchScript model or a data file is expected, saying so. */
     static void checkNotCheckpoint(String flag, Path file) {
-        try (java.util.zip.ZipFile zip = new java.util.zip.ZipFile(file.toFile())) {
-            java.util.zip.ZipEntry header = zip.getEntry("header.json");
-            if (header != null && header.getSize() < (1 << 26)) {
-                try (java.io.InputStream in = zip.getInputStream(header)) {
-                    String text = new String(in.readNBytes(4096), java.nio.charset.StandardCharsets.UTF_8);
-                    if (text.contains("\"" + Checkpoint.FORMAT + "\"")) {
-                        throw new IllegalArgumentException(flag + " " + file + " is a text2data checkpoint (written by "
-                                + "--checkpoint), not a " + (flag.equals("--model") ? "TorchScript model" : "data file")
-                                + ": give it to --resume to continue its run");
-                    }
-                }
-            }
-        } catch (java.io.IOException notAZip) {
-            // not a checkpoint: libtorch reads it and says what is wrong
+        if (Checkpoint.isCheckpoint(file)) {
+            throw new IllegalArgumentException(flag + " " + file + " is a text2data checkpoint (written by "
+                    + "--checkpoint), not a " + (flag.equals("--model") ? "TorchScript model" : "data file")
+                    + ": give it to --resume to continue its run");
         }
     }
 
