@@ -622,10 +622,8 @@ public final class Checkpoint implements AutoCloseable {
             JsonArray ts = c.array(so, at, "tensors");
             List<String> fields = new ArrayList<>();
             for (int t = 0; t < ts.size(); t++) {
-                JsonElement te = ts.get(t);
-                if (!te.isJsonPrimitive() || !te.getAsJsonPrimitive().isString()) {
-                    throw c.bad(at + "tensors[" + t + "]", "must be a string, got " + HeaderCheck.shortly(te));
-                }
+                JsonElement te = c.typed(ts.get(t), at + "tensors[" + t + "]",
+                        e -> e.isJsonPrimitive() && e.getAsJsonPrimitive().isString(), "a string");
                 if (fields.contains(te.getAsString())) {
                     throw c.bad(at + "tensors[" + t + "]", "repeats '" + te.getAsString() + "'");
                 }
@@ -659,44 +657,34 @@ public final class Checkpoint implements AutoCloseable {
             return e;
         }
 
-        JsonObject object(JsonObject o, String at, String key) {
-            JsonElement e = get(o, at, key);
-            if (!e.isJsonObject()) {
-                throw bad(at + key, "must be a JSON object, got " + shortly(e));
+        /** The field, refused (named) when it is not what {@code is} accepts; {@code kind} says what it must be. */
+        JsonElement typed(JsonElement e, String field, java.util.function.Predicate<JsonElement> is, String kind) {
+            if (!is.test(e)) {
+                throw bad(field, "must be " + kind + ", got " + shortly(e));
             }
-            return e.getAsJsonObject();
+            return e;
+        }
+
+        JsonObject object(JsonObject o, String at, String key) {
+            return typed(get(o, at, key), at + key, JsonElement::isJsonObject, "a JSON object").getAsJsonObject();
         }
 
         JsonObject element(JsonArray a, String field, int i) {
-            JsonElement e = a.get(i);
-            if (!e.isJsonObject()) {
-                throw bad(field + "[" + i + "]", "must be a JSON object, got " + shortly(e));
-            }
-            return e.getAsJsonObject();
+            return typed(a.get(i), field + "[" + i + "]", JsonElement::isJsonObject, "a JSON object").getAsJsonObject();
         }
 
         JsonArray array(JsonObject o, String at, String key) {
-            JsonElement e = get(o, at, key);
-            if (!e.isJsonArray()) {
-                throw bad(at + key, "must be a JSON array, got " + shortly(e));
-            }
-            return e.getAsJsonArray();
+            return typed(get(o, at, key), at + key, JsonElement::isJsonArray, "a JSON array").getAsJsonArray();
         }
 
         String string(JsonObject o, String at, String key) {
-            JsonElement e = get(o, at, key);
-            if (!e.isJsonPrimitive() || !e.getAsJsonPrimitive().isString()) {
-                throw bad(at + key, "must be a string, got " + shortly(e));
-            }
-            return e.getAsString();
+            return typed(get(o, at, key), at + key, e -> e.isJsonPrimitive() && e.getAsJsonPrimitive().isString(),
+                    "a string").getAsString();
         }
 
         boolean bool(JsonObject o, String at, String key) {
-            JsonElement e = get(o, at, key);
-            if (!e.isJsonPrimitive() || !e.getAsJsonPrimitive().isBoolean()) {
-                throw bad(at + key, "must be true or false, got " + shortly(e));
-            }
-            return e.getAsBoolean();
+            return typed(get(o, at, key), at + key, e -> e.isJsonPrimitive() && e.getAsJsonPrimitive().isBoolean(),
+                    "true or false").getAsBoolean();
         }
 
         long whole(JsonObject o, String at, String key, long max) {
@@ -1030,7 +1018,6 @@ public final class Checkpoint implements AutoCloseable {
      * tensors. The archive is staged in native memory, never in a file: nothing in {@code java.io.tmpdir} is
      * written, and a full or unwritable temporary folder cannot fail it. The archive belongs to the caller's
      * pointer scope.
-     *
      */
     static InputArchive savedArchive(Optimizer optimizer) {
         OutputArchive out = new OutputArchive();
