@@ -688,13 +688,18 @@ public final class FusedEngine implements ProjectionEngine {
         return retainedZeros(new long[] {t2d_step_scalars.sizeof() / Double.BYTES}, torch.ScalarType.Double);
     }
 
-    /**
-     * A zero tensor on the parameters' device, of {@code dtype} (null: the first parameter's), whose reference the
-     * caller owns.
-     */
+    /** A zero tensor on the parameters' device, of {@code dtype} (null: the first parameter's); see the other. */
     private Tensor retainedZeros(long[] shape, torch.ScalarType dtype) {
+        return retainedZeros(params[0], shape, dtype);
+    }
+
+    /**
+     * A zero tensor on {@code like}'s device, of {@code dtype} (null: {@code like}'s), whose reference the caller
+     * owns.
+     */
+    static Tensor retainedZeros(Tensor like, long[] shape, torch.ScalarType dtype) {
         try (PointerScope scope = new PointerScope()) {
-            Tensor p = params[0].detach();
+            Tensor p = like.detach();
             Tensor z = dtype == null ? p.new_zeros(shape)
                     : p.new_zeros(shape, new org.bytedeco.pytorch.TensorOptions(dtype));
             z.retainReference();

@@ -6,7 +6,6 @@ import java.util.Map;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.global.torch;
 
 /**
@@ -88,12 +87,8 @@ public final class ParamState implements AutoCloseable {
     void ensure(FusedOptimizer.Options o, Tensor param) {
         int n = o.stateCount();
         if (step == null) {
-            try (PointerScope scope = new PointerScope()) {
-                Tensor s = param.detach().new_zeros(new long[0], new TensorOptions(torch.ScalarType.Long));
-                s.retainReference();
-                step = s;
-                stepAddress = FusedEngine.dataAddress(s);
-            }
+            step = FusedEngine.retainedZeros(param, new long[0], torch.ScalarType.Long);
+            stepAddress = FusedEngine.dataAddress(step);
             fresh = true;
         }
         for (int k = 0; k < n; k++) {
