@@ -430,21 +430,14 @@ struct DeviceState {
 };
 DeviceState g_states[kMaxDevices];
 
-int32_t cuda_fail(cudaError_t e, const char* what) {
-    cudaGetLastError();  // clear a non-sticky error
-    return fail(T2D_ERR_CUDA, "%s: %s (%s)", what, cudaGetErrorName(e), cudaGetErrorString(e));
-}
-
 int32_t cuda_unavailable() { return fail(T2D_ERR_CUDA_UNAVAILABLE, "CUDA is not available (no driver or no device)"); }
 
-// cuda_fail, except that no driver or no device is T2D_ERR_CUDA_UNAVAILABLE, as the entry points that ask first say
-// it (for the graph calls, which do not ask: one of them runs inside a capture, the other once per replay)
-int32_t cuda_call_fail(cudaError_t e, const char* what) {
-    if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || e == cudaErrorStubLibrary) {
-        cudaGetLastError();
-        return cuda_unavailable();
-    }
-    return cuda_fail(e, what);
+// A failed CUDA call: T2D_ERR_CUDA naming it, except that no driver or no device is T2D_ERR_CUDA_UNAVAILABLE, as the
+// entry points that ask first say it (the graph calls do not ask: one runs inside a capture, another once per replay)
+int32_t cuda_fail(cudaError_t e, const char* what) {
+    cudaGetLastError();  // clear a non-sticky error
+    if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || e == cudaErrorStubLibrary) return cuda_unavailable();
+    return fail(T2D_ERR_CUDA, "%s: %s (%s)", what, cudaGetErrorName(e), cudaGetErrorString(e));
 }
 
 #define T2D_CU(call, what)                              \
@@ -955,11 +948,10 @@ extern "C" int32_t t2d_plan_create(const t2d_param* params, int32_t count, int32
     if (rc != T2D_OK) return rc;
     rc = t2d::load_step_kernels();
     if (rc != T2D_OK) return rc;
-    const size_t rows = (size_t)std::max(count, 1);
     t2d_cuda_plan* plan = new (std::nothrow)
         t2d_cuda_plan{device, count, chunks, t2d::Workspace(sizeof(t2d::DevParam), count, chunks), nullptr, nullptr};
     if (plan == nullptr) return t2d::fail(T2D_ERR_OUT_OF_MEMORY, "out of host memory for a plan");
-    cudaError_t e = cudaHostAlloc((void**)&plan->host, sizeof(t2d::DevParam) * rows, cudaHostAllocDefault);
+    cudaError_t e = cudaHostAlloc((void**)&plan->host, plan->layout.table, cudaHostAllocDefault);
     if (e == cudaSuccess) e = cudaMalloc(&plan->workspace, plan->layout.size);
     if (e != cudaSuccess) {
         t2d_plan_destroy(plan);
@@ -1013,7 +1005,6 @@ extern "C" int32_t t2d_graph_capture_begin(void* cuda_stream) {
     t2d::clear_error();
     int32_t rc = t2d::validate_capture_begin(cuda_stream);
     if (rc != T2D_OK) return rc;
-    if (!t2d_cuda_available()) return t2d::cuda_unavailable();
     cudaError_t e = cudaStreamBeginCapture((cudaStream_t)cuda_stream, cudaStreamCaptureModeGlobal);
     return e == cudaSuccess ? T2D_OK : t2d::cuda_fail(e, "cudaStreamBeginCapture");
 }
@@ -1026,7 +1017,7 @@ extern "C" int32_t t2d_graph_capture_end(void* cuda_stream, void** graph_exec_ou
     cudaError_t e = cudaStreamEndCapture((cudaStream_t)cuda_stream, &graph);
     if (e != cudaSuccess) {
         if (graph) cudaGraphDestroy(graph);
-        return t2d::cuda_call_fail(e, "cudaStreamEndCapture (something in the captured work was not capturable)");
+        return t2d::cuda_fail(e, "cudaStreamEndCapture (something in the captured work was not capturable)");
     }
     if (graph == nullptr) return t2d::fail(T2D_ERR_CUDA, "the capture produced no graph");
     if (graph_exec_out == nullptr) {
@@ -1046,7 +1037,7 @@ extern "C" int32_t t2d_graph_launch(void* graph_exec, void* cuda_stream) {
     int32_t rc = t2d::validate_graph_launch(graph_exec);
     if (rc != T2D_OK) return rc;
     cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph_exec, (cudaStream_t)cuda_stream);
-    return e == cudaSuccess ? T2D_OK : t2d::cuda_call_fail(e, "cudaGraphLaunch");
+    return e == cudaSuccess ? T2D_OK : t2d::cuda_fail(e, "cudaGraphLaunch");
 }
 
 extern "C" void t2d_graph_destroy(void* graph_exec) {
