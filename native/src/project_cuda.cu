@@ -637,16 +637,28 @@ int32_t unplanned_call(int32_t device, cudaStream_t stream, const Row* rows, int
 
 // Enqueues a projection on stream: the table's copy from pinned memory (then copied is recorded), the flag's and
 // counters' reset, the reduction (which ends in lam: lambda, whose lam and bad are set here) and the update.
-int32_t launch_projection(const DevTensor* h, int32_t count, int64_t chunks, const Buffers& d, ProjectionLambda lambda,
+// The opening both calls share: the table to the device (and the event that says the host copy may be reused), the
+// flag word and counters reset, and the reduction whose last block per tensor computes lam with `lambda`.
+template <typename Row, typename Lambda>
+int32_t enqueue_reduction(const Row* h, int32_t count, int64_t chunks, const Buffers& d, Lambda lambda,
                           cudaStream_t stream, cudaEvent_t copied) {
-    DevTensor* d_table = d.table<DevTensor>();
+    Row* d_table = d.table<Row>();
     lambda.lam = d.lam();
     lambda.bad = d.bad();
-    T2D_CU(cudaMemcpyAsync(d_table, h, sizeof(DevTensor) * (size_t)count, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
-    T2D_CU(cudaEventRecord(copied, stream), "cudaEventRecord");
+    if (count > 0)
+        T2D_CU(cudaMemcpyAsync(d_table, h, sizeof(Row) * (size_t)count, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
+    if (copied) T2D_CU(cudaEventRecord(copied, stream), "cudaEventRecord");
     T2D_CU(d.reset_flags(stream), "cudaMemsetAsync");
     if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.partials(), d.counters(), lambda);
     T2D_CU(cudaGetLastError(), "reduce kernel launch");
+    return T2D_OK;
+}
+
+int32_t launch_projection(const DevTensor* h, int32_t count, int64_t chunks, const Buffers& d, ProjectionLambda lambda,
+                          cudaStream_t stream, cudaEvent_t copied) {
+    int32_t rc = enqueue_reduction(h, count, chunks, d, lambda, stream, copied);
+    if (rc != T2D_OK) return rc;
+    DevTensor* d_table = d.table<DevTensor>();
     if (chunks > 0) update_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.lam(), lambda.check ? d.bad() : nullptr);
     T2D_CU(cudaGetLastError(), "update kernel launch");
     return T2D_OK;
@@ -820,15 +832,9 @@ int32_t check_step_pointers(const t2d_param* params, int32_t count, const t2d_op
 int32_t launch_step(const DevParam* h, int32_t count, int64_t chunks, const Buffers& d, bool half, const t2d_optimizer& o,
                     StepLambda lambda, t2d_step_status* status, double* lambdas_out, cudaStream_t stream,
                     cudaEvent_t copied) {
+    int32_t rc = enqueue_reduction(h, count, chunks, d, lambda, stream, copied);
+    if (rc != T2D_OK) return rc;
     DevParam* d_table = d.table<DevParam>();
-    lambda.lam = d.lam();
-    lambda.bad = d.bad();
-    if (count > 0)
-        T2D_CU(cudaMemcpyAsync(d_table, h, sizeof(DevParam) * (size_t)count, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
-    if (copied) T2D_CU(cudaEventRecord(copied, stream), "cudaEventRecord");
-    T2D_CU(d.reset_flags(stream), "cudaMemsetAsync");
-    if (chunks > 0) reduce_kernel<<<(unsigned)chunks, kThreads, 0, stream>>>(d_table, count, d.partials(), d.counters(), lambda);
-    T2D_CU(cudaGetLastError(), "step reduce kernel launch");
     // each pass over the chunks walks them opposite to the pass before: reduction forwards, then the check pass (half
     // types) backwards, the update forwards; or, without a check pass, the update backwards
     if (half && chunks > 0) {
