@@ -17,7 +17,7 @@
 #                   CPU harness (Interleaved, for java-check.sh --cpu-threads)
 #   bin/java        the bundled java with the project's JVM flags and the bundle's class path
 #   MANIFEST.txt    what was bundled (commit, JDK, libtorch, sizes)
-# --parts writes a gzip'd tar of that folder split into 60 MiB parts (split -b 60M), so that each part can
+# --parts writes a gzip'd tar of that folder split into 52 MiB parts (split -b 52M), so that each part can
 # travel to the device machine in its own call (bench/gpu/README.md, "The Java side").
 #
 # Options: --out DIR (default bench/gpu/java-bundle), --parts, --skip-build (reuse target/ from an earlier
@@ -159,8 +159,8 @@ if [ $PARTS = 1 ]; then
     P="$(dirname "$B")/$(basename "$B").parts"
     rm -rf "$P"
     mkdir -p "$P"
-    say "tar + gzip + split -b 60M into $P ..."
-    tar -C "$(dirname "$B")" --exclude="$(basename "$B")/javacpp-cache" -cf - "$(basename "$B")" | gzip -6 | split -b 60M - "$P/$(basename "$B").tgz.part-"
+    say "tar + gzip + split -b 52M into $P ..."
+    tar -C "$(dirname "$B")" --exclude="$(basename "$B")/javacpp-cache" -cf - "$(basename "$B")" | gzip -6 | split -b 52M - "$P/$(basename "$B").tgz.part-"
     (cd "$P" && sha256sum "$(basename "$B")".tgz.part-* > SHA256SUMS)
     ls -la "$P"
 fi

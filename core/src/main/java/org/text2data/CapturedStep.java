@@ -15,7 +15,11 @@ import org.text2data.engine.ParamState;
  *
  * <p>As there, the step is fixed: the model, the optimizer, the loss and the input tensors. The caller keeps the
  * three input tensors given to {@link #capture} (the <em>static inputs</em>) and refills them in place before each
- * {@link #replay} ({@code data.copy_(nextBatch)}); shapes cannot change. The losses a replay returns are the
+ * {@link #replay} ({@code data.copy_(nextBatch)}); shapes cannot change. The captured step holds its own references
+ * to those tensors and to the model until it is closed: the graph reads their memory at every replay, and a handle
+ * the caller drops is freed by the garbage collector at a time nobody chooses, after which other tensors would take
+ * that memory and the replays would read them (found on an H100: a benchmark that kept no reference to its batch had
+ * its replays skipped as non-finite after about 90 steps). The losses a replay returns are the
  * graph's own output tensors, overwritten by the next replay ({@code clone()} one to keep it). The learning rate
  * ({@link Constraint#setLr}), {@code alpha}, {@code beta} and {@code gConstraint} are read on the device at each
  * replay, so changing them needs no new capture. Each replay counts as a step of the constraint, and a replay
@@ -36,10 +40,8 @@ import org.text2data.engine.ParamState;
  *
  * <p><b>Status:</b> checked on an H100 (2026-11-26, {@code bench/gpu/java-check.sh}): 100 replays equal 100
  * uncaptured steps to 1e-5 with the learning rate and {@code gConstraint} changed on the way, a NaN replay is
- * skipped and reported, and a replay takes 1.00-1.04x the time of PyTorch's captured plain step with fused Adam.
- * Two refusals have GPU tests in {@code CapturedStepCudaTest} that have not run on a GPU yet: a model that
- * synchronises with the host, and a replay after the optimizer state was released (a checkpoint without state
- * restored after the capture; the address comparison it rests on is tested on the host).
+ * skipped and reported, a model that synchronises with the host and a replay after the optimizer state was released
+ * are refused, and a replay takes 1.00-1.04x the time of PyTorch's captured plain step with fused Adam.
  */
 public final class CapturedStep implements AutoCloseable {
 
@@ -57,6 +59,11 @@ public final class CapturedStep implements AutoCloseable {
     private Tensor uncond;
     private Tensor cond;
     private final int projected;
+    /** The static inputs (cond, data, label), retained until close: the graph reads their memory. */
+    private final Tensor[] inputs;
+    /** The model, referenced until close: the graph reads its parameters' and buffers' memory. */
+    @SuppressWarnings({"unused", "FieldCanBeLocal"})
+    private final ConditionalModel model;
     /** The optimizer state's addresses when the graph was captured (see FusedEngine#stateAddresses). */
     private final long[] stateAddresses;
     private boolean closed;
@@ -105,6 +112,8 @@ public final class CapturedStep implements AutoCloseable {
     private CapturedStep(Constraint optimizer, double gConstraint, ConditionalModel model, Tensor condIn,
                          Tensor data, Tensor label, Loss loss) {
         this.optimizer = optimizer;
+        this.model = model;
+        this.inputs = new Tensor[] {retained(condIn), retained(data), retained(label)};
         FusedEngine fe = optimizer.fusedEngine();
         this.device = fe.device();
         List<Tensor> params = optimizer.parameters();
@@ -148,6 +157,9 @@ public final class CapturedStep implements AutoCloseable {
                     + " with item(), nor draw random numbers on the GPU)" : "")
                     + "; the parameters and optimizer state are as they were", e);
             undo(failure, capturing, fe, states, params, saved, r, s);
+            for (Tensor t : inputs) {
+                release(t);
+            }
             if (failure instanceof Error err) {
                 throw err;
             }
@@ -231,6 +243,9 @@ public final class CapturedStep implements AutoCloseable {
         release(scalars);
         uncond.close();
         cond.close();
+        for (Tensor t : inputs) {
+            release(t);
+        }
     }
 
     /**
@@ -331,6 +346,18 @@ public final class CapturedStep implements AutoCloseable {
                     params.get(i).mutable_grad().reset();
                 }
             }
+        }
+    }
+
+    /** A handle of its own on t's tensor (null stays null), released with {@link #release}. */
+    private static Tensor retained(Tensor t) {
+        if (t == null) {
+            return null;
+        }
+        try (PointerScope scope = new PointerScope()) {
+            Tensor h = new Tensor(t);
+            h.retainReference();
+            return h;
         }
     }
 

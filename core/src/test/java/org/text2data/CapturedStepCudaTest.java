@@ -27,8 +27,8 @@ import org.junit.jupiter.api.io.TempDir;
  * the learning rate and gConstraint changed on the way; the capture itself changes nothing; a replay with a NaN
  * input is skipped on the device and reported, and changes nothing; a model that reads a value on the host is
  * refused with the cause named, changes nothing and leaves the device usable; a replay after the optimizer state
- * was released (a checkpoint without state restored) is refused. The last two were written after the H100 runs of
- * 2026-11-26 and have not run on a GPU yet.
+ * was released (a checkpoint without state restored) is refused; replays still read the static inputs after the
+ * caller released its handles on them.
  */
 class CapturedStepCudaTest {
 
@@ -193,6 +193,48 @@ class CapturedStepCudaTest {
             }
             Text2Data.runStep(c, 0.1, m, in.cond(), in.data(), in.label(), Loss.MSE).close(); // the constraint steps on, eagerly
             c.checkSkippedSteps();
+        }
+    }
+
+    @Test
+    void replaysReadTheStaticInputsAfterTheCallerClosedItsHandles() {
+        int steps = 20;
+        Tensor data = TestModels.random(400, CUDA, ScalarType.Float, 16, 8);
+        Tensor cond = TestModels.random(401, CUDA, ScalarType.Float, 16, 4);
+        Tensor label = TestModels.random(402, CUDA, ScalarType.Float, 16, 8);
+        Tensor[] copy = {data.clone(), cond.clone(), label.clone()}; // the eager side's batch
+        List<Tensor> churn = new ArrayList<>();
+        try (Model a = new Model(); Model b = new Model();
+             Constraint eager = new Constraint(a.params, OptimizerSpec.adam(5e-3), 1.0, 1.0, Engine.FUSED);
+             Constraint graphed = new Constraint(b.params, OptimizerSpec.adam(5e-3), 1.0, 1.0, Engine.FUSED);
+             CapturedStep step = CapturedStep.capture(graphed, 0.1, b, cond, data, label, Loss.MSE)) {
+            // what the garbage collector does to a handle nobody references: without the captured step's own
+            // references the memory is freed, the tensors below take it, and the replays read NaN
+            data.releaseReference();
+            cond.releaseReference();
+            label.releaseReference();
+            for (int k = 0; k < 64; k++) {
+                for (Tensor t : copy) {
+                    Tensor nan = t.clone();
+                    nan.fill_(new Scalar(Double.NaN));
+                    churn.add(nan);
+                }
+            }
+            for (int k = 0; k < steps; k++) {
+                Text2Data.runStep(eager, 0.1, a, copy[1], copy[0], copy[2], Loss.MSE).close();
+                step.replay(0.1).close();
+            }
+            graphed.checkSkippedSteps();
+            for (String n : a.params.keySet()) {
+                assertThat(FusedOptimizerTest.worstRelative(List.of(b.params.get(n)), List.of(a.params.get(n))))
+                        .as("parameter %s after %d steps", n, steps)
+                        .isLessThanOrEqualTo(1e-5);
+            }
+        } finally {
+            churn.forEach(Tensor::close);
+            for (Tensor t : copy) {
+                t.close();
+            }
         }
     }
 }
