@@ -1,6 +1,7 @@
 package org.text2data;
 
 import java.lang.foreign.MemorySegment;
+import java.util.Arrays;
 import java.util.List;
 
 import org.bytedeco.javacpp.PointerScope;
@@ -61,6 +62,12 @@ public final class CapturedStep implements AutoCloseable {
     private final int projected;
     /** The static inputs (cond, data, label), retained until close: the graph reads their memory. */
     private final Tensor[] inputs;
+    /** The names of {@link #inputs}, for messages. */
+    private static final String[] INPUT_NAMES = {"cond", "data", "label"};
+    /** The static inputs' data addresses, shapes and strides at the capture: what the graph reads. */
+    private final long[] inputAddresses = new long[3];
+    private final long[][] inputShapes = new long[3][];
+    private final long[][] inputStrides = new long[3][];
     /** The model, referenced until close: the graph reads its parameters' and buffers' memory. */
     @SuppressWarnings({"unused", "FieldCanBeLocal"})
     private final ConditionalModel model;
@@ -174,6 +181,14 @@ public final class CapturedStep implements AutoCloseable {
             }
         }
         this.scalars = s;
+        for (int i = 0; i < inputs.length; i++) {
+            if (inputs[i] == null) {
+                continue;
+            }
+            inputAddresses[i] = FusedEngine.dataAddress(inputs[i]);
+            inputShapes[i] = inputs[i].shape();
+            inputStrides[i] = Tensors.strides(inputs[i]);
+        }
         this.stateAddresses = fe.stateAddresses(states);
         this.uncond = r.uncondLossTensor();
         this.cond = r.condLossTensor();
@@ -187,7 +202,8 @@ public final class CapturedStep implements AutoCloseable {
      * @param gConstraint the barrier's target for the unconditional loss (finite, &gt;= 0)
      * @return the step's losses (the graph's output tensors, overwritten by the next replay) and projected count
      * @throws IllegalArgumentException if {@code gConstraint} is negative or not finite; nothing is replayed
-     * @throws IllegalStateException    if this captured step or its constraint is closed, the optimizer state was
+     * @throws IllegalStateException    if this captured step or its constraint is closed, a static input was
+     *                                  resized or given other memory since the capture, the optimizer state was
      *                                  released since the capture, the step could no longer be captured (a
      *                                  GradientSync was attached), or the launch fails
      * @throws NonFiniteException       if the constraint's periodic read finds a step skipped on the device
@@ -203,6 +219,15 @@ public final class CapturedStep implements AutoCloseable {
             if (why != null) {
                 throw new IllegalStateException("this captured step cannot be replayed any more: " + why
                         + ". Nothing was replayed");
+            }
+            String moved;
+            try (PointerScope scope = new PointerScope()) {
+                moved = inputChange(INPUT_NAMES, inputs, inputAddresses, inputShapes, inputStrides);
+            }
+            if (moved != null) {
+                throw new IllegalStateException("the static input " + moved + ": the graph reads the memory and "
+                        + "shape it had at the capture. Refill it in place (copy_) with a batch of the same shape, or "
+                        + "close this captured step and capture again. Nothing was replayed");
             }
             if (!optimizer.fusedEngine().sameStateAddresses(optimizer.paramStates(), stateAddresses)) {
                 throw new IllegalStateException("the optimizer state was released since the capture (a checkpoint "
@@ -347,6 +372,31 @@ public final class CapturedStep implements AutoCloseable {
                 }
             }
         }
+    }
+
+    /**
+     * How a static input differs from what the graph was captured with, or null where none does: its shape or
+     * strides (a {@code resize_}, {@code set_} or {@code as_strided_} since), or its memory (a {@code set_}, or a
+     * {@code resize_} that reallocated it; the graph would read the old, freed memory).
+     */
+    static String inputChange(String[] names, Tensor[] inputs, long[] addresses, long[][] shapes, long[][] strides) {
+        for (int i = 0; i < inputs.length; i++) {
+            if (inputs[i] == null) {
+                continue;
+            }
+            long[] shape = inputs[i].shape();
+            long[] stride = Tensors.strides(inputs[i]);
+            if (!Arrays.equals(shape, shapes[i]) || !Arrays.equals(stride, strides[i])) {
+                return "'" + names[i] + "' changed its shape or strides since the capture (shape "
+                        + Arrays.toString(shapes[i]) + ", strides " + Arrays.toString(strides[i]) + " then; shape "
+                        + Arrays.toString(shape) + ", strides " + Arrays.toString(stride) + " now)";
+            }
+            if (FusedEngine.dataAddress(inputs[i]) != addresses[i]) {
+                return "'" + names[i] + "' was given other memory since the capture (set_, or a resize_ that "
+                        + "reallocated it)";
+            }
+        }
+        return null;
     }
 
     /** A handle of its own on t's tensor (null stays null), released with {@link #release}. */

@@ -28,7 +28,8 @@ import org.junit.jupiter.api.io.TempDir;
  * input is skipped on the device and reported, and changes nothing; a model that reads a value on the host is
  * refused with the cause named, changes nothing and leaves the device usable; a replay after the optimizer state
  * was released (a checkpoint without state restored) is refused; replays still read the static inputs after the
- * caller released its handles on them.
+ * caller released its handles on them; a replay after a static input was resized is refused. The last was written
+ * after the H100 runs of 2026-11-26 and has not run on a GPU yet.
  */
 class CapturedStepCudaTest {
 
@@ -235,6 +236,24 @@ class CapturedStepCudaTest {
             for (Tensor t : copy) {
                 t.close();
             }
+        }
+    }
+
+    @Test
+    void aReplayAfterAStaticInputWasResizedIsRefusedAndChangesNothing() {
+        try (Batch in = TestModels.randomBatch("cuda:0", ScalarType.Float, 16, 8, 4); Model m = new Model();
+             Constraint c = new Constraint(m.params, OptimizerSpec.adam(5e-3), 1.0, 1.0, Engine.FUSED);
+             CapturedStep step = CapturedStep.capture(c, 0.1, m, in.cond(), in.data(), in.label(), Loss.MSE)) {
+            step.replay(0.1).close();
+            Map<String, Tensor> before = TestModels.snapshot(m.params);
+            try (PointerScope scope = new PointerScope()) {
+                in.data().resize_(new long[] {64, 8}); // a larger batch: reallocated, the old memory freed
+            }
+            assertThatThrownBy(() -> step.replay(0.1)).isInstanceOf(IllegalStateException.class)
+                    .hasMessageContaining("the static input 'data' changed its shape or strides since the capture")
+                    .hasMessageContaining("Nothing was replayed");
+            c.checkSkippedSteps();
+            TestModels.assertUnchanged(m.params, before);
         }
     }
 }

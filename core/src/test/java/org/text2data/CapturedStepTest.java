@@ -153,4 +153,32 @@ class CapturedStepTest {
         }
         FusedEngine.destroyPlan(java.lang.foreign.MemorySegment.NULL); // nothing to free: no crash
     }
+
+    @Test
+    void aStaticInputResizedOrGivenOtherMemoryIsNamedWithWhatChanged() {
+        String[] names = {"cond", "data", "label"};
+        try (PointerScope scope = new PointerScope()) {
+            Tensor[] in = {COND.clone(), DATA.clone(), LABEL.clone()};
+            long[] addresses = new long[3];
+            long[][] shapes = new long[3][];
+            long[][] strides = new long[3][];
+            for (int i = 0; i < 3; i++) {
+                addresses[i] = FusedEngine.dataAddress(in[i]);
+                shapes[i] = in[i].shape();
+                strides[i] = Tensors.strides(in[i]);
+            }
+            assertThat(CapturedStep.inputChange(names, in, addresses, shapes, strides)).isNull();
+            in[1].copy_(DATA.mul(new org.bytedeco.pytorch.Scalar(2.0))); // refilled in place: what replays expect
+            assertThat(CapturedStep.inputChange(names, in, addresses, shapes, strides)).isNull();
+
+            in[2].resize_(new long[] {16, 4}); // larger: reallocated
+            assertThat(CapturedStep.inputChange(names, in, addresses, shapes, strides))
+                    .startsWith("'label' changed its shape or strides since the capture")
+                    .contains("shape [8, 4], strides [4, 1] then; shape [16, 4], strides [4, 1] now");
+            in[2] = LABEL.clone();
+            in[0].set_(COND.clone()); // same shape, other memory
+            assertThat(CapturedStep.inputChange(names, in, addresses, shapes, strides))
+                    .isEqualTo("'cond' was given other memory since the capture (set_, or a resize_ that reallocated it)");
+        }
+    }
 }
