@@ -17,10 +17,11 @@ import org.text2data.engine.ParamState;
  * <p>As there, the step is fixed: the model, the optimizer, the loss and the input tensors. The caller keeps the
  * three input tensors given to {@link #capture} (the <em>static inputs</em>) and refills them in place before each
  * {@link #replay} ({@code data.copy_(nextBatch)}); shapes cannot change. The captured step holds its own references
- * to those tensors and to the model until it is closed: the graph reads their memory at every replay, and a handle
- * the caller drops is freed by the garbage collector at a time nobody chooses, after which other tensors would take
- * that memory and the replays would read them (found on an H100: a benchmark that kept no reference to its batch had
- * its replays skipped as non-finite after about 90 steps). The losses a replay returns are the
+ * to those tensors, the model and the loss until it is closed: the graph reads their memory at every replay, and a
+ * handle the caller drops is freed by the garbage collector at a time nobody chooses, after which other tensors would
+ * take that memory and the replays would read them (found on an H100: a benchmark that kept no reference to its batch
+ * had its replays skipped as non-finite after about 90 steps). A reference cannot keep a model or loss open that is
+ * closed on purpose: close them after the captured step, not before. The losses a replay returns are the
  * graph's own output tensors, overwritten by the next replay ({@code clone()} one to keep it). The learning rate
  * ({@link Constraint#setLr}), {@code alpha}, {@code beta} and {@code gConstraint} are read on the device at each
  * replay, so changing them needs no new capture. Each replay counts as a step of the constraint, and a replay
@@ -42,7 +43,7 @@ import org.text2data.engine.ParamState;
  * <p><b>Status:</b> checked on an H100 (2026-11-26, {@code bench/gpu/java-check.sh}): 100 replays equal 100
  * uncaptured steps to 1e-5 with the learning rate and {@code gConstraint} changed on the way, a NaN replay is
  * skipped and reported, a model that synchronises with the host and a replay after the optimizer state was released
- * are refused, and a replay takes 1.00-1.04x the time of PyTorch's captured plain step with fused Adam.
+ * are refused, and a replay takes 0.99-1.06x the time of PyTorch's captured plain step with fused Adam (four runs).
  */
 public final class CapturedStep implements AutoCloseable {
 
@@ -68,9 +69,11 @@ public final class CapturedStep implements AutoCloseable {
     private final long[] inputAddresses = new long[3];
     private final long[][] inputShapes = new long[3][];
     private final long[][] inputStrides = new long[3][];
-    /** The model, referenced until close: the graph reads its parameters' and buffers' memory. */
+    /** The model and the loss, referenced until close: the graph reads their tensors' memory. */
     @SuppressWarnings({"unused", "FieldCanBeLocal"})
     private final ConditionalModel model;
+    @SuppressWarnings({"unused", "FieldCanBeLocal"})
+    private final Loss loss;
     /** The optimizer state's addresses when the graph was captured (see FusedEngine#stateAddresses). */
     private final long[] stateAddresses;
     private boolean closed;
@@ -120,7 +123,8 @@ public final class CapturedStep implements AutoCloseable {
                          Tensor data, Tensor label, Loss loss) {
         this.optimizer = optimizer;
         this.model = model;
-        this.inputs = new Tensor[] {retained(condIn), retained(data), retained(label)};
+        this.loss = loss;
+        this.inputs = new Tensor[3];
         FusedEngine fe = optimizer.fusedEngine();
         this.device = fe.device();
         List<Tensor> params = optimizer.parameters();
@@ -131,6 +135,9 @@ public final class CapturedStep implements AutoCloseable {
         Tensor s = null;
         StepResult r = null;
         try {
+            inputs[0] = retained(condIn);
+            inputs[1] = retained(data);
+            inputs[2] = retained(label);
             plan = fe.createPlan();
             s = fe.newStepScalars();
             capture = new CudaCapture(device); // from here libtorch's current stream is a side stream
@@ -156,6 +163,16 @@ public final class CapturedStep implements AutoCloseable {
             graph = CudaGraph.endCapture(capture.stream());
             recording = false;
             capture.close(); // the pool's allocation ends, the device is waited for, the old stream is current
+            for (int i = 0; i < inputs.length; i++) {
+                inputAddresses[i] = FusedEngine.dataAddress(inputs[i]);
+                inputShapes[i] = inputs[i].shape();
+                inputStrides[i] = Tensors.strides(inputs[i]);
+            }
+            this.scalars = s;
+            this.stateAddresses = fe.stateAddresses(states);
+            this.uncond = r.uncondLossTensor();
+            this.cond = r.condLossTensor();
+            this.projected = r.projectedTensors();
         } catch (RuntimeException | Error e) {
             // the hint on synchronisation only where the capture itself failed; Errors (out of memory) go as they are
             Throwable failure = e instanceof IllegalArgumentException || e instanceof Error ? e
@@ -180,19 +197,6 @@ public final class CapturedStep implements AutoCloseable {
                 release(t);
             }
         }
-        this.scalars = s;
-        for (int i = 0; i < inputs.length; i++) {
-            if (inputs[i] == null) {
-                continue;
-            }
-            inputAddresses[i] = FusedEngine.dataAddress(inputs[i]);
-            inputShapes[i] = inputs[i].shape();
-            inputStrides[i] = Tensors.strides(inputs[i]);
-        }
-        this.stateAddresses = fe.stateAddresses(states);
-        this.uncond = r.uncondLossTensor();
-        this.cond = r.condLossTensor();
-        this.projected = r.projectedTensors();
     }
 
     /**
@@ -259,17 +263,20 @@ public final class CapturedStep implements AutoCloseable {
             return;
         }
         closed = true;
-        if (graph != null) {
-            graph.close();
-        }
-        FusedEngine.destroyPlan(plan); // waits for the device
-        plan = null;
-        capture.releasePool();
-        release(scalars);
-        uncond.close();
-        cond.close();
-        for (Tensor t : inputs) {
-            release(t);
+        try {
+            if (graph != null) {
+                graph.close();
+            }
+            FusedEngine.destroyPlan(plan); // waits for the device
+            plan = null;
+            capture.releasePool();
+        } finally {
+            release(scalars);
+            uncond.close();
+            cond.close();
+            for (Tensor t : inputs) {
+                release(t);
+            }
         }
     }
 
