@@ -1075,6 +1075,25 @@ def kernel_breakdown(fn, calls=20):
     return sum(r[2] for r in rows), rows
 
 
+def device_span(fn, calls=20):
+    """Device time of one call from the start of its first operation to the end of its last, the gaps between
+    them included (warm L2): each call is queued behind 0.5 ms of Busy, so the time the host spends queueing it
+    is not counted, and the stream is idle again before the next. Median over calls, in us."""
+    busy = Busy.get()
+    fn()
+    spans = []
+    for _ in range(calls):
+        torch.cuda.synchronize()
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        busy.run(0.5)
+        e0.record()
+        fn()
+        e1.record()
+        torch.cuda.synchronize()
+        spans.append(e0.elapsed_time(e1) * 1000.0)
+    return statistics.median(spans)
+
+
 def timing(B, R, gen, quick):
     bw, bw_ms, bw_bytes = copy_bandwidth(B, quick)
     if B.cuda:
@@ -1193,6 +1212,10 @@ def time_list(B, R, gen, quick, name, shapes, dt, bw, where):
                 total, ", ".join("%s x%.3g %.2f us" % r for r in rows[:6])))
             out["profiler_us_per_call"] = total
             out["profiler_rows"] = rows
+            span = device_span(fused)
+            R.info("  device span per fused call (warm L2, queued behind a busy kernel): %.2f us, of which %.2f us "
+                   "in kernels and copies and %.2f us between them (launch gaps)" % (span, total, span - total))
+            out["device_span_us"] = span
         except Exception as e:  # noqa: BLE001
             R.info("  torch.profiler breakdown unavailable: %s" % ((str(e).splitlines() or [type(e).__name__])[0][:200]))
     return out
