@@ -187,26 +187,6 @@ __device__ __forceinline__ bool aligned16(const void* a, const void* b) {
     return ((reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(b)) & 15u) == 0;
 }
 
-// The block's sums of (n, dot), given each warp's (valid in its lane 0): the warps' sums added in warp order by
-// thread 0, where the result is valid. Every thread of the block must call it.
-__device__ __forceinline__ double2 block_sums(double n, double dot) {
-    __shared__ double sn[kThreads / 32], sd[kThreads / 32];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    if (lane == 0) {
-        sn[warp] = n;
-        sd[warp] = dot;
-    }
-    __syncthreads();
-    double tn = 0, td = 0;
-    if (threadIdx.x == 0) {
-        for (int w = 0; w < (int)(blockDim.x >> 5); w++) {
-            tn += sn[w];
-            td += sd[w];
-        }
-    }
-    return make_double2(tn, td);
-}
-
 template <typename T>
 __device__ void reduce_chunk(const T* __restrict__ g, const T* __restrict__ c, int64_t begin, int64_t end,
                              double2* out) {
@@ -232,8 +212,23 @@ __device__ void reduce_chunk(const T* __restrict__ g, const T* __restrict__ c, i
     for (int64_t i = rest + threadIdx.x; i < end; i += blockDim.x) {
         T2dReduceOp<A>::apply(n, dot, load(g, i), load(c, i));
     }
-    const double2 sums = block_sums(warp_sum(n), warp_sum(dot));
-    if (threadIdx.x == 0) *out = sums;
+    n = warp_sum(n);
+    dot = warp_sum(dot);
+    __shared__ double sn[kThreads / 32], sd[kThreads / 32];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0) {
+        sn[warp] = (double)n;
+        sd[warp] = (double)dot;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double tn = 0, td = 0;
+        for (int w = 0; w < (int)(blockDim.x >> 5); w++) {
+            tn += sn[w];
+            td += sd[w];
+        }
+        *out = make_double2(tn, td);
+    }
 }
 
 // A chunk of a gradient that is not projected (a fused step's row without constraint gradient): (0, NaN) when it
@@ -255,20 +250,18 @@ __device__ __forceinline__ double read_scalar(const void* p, int dtype) {
     return v;
 }
 
-// The sums (n, dot) of one tensor's chunk partials, in a fixed order, valid in thread 0; every thread of the block
-// calls it. The partials were written by other blocks of the same launch: read past L1. The whole block reads them
-// (thread t the partials t, t + 256, ...): the last block of the largest tensor runs this after every other block has
-// ended, and one warp reading them in turn (a round trip to L2 per 32 partials, 8 for a tensor of 4M elements) was a
-// fixed cost of every call.
-__device__ __forceinline__ double2 tensor_sums(const double2* __restrict__ partials, int64_t first_chunk, int64_t numel) {
-    const int64_t chunks = chunks_of(numel);
+// A warp's sum of one tensor's chunk partials (n, dot), in a fixed order: valid in every lane. The partials were
+// written by other blocks of the same launch: read past L1.
+__device__ __forceinline__ double2 tensor_sums(const double2* __restrict__ partials, int64_t first_chunk, int64_t numel,
+                                               int lane) {
+    int64_t chunks = chunks_of(numel);
     double n = 0, dot = 0;
-    for (int64_t k = threadIdx.x; k < chunks; k += blockDim.x) {
-        const double2 p = __ldcg(partials + first_chunk + k);
+    for (int64_t k = lane; k < chunks; k += 32) {
+        double2 p = __ldcg(partials + first_chunk + k);
         n += p.x;
         dot += p.y;
     }
-    return block_sums(warp_sum(n), warp_sum(dot));
+    return make_double2(warp_sum(n), warp_sum(dot));
 }
 
 // lam of a projection's tensor from its sums (reduce_kernel's last block of the tensor, one thread): lam[t] (and
@@ -330,12 +323,9 @@ struct StepLambda {
 // instead: probe_chunk); then the last of a tensor's blocks to finish adds the tensor's partials in a fixed order
 // and computes its lam. counters holds kNoBad per row before the launch (set with the flag word by the call's memset,
 // so that no launch depends on an earlier one having finished its count).
-// At most 32 registers, so that 8 blocks fit on an SM (one wave of 1056 blocks on an H100: mlp-wide's 789 chunks in
-// float32); the last block's sums (tensor_sums) asked for 34-38 without the bound, with no spill under it.
 template <typename Row, typename Lambda>
-__global__ void __launch_bounds__(kThreads, 8)
-    reduce_kernel(const Row* __restrict__ table, int count, double2* __restrict__ partials, int* __restrict__ counters,
-                  Lambda lambda) {
+__global__ void reduce_kernel(const Row* __restrict__ table, int count, double2* __restrict__ partials,
+                              int* __restrict__ counters, Lambda lambda) {
     const int ti = chunk_row(table, count, blockIdx.x);
     const Row t = table[ti];
     int64_t begin = ((int64_t)blockIdx.x - t.first_chunk) * kCudaChunk;
@@ -359,9 +349,9 @@ __global__ void __launch_bounds__(kThreads, 8)
         s_last = done == (unsigned)(chunks_of(t.numel) - 1);
     }
     __syncthreads();
-    if (!s_last) return;
+    if (!s_last || threadIdx.x >= 32) return;
     __threadfence();
-    const double2 sums = tensor_sums(partials, t.first_chunk, t.numel);
+    const double2 sums = tensor_sums(partials, t.first_chunk, t.numel, threadIdx.x);
     if (threadIdx.x == 0) lambda(t, ti, sums.x, sums.y);
 }
 
