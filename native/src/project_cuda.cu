@@ -635,10 +635,9 @@ int32_t unplanned_call(int32_t device, cudaStream_t stream, const Row* rows, int
     return e == cudaSuccess ? T2D_OK : cuda_fail(e, "cudaEventRecord");
 }
 
-// Enqueues a projection on stream: the table's copy from pinned memory (then copied is recorded), the flag's and
-// counters' reset, the reduction (which ends in lam: lambda, whose lam and bad are set here) and the update.
-// The opening both calls share: the table to the device (and the event that says the host copy may be reused), the
-// flag word and counters reset, and the reduction whose last block per tensor computes lam with `lambda`.
+// The opening a projection and a fused step share: the table to the device (and the event that says the host copy
+// may be reused), the flag word and counters reset, and the reduction whose last block per tensor computes lam with
+// `lambda` (whose lam and bad are set here).
 template <typename Row, typename Lambda>
 int32_t enqueue_reduction(const Row* h, int32_t count, int64_t chunks, const Buffers& d, Lambda lambda,
                           cudaStream_t stream, cudaEvent_t copied) {
@@ -654,6 +653,7 @@ int32_t enqueue_reduction(const Row* h, int32_t count, int64_t chunks, const Buf
     return T2D_OK;
 }
 
+// Enqueues a projection on stream: enqueue_reduction, then the update.
 int32_t launch_projection(const DevTensor* h, int32_t count, int64_t chunks, const Buffers& d, ProjectionLambda lambda,
                           cudaStream_t stream, cudaEvent_t copied) {
     int32_t rc = enqueue_reduction(h, count, chunks, d, lambda, stream, copied);
