@@ -51,19 +51,17 @@ final class ArchiveCheck {
     static void check(Path file, String what) {
         try (ZipFile zip = new ZipFile(file.toFile())) {
             Map<String, Long> sizes = new HashMap<>();
-            Map<String, ZipEntry> byName = new HashMap<>();
             for (Enumeration<? extends ZipEntry> en = zip.entries(); en.hasMoreElements(); ) {
                 ZipEntry e = en.nextElement();
                 sizes.put(e.getName(), e.getSize());
-                byName.put(e.getName(), e);
             }
-            if (sizes.containsKey(Checkpoint.HEADER) && Checkpoint.isCheckpoint(file)) {
+            if (Checkpoint.isCheckpoint(zip)) {
                 throw new IllegalArgumentException(what + " " + file + " is a text2data checkpoint (written by "
                         + "Constraint.saveCheckpoint or finetune --checkpoint), not a " + what + ": read it with "
                         + "Checkpoint.read");
             }
             check(sizes, name -> {
-                try (InputStream in = zip.getInputStream(byName.get(name))) {
+                try (InputStream in = zip.getInputStream(zip.getEntry(name))) {
                     return in.readNBytes((int) MAX_PICKLE); // bounded, whatever the entry inflates to
                 }
             }, what + " " + file);

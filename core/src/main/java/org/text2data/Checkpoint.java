@@ -10,11 +10,13 @@ import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashSet;
 import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.Set;
 import java.util.TreeMap;
 import java.util.zip.CRC32;
 import java.util.zip.ZipEntry;
@@ -318,19 +320,16 @@ public final class Checkpoint implements AutoCloseable {
                         + " tensors, the header lists " + params.size());
             }
             List<ParamState> perParam = new ArrayList<>();
-            List<String> names = new ArrayList<>(params.keySet());
-            for (int i = 0; i < names.size(); i++) {
+            Map<String, Integer> index = new java.util.HashMap<>();
+            for (String name : params.keySet()) {
+                index.put(name, perParam.size());
                 perParam.add(null);
             }
             int used = 0;
             for (JsonElement se : h.getAsJsonObject("optimizer").getAsJsonArray("state")) {
                 JsonObject s = se.getAsJsonObject();
                 String name = s.get("parameter").getAsString();
-                int i = names.indexOf(name);
-                if (i < 0) {
-                    throw new IllegalArgumentException("checkpoint " + file + ": optimizer state for unknown parameter '"
-                            + name + "'");
-                }
+                int i = index.get(name); // parseHeader refused state for a parameter the header does not list
                 Map<String, Long> ints = new TreeMap<>();
                 for (Map.Entry<String, JsonElement> e : s.getAsJsonObject("ints").entrySet()) {
                     ints.put(e.getKey(), e.getValue().getAsLong());
@@ -374,13 +373,20 @@ public final class Checkpoint implements AutoCloseable {
      */
     public static boolean isCheckpoint(Path file) {
         try (ZipFile zip = new ZipFile(file.toFile())) {
-            ZipEntry header = zip.getEntry(HEADER);
-            if (header == null || header.getSize() > MAX_HEADER) {
-                return false;
-            }
-            try (InputStream in = zip.getInputStream(header)) {
-                return new String(in.readNBytes(4096), StandardCharsets.UTF_8).contains("\"" + FORMAT + "\"");
-            }
+            return isCheckpoint(zip);
+        } catch (IOException | RuntimeException notOne) {
+            return false;
+        }
+    }
+
+    /** {@link #isCheckpoint(Path)} on a zip already open (ArchiveCheck's). */
+    static boolean isCheckpoint(ZipFile zip) {
+        ZipEntry header = zip.getEntry(HEADER);
+        if (header == null || header.getSize() > MAX_HEADER) {
+            return false;
+        }
+        try (InputStream in = zip.getInputStream(header)) {
+            return new String(in.readNBytes(4096), StandardCharsets.UTF_8).contains("\"" + FORMAT + "\"");
         } catch (IOException | RuntimeException notOne) {
             return false;
         }
@@ -570,15 +576,11 @@ public final class Checkpoint implements AutoCloseable {
             }
         }
         JsonArray ps = c.array(h, "", "parameters");
-        List<String> names = new ArrayList<>();
+        Set<String> names = new HashSet<>();
         for (int i = 0; i < ps.size(); i++) {
             String at = "parameters[" + i + "].";
             JsonObject p = c.element(ps, "parameters", i);
-            String name = c.string(p, at, "name");
-            if (names.contains(name)) {
-                throw c.bad(at + "name", "repeats '" + name + "'");
-            }
-            names.add(name);
+            c.unique(names, at + "name", c.string(p, at, "name"));
             JsonArray shape = c.array(p, at, "shape");
             for (int d = 0; d < shape.size(); d++) {
                 c.whole(shape.get(d), at + "shape[" + d + "]", Long.MAX_VALUE);
@@ -603,7 +605,7 @@ public final class Checkpoint implements AutoCloseable {
             throw c.bad("optimizer.groups", "hold " + inGroups + " parameters in all, the header lists " + ps.size());
         }
         JsonArray st = c.array(o, "optimizer.", "state");
-        List<String> withState = new ArrayList<>();
+        Set<String> withState = new HashSet<>();
         for (int i = 0; i < st.size(); i++) {
             String at = "optimizer.state[" + i + "].";
             JsonObject so = c.element(st, "optimizer.state", i);
@@ -611,23 +613,15 @@ public final class Checkpoint implements AutoCloseable {
             if (!names.contains(name)) {
                 throw c.bad(at + "parameter", "names '" + name + "', which is not a parameter the header lists");
             }
-            if (withState.contains(name)) {
-                throw c.bad(at + "parameter", "repeats '" + name + "'");
-            }
-            withState.add(name);
+            c.unique(withState, at + "parameter", name);
             JsonObject ints = c.object(so, at, "ints");
             for (String key : ints.keySet()) {
                 c.whole(ints, at + "ints.", key, Long.MAX_VALUE);
             }
             JsonArray ts = c.array(so, at, "tensors");
-            List<String> fields = new ArrayList<>();
+            Set<String> fields = new HashSet<>();
             for (int t = 0; t < ts.size(); t++) {
-                JsonElement te = c.typed(ts.get(t), at + "tensors[" + t + "]",
-                        e -> e.isJsonPrimitive() && e.getAsJsonPrimitive().isString(), "a string");
-                if (fields.contains(te.getAsString())) {
-                    throw c.bad(at + "tensors[" + t + "]", "repeats '" + te.getAsString() + "'");
-                }
-                fields.add(te.getAsString());
+                c.unique(fields, at + "tensors[" + t + "]", c.string(ts.get(t), at + "tensors[" + t + "]"));
             }
         }
         JsonObject k = c.object(h, "", "constraint");
@@ -678,8 +672,19 @@ public final class Checkpoint implements AutoCloseable {
         }
 
         String string(JsonObject o, String at, String key) {
-            return typed(get(o, at, key), at + key, e -> e.isJsonPrimitive() && e.getAsJsonPrimitive().isString(),
-                    "a string").getAsString();
+            return string(get(o, at, key), at + key);
+        }
+
+        String string(JsonElement e, String field) {
+            return typed(e, field, x -> x.isJsonPrimitive() && x.getAsJsonPrimitive().isString(), "a string")
+                    .getAsString();
+        }
+
+        /** Adds value to seen, refusing one already there (a name or field given twice). */
+        void unique(Set<String> seen, String field, String value) {
+            if (!seen.add(value)) {
+                throw bad(field, "repeats '" + value + "'");
+            }
         }
 
         boolean bool(JsonObject o, String at, String key) {
