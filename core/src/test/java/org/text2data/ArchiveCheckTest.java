@@ -85,12 +85,10 @@ class ArchiveCheckTest {
     /** A checkpoint's own entries (written by libtorch's pickle_save) are read and checked, not skipped. */
     @Test
     void aCheckpointsEntriesAreChecked(@TempDir Path tmp) throws IOException {
-        Path ck = tmp.resolve("run.t2d");
-        try (TorchScriptModel m = TestModels.model();
-             Constraint opt = new Constraint(m.namedParameters(), OptimizerSpec.adam(0.01))) {
-            opt.saveCheckpoint(ck);
-            int params = m.namedParameters().size();
-            assertThat(ArchiveCheck.check(Zips.read(ck).get("model.pt"), "model.pt")).isEqualTo(params);
+        Path ck = TestModels.savedCheckpoint(tmp.resolve("run.t2d"));
+        try (TorchScriptModel m = TestModels.model()) {
+            assertThat(ArchiveCheck.check(Zips.read(ck).get("model.pt"), "model.pt"))
+                    .isEqualTo(m.namedParameters().size());
         }
         // a checkpoint where a data or model file is expected is named for what it is, before libtorch reads it
         assertThat(Checkpoint.isCheckpoint(ck)).isTrue();

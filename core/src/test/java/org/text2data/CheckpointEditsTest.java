@@ -16,9 +16,6 @@ import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Consumer;
 import java.util.stream.Stream;
-import java.util.zip.Deflater;
-import java.util.zip.ZipEntry;
-import java.util.zip.ZipOutputStream;
 
 import com.google.gson.Gson;
 import com.google.gson.GsonBuilder;
@@ -196,56 +193,23 @@ class CheckpointEditsTest {
      */
     @Test
     void anEntryTheHeaderDoesNotListOrLargerThanItSaysIsRefusedUnread(@TempDir Path tmp) throws IOException {
-        Path good = tmp.resolve("good.t2d");
-        try (TorchScriptModel m = TestModels.model();
-             Constraint opt = new Constraint(m.namedParameters(), OptimizerSpec.adam(0.01))) {
-            opt.saveCheckpoint(good);
-            Map<String, byte[]> entries = Zips.read(good);
+        Map<String, byte[]> entries = Zips.read(TestModels.savedCheckpoint(tmp.resolve("good.t2d")));
 
-            Path bomb = tmp.resolve("bomb.t2d");
-            try (ZipOutputStream z = new ZipOutputStream(Files.newOutputStream(bomb))) {
-                for (Map.Entry<String, byte[]> e : entries.entrySet()) {
-                    z.putNextEntry(new ZipEntry(e.getKey()));
-                    z.write(e.getValue());
-                    z.closeEntry();
-                }
-                z.setLevel(Deflater.BEST_SPEED);
-                z.putNextEntry(new ZipEntry("zeros.bin"));
-                byte[] zeros = new byte[1 << 20];
-                for (int i = 0; i < 1024; i++) { // 1 GiB, deflated to a few MiB
-                    z.write(zeros);
-                }
-                z.closeEntry();
-            }
-            assertThat(Files.size(bomb)).isLessThan(8L << 20);
-            long heapBefore = usedHeap();
-            assertThatThrownBy(() -> Checkpoint.read(bomb)).isInstanceOf(IllegalArgumentException.class)
-                    .hasMessageContaining("checkpoint " + bomb)
-                    .hasMessageContaining("has an entry the header does not list: zeros.bin");
-            assertThat(usedHeap() - heapBefore).as("heap used by the refusal").isLessThan(512L << 20);
+        Path bomb = Zips.writeWithZeros(tmp.resolve("bomb.t2d"), entries, "zeros.bin", 1024); // 1 GiB, a few MiB on disk
+        assertThat(Files.size(bomb)).isLessThan(8L << 20);
+        long heapBefore = usedHeap();
+        assertThatThrownBy(() -> Checkpoint.read(bomb)).isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("checkpoint " + bomb)
+                .hasMessageContaining("has an entry the header does not list: zeros.bin");
+        assertThat(usedHeap() - heapBefore).as("heap used by the refusal").isLessThan(512L << 20);
 
-            // model.pt replaced by a deflated entry far larger than the header says it holds
-            Path big = tmp.resolve("big.t2d");
-            try (ZipOutputStream z = new ZipOutputStream(Files.newOutputStream(big))) {
-                for (Map.Entry<String, byte[]> e : entries.entrySet()) {
-                    z.putNextEntry(new ZipEntry(e.getKey()));
-                    if (e.getKey().equals("model.pt")) {
-                        byte[] zeros = new byte[1 << 20];
-                        for (int i = 0; i < 64; i++) {
-                            z.write(zeros);
-                        }
-                    } else {
-                        z.write(e.getValue());
-                    }
-                    z.closeEntry();
-                }
-            }
-            assertThatThrownBy(() -> Checkpoint.read(big)).isInstanceOf(IllegalArgumentException.class)
-                    .hasMessageContaining("checkpoint " + big)
-                    .hasMessageContaining("entry model.pt holds ")
-                    .hasMessageContaining("more than the " + entries.get("model.pt").length
-                            + " bytes the header says it holds");
-        }
+        // model.pt replaced by a deflated entry far larger than the header says it holds
+        Path big = Zips.writeWithZeros(tmp.resolve("big.t2d"), entries, "model.pt", 64);
+        assertThatThrownBy(() -> Checkpoint.read(big)).isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("checkpoint " + big)
+                .hasMessageContaining("entry model.pt holds ")
+                .hasMessageContaining("more than the " + entries.get("model.pt").length
+                        + " bytes the header says it holds");
     }
 
     private static long usedHeap() {

@@ -34,6 +34,14 @@ final class TestModels {
         return TorchScriptModel.load(fixture("adam-f64.model.pt"));
     }
 
+    /** A checkpoint of {@link #model()} under a fresh Adam (lr 0.01), before any step, written to {@code file}. */
+    static Path savedCheckpoint(Path file) throws java.io.IOException {
+        try (TorchScriptModel m = model(); Constraint opt = new Constraint(m.namedParameters(), OptimizerSpec.adam(0.01))) {
+            opt.saveCheckpoint(file);
+        }
+        return file;
+    }
+
     static Batch batch() {
         return Batch.load(fixture("adam-f64.batch.pt"));
     }

@@ -51,4 +51,32 @@ final class Zips {
         }
         return file;
     }
+
+    /**
+     * Writes {@code entries} deflated, except that the entry named {@code zerosName} holds {@code mib} MiB of zeros
+     * instead (appended, deflated fast, where {@code entries} has no such entry): an archive that inflates far beyond
+     * its size on disk.
+     */
+    static Path writeWithZeros(Path file, Map<String, byte[]> entries, String zerosName, int mib) throws IOException {
+        Map<String, byte[]> all = new LinkedHashMap<>(entries);
+        all.putIfAbsent(zerosName, null);
+        byte[] zeros = new byte[1 << 20];
+        try (OutputStream os = Files.newOutputStream(file); ZipOutputStream zip = new ZipOutputStream(os)) {
+            for (Map.Entry<String, byte[]> e : all.entrySet()) {
+                if (e.getKey().equals(zerosName)) {
+                    zip.setLevel(java.util.zip.Deflater.BEST_SPEED);
+                    zip.putNextEntry(new ZipEntry(zerosName));
+                    for (int i = 0; i < mib; i++) {
+                        zip.write(zeros);
+                    }
+                    zip.setLevel(java.util.zip.Deflater.DEFAULT_COMPRESSION);
+                } else {
+                    zip.putNextEntry(new ZipEntry(e.getKey()));
+                    zip.write(e.getValue());
+                }
+                zip.closeEntry();
+            }
+        }
+        return file;
+    }
 }
