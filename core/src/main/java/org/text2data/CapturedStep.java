@@ -164,7 +164,7 @@ public final class CapturedStep implements AutoCloseable {
             recording = false;
             capture.close(); // the pool's allocation ends, the device is waited for, the old stream is current
             for (int i = 0; i < inputs.length; i++) {
-                inputAddresses[i] = FusedEngine.dataAddress(inputs[i]);
+                inputAddresses[i] = Tensors.address(inputs[i]);
                 inputShapes[i] = inputs[i].shape();
                 inputStrides[i] = Tensors.strides(inputs[i]);
             }
@@ -361,8 +361,7 @@ public final class CapturedStep implements AutoCloseable {
             for (int i = 0; i < saved.length; i++) {
                 Tensor g = params.get(i).grad();
                 if (g.defined()) {
-                    saved[i] = new Tensor(g);
-                    saved[i].retainReference();
+                    saved[i] = retained(g);
                 }
             }
         }
@@ -398,7 +397,7 @@ public final class CapturedStep implements AutoCloseable {
                         + Arrays.toString(shapes[i]) + ", strides " + Arrays.toString(strides[i]) + " then; shape "
                         + Arrays.toString(shape) + ", strides " + Arrays.toString(stride) + " now)";
             }
-            if (FusedEngine.dataAddress(inputs[i]) != addresses[i]) {
+            if (Tensors.address(inputs[i]) != addresses[i]) {
                 return "'" + names[i] + "' was given other memory since the capture (set_, or a resize_ that "
                         + "reallocated it)";
             }

@@ -163,7 +163,7 @@ class CapturedStepTest {
             long[][] shapes = new long[3][];
             long[][] strides = new long[3][];
             for (int i = 0; i < 3; i++) {
-                addresses[i] = FusedEngine.dataAddress(in[i]);
+                addresses[i] = Tensors.address(in[i]);
                 shapes[i] = in[i].shape();
                 strides[i] = Tensors.strides(in[i]);
             }

@@ -921,7 +921,7 @@ public final class FusedEngine implements ProjectionEngine {
      * @param t a tensor
      * @return its data pointer's address
      */
-    public static long dataAddress(Tensor t) {
+    static long dataAddress(Tensor t) {
         Pointer p = t.data_ptr();
         if (p == null) {
             return 0L;
