@@ -1560,13 +1560,10 @@ public final class Constraint implements AutoCloseable {
                 spans.add(new long[] {address, address + (last + 1) * t.element_size(), i});
             }
             spans.sort((a, b) -> Long.compare(a[0], b[0]));
-            for (int k = 1; k < spans.size(); k++) {
-                long[] cur = spans.get(k);
-                for (int m = k - 1; m >= 0; m--) { // spans that start before cur and may reach into it
-                    long[] prev = spans.get(m);
-                    if (prev[1] <= cur[0]) {
-                        continue;
-                    }
+            List<long[]> open = new ArrayList<>(); // spans that started before cur and still reach into it
+            for (long[] cur : spans) {
+                open.removeIf(prev -> prev[1] <= cur[0]);
+                for (long[] prev : open) {
                     Tensor a = params[(int) prev[2]];
                     Tensor b = params[(int) cur[2]];
                     boolean dense = a.is_contiguous() && b.is_contiguous();
@@ -1576,6 +1573,7 @@ public final class Constraint implements AutoCloseable {
                                 + "parameter once)");
                     }
                 }
+                open.add(cur);
             }
         }
     }
