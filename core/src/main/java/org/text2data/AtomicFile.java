@@ -129,9 +129,10 @@ public final class AtomicFile {
      * changes.
      *
      * @param target the file that is to be written
+     * @return the folder it would be written in (its links followed)
      * @throws IOException saying why not, if {@code target} cannot be written
      */
-    public static void checkWritable(Path target) throws IOException {
+    public static Path checkWritable(Path target) throws IOException {
         Path dir = checkTarget(followLinks(target));
         Path probe;
         try {
@@ -140,13 +141,18 @@ public final class AtomicFile {
             throw new IOException("cannot write " + target + ": cannot create a file in " + dir + ": " + reason(e), e);
         }
         Files.deleteIfExists(probe);
+        return dir;
     }
 
     /**
      * The file a symbolic link points to, through every link in a chain (a dangling link: the path it names), or
      * {@code target} itself. Renaming onto a link would replace the link by a file and leave its target as it was.
+     *
+     * @param target a path, or null
+     * @return the path at the end of its chain of links (null for null)
+     * @throws IOException if the chain is longer than 40 links (a loop) or a link cannot be read
      */
-    static Path followLinks(Path target) throws IOException {
+    public static Path followLinks(Path target) throws IOException {
         if (target == null) {
             return null;
         }

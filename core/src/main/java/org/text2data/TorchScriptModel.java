@@ -192,9 +192,9 @@ public final class TorchScriptModel implements ConditionalModel, AutoCloseable {
      */
     public void checkSaveFits(Path file) throws IOException {
         checkOpen();
-        AtomicFile.checkWritable(file);
+        Path dir = AtomicFile.checkWritable(file);
         try {
-            requireSpace(AtomicFile.followLinks(file).toAbsolutePath().getParent(), savedBytesBound());
+            requireSpace(dir, savedBytesBound());
         } catch (IOException e) {
             throw new IOException("cannot write " + file + ": " + e.getMessage(), e);
         }

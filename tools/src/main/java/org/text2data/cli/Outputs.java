@@ -217,24 +217,16 @@ final class Outputs {
         return ra != null && ra.equals(rb);
     }
 
-    /** A path that does not exist, as its real folder and its name; null when its folder does not exist either. */
+    /**
+     * A path that does not exist (a dangling link: where it points), as its real folder and its name; null when its
+     * folder does not exist either, or its links loop.
+     */
     private static Path realTarget(Path p) {
-        Path abs = p.toAbsolutePath().normalize();
-        Path dir = abs.getParent();
-        Path name = abs.getFileName();
-        if (dir == null || name == null) {
-            return null;
-        }
-        if (Files.isSymbolicLink(abs)) { // a dangling link: where it points
-            try {
-                Path target = Files.readSymbolicLink(abs);
-                return realTarget(dir.resolve(target));
-            } catch (IOException | StackOverflowError e) {
-                return null;
-            }
-        }
         try {
-            return dir.toRealPath().resolve(name);
+            Path abs = AtomicFile.followLinks(p.toAbsolutePath().normalize()).toAbsolutePath().normalize();
+            Path dir = abs.getParent();
+            Path name = abs.getFileName();
+            return dir == null || name == null ? null : dir.toRealPath().resolve(name);
         } catch (IOException e) {
             return null;
         }
