@@ -50,6 +50,13 @@ class CliTest {
     }
 
     /** {@code args} with {@code extra}'s flags: a flag given again replaces its value there, a new one is added. */
+    /** {@link #cli} that must exit 0: the command line and its stderr name a failure. */
+    static Run ok(List<String> args) {
+        Run r = cli(args.toArray(new String[0]));
+        assertThat(r.code()).as(String.join(" ", args) + "\n" + r.err()).isZero();
+        return r;
+    }
+
     static List<String> withFlags(List<String> args, String... extra) {
         List<String> a = new java.util.ArrayList<>(args);
         for (int i = 0; i < extra.length; i++) {

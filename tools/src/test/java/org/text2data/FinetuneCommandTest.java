@@ -30,12 +30,6 @@ class FinetuneCommandTest {
         return CliTest.cli(args.toArray(new String[0]));
     }
 
-    private static CliTest.Run ok(List<String> args) {
-        CliTest.Run r = run(args);
-        assertThat(r.code()).as(String.join(" ", args) + "\n" + r.err()).isZero();
-        return r;
-    }
-
     private static List<String> without(List<String> args, String flag) {
         List<String> out = new ArrayList<>(args);
         int at = out.indexOf(flag);
@@ -47,7 +41,7 @@ class FinetuneCommandTest {
     @Test
     void anOutputThatIsTheCheckpointResumedFromIsRefused(@TempDir Path tmp) throws Exception {
         Path ck = tmp.resolve("ck.t2d");
-        ok(finetune(6, tmp.resolve("first.pt"), "--checkpoint", ck.toString()));
+        CliTest.ok(finetune(6, tmp.resolve("first.pt"), "--checkpoint", ck.toString()));
         byte[] saved = Files.readAllBytes(ck);
         Files.createSymbolicLink(tmp.resolve("link.t2d"), ck.getFileName());
         Path rel = Path.of("").toAbsolutePath().relativize(ck);
@@ -74,7 +68,7 @@ class FinetuneCommandTest {
     @Test
     void aCheckpointBeyondStepsIsRefusedAndOneAtStepsWritesItsParameters(@TempDir Path tmp) throws Exception {
         Path ck = tmp.resolve("ck.t2d");
-        ok(finetune(10, tmp.resolve("s10.pt"), "--checkpoint", ck.toString()));
+        CliTest.ok(finetune(10, tmp.resolve("s10.pt"), "--checkpoint", ck.toString()));
         byte[] saved = Files.readAllBytes(ck);
         Path out = tmp.resolve("s5.pt");
         CliTest.Run r = run(finetune(5, out, "--checkpoint", ck.toString(), "--resume", ck.toString()));
@@ -85,7 +79,7 @@ class FinetuneCommandTest {
         assertThat(Files.readAllBytes(ck)).isEqualTo(saved);
         // at --steps: nothing left to take; the checkpoint's parameters are written, and it says so
         Path same = tmp.resolve("s10-again.pt");
-        CliTest.Run again = ok(finetune(10, same, "--checkpoint", ck.toString(), "--resume", ck.toString()));
+        CliTest.Run again = CliTest.ok(finetune(10, same, "--checkpoint", ck.toString(), "--resume", ck.toString()));
         assertThat(again.out()).contains("resumed from " + ck + " at step 10 (no step was left to take");
         assertThat(Files.readAllBytes(ck)).isEqualTo(saved);
         LibTorch.ensureLoaded();
@@ -97,7 +91,7 @@ class FinetuneCommandTest {
     @Test
     void flagsThatAResumeWouldIgnoreAreRefusedAndTheBannerShowsTheCheckpointsValues(@TempDir Path tmp) throws Exception {
         Path ck = tmp.resolve("ck.t2d");
-        ok(finetune(6, tmp.resolve("first.pt"), "--checkpoint", ck.toString(), "--lr", "0.01", "--alpha", "2",
+        CliTest.ok(finetune(6, tmp.resolve("first.pt"), "--checkpoint", ck.toString(), "--lr", "0.01", "--alpha", "2",
                 "--beta", "0.5"));
         byte[] saved = Files.readAllBytes(ck);
         Path out = tmp.resolve("out.pt");
@@ -111,7 +105,7 @@ class FinetuneCommandTest {
         assertThat(out).doesNotExist();
         assertThat(Files.readAllBytes(ck)).isEqualTo(saved);
         // the same values given again are accepted; flags left out take the checkpoint's values, which are printed
-        CliTest.Run resumed = ok(without(finetune(12, out, "--resume", ck.toString(), "--alpha", "2"), "--seed"));
+        CliTest.Run resumed = CliTest.ok(without(finetune(12, out, "--resume", ck.toString(), "--alpha", "2"), "--seed"));
         assertThat(resumed.err()).contains("adam(lr=0.01").contains("alpha 2.0, beta 0.5");
         assertThat(resumed.out()).contains("resumed from " + ck + " at step 6");
     }
@@ -150,7 +144,7 @@ class FinetuneCommandTest {
             first.waitFor();
         }
         // the dead run's lock is released by the system: the next run goes ahead and leaves no lock file
-        ok(finetune(3, out, "--checkpoint", ck.toString()));
+        CliTest.ok(finetune(3, out, "--checkpoint", ck.toString()));
         assertThat(Files.list(tmp).map(p -> p.getFileName().toString()).sorted().toList())
                 .containsExactly("ck.t2d", "first.log", "out.pt");
     }
@@ -169,7 +163,7 @@ class FinetuneCommandTest {
     @Test
     void aCheckpointGivenAsModelOrDataAndRealLabelsForCrossEntropyAndEmptyPathsAreNamed(@TempDir Path tmp) throws Exception {
         Path ck = tmp.resolve("ck.t2d");
-        ok(finetune(2, tmp.resolve("first.pt"), "--checkpoint", ck.toString()));
+        CliTest.ok(finetune(2, tmp.resolve("first.pt"), "--checkpoint", ck.toString()));
         Path out = tmp.resolve("out.pt");
         for (String flag : new String[] {"--model", "--data"}) {
             CliTest.Run r = run(finetune(2, out, flag, ck.toString()));

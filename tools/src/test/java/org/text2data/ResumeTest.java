@@ -40,14 +40,7 @@ class ResumeTest {
                 "--data", TestModels.fixture("adam-f64.batch.pt").toString(),
                 "--g-constraint", "1.241462456078726", "--steps", String.valueOf(steps), "--lr", "0.01",
                 "--batch-size", "5", "--shuffle", "--seed", "3", "--out", out.toString()));
-        a.addAll(List.of(extra));
-        return a;
-    }
-
-    private static CliTest.Run cli(List<String> args) {
-        CliTest.Run r = CliTest.cli(args.toArray(new String[0]));
-        assertThat(r.code()).as(String.join(" ", args) + "\n" + r.err()).isZero();
-        return r;
+        return CliTest.withFlags(a, extra);
     }
 
     private static Process fork(Path tmp, List<List<String>> commands) throws Exception {
@@ -81,9 +74,9 @@ class ResumeTest {
                 names.add(name);
                 List<String> flags = new ArrayList<>(List.of(o));
                 flags.addAll(List.of("--engine", engine));
-                cli(finetune(n, tmp.resolve(name + "-ref.pt"), concat(flags, "--checkpoint",
+                CliTest.ok(finetune(n, tmp.resolve(name + "-ref.pt"), concat(flags, "--checkpoint",
                         tmp.resolve(name + "-ref.t2d").toString())));
-                cli(finetune(k, tmp.resolve(name + "-part.pt"), concat(flags, "--checkpoint",
+                CliTest.ok(finetune(k, tmp.resolve(name + "-part.pt"), concat(flags, "--checkpoint",
                         tmp.resolve(name + "-part.t2d").toString(), "--checkpoint-every", "4")));
                 resumes.add(finetune(n, tmp.resolve(name + "-resumed.pt"), concat(flags, "--resume",
                         tmp.resolve(name + "-part.t2d").toString(), "--checkpoint", tmp.resolve(name + "-resumed.t2d").toString())));
@@ -93,9 +86,9 @@ class ResumeTest {
         String concurrent = "fused-adam-concurrent";
         names.add(concurrent);
         List<String> flags = List.of("--optimizer", "adam", "--engine", "fused");
-        cli(finetune(n, tmp.resolve(concurrent + "-ref.pt"), concat(flags, "--checkpoint",
+        CliTest.ok(finetune(n, tmp.resolve(concurrent + "-ref.pt"), concat(flags, "--checkpoint",
                 tmp.resolve(concurrent + "-ref.t2d").toString())));
-        cli(finetune(k, tmp.resolve(concurrent + "-part.pt"), concat(flags, "--concurrent-passes", "--checkpoint",
+        CliTest.ok(finetune(k, tmp.resolve(concurrent + "-part.pt"), concat(flags, "--concurrent-passes", "--checkpoint",
                 tmp.resolve(concurrent + "-part.t2d").toString(), "--checkpoint-every", "4")));
         resumes.add(finetune(n, tmp.resolve(concurrent + "-resumed.pt"), concat(flags, "--concurrent-passes", "--resume",
                 tmp.resolve(concurrent + "-part.t2d").toString(), "--checkpoint", tmp.resolve(concurrent + "-resumed.t2d").toString())));
@@ -123,7 +116,7 @@ class ResumeTest {
     void aRunKilledAtARandomMomentResumesFromItsLastCheckpointToTheSameResult(@TempDir Path tmp) throws Exception {
         int n = 400;
         long t0 = System.nanoTime();
-        cli(finetune(n, tmp.resolve("ref.pt"), "--checkpoint", tmp.resolve("ref.t2d").toString()));
+        CliTest.ok(finetune(n, tmp.resolve("ref.pt"), "--checkpoint", tmp.resolve("ref.t2d").toString()));
         long runMillis = (System.nanoTime() - t0) / 1_000_000;
         Path ck = tmp.resolve("ck.t2d");
         List<String> run = finetune(n, tmp.resolve("out.pt"), "--checkpoint", ck.toString(), "--checkpoint-every", "10");
@@ -145,7 +138,7 @@ class ResumeTest {
             }
             resume.addAll(List.of("--resume", ck.toString()));
         }
-        cli(resume);
+        CliTest.ok(resume);
         try (Checkpoint ref = Checkpoint.read(tmp.resolve("ref.t2d")); Checkpoint resumed = Checkpoint.read(ck)) {
             assertSameCheckpoint(ref, resumed, what);
         }
@@ -154,11 +147,11 @@ class ResumeTest {
     @Test
     void aResumeThatDoesNotFitIsRefusedAndWritesNothing(@TempDir Path tmp) throws Exception {
         Path ck = tmp.resolve("ck.t2d");
-        cli(finetune(6, tmp.resolve("first.pt"), "--checkpoint", ck.toString()));
+        CliTest.ok(finetune(6, tmp.resolve("first.pt"), "--checkpoint", ck.toString()));
         byte[] saved = Files.readAllBytes(ck);
         Path out = tmp.resolve("out.pt");
         List<List<String>> bad = List.of(
-                with(finetune(12, out, "--resume", ck.toString()), "--batch-size", "4"),
+                CliTest.withFlags(finetune(12, out, "--resume", ck.toString()), "--batch-size", "4"),
                 finetune(12, out, "--resume", ck.toString(), "--optimizer", "sgd"),
                 finetune(12, out, "--resume", tmp.resolve("nothing.t2d").toString()),
                 finetune(12, out, "--checkpoint-every", "5"),
@@ -176,12 +169,6 @@ class ResumeTest {
         }
         CliTest.Run help = CliTest.cli("finetune", "--help");
         assertThat(help.out()).contains("--checkpoint=CK.t2d").contains("--checkpoint-every=N").contains("--resume=CK.t2d");
-    }
-
-    private static List<String> with(List<String> args, String flag, String value) {
-        List<String> out = new ArrayList<>(args);
-        out.set(out.indexOf(flag) + 1, value);
-        return out;
     }
 
     private static String[] concat(List<String> a, String... b) {
