@@ -17,7 +17,9 @@
 # T2D_RELAY_JAVA_ARGS="--cpu-threads"), and rounds/ with --rounds. A
 # first part on a machine where an earlier relay ran to its end removes that relay's state first; a second finish
 # waits for the first one's java-check.sh instead of starting another. The background logs stay in
-# /tmp/t2d-relay. Environment: T2D_RELAY_JAVA_ARGS (say --quick; default none: 1 s of timing per mode) for java-check.sh.
+# /tmp/t2d-relay. Environment: T2D_RELAY_JAVA_ARGS (say --quick; default none: 1 s of timing per mode) for java-check.sh;
+# T2D_RELAY_AB=1 on the first part: bench/gpu/ab.sh --rounds 3 (the kernel variants of bench/gpu/experiments, about
+# 4 minutes) after check.sh and before java-check.sh, its ab.log copied out with the rest.
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -42,9 +44,11 @@ start_check() {
     [ -e "$R/check.started" ] && return
     date +%s > "$R/check.started"
     snapshot
-    ( cd "$R/repo" && R="$R" OUT="$R/check" setsid bash -c 'bash bench/gpu/check.sh > "$R/check.out" 2>&1; echo $? > "$R/check.rc"' \
+    # with T2D_RELAY_AB=1, the kernel variants' A/B (ab.sh) runs after check.sh, before java-check.sh may start
+    ( cd "$R/repo" && R="$R" OUT="$R/check" AB="${T2D_RELAY_AB:-}" setsid bash -c 'bash bench/gpu/check.sh > "$R/check.out" 2>&1; rc=$?
+        [ -n "$AB" ] && OUT="$R/ab" bash bench/gpu/ab.sh --rounds 3 > "$R/ab.out" 2>&1; echo $rc > "$R/check.rc"' \
         </dev/null >/dev/null 2>&1 & )
-    echo "check.sh started in the background"
+    echo "check.sh started in the background${T2D_RELAY_AB:+, then ab.sh}"
 }
 
 progress() {
@@ -65,6 +69,7 @@ copy_out() {
         [ -f "$f" ] && cp "$f" "$OUT/"
     done
     [ -d "$R/java/rounds" ] && cp -r "$R/java/rounds" "$OUT/"  # java-check.sh --rounds: each round's timings
+    [ -f "$R/ab/ab.log" ] && cp "$R/ab/ab.log" "$OUT/"  # T2D_RELAY_AB=1
     return 0
 }
 
