@@ -92,48 +92,38 @@ using F16 = HalfKernels<t2d_f16_to_float, t2d_float_to_f16>;
 
 // ---------------------------------------------------------------- AVX2 + FMA kernels
 #if defined(T2D_X86)
-__attribute__((target("avx2,fma"))) Sums reduce_f32_avx2(const float* g, const float* c, int64_t len) {
-    __m256d n0 = _mm256_setzero_pd(), n1 = n0, n2 = n0, n3 = n0, d0 = n0, d1 = n0, d2 = n0, d3 = n0;
-    int64_t i = 0;
-    for (; i + 16 <= len; i += 16) {
-        __m256 ga = _mm256_loadu_ps(g + i), gb = _mm256_loadu_ps(g + i + 8);
-        __m256 ca = _mm256_loadu_ps(c + i), cb = _mm256_loadu_ps(c + i + 8);
-        __m256d g0 = _mm256_cvtps_pd(_mm256_castps256_ps128(ga)), g1 = _mm256_cvtps_pd(_mm256_extractf128_ps(ga, 1));
-        __m256d g2 = _mm256_cvtps_pd(_mm256_castps256_ps128(gb)), g3 = _mm256_cvtps_pd(_mm256_extractf128_ps(gb, 1));
-        __m256d c0 = _mm256_cvtps_pd(_mm256_castps256_ps128(ca)), c1 = _mm256_cvtps_pd(_mm256_extractf128_ps(ca, 1));
-        __m256d c2 = _mm256_cvtps_pd(_mm256_castps256_ps128(cb)), c3 = _mm256_cvtps_pd(_mm256_extractf128_ps(cb, 1));
-        n0 = _mm256_fmadd_pd(c0, c0, n0); d0 = _mm256_fmadd_pd(g0, c0, d0);
-        n1 = _mm256_fmadd_pd(c1, c1, n1); d1 = _mm256_fmadd_pd(g1, c1, d1);
-        n2 = _mm256_fmadd_pd(c2, c2, n2); d2 = _mm256_fmadd_pd(g2, c2, d2);
-        n3 = _mm256_fmadd_pd(c3, c3, n3); d3 = _mm256_fmadd_pd(g3, c3, d3);
-    }
-    __m256d n = _mm256_add_pd(_mm256_add_pd(n0, n1), _mm256_add_pd(n2, n3));
-    __m256d d = _mm256_add_pd(_mm256_add_pd(d0, d1), _mm256_add_pd(d2, d3));
-    alignas(32) double nn[4], dd[4];
-    _mm256_store_pd(nn, n);
-    _mm256_store_pd(dd, d);
-    Sums s{(nn[0] + nn[1]) + (nn[2] + nn[3]), (dd[0] + dd[1]) + (dd[2] + dd[3])};
-    for (; i < len; i++) T2dReduceOp<double>::apply(s.n, s.dot, g[i], c[i]);
-    return s;
+// 16 consecutive elements of p as four vectors of doubles (float widened exactly).
+__attribute__((target("avx2,fma"))) inline void load16(const float* p, __m256d v[4]) {
+    __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+    v[0] = _mm256_cvtps_pd(_mm256_castps256_ps128(a));
+    v[1] = _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1));
+    v[2] = _mm256_cvtps_pd(_mm256_castps256_ps128(b));
+    v[3] = _mm256_cvtps_pd(_mm256_extractf128_ps(b, 1));
 }
-__attribute__((target("avx2,fma"))) Sums reduce_f64_avx2(const double* g, const double* c, int64_t len) {
-    __m256d n0 = _mm256_setzero_pd(), n1 = n0, n2 = n0, n3 = n0, d0 = n0, d1 = n0, d2 = n0, d3 = n0;
+__attribute__((target("avx2,fma"))) inline void load16(const double* p, __m256d v[4]) {
+    for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_pd(p + 4 * k);
+}
+// (|c|^2, <g, c>) in double: four pairs of vector accumulators over blocks of 16, summed in a fixed order, then the
+// tail element by element.
+template <typename T>
+__attribute__((target("avx2,fma"))) Sums reduce_avx2(const T* g, const T* c, int64_t len) {
+    __m256d n[4], d[4];
+    for (int k = 0; k < 4; k++) n[k] = d[k] = _mm256_setzero_pd();
     int64_t i = 0;
     for (; i + 16 <= len; i += 16) {
-        __m256d g0 = _mm256_loadu_pd(g + i), g1 = _mm256_loadu_pd(g + i + 4);
-        __m256d g2 = _mm256_loadu_pd(g + i + 8), g3 = _mm256_loadu_pd(g + i + 12);
-        __m256d c0 = _mm256_loadu_pd(c + i), c1 = _mm256_loadu_pd(c + i + 4);
-        __m256d c2 = _mm256_loadu_pd(c + i + 8), c3 = _mm256_loadu_pd(c + i + 12);
-        n0 = _mm256_fmadd_pd(c0, c0, n0); d0 = _mm256_fmadd_pd(g0, c0, d0);
-        n1 = _mm256_fmadd_pd(c1, c1, n1); d1 = _mm256_fmadd_pd(g1, c1, d1);
-        n2 = _mm256_fmadd_pd(c2, c2, n2); d2 = _mm256_fmadd_pd(g2, c2, d2);
-        n3 = _mm256_fmadd_pd(c3, c3, n3); d3 = _mm256_fmadd_pd(g3, c3, d3);
+        __m256d gv[4], cv[4];
+        load16(g + i, gv);
+        load16(c + i, cv);
+        for (int k = 0; k < 4; k++) {
+            n[k] = _mm256_fmadd_pd(cv[k], cv[k], n[k]);
+            d[k] = _mm256_fmadd_pd(gv[k], cv[k], d[k]);
+        }
     }
-    __m256d n = _mm256_add_pd(_mm256_add_pd(n0, n1), _mm256_add_pd(n2, n3));
-    __m256d d = _mm256_add_pd(_mm256_add_pd(d0, d1), _mm256_add_pd(d2, d3));
+    __m256d nt = _mm256_add_pd(_mm256_add_pd(n[0], n[1]), _mm256_add_pd(n[2], n[3]));
+    __m256d dt = _mm256_add_pd(_mm256_add_pd(d[0], d[1]), _mm256_add_pd(d[2], d[3]));
     alignas(32) double nn[4], dd[4];
-    _mm256_store_pd(nn, n);
-    _mm256_store_pd(dd, d);
+    _mm256_store_pd(nn, nt);
+    _mm256_store_pd(dd, dt);
     Sums s{(nn[0] + nn[1]) + (nn[2] + nn[3]), (dd[0] + dd[1]) + (dd[2] + dd[3])};
     for (; i < len; i++) T2dReduceOp<double>::apply(s.n, s.dot, g[i], c[i]);
     return s;
@@ -160,7 +150,7 @@ Kernels pick_kernels() {
 #if defined(T2D_X86)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        k = Kernels{reduce_f32_avx2, reduce_f64_avx2, update_f32_avx2, update_f64_avx2};
+        k = Kernels{reduce_avx2<float>, reduce_avx2<double>, update_f32_avx2, update_f64_avx2};
 #endif
     return k;
 }
