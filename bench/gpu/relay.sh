@@ -18,7 +18,7 @@
 # first part on a machine where an earlier relay ran to its end removes that relay's state first; a second finish
 # waits for the first one's java-check.sh instead of starting another. The background logs stay in
 # /tmp/t2d-relay. Environment: T2D_RELAY_JAVA_ARGS (say --quick; default none: 1 s of timing per mode) for java-check.sh;
-# T2D_RELAY_AB=1 on the first part: bench/gpu/ab.sh --rounds 3 (the kernel variants of bench/gpu/experiments, about
+# T2D_RELAY_AB=1 on the first part: bench/gpu/ab.sh --rounds 2 (the kernel variants of bench/gpu/experiments, about
 # 4 minutes) after check.sh and before java-check.sh, its ab.log copied out with the rest.
 set -u -o pipefail
 
@@ -46,7 +46,7 @@ start_check() {
     snapshot
     # with T2D_RELAY_AB=1, the kernel variants' A/B (ab.sh) runs after check.sh, before java-check.sh may start
     ( cd "$R/repo" && R="$R" OUT="$R/check" AB="${T2D_RELAY_AB:-}" setsid bash -c 'bash bench/gpu/check.sh > "$R/check.out" 2>&1; rc=$?
-        [ -n "$AB" ] && OUT="$R/ab" bash bench/gpu/ab.sh --rounds 3 > "$R/ab.out" 2>&1; echo $rc > "$R/check.rc"' \
+        [ -n "$AB" ] && OUT="$R/ab" bash bench/gpu/ab.sh --rounds 2 > "$R/ab.out" 2>&1; echo $rc > "$R/check.rc"' \
         </dev/null >/dev/null 2>&1 & )
     echo "check.sh started in the background${T2D_RELAY_AB:+, then ab.sh}"
 }
