@@ -2,11 +2,9 @@ package org.text2data;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.TimeUnit;
 
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
@@ -30,17 +28,8 @@ class AutoFallbackLogTest {
     @Test
     void autoLogsWhyTheFusedPathCannotLoadOnce(@TempDir Path tmp) throws Exception {
         Path missing = tmp.resolve("no-such-dir").resolve("libtext2data.so");
-        List<String> cmd = List.of(
-                ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()),
-                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow",
-                "-Dtext2data.native.library=" + missing,
-                "-cp", System.getProperty("java.class.path"),
-                AutoFallbackLogTest.class.getName());
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
-        byte[] out = p.getInputStream().readAllBytes();
-        assertThat(p.waitFor(5, TimeUnit.MINUTES)).isTrue();
-        String output = new String(out, StandardCharsets.UTF_8);
-        assertThat(p.exitValue()).as(output).isZero();
+        String output = ForkedJvm.runOk(ForkedJvm.command(AutoFallbackLogTest.class,
+                List.of("-Dtext2data.native.library=" + missing)));
         assertThat(output).contains("engine=plain fused=false");
         assertThat(output.split("the fused engine is not available", -1)).as(output).hasSize(2); // exactly once
         assertThat(output).contains(missing.toString()).contains("Engine.AUTO uses the plain engine");

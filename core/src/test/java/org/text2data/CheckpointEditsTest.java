@@ -238,16 +238,8 @@ class CheckpointEditsTest {
      */
     @Test
     void theOptimizerStateNeedsNoTemporaryFile(@TempDir Path tmp) throws Exception {
-        List<String> cmd = List.of(
-                ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()),
-                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow",
-                "-Djava.io.tmpdir=" + tmp.resolve("no-such-folder"), "-XX:ErrorFile=" + tmp.resolve("hs_err_%p.log"),
-                "-cp", System.getProperty("java.class.path"), NoTempFolder.class.getName(), tmp.toString());
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
-        byte[] out = p.getInputStream().readAllBytes();
-        assertThat(p.waitFor(5, TimeUnit.MINUTES)).isTrue();
-        String output = new String(out, StandardCharsets.UTF_8);
-        assertThat(p.exitValue()).as(output).isZero();
+        String output = ForkedJvm.runOk(ForkedJvm.command(NoTempFolder.class, List.of("-Djava.io.tmpdir="
+                + tmp.resolve("no-such-folder"), "-XX:ErrorFile=" + tmp.resolve("hs_err_%p.log")), tmp.toString()));
         assertThat(output).contains("restored true stepped alike true");
         assertThat(tmp.resolve("no-such-folder")).doesNotExist();
     }

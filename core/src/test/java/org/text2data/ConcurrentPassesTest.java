@@ -511,17 +511,8 @@ class ConcurrentPassesTest {
     @ParameterizedTest
     @ValueSource(ints = {1, 2})
     void withOneAvailableProcessorTurningThemOnWarnsOnce(int processors) throws Exception {
-        java.util.List<String> cmd = List.of(
-                ProcessHandle.current().info().command().orElse(java.nio.file.Path.of(System.getProperty("java.home"),
-                        "bin", "java").toString()),
-                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow",
-                "-XX:ActiveProcessorCount=" + processors, "-Dtext2data.blasThreads=1",
-                "-cp", System.getProperty("java.class.path"), ConcurrentPassesTest.class.getName());
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
-        byte[] out = p.getInputStream().readAllBytes();
-        assertThat(p.waitFor(5, TimeUnit.MINUTES)).isTrue();
-        String output = new String(out, java.nio.charset.StandardCharsets.UTF_8);
-        assertThat(p.exitValue()).as(output).isZero();
+        String output = ForkedJvm.runOk(ForkedJvm.command(ConcurrentPassesTest.class,
+                List.of("-XX:ActiveProcessorCount=" + processors, "-Dtext2data.blasThreads=1")));
         assertThat(output.split("stepped with concurrent passes on " + processors, -1)).as(output).hasSize(3);
         assertThat(output.split("concurrent passes with 1 available processor", -1)).as(output)
                 .hasSize(processors == 1 ? 2 : 1); // once, or not at all

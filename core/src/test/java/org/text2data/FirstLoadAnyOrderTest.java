@@ -4,7 +4,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.OutputStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -107,53 +106,38 @@ class FirstLoadAnyOrderTest {
         return jar;
     }
 
-    static Process fork(Path tmp, String mainClass, String... jvmArgs) throws Exception {
+    static ProcessBuilder fork(Path tmp, Class<?> main, String... jvmArgs) throws Exception {
         Path cache = Files.createTempDirectory(tmp, "javacpp-cache");
-        List<String> cmd = new ArrayList<>(List.of(
-                ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()),
-                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow",
-                "-XX:ErrorFile=" + tmp.resolve("hs_err_%p.log"),
+        List<String> args = new ArrayList<>(List.of("-XX:ErrorFile=" + tmp.resolve("hs_err_%p.log"),
                 "-Djava.library.path=" + System.getProperty("java.library.path"),
                 "-Dorg.bytedeco.javacpp.cachedir=" + cache));
-        cmd.addAll(List.of(jvmArgs));
-        cmd.addAll(List.of("-cp", System.getProperty("java.class.path"), mainClass));
-        ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true);
+        args.addAll(List.of(jvmArgs));
+        ProcessBuilder pb = new ProcessBuilder(ForkedJvm.command(main, args));
         Optional<Path> sys = systemLibtorch();
         if (sys.isPresent()) {
             pb.environment().put("LD_LIBRARY_PATH", devLinks(sys.get(), Files.createTempDirectory(tmp, "dev")).toString());
         }
-        return pb.start();
-    }
-
-    static String run(Path tmp, String mainClass, String... jvmArgs) throws Exception {
-        Process p = fork(tmp, mainClass, jvmArgs);
-        byte[] out = p.getInputStream().readAllBytes();
-        assertThat(p.waitFor(5, TimeUnit.MINUTES)).isTrue();
-        String output = new String(out, StandardCharsets.UTF_8);
-        assertThat(p.exitValue()).as(output).isZero();
-        return output;
+        return pb;
     }
 
     @Test
     void withTheLibraryAsAJavaAgentAnApplicationMayTouchBytedecoFirst(@TempDir Path tmp) throws Exception {
-        assertThat(run(tmp, FirstLoadAnyOrderTest.class.getName(), "-javaagent:" + agentJar(tmp)))
+        assertThat(ForkedJvm.runOk(fork(tmp, FirstLoadAnyOrderTest.class, "-javaagent:" + agentJar(tmp))))
                 .contains("sum=4.0 foreign=[]");
     }
 
     @Test
     void withEnsureLoadedInTheMainClassesStaticInitialiserItMayToo(@TempDir Path tmp) throws Exception {
-        assertThat(run(tmp, StaticFirst.class.getName())).contains("sum=4.0 foreign=[]");
+        assertThat(ForkedJvm.runOk(fork(tmp, StaticFirst.class))).contains("sum=4.0 foreign=[]");
     }
 
     @Test
     void withNeitherTheSettingCrashesAsReported(@TempDir Path tmp) throws Exception {
         assumeTrue(systemLibtorch().isPresent(), "no system libtorch here: the crash's setting cannot be made");
-        Process p = fork(tmp, FirstLoadAnyOrderTest.class.getName());
-        String output = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-        assertThat(p.waitFor(5, TimeUnit.MINUTES)).isTrue();
-        assertThat(p.exitValue() != 0 || !output.contains("foreign=[]"))
+        ForkedJvm.Exit e = ForkedJvm.run(fork(tmp, FirstLoadAnyOrderTest.class), 5, TimeUnit.MINUTES);
+        assertThat(e.code() != 0 || !e.output().contains("foreign=[]"))
                 .as("an application touching bytedeco first beside a system libtorch should crash or map it"
                         + " (if not, bytedeco fixed the first load: update docs/upstream-bytedeco-first-load.md): "
-                        + output).isTrue();
+                        + e.output()).isTrue();
     }
 }

@@ -2,12 +2,9 @@ package org.text2data;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
 
 import org.bytedeco.pytorch.global.torch;
 import org.junit.jupiter.api.Test;
@@ -30,18 +27,8 @@ class FirstRunLoadingTest {
     @Test
     void firstRunOnAnEmptyCacheLoadsOnlyBytedecosLibtorch(@TempDir Path tmp) throws Exception {
         Path cache = Files.createDirectory(tmp.resolve("javacpp-cache"));
-        List<String> cmd = new ArrayList<>(List.of(
-                ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()),
-                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow",
-                "-XX:ErrorFile=" + tmp.resolve("hs_err_%p.log"),
-                "-Dorg.bytedeco.javacpp.cachedir=" + cache,
-                "-cp", System.getProperty("java.class.path"),
-                FirstRunLoadingTest.class.getName()));
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
-        byte[] out = p.getInputStream().readAllBytes();
-        assertThat(p.waitFor(5, TimeUnit.MINUTES)).isTrue();
-        String output = new String(out, StandardCharsets.UTF_8);
-        assertThat(p.exitValue()).as(output).isZero();
+        String output = ForkedJvm.runOk(ForkedJvm.command(FirstRunLoadingTest.class,
+                List.of("-XX:ErrorFile=" + tmp.resolve("hs_err_%p.log"), "-Dorg.bytedeco.javacpp.cachedir=" + cache)));
         assertThat(output).contains("sum=4.0 foreign=[]");
     }
 }

@@ -7,10 +7,8 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.DataInputStream;
 import java.io.InputStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
@@ -84,12 +82,10 @@ class JavaVersionCheckTest {
     void anOldJvmRunWithTheAgentSaysWhatToInstall(@TempDir Path tmp) throws Exception {
         Optional<Path> java = olderJava();
         assumeTrue(java.isPresent(), "no JDK older than 25 on this machine");
-        Process p = new ProcessBuilder(List.of(java.get().toString(), "-javaagent:" + FirstLoadAnyOrderTest.agentJar(tmp),
-                "-cp", System.getProperty("java.class.path"), FirstLoadAnyOrderTest.class.getName()))
-                .redirectErrorStream(true).start();
-        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-        assertThat(p.waitFor(2, TimeUnit.MINUTES)).isTrue();
-        assertThat(p.exitValue()).isNotZero();
-        assertThat(out.lines().findFirst().orElse("")).as(out).startsWith("text2data needs Java 25 or newer");
+        ForkedJvm.Exit e = ForkedJvm.run(new ProcessBuilder(java.get().toString(), "-javaagent:"
+                + FirstLoadAnyOrderTest.agentJar(tmp), "-cp", System.getProperty("java.class.path"),
+                FirstLoadAnyOrderTest.class.getName()), 2, TimeUnit.MINUTES);
+        assertThat(e.code()).isNotZero();
+        assertThat(e.output().lines().findFirst().orElse("")).as(e.output()).startsWith("text2data needs Java 25 or newer");
     }
 }

@@ -3,11 +3,9 @@ package org.text2data;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import java.lang.ref.WeakReference;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
 
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.pytorch.LinearImpl;
@@ -111,16 +109,8 @@ class NoViewsKeptTest {
     }
 
     static String fork(Path tmp, String mode) throws Exception {
-        List<String> cmd = new ArrayList<>(List.of(
-                ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()),
-                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow",
-                "-XX:+UseSerialGC", "-Xmn1m", "-Xmx64m", "-XX:ErrorFile=" + tmp.resolve("hs_err_%p.log"),
-                "-cp", System.getProperty("java.class.path"), NoViewsKeptTest.class.getName(), mode));
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
-        byte[] out = p.getInputStream().readAllBytes();
-        assertThat(p.waitFor(5, TimeUnit.MINUTES)).isTrue();
-        String output = new String(out, StandardCharsets.UTF_8);
-        assertThat(p.exitValue()).as(output).isZero();
+        String output = ForkedJvm.runOk(ForkedJvm.command(NoViewsKeptTest.class,
+                List.of("-XX:+UseSerialGC", "-Xmn1m", "-Xmx64m", "-XX:ErrorFile=" + tmp.resolve("hs_err_%p.log")), mode));
         assertThat(output).contains("container collected: true");
         return output;
     }

@@ -2,11 +2,7 @@ package org.text2data;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
 
 import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.pytorch.global.torch;
@@ -31,22 +27,12 @@ class ProcessSettingsTest {
 
     /** The settings a forked JVM gets, with {@code env} added to an environment without the thread variables. */
     static String run(java.util.Map<String, String> env, String... props) throws Exception {
-        List<String> cmd = new ArrayList<>(List.of(
-                ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()),
-                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow"));
-        cmd.addAll(List.of(props));
-        cmd.addAll(List.of("-cp", System.getProperty("java.class.path"), ProcessSettingsTest.class.getName()));
-        ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true);
+        ProcessBuilder pb = new ProcessBuilder(ForkedJvm.command(ProcessSettingsTest.class, List.of(props)));
         for (String v : List.of("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")) {
             pb.environment().remove(v);
         }
         pb.environment().putAll(env);
-        Process p = pb.start();
-        byte[] out = p.getInputStream().readAllBytes();
-        assertThat(p.waitFor(5, TimeUnit.MINUTES)).isTrue();
-        String output = new String(out, StandardCharsets.UTF_8);
-        assertThat(p.exitValue()).as(output).isZero();
-        return output.lines().filter(l -> l.startsWith("blas=")).findFirst().orElseThrow();
+        return ForkedJvm.runOk(pb).lines().filter(l -> l.startsWith("blas=")).findFirst().orElseThrow();
     }
 
     @Test

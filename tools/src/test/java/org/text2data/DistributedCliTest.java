@@ -153,12 +153,9 @@ class DistributedCliTest {
         Path out = tmp.resolve("out.pt");
         Path ck = tmp.resolve("ck.t2d");
         Path tmpdir = Files.createDirectory(tmp.resolve("tmpdir")); // the launcher's java.io.tmpdir: its folder lands here
-        List<String> cmd = new ArrayList<>(List.of(
-                ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()),
-                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow",
-                "-Djava.io.tmpdir=" + tmpdir, "-cp", System.getProperty("java.class.path"), org.text2data.cli.Main.class.getName()));
-        cmd.addAll(finetune(out, "--steps", "100000000", "--nproc", "2", "--checkpoint", ck.toString(),
-                "--checkpoint-every", "100000000"));
+        List<String> cmd = ForkedJvm.command(org.text2data.cli.Main.class, List.of("-Djava.io.tmpdir=" + tmpdir),
+                finetune(out, "--steps", "100000000", "--nproc", "2", "--checkpoint", ck.toString(),
+                        "--checkpoint-every", "100000000").toArray(new String[0]));
         Process launcher = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(tmp.resolve("launcher.log").toFile())
                 .start();
         List<ProcessHandle> workers = List.of();

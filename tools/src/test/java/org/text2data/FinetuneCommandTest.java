@@ -114,11 +114,8 @@ class FinetuneCommandTest {
     void anOutputBeingWrittenByAnotherRunIsRefused(@TempDir Path tmp) throws Exception {
         Path out = tmp.resolve("out.pt");
         Path ck = tmp.resolve("ck.t2d");
-        List<String> cmd = new ArrayList<>(List.of(
-                ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()),
-                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow",
-                "-cp", System.getProperty("java.class.path"), org.text2data.cli.Main.class.getName()));
-        cmd.addAll(finetune(100_000_000, out, "--checkpoint", ck.toString(), "--checkpoint-every", "100000000"));
+        List<String> cmd = ForkedJvm.command(org.text2data.cli.Main.class, List.of(),
+                finetune(100_000_000, out, "--checkpoint", ck.toString(), "--checkpoint-every", "100000000").toArray(new String[0]));
         Path log = tmp.resolve("first.log");
         Process first = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
         try {

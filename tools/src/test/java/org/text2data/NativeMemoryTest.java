@@ -11,12 +11,8 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.SegmentAllocator;
 import java.lang.foreign.ValueLayout;
 import java.lang.invoke.MethodHandle;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
 
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
@@ -83,17 +79,8 @@ class NativeMemoryTest {
 
     /** Runs the forked JVM and returns the median growth of malloc's figure per 1000 steps. */
     private static long medianGrowth(Engine engine, boolean concurrentPasses, long leakBytesPerStep) throws Exception {
-        List<String> cmd = new ArrayList<>(List.of(
-                ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()),
-                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow",
-                "-Dorg.bytedeco.javacpp.nopointergc=true", "-Dtext2data.test.leakBytesPerStep=" + leakBytesPerStep,
-                "-cp", System.getProperty("java.class.path"), NativeMemoryTest.class.getName(), engine.name(),
-                String.valueOf(concurrentPasses)));
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
-        byte[] bytes = p.getInputStream().readAllBytes();
-        assertThat(p.waitFor(5, TimeUnit.MINUTES)).isTrue();
-        String output = new String(bytes, StandardCharsets.UTF_8);
-        assertThat(p.exitValue()).as(output).isZero();
+        String output = ForkedJvm.runOk(ForkedJvm.command(NativeMemoryTest.class, List.of("-Dorg.bytedeco.javacpp.nopointergc=true",
+                "-Dtext2data.test.leakBytesPerStep=" + leakBytesPerStep), engine.name(), String.valueOf(concurrentPasses)));
         String line = output.lines().filter(l -> l.startsWith("malloc-in-use ")).findFirst().orElseThrow();
         System.out.println(line + (leakBytesPerStep > 0 ? " (with a deliberate leak)" : ""));
         long[] used = Arrays.stream(line.split(" ")).skip(2).mapToLong(Long::parseLong).toArray();

@@ -44,14 +44,8 @@ class ResumeTest {
     }
 
     private static Process fork(Path tmp, List<List<String>> commands) throws Exception {
-        List<String> cmd = new ArrayList<>(List.of(
-                ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()),
-                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow",
-                "-XX:ErrorFile=" + tmp.resolve("hs_err_%p.log"), "-cp", System.getProperty("java.class.path"),
-                ResumeTest.class.getName()));
-        for (List<String> c : commands) {
-            cmd.add(String.join(SEP, c));
-        }
+        List<String> cmd = ForkedJvm.command(ResumeTest.class, List.of("-XX:ErrorFile=" + tmp.resolve("hs_err_%p.log")),
+                commands.stream().map(c -> String.join(SEP, c)).toArray(String[]::new));
         return new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(tmp.resolve("fork.log").toFile()).start();
     }
 

@@ -4,8 +4,6 @@ import org.text2data.diffusion.Denoiser;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import java.lang.management.ManagementFactory;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -68,20 +66,12 @@ class SoakTest {
         String only = System.getProperty("text2data.soak.engine"); // e.g. FUSED: that engine alone
         Assumptions.assumeTrue(only == null || only.isBlank() || only.equalsIgnoreCase(engine.name()));
         int steps = Integer.getInteger("text2data.soak.steps", 100_000);
-        List<String> cmd = new ArrayList<>(List.of(
-                ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()),
-                "--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow", "-Xmx512m",
-                "-Dorg.bytedeco.javacpp.nopointergc=true"));
+        List<String> jvmArgs = new ArrayList<>(List.of("-Xmx512m", "-Dorg.bytedeco.javacpp.nopointergc=true"));
         // the library's own settings (text2data.torchThreads, text2data.blasThreads) reach the forked JVM
         System.getProperties().stringPropertyNames().stream().filter(k -> k.startsWith("text2data."))
-                .forEach(k -> cmd.add("-D" + k + "=" + System.getProperty(k)));
-        cmd.addAll(List.of("-cp", System.getProperty("java.class.path"), SoakTest.class.getName(), engine.name(),
-                Integer.toString(steps)));
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
-        byte[] bytes = p.getInputStream().readAllBytes();
-        assertThat(p.waitFor(6, TimeUnit.HOURS)).isTrue();
-        String output = new String(bytes, StandardCharsets.UTF_8);
-        assertThat(p.exitValue()).as(output).isZero();
+                .forEach(k -> jvmArgs.add("-D" + k + "=" + System.getProperty(k)));
+        String output = ForkedJvm.runOk(new ProcessBuilder(ForkedJvm.command(SoakTest.class, jvmArgs, engine.name(),
+                Integer.toString(steps))), 6, TimeUnit.HOURS);
         List<long[]> samples = new ArrayList<>();
         output.lines().filter(l -> l.startsWith("sample ")).forEach(l -> {
             System.out.println(engine + " " + l);

@@ -17,6 +17,7 @@ import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 import org.text2data.Batch;
 import org.text2data.Engine;
+import org.text2data.ForkedJvm;
 import org.text2data.LibTorch;
 
 /**
@@ -58,13 +59,11 @@ class DataParallelTest {
 
     /** Starts ranks {@code ranks} of a group of {@code worlds[i]} each; returns them running. */
     static List<Process> start(Path dir, String mode, int[] ranks, int[] worlds, long timeoutMs) throws IOException {
-        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
         List<Process> ps = new ArrayList<>();
         for (int i = 0; i < ranks.length; i++) {
-            ProcessBuilder pb = new ProcessBuilder(java, "--enable-native-access=ALL-UNNAMED",
-                    "--sun-misc-unsafe-memory-access=allow", "-cp", System.getProperty("java.class.path"),
-                    DistWorker.class.getName(), mode, dir.resolve("store").toString(), Integer.toString(ranks[i]),
-                    Integer.toString(worlds[i]), Long.toString(timeoutMs), dir.resolve("out" + ranks[i]).toString());
+            ProcessBuilder pb = new ProcessBuilder(ForkedJvm.command(DistWorker.class, List.of(), mode,
+                    dir.resolve("store").toString(), Integer.toString(ranks[i]), Integer.toString(worlds[i]),
+                    Long.toString(timeoutMs), dir.resolve("out" + ranks[i]).toString()));
             pb.redirectErrorStream(true);
             pb.redirectOutput(dir.resolve("log" + i).toFile());
             ps.add(pb.start());
