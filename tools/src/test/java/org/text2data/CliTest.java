@@ -39,24 +39,25 @@ class CliTest {
         }
     }
 
-    /** The adam-f64 fixture's finetune command; {@code extra} flags replace the defaults or are added. */
+    /** {@link #finetuneOn} the adam-f64 fixture for 12 steps; {@code extra} flags replace the defaults or are added. */
     private static String[] finetune(Path out, String... extra) {
-        List<String> a = new java.util.ArrayList<>(List.of("finetune",
-                "--model", TestModels.fixture("adam-f64.model.pt").toString(),
-                "--data", TestModels.fixture("adam-f64.batch.pt").toString(),
-                "--g-constraint", "1.241462456078726", "--steps", "12", "--lr", "0.01",
-                "--out", out.toString()));
+        List<String> a = List.of(finetuneOn(TestModels.fixture("adam-f64.model.pt"), TestModels.fixture("adam-f64.batch.pt"),
+                out.toString(), "--steps", "12"));
         return withFlags(a, extra).toArray(new String[0]);
     }
 
-    /** {@code args} with {@code extra}'s flags: a flag given again replaces its value there, a new one is added. */
+    static Run cli(List<String> args) {
+        return cli(args.toArray(new String[0]));
+    }
+
     /** {@link #cli} that must exit 0: the command line and its stderr name a failure. */
     static Run ok(List<String> args) {
-        Run r = cli(args.toArray(new String[0]));
+        Run r = cli(args);
         assertThat(r.code()).as(String.join(" ", args) + "\n" + r.err()).isZero();
         return r;
     }
 
+    /** {@code args} with {@code extra}'s flags: a flag given again replaces its value there, a new one is added. */
     static List<String> withFlags(List<String> args, String... extra) {
         List<String> a = new java.util.ArrayList<>(args);
         for (int i = 0; i < extra.length; i++) {
@@ -182,11 +183,11 @@ class CliTest {
         return new Path[] {model, data};
     }
 
+    /** The finetune command on {@code model} and {@code data}, 3 steps; {@code extra} flags replace these or are added. */
     private static String[] finetuneOn(Path model, Path data, String out, String... extra) {
-        List<String> a = new java.util.ArrayList<>(List.of("finetune", "--model", model.toString(), "--data", data.toString(),
-                "--g-constraint", "1.241462456078726", "--steps", "3", "--lr", "0.01", "--out", out));
-        a.addAll(List.of(extra));
-        return a.toArray(new String[0]);
+        List<String> a = List.of("finetune", "--model", model.toString(), "--data", data.toString(),
+                "--g-constraint", "1.241462456078726", "--steps", "3", "--lr", "0.01", "--out", out);
+        return withFlags(a, extra).toArray(new String[0]);
     }
 
     private static Map<Path, byte[]> contents(Path dir) throws Exception {

@@ -29,16 +29,12 @@ class DistributedCliTest {
         return a;
     }
 
-    private static CliTest.Run run(List<String> args) {
-        return CliTest.cli(args.toArray(new String[0]));
-    }
-
     /** Also with concurrent passes in the workers: each hands its passes' gradients over, then they are averaged. */
     @Test
     @Timeout(value = 300, unit = TimeUnit.SECONDS)
     void twoWorkersWriteWhatOneProcessWrites(@TempDir Path tmp) throws Exception {
         Path one = tmp.resolve("one.pt");
-        CliTest.Run single = run(finetune(one, "--steps", "20", "--batch-size", "6", "--engine", "fused"));
+        CliTest.Run single = CliTest.cli(finetune(one, "--steps", "20", "--batch-size", "6", "--engine", "fused"));
         assertThat(single.code()).as(single.err()).isZero();
         List<String> outputs = new java.util.ArrayList<>(List.of("one.pt"));
         for (boolean concurrentPasses : new boolean[] {false, true}) {
@@ -49,7 +45,7 @@ class DistributedCliTest {
             if (concurrentPasses) {
                 args.add("--concurrent-passes");
             }
-            CliTest.Run parallel = run(args);
+            CliTest.Run parallel = CliTest.cli(args);
             assertThat(parallel.code()).as(parallel.err()).isZero();
             LibTorch.ensureLoaded();
             try (TorchScriptModel a = TorchScriptModel.load(one); TorchScriptModel b = TorchScriptModel.load(tmp.resolve(name));
@@ -74,13 +70,14 @@ class DistributedCliTest {
         Path part = tmp.resolve("part.pt");
         Path resumed = tmp.resolve("resumed.pt");
         Path ck = tmp.resolve("run.ckpt");
-        CliTest.Run first = run(finetune(part, "--steps", "8", "--batch-size", "6", "--nproc", "2", "--engine", "fused",
+        CliTest.Run first = CliTest.cli(finetune(part, "--steps", "8", "--batch-size", "6", "--nproc", "2", "--engine", "fused",
                 "--checkpoint", ck.toString(), "--checkpoint-every", "4"));
         assertThat(first.code()).as(first.err()).isZero();
-        CliTest.Run rest = run(finetune(resumed, "--steps", "16", "--batch-size", "6", "--nproc", "2", "--engine", "fused",
+        CliTest.Run rest = CliTest.cli(finetune(resumed, "--steps", "16", "--batch-size", "6", "--nproc", "2", "--engine", "fused",
                 "--resume", ck.toString()));
         assertThat(rest.code()).as(rest.err()).isZero();
-        CliTest.Run uninterrupted = run(finetune(whole, "--steps", "16", "--batch-size", "6", "--nproc", "2", "--engine", "fused"));
+        CliTest.Run uninterrupted = CliTest.cli(finetune(whole, "--steps", "16", "--batch-size", "6", "--nproc", "2",
+                "--engine", "fused"));
         assertThat(uninterrupted.code()).as(uninterrupted.err()).isZero();
         LibTorch.ensureLoaded();
         try (TorchScriptModel a = TorchScriptModel.load(whole); TorchScriptModel b = TorchScriptModel.load(resumed)) {
@@ -105,7 +102,7 @@ class DistributedCliTest {
     @Timeout(value = 200, unit = TimeUnit.SECONDS)
     void aKilledWorkerEndsTheRunWithAnErrorAndNoOutput(@TempDir Path tmp) throws Exception {
         Path out = tmp.resolve("out.pt");
-        CompletableFuture<CliTest.Run> running = CompletableFuture.supplyAsync(() -> run(finetune(out,
+        CompletableFuture<CliTest.Run> running = CompletableFuture.supplyAsync(() -> CliTest.cli(finetune(out,
                 "--steps", "100000000", "--nproc", "2", "--dist-timeout", "5")));
         // both workers started (loading, meeting or stepping): kill the later one, as a crash would
         List<ProcessHandle> workers = List.of();
@@ -193,10 +190,10 @@ class DistributedCliTest {
 
     @Test
     void nprocIsCheckedBeforeAnythingStarts(@TempDir Path tmp) {
-        CliTest.Run r = run(finetune(tmp.resolve("o.pt"), "--steps", "2", "--nproc", "0"));
+        CliTest.Run r = CliTest.cli(finetune(tmp.resolve("o.pt"), "--steps", "2", "--nproc", "0"));
         assertThat(r.code()).isEqualTo(1);
         assertThat(r.err()).contains("--nproc must be at least 1");
-        CliTest.Run timeout = run(finetune(tmp.resolve("o.pt"), "--steps", "2", "--nproc", "2", "--dist-timeout", "0"));
+        CliTest.Run timeout = CliTest.cli(finetune(tmp.resolve("o.pt"), "--steps", "2", "--nproc", "2", "--dist-timeout", "0"));
         assertThat(timeout.code()).isEqualTo(1);
         assertThat(timeout.err()).contains("--dist-timeout in (0, 86400] seconds");
         assertThat(tmp.resolve("o.pt")).doesNotExist();

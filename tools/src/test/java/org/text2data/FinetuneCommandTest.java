@@ -26,10 +26,6 @@ class FinetuneCommandTest {
         return CliTest.withFlags(a, extra);
     }
 
-    private static CliTest.Run run(List<String> args) {
-        return CliTest.cli(args.toArray(new String[0]));
-    }
-
     private static List<String> without(List<String> args, String flag) {
         List<String> out = new ArrayList<>(args);
         int at = out.indexOf(flag);
@@ -47,7 +43,7 @@ class FinetuneCommandTest {
         Path rel = Path.of("").toAbsolutePath().relativize(ck);
         String detour = rel.getParent().resolve("..").resolve(rel.getParent().getFileName()).resolve(rel.getFileName()).toString();
         for (String out : new String[] {ck.toString(), detour, tmp.resolve("link.t2d").toString()}) {
-            CliTest.Run r = run(finetune(12, Path.of(out), "--resume", ck.toString()));
+            CliTest.Run r = CliTest.cli(finetune(12, Path.of(out), "--resume", ck.toString()));
             assertThat(r.code()).as(out + ": " + r.err()).isEqualTo(1);
             assertThat(r.err()).as(out).contains("--out " + out + " is the same file as --resume " + ck)
                     .doesNotContain("finetune (");
@@ -55,12 +51,12 @@ class FinetuneCommandTest {
         }
         // --out and --checkpoint the same file that does not exist yet: the checkpoint would be overwritten by --out
         Path both = tmp.resolve("both.pt");
-        CliTest.Run r = run(finetune(6, both, "--checkpoint", tmp.resolve(".").resolve("both.pt").toString()));
+        CliTest.Run r = CliTest.cli(finetune(6, both, "--checkpoint", tmp.resolve(".").resolve("both.pt").toString()));
         assertThat(r.code()).as(r.err()).isEqualTo(1);
         assertThat(r.err()).contains("is the same file as --out");
         assertThat(both).doesNotExist();
         // an empty path is named as such
-        CliTest.Run empty = run(finetune(6, Path.of(""), "--checkpoint", tmp.resolve("x.t2d").toString()));
+        CliTest.Run empty = CliTest.cli(finetune(6, Path.of(""), "--checkpoint", tmp.resolve("x.t2d").toString()));
         assertThat(empty.code()).isEqualTo(1);
         assertThat(empty.err()).contains("--out: the path is empty");
     }
@@ -71,7 +67,7 @@ class FinetuneCommandTest {
         CliTest.ok(finetune(10, tmp.resolve("s10.pt"), "--checkpoint", ck.toString()));
         byte[] saved = Files.readAllBytes(ck);
         Path out = tmp.resolve("s5.pt");
-        CliTest.Run r = run(finetune(5, out, "--checkpoint", ck.toString(), "--resume", ck.toString()));
+        CliTest.Run r = CliTest.cli(finetune(5, out, "--checkpoint", ck.toString(), "--resume", ck.toString()));
         assertThat(r.code()).as(r.err()).isEqualTo(1);
         assertThat(r.err()).contains("--resume " + ck + ": the checkpoint is at step 10, beyond --steps 5")
                 .doesNotContain("finetune (");
@@ -95,7 +91,7 @@ class FinetuneCommandTest {
                 "--beta", "0.5"));
         byte[] saved = Files.readAllBytes(ck);
         Path out = tmp.resolve("out.pt");
-        CliTest.Run r = run(finetune(12, out, "--resume", ck.toString(), "--checkpoint", ck.toString(), "--lr", "0.02",
+        CliTest.Run r = CliTest.cli(finetune(12, out, "--resume", ck.toString(), "--checkpoint", ck.toString(), "--lr", "0.02",
                 "--alpha", "3", "--beta", "0.5", "--seed", "4"));
         assertThat(r.code()).as(r.err()).isEqualTo(1);
         assertThat(r.err()).contains("--lr 0.02 (the checkpoint's run has 0.01)")
@@ -125,12 +121,12 @@ class FinetuneCommandTest {
             }
             assertThat(Files.readString(log)).contains("finetune (");
             String pid = "(pid " + first.pid() + ")";
-            CliTest.Run sameOut = run(finetune(3, out));
+            CliTest.Run sameOut = CliTest.cli(finetune(3, out));
             assertThat(sameOut.code()).as(sameOut.err()).isEqualTo(1);
             assertThat(sameOut.err()).contains("--out " + out + " is being written by another run " + pid)
                     .doesNotContain("finetune (");
             Path other = tmp.resolve("other.pt");
-            CliTest.Run sameCk = run(finetune(3, other, "--checkpoint", ck.toString()));
+            CliTest.Run sameCk = CliTest.cli(finetune(3, other, "--checkpoint", ck.toString()));
             assertThat(sameCk.code()).as(sameCk.err()).isEqualTo(1);
             assertThat(sameCk.err()).contains("--checkpoint " + ck + " is being written by another run " + pid);
             assertThat(out).doesNotExist();
@@ -163,7 +159,7 @@ class FinetuneCommandTest {
         CliTest.ok(finetune(2, tmp.resolve("first.pt"), "--checkpoint", ck.toString()));
         Path out = tmp.resolve("out.pt");
         for (String flag : new String[] {"--model", "--data"}) {
-            CliTest.Run r = run(finetune(2, out, flag, ck.toString()));
+            CliTest.Run r = CliTest.cli(finetune(2, out, flag, ck.toString()));
             assertThat(r.code()).as(r.err()).isEqualTo(1);
             assertThat(r.err()).contains(flag + " " + ck + " is a text2data checkpoint").contains("--resume")
                     .doesNotContain("inline_container");
@@ -171,11 +167,11 @@ class FinetuneCommandTest {
             String d = flag.equals("--data") ? ck.toString() : TestModels.fixture("adam-f64.batch.pt").toString();
             CliTest.Run g = CliTest.cli("estimate-g", "--model", m, "--data", d);
             assertThat(g.err()).contains(flag + " " + ck + " is a text2data checkpoint");
-            CliTest.Run empty = run(finetune(2, out, flag, ""));
+            CliTest.Run empty = CliTest.cli(finetune(2, out, flag, ""));
             assertThat(empty.err()).contains(flag + ": the path is empty");
         }
         // the fixture's labels are real values (regression): not class indices nor probabilities
-        CliTest.Run ce = run(finetune(2, out, "--loss", "cross-entropy"));
+        CliTest.Run ce = CliTest.cli(finetune(2, out, "--loss", "cross-entropy"));
         assertThat(ce.code()).as(ce.err()).isEqualTo(1);
         assertThat(ce.err()).contains("--loss cross-entropy: the floating-point labels of --data").contains("are not class probabilities")
                 .doesNotContain("finetune (");
