@@ -18,8 +18,9 @@
 # first part on a machine where an earlier relay ran to its end removes that relay's state first; a second finish
 # waits for the first one's java-check.sh instead of starting another. The background logs stay in
 # /tmp/t2d-relay. Environment: T2D_RELAY_JAVA_ARGS (say --quick; default none: 1 s of timing per mode) for java-check.sh;
-# T2D_RELAY_AB=1 on the first part: bench/gpu/ab.sh --rounds 2 (the kernel variants of bench/gpu/experiments, about
-# 4 minutes) after check.sh and before java-check.sh, its ab.log copied out with the rest.
+# T2D_RELAY_AB=1 on the first part: bench/gpu/ab.sh --rounds 2 (the kernel variants of bench/gpu/experiments, an
+# estimated 4 minutes, stopped at 15) after check.sh and before java-check.sh (which then waits up to 22 minutes
+# from the start of check.sh instead of 7; give finish a wait that covers it), its ab.log copied out with the rest.
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -45,10 +46,13 @@ start_check() {
     date +%s > "$R/check.started"
     snapshot
     # with T2D_RELAY_AB=1, the kernel variants' A/B (ab.sh) runs after check.sh, before java-check.sh may start
-    ( cd "$R/repo" && R="$R" OUT="$R/check" AB="${T2D_RELAY_AB:-}" setsid bash -c 'bash bench/gpu/check.sh > "$R/check.out" 2>&1; rc=$?
-        [ -n "$AB" ] && OUT="$R/ab" bash bench/gpu/ab.sh --rounds 2 > "$R/ab.out" 2>&1; echo $rc > "$R/check.rc"' \
+    local ab=""
+    if [ "${T2D_RELAY_AB:-}" = 1 ]; then ab=1; touch "$R/ab.wanted"; fi
+    ( cd "$R/repo" && R="$R" OUT="$R/check" AB="$ab" setsid bash -c 'bash bench/gpu/check.sh > "$R/check.out" 2>&1; rc=$?
+        echo $rc > "$R/check.only.rc"
+        [ -n "$AB" ] && OUT="$R/ab" timeout 900 bash bench/gpu/ab.sh --rounds 2 > "$R/ab.out" 2>&1; echo $rc > "$R/check.rc"' \
         </dev/null >/dev/null 2>&1 & )
-    echo "check.sh started in the background${T2D_RELAY_AB:+, then ab.sh}"
+    echo "check.sh started in the background${ab:+, then ab.sh}"
 }
 
 progress() {
@@ -56,6 +60,7 @@ progress() {
     t0=$(cat "$R/check.started" 2>/dev/null || date +%s)
     echo "--- $(( $(date +%s) - t0 )) s since check.sh started"
     if [ -f "$R/check.rc" ]; then echo "check.sh ended: exit $(cat "$R/check.rc"); $(grep -E '^[0-9]+ passed' "$R/check.out" | tail -n 1)";
+    elif [ -f "$R/check.only.rc" ]; then echo "check.sh ended: exit $(cat "$R/check.only.rc"); ab.sh running: $(tail -n 1 "$R/ab.out" 2>/dev/null | cut -c1-160)";
     else echo "check.sh running: $(tail -n 1 "$R/check.out" 2>/dev/null | cut -c1-160)"; fi
     if [ -f "$R/java.rc" ]; then echo "java-check.sh ended: exit $(cat "$R/java.rc"); $(grep -E '^[0-9]+ passed' "$R/java.out" | tail -n 1)";
     elif [ -f "$R/java.out" ]; then echo "java-check.sh running: $(grep '^===' "$R/java.out" | tail -n 1)"; fi
@@ -103,7 +108,9 @@ case "${1:-}" in
             echo "java-check.sh was started already"; wait_java "${2:-540}"; exit 0
         fi
         date +%s > "$R/java.started"
-        ( cd "$R/repo" && OUT="$R/java" setsid bash -c "while [ ! -f $R/check.rc ] && [ \$(( \$(date +%s) - \$(cat $R/check.started) )) -lt 420 ]; do sleep 2; done; \
+        bound=420  # check.sh alone; with ab.sh after it, up to its own 900 s more
+        [ -f "$R/ab.wanted" ] && bound=1320
+        ( cd "$R/repo" && OUT="$R/java" setsid bash -c "while [ ! -f $R/check.rc ] && [ \$(( \$(date +%s) - \$(cat $R/check.started) )) -lt $bound ]; do sleep 2; done; \
             bash bench/gpu/java-check.sh --parts $P ${T2D_RELAY_JAVA_ARGS:-} > $R/java.out 2>&1; echo \$? > $R/java.rc" \
             </dev/null >/dev/null 2>&1 & )
         echo "java-check.sh starts once check.sh has ended"
