@@ -2,6 +2,9 @@ package org.text2data;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -29,12 +32,33 @@ public final class ForkedJvm {
         return cmd;
     }
 
-    /** Starts {@code pb} with stderr into stdout, reads all its output, asserts it ends within the timeout. */
+    /**
+     * Starts {@code pb} with stderr into stdout, reads all its output, asserts it ends within the timeout. A process
+     * that does not is killed (with what it started) and the assertion shows its output so far: a hung child fails the
+     * test instead of hanging the build.
+     */
     public static Exit run(ProcessBuilder pb, long timeout, TimeUnit unit) throws Exception {
         Process p = pb.redirectErrorStream(true).start();
-        byte[] out = p.getInputStream().readAllBytes();
-        assertThat(p.waitFor(timeout, unit)).isTrue();
-        return new Exit(p.exitValue(), new String(out, StandardCharsets.UTF_8));
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        Thread reader = new Thread(() -> {
+            try (InputStream in = p.getInputStream()) {
+                in.transferTo(out);
+            } catch (IOException e) {
+                // the process was killed: what was read so far is kept
+            }
+        }, "forked-jvm-output");
+        reader.setDaemon(true);
+        reader.start();
+        boolean ended = p.waitFor(timeout, unit);
+        if (!ended) {
+            p.descendants().forEach(ProcessHandle::destroyForcibly);
+            p.destroyForcibly().waitFor(30, TimeUnit.SECONDS);
+        }
+        reader.join(TimeUnit.SECONDS.toMillis(30));
+        String output = out.toString(StandardCharsets.UTF_8);
+        assertThat(ended).as("the forked JVM did not end within %d %s; its output so far:%n%s", timeout,
+                unit.toString().toLowerCase(java.util.Locale.ROOT), output).isTrue();
+        return new Exit(p.exitValue(), output);
     }
 
     /** {@link #run} that must exit 0 (the output describes a failure); returns the output. */
