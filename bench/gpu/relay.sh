@@ -19,7 +19,7 @@
 # waits for the first one's java-check.sh instead of starting another. The background logs stay in
 # /tmp/t2d-relay. Environment: T2D_RELAY_JAVA_ARGS (say --quick; default none: 1 s of timing per mode) for java-check.sh;
 # T2D_RELAY_AB=1 on the first part: bench/gpu/ab.sh --rounds 2 (the kernel variants of bench/gpu/experiments, an
-# estimated 4 minutes, stopped at 15) after check.sh and before java-check.sh (which then waits up to 22 minutes
+# estimated 5 minutes with five variants, stopped at 15) after check.sh and before java-check.sh (which then waits up to 22 minutes
 # from the start of check.sh instead of 7; give finish a wait that covers it), its ab.log copied out with the rest.
 set -u -o pipefail
 
